@@ -1,0 +1,94 @@
+"""S3 key layouts AWS writes VPC Flow Logs and CloudTrail in, and what a key name tells.
+
+```
+default  {path}/AWSLogs/[{suffix}/][{o-org}/]{account}/vpcflowlogs/{region}/YYYY/MM/DD/[HH/]name
+hive     {path}/AWSLogs/[...]aws-account-id={a}/aws-service=vpcflowlogs/aws-region={r}/
+             year=YYYY/month=MM/day=DD/[hour=HH/]name
+trail    {path}/AWSLogs/[{o-org}/]{account}/CloudTrail/{region}/YYYY/MM/DD/name.json.gz
+```
+Pure functions only: listing S3 is the job of ``core.s3``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, timedelta
+from enum import StrEnum
+
+from core.config import BucketConfig
+
+ACCOUNT = re.compile(r"^\d{12}$")
+ORG = re.compile(r"^o-[a-z0-9]{10,32}$")
+REGION = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d+$")
+HIVE_ACCOUNT = re.compile(r"^aws-account-id=(\d{12})$")
+HIVE_REGION = re.compile(r"^aws-region=([a-z]{2}(?:-[a-z]+)+-\d+)$")
+_FLOW_LOG_ID = re.compile(r"_(fl-[0-9a-zA-Z]+)_")
+
+SERVICE_FOLDER = {"vpcflow": "vpcflowlogs", "cloudtrail": "CloudTrail"}
+
+
+class Kind(StrEnum):
+    """What an object holds, decided from its name."""
+
+    TEXT = "text"  # flow-log text, gzip or plain
+    PARQUET = "parquet"
+    CLOUDTRAIL = "cloudtrail"
+    OTHER = "other"  # not ours to read: recorded as skipped
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One (account, region) folder of one bucket, in one key layout."""
+
+    account: str
+    region: str
+    root: str  # the key prefix of the region folder, ending in '/'
+    hive: bool = False
+
+    def day_prefix(self, day: date) -> str:
+        if self.hive:
+            return f"{self.root}year={day:%Y}/month={day:%m}/day={day:%d}/"
+        return f"{self.root}{day:%Y}/{day:%m}/{day:%d}/"
+
+
+def logs_prefix(bucket: BucketConfig) -> str:
+    """The prefix under which accounts (or organizations) are listed, ending in '/'."""
+    parts = [bucket.path, "AWSLogs", bucket.path_suffix, bucket.aws_organization_id or ""]
+    return "/".join(part for part in parts if part) + "/"
+
+
+def default_partition(parent: str, account: str, service: str, region: str) -> Partition:
+    return Partition(account, region, f"{parent}{account}/{SERVICE_FOLDER[service]}/{region}/")
+
+
+def hive_partition(parent: str, account: str, region: str) -> Partition:
+    root = f"{parent}aws-account-id={account}/aws-service=vpcflowlogs/aws-region={region}/"
+    return Partition(account, region, root, hive=True)
+
+
+def days_between(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def kind_of(key: str, service: str) -> Kind:
+    name = key.rsplit("/", 1)[-1]
+    if service == "cloudtrail":
+        return Kind.CLOUDTRAIL if name.endswith(".json.gz") or name.endswith(".json") else Kind.OTHER
+    if name.endswith(".log.gz") or name.endswith(".log"):
+        return Kind.TEXT
+    if name.endswith(".parquet"):
+        return Kind.PARQUET
+    return Kind.OTHER
+
+
+def kind_of_path(name: str) -> Kind:
+    """The kind of a local file, for ``vpcwatch scan``."""
+    if name.endswith(".json.gz") or name.endswith(".json"):
+        return Kind.CLOUDTRAIL
+    return kind_of(name, "vpcflow")
+
+
+def flow_log_id(key: str) -> str | None:
+    match = _FLOW_LOG_ID.search(key.rsplit("/", 1)[-1])
+    return match[1] if match else None

@@ -1,0 +1,1 @@
+"""vpcwatch user interfaces: the command line and the Textual app."""
