@@ -1,1 +1,1 @@
-"""vpcwatch core: ingest, parse and store AWS VPC Flow Logs and CloudTrail events. Never imports Textual."""
+"""vpcwatch core: ingest, parse and store VPC Flow Logs and CloudTrail. Never imports Textual."""

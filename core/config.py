@@ -63,7 +63,6 @@ class BucketConfig:
     sts_endpoint: str | None = None
     discard_field: str | None = None
     discard_regex: re.Pattern[str] | None = None
-    describe_flow_logs: bool = False
 
     @property
     def label(self) -> str:
@@ -83,6 +82,8 @@ class GeneralConfig:
     max_object_size: int = 2**30
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
+    commit_records: int = 500_000
+    commit_interval: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -256,6 +257,9 @@ def _general(source: str, table: dict[str, Any], base: Path) -> GeneralConfig:
                               "a size such as 512MiB or 2GiB"),
         connect_timeout=r.get("connect_timeout", 10.0, _min_duration(0.1), duration),
         read_timeout=r.get("read_timeout", 60.0, _min_duration(0.1), duration),
+        commit_records=r.get("commit_records", 500_000, _bounded_int(1, 10_000_000),
+                             "an integer from 1 to 10000000"),
+        commit_interval=r.get("commit_interval", 1.0, _min_duration(0), duration),
     )  # fmt: skip
 
 
@@ -317,7 +321,6 @@ def _bucket(source: str, table: dict[str, Any], where: str) -> BucketConfig:
         sts_endpoint=r.get("sts_endpoint", None, _url, "an http(s):// URL"),
         discard_field=discard_field,
         discard_regex=discard_regex,
-        describe_flow_logs=r.get("describe_flow_logs", False, _boolean, "true or false"),
     )  # fmt: skip
 
 

@@ -12,7 +12,7 @@ class CorruptObject(Exception):
 
 
 def gunzip(data: bytes, limit: int) -> bytes:
-    """Decompress every gzip member of ``data``; refuse empty, truncated, corrupt or oversized input.
+    """Decompress every gzip member; refuse empty, truncated, corrupt or oversized input.
 
     ``limit`` caps the expanded size so a decompression bomb cannot exhaust memory.
     """

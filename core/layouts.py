@@ -74,8 +74,8 @@ def days_between(first: date, last: date) -> list[date]:
 def kind_of(key: str, service: str) -> Kind:
     name = key.rsplit("/", 1)[-1]
     if service == "cloudtrail":
-        return Kind.CLOUDTRAIL if name.endswith(".json.gz") or name.endswith(".json") else Kind.OTHER
-    if name.endswith(".log.gz") or name.endswith(".log"):
+        return Kind.CLOUDTRAIL if name.endswith((".json.gz", ".json")) else Kind.OTHER
+    if name.endswith((".log.gz", ".log")):
         return Kind.TEXT
     if name.endswith(".parquet"):
         return Kind.PARQUET
@@ -84,7 +84,7 @@ def kind_of(key: str, service: str) -> Kind:
 
 def kind_of_path(name: str) -> Kind:
     """The kind of a local file, for ``vpcwatch scan``."""
-    if name.endswith(".json.gz") or name.endswith(".json"):
+    if name.endswith((".json.gz", ".json")):
         return Kind.CLOUDTRAIL
     return kind_of(name, "vpcflow")
 

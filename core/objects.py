@@ -1,4 +1,4 @@
-"""The objects vpcwatch reads, the ledger's words for their states, and the result of reading one."""
+"""The objects vpcwatch reads, the ledger's words for their states, the result of reading one."""
 
 from __future__ import annotations
 

@@ -1,0 +1,247 @@
+"""The engine loop: list, download, parse and commit, every bucket, every interval.
+
+One poll runs a pipeline per bucket: listing -> the ledger picks what to read -> a bounded
+pool of downloads (a slow object never blocks the others) -> parsing in worker threads
+(pyarrow releases the GIL) -> a single writer that commits groups of objects, each object's
+rows with its ledger entry, in one transaction. The store is used from one thread only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, TypeVar
+
+from core.config import BucketConfig, Config
+from core.decompress import CorruptObject
+from core.discovery import list_bucket
+from core.events import (
+    BatchCommitted,
+    ObjectOutcome,
+    PollFinished,
+    PollStarted,
+    PollSummary,
+    PrefixBlocked,
+    Publish,
+)
+from core.layouts import Kind, days_between
+from core.objects import ObjectResult, Status
+from core.reader import read_object
+from core.s3 import AccessDenied, Gone, S3Bucket, describe, open_bucket
+from core.store import Candidate, Store
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+TRANSIENT_TRIES = 6  # per object per poll; then it stays pending for the next poll
+BACKOFF_BASE = 0.2
+BACKOFF_CAP = 5.0
+_FLUSH = object()
+
+
+class FatalObjectError(Exception):
+    """A bad object with ``skip_on_error = false``: the poll stops and says which."""
+
+
+class Collector:
+    def __init__(self, config: Config, store: Store, publish: Publish | None = None):
+        self.config = config
+        self.store = store
+        self.publish: Publish = publish or (lambda event: None)
+        self._db = ThreadPoolExecutor(1, thread_name_prefix="vpcwatch-store")
+        self._parsers = ThreadPoolExecutor(2, thread_name_prefix="vpcwatch-parse")
+
+    def close(self) -> None:
+        self._parsers.shutdown(wait=True, cancel_futures=True)
+        self._db.shutdown(wait=True)
+
+    async def db(self, function: Callable[..., T], *args: Any) -> T:
+        """Run a store call on the store's own thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._db, function, *args)
+
+    # -- polling ------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll every ``interval`` until ``stop`` is set. A failed poll is logged, not fatal."""
+        general = self.config.general
+        if not general.run_on_start:
+            await _wait(stop, general.interval)
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                await self.poll(next_in=general.interval)
+            except Exception as exc:
+                log.error("poll failed: %s", describe(exc))
+            await _wait(stop, max(0.0, general.interval - (time.monotonic() - started)))
+
+    async def poll(self, next_in: float | None = None) -> PollSummary:
+        summary = PollSummary()
+        started = time.monotonic()
+        self.publish(PollStarted(tuple(b.label for b in self.config.buckets), time.time()))
+        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.config.general.concurrency * 2)
+        writer = asyncio.create_task(self._write(queue, summary))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for bucket in self.config.buckets:
+                    group.create_task(self._poll_bucket(bucket, queue, summary))
+        finally:
+            await queue.put(None)
+            await writer
+        await self.db(self.store.prune, self.config.general.retention)
+        await self.db(self.store.checkpoint)
+        summary.seconds = time.monotonic() - started
+        next_at = time.time() + next_in if next_in else None
+        self.publish(PollFinished(summary, time.time(), next_at))
+        return summary
+
+    def _days(self, bucket: BucketConfig) -> list[date]:
+        today = datetime.now(UTC).date()
+        first = (datetime.now(UTC) - timedelta(seconds=self.config.general.lookback)).date()
+        if bucket.only_logs_after:
+            first = max(first, bucket.only_logs_after)
+        return days_between(first, today)
+
+    async def _poll_bucket(
+        self, bucket: BucketConfig, queue: asyncio.Queue[Any], summary: PollSummary
+    ) -> None:
+        try:
+            async with open_bucket(bucket, self.config.general) as s3:
+                listing = await list_bucket(s3, bucket, self._days(bucket))
+                for prefix, error in listing.blocked.items():
+                    summary.blocked_prefixes.append(f"s3://{bucket.name}/{prefix}")
+                    self.publish(PrefixBlocked(bucket.name, prefix, error))
+                for prefix, error in listing.failed.items():
+                    summary.errors.append(f"s3://{bucket.name}/{prefix}: cannot list: {error}")
+                await self._record_prefixes(bucket.name, listing.blocked, listing.listed_ok)
+                candidates = await self.db(self.store.candidates, listing.objects)
+                log.info("%s: %d objects listed, %d to read", bucket.label,
+                         len(listing.objects), len(candidates))  # fmt: skip
+                await self._read_all(s3, bucket, candidates, queue)
+        except FatalObjectError:
+            raise
+        except Exception as exc:  # one bucket's failure (bad credentials...) spares the others
+            message = f"{bucket.label}: {describe(exc)}"
+            log.error("%s", message)
+            summary.errors.append(message)
+
+    async def _record_prefixes(self, bucket: str, blocked: dict[str, str], ok: set[str]) -> None:
+        for prefix, error in blocked.items():
+            await self.db(self.store.record_prefix, bucket, prefix, "blocked", error)
+        for prefix in ok:
+            await self.db(self.store.record_prefix, bucket, prefix, "ok", None)
+
+    async def _read_all(
+        self,
+        s3: S3Bucket,
+        bucket: BucketConfig,
+        candidates: list[Candidate],
+        queue: asyncio.Queue[Any],
+    ) -> None:
+        todo = deque(candidates)
+
+        async def worker() -> None:
+            while todo:
+                candidate = todo.popleft()
+                await queue.put(await self._read_one(s3, bucket, candidate))
+
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(self.config.general.concurrency, len(todo))):
+                group.create_task(worker())
+
+    async def _read_one(self, s3: S3Bucket, bucket: BucketConfig, cand: Candidate) -> ObjectResult:
+        """Download and parse one object, retrying what may pass; never raises for S3 errors."""
+        general = self.config.general
+        ref = cand.ref
+        if ref.kind is Kind.OTHER:
+            return ObjectResult(ref, Status.SKIPPED, attempts=0, error="not a log file")
+        corrupt = transient = 0
+        while True:
+            attempt = corrupt + transient + 1
+            try:
+                data = await s3.fetch(ref.key)
+                result = await asyncio.get_running_loop().run_in_executor(
+                    self._parsers, read_object, ref, data, general.max_object_size,
+                    bucket.discard_field, bucket.discard_regex,
+                )  # fmt: skip
+            except CorruptObject as exc:
+                corrupt += 1
+                if corrupt >= general.max_attempts:
+                    return self._bad_object(cand, attempt, str(exc))
+            except AccessDenied as exc:
+                return ObjectResult(ref, Status.BLOCKED, cand.attempts + attempt, str(exc))
+            except Gone as exc:
+                return ObjectResult(ref, Status.SKIPPED, cand.attempts + attempt,
+                                    f"deleted before it was read: {exc}")  # fmt: skip
+            except Exception as exc:  # throttling, 5xx, timeouts, resets, short bodies
+                transient += 1
+                log.info("%s: attempt %d failed: %s", ref.key, attempt, describe(exc))
+                if transient >= TRANSIENT_TRIES:
+                    return ObjectResult(ref, Status.PENDING, cand.attempts + attempt, describe(exc))
+            else:
+                result.attempts = cand.attempts + attempt
+                result.replaces = cand.replaces
+                return result
+            await asyncio.sleep(_backoff(attempt))
+
+    def _bad_object(self, cand: Candidate, attempts: int, reason: str) -> ObjectResult:
+        if not self.config.general.skip_on_error:
+            raise FatalObjectError(
+                f"s3://{cand.ref.bucket}/{cand.ref.key}: {reason} (skip_on_error = false: "
+                "the poll stops here; set it to true to quarantine such objects and go on)"
+            )
+        log.warning("quarantined s3://%s/%s: %s", cand.ref.bucket, cand.ref.key, reason)
+        return ObjectResult(cand.ref, Status.QUARANTINED, cand.attempts + attempts, reason)
+
+    # -- committing ---------------------------------------------------------------------
+
+    async def _write(self, queue: asyncio.Queue[Any], summary: PollSummary) -> None:
+        """Group results into transactions: by size, or after ``commit_interval`` at most."""
+        general = self.config.general
+        loop = asyncio.get_running_loop()
+        batch: list[ObjectResult] = []
+        rows = 0
+        deadline = 0.0
+        while True:
+            timeout = max(0.0, deadline - loop.time()) if batch else None
+            try:
+                item = await asyncio.wait_for(queue.get(), timeout)
+            except TimeoutError:
+                item = _FLUSH
+            if isinstance(item, ObjectResult):
+                if not batch:
+                    deadline = loop.time() + general.commit_interval
+                batch.append(item)
+                rows += item.records
+            if batch and (item is None or item is _FLUSH or rows >= general.commit_records):
+                await self._commit(batch, summary)
+                batch, rows = [], 0
+            if item is None:
+                return
+
+    async def _commit(self, batch: list[ObjectResult], summary: PollSummary) -> None:
+        stats = await self.db(self.store.commit, batch)
+        summary.add(batch, stats.records, stats.events)
+        log.info("committed %d objects, %d records, %d events",
+                 len(batch), stats.records, stats.events)  # fmt: skip
+        outcomes = tuple(
+            ObjectOutcome(r.ref.bucket, r.ref.key, r.status, r.records, r.bad_lines, r.error)
+            for r in batch
+        )
+        self.publish(BatchCommitted(outcomes, stats.records, stats.events, time.time()))
+
+
+def _backoff(attempt: int) -> float:
+    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+

@@ -1,0 +1,83 @@
+"""The state directory: created private, owned by one process at a time through a lock file."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import stat
+import sys
+from pathlib import Path
+from types import TracebackType
+
+LOCK_NAME = "vpcwatch.lock"
+
+
+class StateDirError(Exception):
+    """The state directory is unsafe, unusable, or owned by another process."""
+
+
+def prepare(path: Path) -> Path:
+    """Create ``path`` 0700 if needed; refuse a symlink or a directory others can write."""
+    if path.is_symlink():
+        raise StateDirError(f"{path}: the state directory is a symlink; give its real path")
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise StateDirError(f"{path}: cannot create the state directory: {exc.strerror}") from None
+    if not stat.S_ISDIR(mode):
+        raise StateDirError(f"{path}: the state directory is not a directory")
+    if mode & 0o022:
+        raise StateDirError(f"{path}: writable by other users; run: chmod go-w {path}")
+    return path
+
+
+class StateLock:
+    """An exclusive (writer) or shared (reader) lock on a state directory.
+
+    The writer writes who it is into the lock file, so that a second process can say who
+    owns the directory instead of failing with a database error.
+    """
+
+    def __init__(self, state_dir: Path, exclusive: bool = True):
+        self.path = state_dir / LOCK_NAME
+        self.exclusive = exclusive
+        self._fd: int | None = None
+
+    def acquire(self) -> StateLock:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        mode = fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            verb = "is in use by" if self.exclusive else "is being written by"
+            raise StateDirError(
+                f"{self.path.parent}: the state directory {verb} {owner}; stop it or use "
+                "another state_dir"
+            ) from None
+        if self.exclusive:
+            os.ftruncate(fd, 0)
+            command = " ".join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv[:2]))
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} ({command})".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> StateLock:
+        return self.acquire()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()

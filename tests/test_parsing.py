@@ -1,0 +1,176 @@
+"""Every flow-log format AWS writes, read back exactly as the reference parser reads it."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from core.cloudtrail_parser import parse_cloudtrail
+from core.decompress import CorruptObject, gunzip
+from core.flowlog_parser import parse_parquet, parse_text
+from tests import flowgen
+from tests.flowgen import FlowObject, reference_rows
+
+
+def as_aws(rows: list[dict]) -> list[dict]:
+    """Store rows (underscore names) keyed by AWS names, without all-None columns."""
+    return [{k.replace("_", "-"): v for k, v in row.items()} for row in rows]
+
+
+def assert_same(obj: FlowObject, lines: list[str] | None = None) -> None:
+    parsed = parse_text(obj.text() if lines is None else _text(obj.fields, lines))
+    expected = reference_rows(obj.fields, obj.lines if lines is None else lines)
+    assert as_aws(parsed.table.to_pylist()) == expected
+    assert parsed.table.num_rows == len(expected) > 0
+
+
+def _text(fields: list[str], lines: list[str]) -> bytes:
+    return ("\n".join([" ".join(fields), *lines]) + "\n").encode()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [flowgen.V2, flowgen.CUSTOM, flowgen.ALL_V5, flowgen.ALL_V8, flowgen.TGW, flowgen.NAT6],
+    ids=["default-v2", "custom-order", "v5-29-fields", "v8-40-fields", "transit-gateway", "nat-6"],
+)
+def test_each_format_reads_exactly_what_the_reference_reads(fields: list[str]) -> None:
+    obj = flowgen.flow_object(fields, 300, seed=len(fields))
+    assert len(fields) in (14, 10, 29, 40, 36, 6)
+    assert_same(obj)
+
+
+def test_types_follow_athena() -> None:
+    table = parse_text(flowgen.flow_object(flowgen.ALL_V8, 5).text()).table
+    types = {name: str(table.schema.field(name).type) for name in table.column_names}
+    assert types["srcport"] == types["protocol"] == types["tcp_flags"] == "int32"
+    assert types["traffic_path"] == types["version"] == "int32"
+    assert types["bytes"] == types["packets"] == types["start"] == types["end"] == "int64"
+    assert types["srcaddr"] == types["reject_reason"] == types["account_id"] == "string"
+
+
+def test_nodata_and_skipdata_rows_are_kept_with_nulls() -> None:
+    obj = flowgen.flow_object(flowgen.V2, 10, nodata=3, skipdata=2)
+    table = parse_text(obj.text()).table
+    statuses = table["log_status"].to_pylist()
+    assert statuses.count("NODATA") == 3 and statuses.count("SKIPDATA") == 2
+    skip = [row for row in table.to_pylist() if row["log_status"] == "SKIPDATA"]
+    assert all(row["srcaddr"] is None and row["bytes"] is None for row in skip)
+    assert all(row["start"] is not None for row in skip)
+    assert_same(obj)
+
+
+def test_ipv6_addresses_and_millisecond_times() -> None:
+    obj = flowgen.flow_object(flowgen.V2, 50, ipv6_every=2, ms=True)
+    table = parse_text(obj.text()).table
+    assert sum(":" in addr for addr in table["srcaddr"].to_pylist()) == 25
+    assert max(table["start"].to_pylist()) < 2**31  # normalised to seconds
+    assert_same(obj)
+
+
+def test_repeated_headers_blank_lines_and_extra_spaces_are_not_records() -> None:
+    obj = flowgen.flow_object(flowgen.V2, 20)
+    header = " ".join(obj.fields)
+    lines = obj.lines[:10] + ["", header, "   "] + obj.lines[10:15] + [header]
+    lines += [line.replace(" ", "  ", 2) for line in obj.lines[15:]]  # AWS's double spaces
+    parsed = parse_text(_text(obj.fields, lines))
+    assert parsed.table.num_rows == 20
+    assert parsed.bad_lines == 0
+    assert as_aws(parsed.table.to_pylist()) == reference_rows(obj.fields, obj.lines)
+
+
+def test_bad_lines_are_counted_with_a_reason_and_the_rest_kept() -> None:
+    obj = flowgen.flow_object(flowgen.V2, 30)
+    short = " ".join(obj.lines[0].split()[:9])
+    word = obj.lines[1].split()
+    word[6] = "http"  # dstport
+    huge = obj.lines[2].split()
+    huge[5] = "99999999999"  # srcport beyond 32 bits
+    lines = [*obj.lines[3:], short, " ".join(word), " ".join(huge), "garbage"]
+    parsed = parse_text(_text(obj.fields, lines))
+    assert parsed.table.num_rows == 27
+    assert parsed.bad_lines == 4
+    assert parsed.bad_reasons == {
+        "expected 14 fields, got 9": 1,
+        "expected 14 fields, got 1": 1,
+        "dstport is not a 32-bit integer": 1,
+        "srcport is not a 32-bit integer": 1,
+    }
+    assert as_aws(parsed.table.to_pylist()) == reference_rows(obj.fields, obj.lines[3:])
+
+
+def test_unknown_future_fields_are_kept_as_text() -> None:
+    fields = [*flowgen.V2, "resource-id", "encryption-status"]
+    obj = flowgen.flow_object(fields, 10)
+    table = parse_text(obj.text()).table
+    assert table.schema.field("resource_id").type == pa.string()
+    assert table.schema.field("encryption_status").type == pa.string()
+    assert_same(obj)
+
+
+def test_a_file_without_header_is_read_as_the_default_format() -> None:
+    obj = flowgen.flow_object(flowgen.V2, 10)
+    parsed = parse_text(("\n".join(obj.lines) + "\n").encode())
+    assert as_aws(parsed.table.to_pylist()) == reference_rows(obj.fields, obj.lines)
+
+
+@pytest.mark.parametrize("first_line", [b"<html>", b"version version", b"\xff\xfe"])
+def test_a_first_line_that_is_not_a_header_is_a_corrupt_object(first_line: bytes) -> None:
+    with pytest.raises(CorruptObject):
+        parse_text(first_line + b"\n1 2 3\n")
+
+
+def test_parquet_objects() -> None:
+    obj = flowgen.flow_object(flowgen.ALL_V5, 40, ms=True)
+    rows = reference_rows(obj.fields, obj.lines)
+    # AWS writes Parquet with underscore names and its own (millisecond-free) values
+    columns = {name.replace("-", "_"): [row[name] for row in rows] for name in obj.fields}
+    buffer = io.BytesIO()
+    pq.write_table(pa.table(columns), buffer)
+    table = parse_parquet(buffer.getvalue()).table
+    assert as_aws(table.to_pylist()) == rows
+    assert table.schema.field("dstport").type == pa.int32()
+
+
+def test_cloudtrail_duplicates_are_stored_once_and_bad_records_counted() -> None:
+    first = flowgen.trail_event("CreateVpc", event_id="e-1")
+    denied = flowgen.trail_event("CreateVpc", event_id="e-2", error="Client.UnauthorizedOperation")
+    data = json.dumps({"Records": [first, denied, first, {"eventName": "x"}, 42]}).encode()
+    parsed = parse_cloudtrail(data)
+    rows = parsed.table.to_pylist()
+    assert [row["event_id"] for row in rows] == ["e-1", "e-2"]
+    assert rows[1]["error_code"] == "Client.UnauthorizedOperation"
+    assert rows[0]["user_arn"] == "arn:aws:iam::123456789012:user/alice"
+    assert json.loads(rows[0]["record"]) == first
+    assert parsed.bad_reasons == {"record has no eventID": 1, "record is not a JSON object": 1}
+
+
+@pytest.mark.parametrize("payload", [b"{}", b"[1,2]", b"not json"])
+def test_a_cloudtrail_object_without_records_is_corrupt(payload: bytes) -> None:
+    with pytest.raises(CorruptObject):
+        parse_cloudtrail(payload)
+
+
+def test_gzip_failures_are_corrupt_objects() -> None:
+    good = gzip.compress(b"version\n" * 1000)
+    with pytest.raises(CorruptObject, match="zero-byte"):
+        gunzip(b"", 1 << 20)
+    with pytest.raises(CorruptObject, match="truncated"):
+        gunzip(good[: len(good) // 2], 1 << 20)
+    with pytest.raises(CorruptObject, match="corrupt"):
+        gunzip(good[:10] + bytes(50) + good[60:], 1 << 20)
+    bomb = gzip.compress(bytes(10_000_000))
+    with pytest.raises(CorruptObject, match="expands past"):
+        gunzip(bomb, 1 << 20)
+    assert gunzip(good + good, 1 << 20) == b"version\n" * 2000  # two gzip members
+
+
+def test_gunzip_limit_is_exact() -> None:
+    data = b"x" * 1000
+    assert gunzip(gzip.compress(data), 1000) == data
+    with pytest.raises(CorruptObject):
+        gunzip(gzip.compress(data), 999)

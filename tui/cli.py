@@ -1,0 +1,237 @@
+"""The ``vpcwatch`` command line: the headless contract scripts, servers and tests rely on.
+
+Exit codes: 0 done, 2 bad configuration or usage, 1 anything else. Expected failures print
+one readable line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import json
+import logging
+import re
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from core.config import Config, ConfigError, default_state_dir, load_config
+from core.decompress import CorruptObject
+from core.events import PollSummary
+from core.statedir import StateDirError, StateLock, prepare
+from core.store import DATABASE_NAME, Store, StoreError
+from core.wazuh_import import WazuhImportError, import_wazuh
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+_SECRET = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b")
+
+
+class UsageError(Exception):
+    """Bad usage or configuration: exit 2."""
+
+
+class _Redact(logging.Filter):
+    """Never let an AWS access key id reach a log line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = _SECRET.sub("[access key redacted]", record.getMessage())
+        record.args = ()
+        return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.run(args))
+    except (UsageError, ConfigError, WazuhImportError) as exc:
+        print(f"vpcwatch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (StateDirError, StoreError, CorruptObject, OSError) as exc:
+        print(f"vpcwatch: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vpcwatch", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    collect = commands.add_parser("collect", help="poll the configured buckets into the store")
+    collect.add_argument("--config", required=True, type=Path, help="the TOML configuration")
+    collect.add_argument("--once", action="store_true", help="one full poll, then exit")
+    collect.add_argument("--json", action="store_true", help="end with a JSON summary line")
+    collect.set_defaults(run=cmd_collect)
+
+    query = commands.add_parser("query", help="read-only SQL against the store")
+    _store_options(query)
+    query.add_argument("--format", choices=("csv", "json"), default="csv",
+                       help="csv with a header (default), or one JSON object per line")  # fmt: skip
+    query.add_argument("sql", help='for example: "SELECT count(*) FROM flows"')
+    query.set_defaults(run=cmd_query)
+
+    scan = commands.add_parser("scan", help="read local log files and folders into the store")
+    scan.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    _store_options(scan)
+    scan.add_argument("--json", action="store_true", help="end with a JSON summary line")
+    scan.set_defaults(run=cmd_scan)
+
+    wazuh = commands.add_parser("import-wazuh", help="print TOML for an ossec.conf's aws-s3 blocks")
+    wazuh.add_argument("ossec_conf", type=Path, metavar="OSSEC_CONF")
+    wazuh.set_defaults(run=cmd_import_wazuh)
+
+    demo = commands.add_parser("demo", help="collect from an embedded S3 with generated traffic")
+    demo.add_argument("--polls", type=int, default=0, help="stop after N polls (0: run until ^C)")
+    demo.add_argument("--state-dir", type=Path, help="where the demo store goes (default: temp)")
+    demo.set_defaults(run=cmd_demo)
+    return parser
+
+
+def _store_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--config", type=Path, help="use the state_dir of this configuration")
+    group.add_argument("--state-dir", type=Path, help=f"default: {default_state_dir()}")
+
+
+def _setup_logging(verbosity: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_Redact())
+    handler.setFormatter(logging.Formatter("vpcwatch: %(levelname)s: %(message)s"))
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbosity, 2)]
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    for noisy in ("botocore", "aiobotocore", "urllib3", "werkzeug"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    if getattr(args, "config", None):
+        return load_config(args.config).general.state_dir
+    return args.state_dir or default_state_dir()
+
+
+@contextlib.contextmanager
+def open_store(state_dir: Path, read_only: bool = False) -> Iterator[Store]:
+    """The store of ``state_dir``, with the directory's lock held while it is open."""
+    if read_only:
+        database = state_dir / DATABASE_NAME
+        if not database.exists():
+            raise StoreError(f"{state_dir}: no store yet; run vpcwatch collect or scan first")
+    else:
+        prepare(state_dir)
+    with StateLock(state_dir, exclusive=not read_only):
+        store = Store(state_dir / DATABASE_NAME, read_only=read_only)
+        try:
+            yield store
+        finally:
+            store.close()
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    return asyncio.run(_collect(config, once=args.once, as_json=args.json))
+
+
+async def _collect(config: Config, once: bool, as_json: bool) -> int:
+    from core.collector import Collector, FatalObjectError
+
+    with open_store(config.general.state_dir) as store:
+        collector = Collector(config, store)
+        try:
+            if once:
+                try:
+                    summary = await collector.poll()
+                except FatalObjectError as exc:
+                    print(f"vpcwatch: {exc}", file=sys.stderr)
+                    return EXIT_FAILED
+                _report(summary, as_json)
+                return EXIT_FAILED if summary.errors else EXIT_OK
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                loop.add_signal_handler(sig, stop.set)
+            await collector.run(stop)
+            return EXIT_OK
+        finally:
+            collector.close()
+
+
+def _report(summary: PollSummary, as_json: bool) -> None:
+    for error in summary.errors:
+        print(f"vpcwatch: error: {error}", file=sys.stderr)
+    for prefix in summary.blocked_prefixes:
+        print(f"vpcwatch: blocked (access denied): {prefix}", file=sys.stderr)
+    if as_json:
+        print(json.dumps(summary.as_json()), flush=True)
+        return
+    objects = ", ".join(f"{count} {status}" for status, count in summary.objects.items())
+    print(f"objects: {objects}; records: {summary.records}; bad lines: {summary.bad_lines}; "
+          f"events: {summary.events}; bytes: {summary.bytes}; {summary.seconds:.1f} s")  # fmt: skip
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    import duckdb
+
+    with open_store(_state_dir(args), read_only=True) as store:
+        try:
+            columns, rows = store.query(args.sql)
+        except duckdb.Error as exc:
+            raise UsageError(f"query failed: {str(exc).splitlines()[0]}") from None
+    if args.format == "json":
+        for row in rows:
+            print(json.dumps(dict(zip(columns, row, strict=True)), default=_json_value))
+    else:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)
+    return EXIT_OK
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    return str(value)
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from core.scan import scan
+
+    missing = [str(p) for p in args.paths if not p.exists()]
+    if missing:
+        raise UsageError(f"no such file or folder: {', '.join(missing)}")
+    max_size = load_config(args.config).general.max_object_size if args.config else 2**30
+    with open_store(_state_dir(args)) as store:
+        summary = scan(list(args.paths), store, max_size)
+    _report(summary, args.json)
+    return EXIT_OK
+
+
+def cmd_import_wazuh(args: argparse.Namespace) -> int:
+    sys.stdout.write(import_wazuh(args.ossec_conf))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tui.demo import run_demo
+
+    return run_demo(polls=args.polls, state_dir=args.state_dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
