@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
-    if not getattr(args, "command", None):
+    if not hasattr(args, "run"):
         parser.print_help()
         return EXIT_USAGE
     try:

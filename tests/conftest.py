@@ -1,0 +1,62 @@
+"""Shared fixtures: a real S3 endpoint (moto's server on 127.0.0.1) and configuration files."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from tui.embedded_s3 import EmbeddedS3, start_s3, use_emulator_credentials
+
+use_emulator_credentials()
+os.environ.pop("AWS_PROFILE", None)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[EmbeddedS3]:
+    server = start_s3()
+    yield server
+    server.stop()
+
+
+class Bucket:
+    """A fresh bucket on the emulator, with a plain boto3 client to fill it."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.name = f"vpcwatch-{uuid.uuid4().hex[:12]}"
+        self.client = boto3.client("s3", endpoint_url=url, region_name="us-east-1")
+        self.client.create_bucket(Bucket=self.name)
+
+    def put(self, key: str, body: bytes) -> None:
+        self.client.put_object(Bucket=self.name, Key=key, Body=body)
+
+    def size(self, key: str) -> int:
+        return int(self.client.head_object(Bucket=self.name, Key=key)["ContentLength"])
+
+
+@pytest.fixture
+def bucket(s3_server: EmbeddedS3) -> Bucket:
+    return Bucket(s3_server.url)
+
+
+def write_config(
+    directory: Path,
+    buckets: list[dict[str, Any]],
+    **general: Any,
+) -> Path:
+    """A TOML config with a private state dir under ``directory``."""
+    general.setdefault("state_dir", str(directory / "state"))
+    lines = ["[general]"] + [f"{key} = {json.dumps(value)}" for key, value in general.items()]
+    for table in buckets:
+        lines.append("[[bucket]]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in table.items()]
+    path = directory / "vpcwatch.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,139 @@
+"""The headless command line: scan, query, import-wazuh, the lock, and exit codes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from core.statedir import StateLock
+from tests import flowgen
+from tui.cli import main
+
+
+def scan_files(tmp_path: Path) -> tuple[Path, int, int]:
+    folder = tmp_path / "logs"
+    (folder / "sub").mkdir(parents=True)
+    a = flowgen.flow_object(flowgen.V2, 120, seed=1)
+    b = flowgen.flow_object(flowgen.CUSTOM, 80, seed=2)
+    (folder / "a.log.gz").write_bytes(a.gz())
+    (folder / "sub" / "b.log").write_bytes(b.text())
+    (folder / "sub" / "trail.json.gz").write_bytes(flowgen.trail_object(
+        [flowgen.trail_event("CreateVpc", event_id="e1")]))  # fmt: skip
+    (folder / "README.txt").write_text("ignored")
+    return folder, a.records + b.records, a.total_bytes + b.total_bytes
+
+
+def test_scan_then_query(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder, records, total_bytes = scan_files(tmp_path)
+    state = tmp_path / "state"
+    assert main(["scan", str(folder), "--state-dir", str(state), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["objects"]["done"] == 3
+    assert (summary["records"], summary["events"]) == (records, 1)
+
+    assert main(["query", "--state-dir", str(state), "--format", "json",
+                 "SELECT count(*) AS n, sum(bytes) AS b FROM flows"]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out) == {"n": records, "b": total_bytes}
+
+    assert main(["query", "--state-dir", str(state), "SELECT event_name FROM cloudtrail"]) == 0
+    assert list(csv.reader(io.StringIO(capsys.readouterr().out))) == [["event_name"],
+                                                                      ["CreateVpc"]]  # fmt: skip
+
+    assert main(["scan", str(folder), "--state-dir", str(state), "--json"]) == 0
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["records"] == 0 and again["objects"]["done"] == 0
+
+
+def test_query_is_read_only_and_errors_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder, _, _ = scan_files(tmp_path)
+    state = tmp_path / "state"
+    main(["scan", str(folder), "--state-dir", str(state)])
+    capsys.readouterr()
+    assert main(["query", "--state-dir", str(state), "DELETE FROM flows"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "read-only" in err[0]
+    assert main(["query", "--state-dir", str(state), "SELEC 1"]) == 2
+    assert main(["query", "--state-dir", str(tmp_path / "none"), "SELECT 1"]) == 1
+
+
+def test_a_second_writer_is_told_who_owns_the_state_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder, _, _ = scan_files(tmp_path)
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    with StateLock(state):
+        assert main(["scan", str(folder), "--state-dir", str(state)]) == 1
+    err = capsys.readouterr().err
+    assert "is in use by pid" in err
+
+
+def test_scan_of_a_missing_path_is_a_usage_error(tmp_path: Path) -> None:
+    assert main(["scan", str(tmp_path / "nope"), "--state-dir", str(tmp_path)]) == 2
+
+
+OSSEC = """<ossec_config>
+  <wodle name="aws-s3">
+    <disabled>no</disabled>
+    <interval>10m</interval>
+    <run_on_start>yes</run_on_start>
+    <skip_on_error>yes</skip_on_error>
+    <bucket type="vpcflow">
+      <name>wazuh-aws-wodle</name>
+      <path>vpc</path>
+      <aws_profile>default</aws_profile>
+      <aws_account_id>123456789012,210987654321</aws_account_id>
+      <only_logs_after>2018-AUG-21</only_logs_after>
+      <remove_from_bucket>no</remove_from_bucket>
+      <access_key>AKIAIOSFODNN7EXAMPLE</access_key>
+      <secret_key>wJalrXUtnFEMI/K7MDENG</secret_key>
+      <discard_regex field="action">REJECT</discard_regex>
+    </bucket>
+    <bucket type="cloudtrail">
+      <name>trail-bucket</name>
+      <service_endpoint>https://s3.internal.example</service_endpoint>
+    </bucket>
+    <bucket type="guardduty"><name>gd</name></bucket>
+  </wodle>
+</ossec_config>
+<ossec_config><global><jsonout_output>yes</jsonout_output></global></ossec_config>
+"""
+
+
+def test_import_wazuh_prints_a_valid_equivalent_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ossec = tmp_path / "ossec.conf"
+    ossec.write_text(OSSEC)
+    assert main(["import-wazuh", str(ossec)]) == 0
+    out = capsys.readouterr().out
+    assert "AKIA" not in out and "wJalr" not in out
+    assert "remove_from_bucket" in out and "guardduty" in out
+    document = tomllib.loads(out)
+    assert document["general"] == {"interval": "10m", "run_on_start": True,
+                                   "skip_on_error": True}  # fmt: skip
+    vpc, trail = document["bucket"]
+    assert vpc == {"type": "vpcflow", "name": "wazuh-aws-wodle", "path": "vpc",
+                   "aws_profile": "default",
+                   "aws_account_id": ["123456789012", "210987654321"],
+                   "only_logs_after": "2018-08-21", "discard_field": "action",
+                   "discard_regex": "REJECT"}  # fmt: skip
+    assert trail == {"type": "cloudtrail", "name": "trail-bucket",
+                     "endpoint_url": "https://s3.internal.example"}  # fmt: skip
+    converted = tmp_path / "converted.toml"
+    converted.write_text(out)
+    from core.config import load_config
+
+    assert len(load_config(converted).buckets) == 2
+
+
+def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "collect" in capsys.readouterr().out

@@ -1,0 +1,233 @@
+"""``vpcwatch collect --once`` against a real S3 endpoint: layouts, accounts, formats, ledger."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests import flowgen
+from tests.conftest import Bucket, write_config
+from tui.cli import main
+
+NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+A, B, C, D = "111111111111", "222222222222", "333333333333", "444444444444"
+
+
+@dataclass
+class Truth:
+    """What the generator wrote: the figures a correct collect must report."""
+
+    done: int = 0
+    quarantined: int = 0
+    skipped: int = 0
+    records: int = 0
+    bad_lines: int = 0
+    bytes: int = 0
+    events: int = 0
+    per_account: dict[str, int] = field(default_factory=dict)
+    skipdata: int = 0
+
+    def add_flows(self, bucket: Bucket, key: str, obj: flowgen.FlowObject, account: str,
+                  body: bytes | None = None) -> None:  # fmt: skip
+        bucket.put(key, obj.gz() if body is None else body)
+        self.done += 1
+        self.records += obj.records
+        self.bad_lines += obj.bad_lines
+        self.bytes += bucket.size(key)
+        self.per_account[account] = self.per_account.get(account, 0) + obj.records
+        self.skipdata += obj.statuses.get("SKIPDATA", 0)
+
+
+def run_collect(config: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict]:
+    code = main(["collect", "--config", str(config), "--once", "--json"])
+    out = capsys.readouterr().out.strip().splitlines()
+    return code, json.loads(out[-1])
+
+
+def store_rows(config: Path, sql: str) -> list[tuple]:
+    with duckdb.connect(str(config.parent / "state" / "vpcwatch.duckdb"), read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def fill_central_bucket(bucket: Bucket) -> Truth:
+    truth = Truth()
+    key = flowgen.flow_key
+    # account A, default daily layout, two regions, every text format
+    mixed = flowgen.flow_object(flowgen.V2, 500, seed=1, account=A, nodata=4, skipdata=3,
+                                ipv6_every=5)  # fmt: skip
+    truth.add_flows(bucket, key("vpc", A, "us-east-1", NOW, 1), mixed, A)
+    ms = flowgen.flow_object(flowgen.V2, 300, seed=2, account=A, ms=True)
+    truth.add_flows(bucket, key("vpc", A, "us-east-1", NOW, 2), ms, A)
+    custom = flowgen.flow_object(flowgen.CUSTOM, 200, seed=3, account=A)
+    truth.add_flows(bucket, key("vpc", A, "eu-west-1", NOW, 3), custom, A)
+    v8 = flowgen.flow_object(flowgen.ALL_V8, 150, seed=4, account=A)
+    truth.add_flows(bucket, key("vpc", A, "eu-west-1", NOW, 4), v8, A)
+    # account B, hourly partitions: v5, NAT, and a concatenated object with junk lines
+    v5 = flowgen.flow_object(flowgen.ALL_V5, 250, seed=5, account=B)
+    truth.add_flows(bucket, key("vpc", B, "us-east-1", NOW, 5, hourly=True), v5, B)
+    nat = flowgen.flow_object(flowgen.NAT6, 100, seed=6, account=B)
+    nat_records = nat.records  # NAT records carry no account-id: counted apart
+    truth.add_flows(bucket, key("vpc", B, "us-east-1", NOW, 6, hourly=True), nat, "")
+    messy = flowgen.flow_object(flowgen.V2, 120, seed=7, account=B)
+    header = " ".join(messy.fields)
+    messy.lines = [*messy.lines[:60], "", header, *messy.lines[60:], "2 short line", "x " * 14]
+    messy.bad_lines = 2
+    truth.add_flows(bucket, key("vpc", B, "us-east-1", NOW, 7, hourly=True), messy, B)
+    # account C, Hive-compatible layout: Parquet and Transit Gateway text
+    tgw = flowgen.flow_object(flowgen.TGW, 80, seed=8, account=C)
+    truth.add_flows(bucket, key("vpc", C, "us-west-2", NOW, 8, hive=True), tgw, C)
+    parquet = flowgen.flow_object(flowgen.V2, 90, seed=9, account=C)
+    truth.add_flows(bucket, key("vpc", C, "us-west-2", NOW, 9, hive=True, hourly=True,
+                                ext="log.parquet"), parquet, C, body=_parquet(parquet))  # fmt: skip
+    # account D behind an organization prefix
+    org = flowgen.flow_object(flowgen.V2, 70, seed=10, account=D)
+    org_key = key("vpc", D, "us-east-1", NOW, 10).replace("AWSLogs/", "AWSLogs/o-abcdefghij/")
+    truth.add_flows(bucket, org_key, org, D)
+    # bad objects: quarantined with a reason, never marked done
+    for n, body in enumerate((b"", org.gz()[:40], b"\x1f\x8b" + b"garbage" * 20), 20):
+        bucket.put(key("vpc", A, "us-east-1", NOW, n), body)
+        truth.quarantined += 1
+    # not ours to read, or outside the lookback window
+    bucket.put(key("vpc", A, "us-east-1", NOW, 30, ext="txt"), b"notes")
+    truth.skipped += 1
+    old = NOW - timedelta(days=5)
+    bucket.put(key("vpc", A, "us-east-1", old, 31), flowgen.flow_object(flowgen.V2, 10).gz())
+    truth.per_account[""] = nat_records
+    return truth
+
+
+def _parquet(obj: flowgen.FlowObject) -> bytes:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = flowgen.reference_rows(obj.fields, obj.lines)
+    columns = {f.replace("-", "_"): [row[f] for row in rows] for f in obj.fields}
+    buffer = io.BytesIO()
+    pq.write_table(pa.table(columns), buffer)
+    return buffer.getvalue()
+
+
+def add_trail(bucket: Bucket, truth: Truth) -> None:
+    created = flowgen.trail_event("CreateVpc", event_id="ev-1")
+    denied = flowgen.trail_event("CreateVpc", event_id="ev-2", error="Client.UnauthorizedOperation")
+    deleted = flowgen.trail_event("DeleteFlowLogs", event_id="ev-3")
+    first = flowgen.trail_key("vpc", A, "us-east-1", NOW, 1)
+    second = flowgen.trail_key("vpc", A, "us-east-1", NOW, 2)
+    bucket.put(first, flowgen.trail_object([created, denied]))
+    bucket.put(second, flowgen.trail_object([deleted, created]))  # ev-1 delivered twice
+    digest = first.replace("/CloudTrail/", "/CloudTrail-Digest/")
+    bucket.put(digest, b"digest files are not read")
+    truth.done += 2
+    truth.events += 3
+    truth.bytes += bucket.size(first) + bucket.size(second)
+
+
+def central_config(tmp_path: Path, bucket: Bucket, **general: object) -> Path:
+    common = {"name": bucket.name, "path": "vpc", "endpoint_url": bucket.url}
+    return write_config(
+        tmp_path,
+        [{"type": "vpcflow", **common}, {"type": "cloudtrail", **common}],
+        max_attempts=2,
+        **general,
+    )
+
+
+def test_collect_once_reads_every_layout_account_and_format(
+    tmp_path: Path, bucket: Bucket, capsys: pytest.CaptureFixture[str]
+) -> None:
+    truth = fill_central_bucket(bucket)
+    add_trail(bucket, truth)
+    config = central_config(tmp_path, bucket)
+
+    code, summary = run_collect(config, capsys)
+
+    assert code == 0
+    assert summary["objects"] == {"done": truth.done, "quarantined": truth.quarantined,
+                                  "blocked": 0, "pending": 0, "skipped": truth.skipped}  # fmt: skip
+    assert summary["records"] == truth.records
+    assert summary["bad_lines"] == truth.bad_lines
+    assert summary["bytes"] == truth.bytes
+    assert summary["events"] == truth.events
+    per_account = dict(store_rows(config, "SELECT coalesce(account_id, ''), count(*) FROM flows "
+                                          "GROUP BY ALL"))  # fmt: skip
+    assert per_account == truth.per_account
+    assert store_rows(config, "SELECT count(*) FROM flows WHERE log_status = 'SKIPDATA'") == [
+        (truth.skipdata,)
+    ]
+    quarantined = store_rows(config, "SELECT last_error FROM objects WHERE status='quarantined'")
+    reasons = sorted(row[0].split(" ")[0] for row in quarantined)
+    assert reasons == ["corrupt", "truncated", "zero-byte"]
+    events = store_rows(config, "SELECT event_id, event_name, error_code FROM cloudtrail "
+                                "ORDER BY event_id")  # fmt: skip
+    assert events == [("ev-1", "CreateVpc", None),
+                      ("ev-2", "CreateVpc", "Client.UnauthorizedOperation"),
+                      ("ev-3", "DeleteFlowLogs", None)]  # fmt: skip
+
+    code, again = run_collect(config, capsys)
+    assert code == 0
+    assert again["objects"] == {"done": 0, "quarantined": 0, "blocked": 0, "pending": 0,
+                                "skipped": 0}  # fmt: skip
+    assert again["records"] == again["events"] == 0
+    assert store_rows(config, "SELECT count(*) FROM flows") == [(truth.records,)]
+
+
+def test_a_late_object_whose_key_sorts_lower_is_still_read(
+    tmp_path: Path, bucket: Bucket, capsys: pytest.CaptureFixture[str]
+) -> None:
+    early, late = NOW.replace(hour=0), NOW.replace(hour=0) + timedelta(minutes=55)
+    later_key = flowgen.flow_key("", A, "us-east-1", late, 2)
+    bucket.put(later_key, flowgen.flow_object(flowgen.V2, 100, seed=1).gz())
+    config = write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
+                                      "endpoint_url": bucket.url}])  # fmt: skip
+    assert run_collect(config, capsys)[1]["records"] == 100
+
+    late_obj = flowgen.flow_object(flowgen.V2, 37, seed=2)
+    earlier_key = flowgen.flow_key("", A, "us-east-1", early, 1)
+    assert earlier_key < later_key  # sorts below what was already read
+    bucket.put(earlier_key, late_obj.gz())
+
+    code, summary = run_collect(config, capsys)
+    assert code == 0
+    assert summary["objects"]["done"] == 1
+    assert summary["records"] == late_obj.records == 37
+    assert store_rows(config, "SELECT count(*) FROM flows") == [(137,)]
+
+
+def test_only_logs_after_and_account_filters(
+    tmp_path: Path, bucket: Bucket, capsys: pytest.CaptureFixture[str]
+) -> None:
+    yesterday = NOW - timedelta(days=1)
+    bucket.put(flowgen.flow_key("", A, "us-east-1", yesterday, 1), flowgen.flow_object(
+        flowgen.V2, 11).gz())  # fmt: skip
+    bucket.put(flowgen.flow_key("", A, "us-east-1", NOW, 2), flowgen.flow_object(
+        flowgen.V2, 13).gz())  # fmt: skip
+    bucket.put(flowgen.flow_key("", B, "us-east-1", NOW, 3), flowgen.flow_object(
+        flowgen.V2, 17).gz())  # fmt: skip
+    config = write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
+                                      "endpoint_url": bucket.url, "aws_account_id": [A],
+                                      "only_logs_after": NOW.date().isoformat()}])  # fmt: skip
+    code, summary = run_collect(config, capsys)
+    assert code == 0
+    assert summary["objects"]["done"] == 1
+    assert summary["records"] == 13
+
+
+def test_a_changed_object_replaces_its_rows(
+    tmp_path: Path, bucket: Bucket, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = flowgen.flow_key("", A, "us-east-1", NOW, 1)
+    bucket.put(key, flowgen.flow_object(flowgen.V2, 50, seed=1).gz())
+    config = write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
+                                      "endpoint_url": bucket.url}])  # fmt: skip
+    run_collect(config, capsys)
+    bucket.put(key, flowgen.flow_object(flowgen.V2, 20, seed=2).gz())
+    code, summary = run_collect(config, capsys)
+    assert (code, summary["records"]) == (0, 20)
+    assert store_rows(config, "SELECT count(*) FROM flows") == [(20,)]

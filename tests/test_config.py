@@ -1,0 +1,123 @@
+"""Configuration: Wazuh's option names, and a precise error for every bad value."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from core.config import ConfigError, load_config, parse_config
+from tui.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_example_config_is_valid_and_means_what_it_says(tmp_path: Path) -> None:
+    example = tmp_path / "config.toml"
+    shutil.copy(ROOT / "config.example.toml", example)
+    config = load_config(example)
+    assert config.general.interval == 600
+    assert config.general.lookback == 48 * 3600
+    assert config.general.retention == 7 * 86400
+    assert config.general.skip_on_error is True
+    assert [b.type for b in config.buckets] == ["vpcflow", "cloudtrail"]
+    assert config.buckets[0].name == "wazuh-aws-wodle" and config.buckets[0].path == "vpc"
+
+
+def test_every_option_is_read() -> None:
+    text = """
+[general]
+interval = "90s"
+run_on_start = false
+state_dir = "relative/state"
+[[bucket]]
+type = "vpcflow"
+name = "my-logs"
+path = "/vpc/"
+path_suffix = "extra"
+aws_organization_id = "o-abcdefghij"
+aws_account_id = "123456789012, 210987654321"
+regions = ["us-east-1", "eu-west-1"]
+aws_profile = "prod"
+iam_role_arn = "arn:aws:iam::123456789012:role/reader"
+external_id = "x"
+iam_role_duration = 3600
+only_logs_after = "2026-JAN-05"
+endpoint_url = "http://127.0.0.1:9000"
+sts_endpoint = "https://sts.us-east-1.amazonaws.com"
+discard_field = "action"
+discard_regex = "^REJECT$"
+"""
+    config = parse_config(text, "c.toml", Path("/base"))
+    bucket = config.buckets[0]
+    assert config.general.interval == 90 and config.general.run_on_start is False
+    assert config.general.state_dir == Path("/base/relative/state")
+    assert bucket.path == "vpc" and bucket.aws_account_id == ("123456789012", "210987654321")
+    assert bucket.only_logs_after == date(2026, 1, 5)
+    assert bucket.iam_role_duration == 3600
+    assert bucket.discard_regex is not None and bucket.discard_regex.pattern == "^REJECT$"
+
+
+@pytest.mark.parametrize(
+    ("line", "section", "key", "allowed"),
+    [
+        ('interval = "soon"', "general", "interval", "duration"),
+        ("concurrency = 0", "general", "concurrency", "1 to 64"),
+        ("skip_on_error = 3", "general", "skip_on_error", "true or false"),
+        ('colour = "blue"', "general", "colour", "allowed keys"),
+        ('type = "guardduty"', "bucket", "type", "vpcflow or cloudtrail"),
+        ('regions = ["mars-1"]', "bucket", "regions", "us-east-1"),
+        ('aws_account_id = ["12"]', "bucket", "aws_account_id", "12-digit"),
+        ('path = "AWSLogs"', "bucket", "path", "not AWSLogs"),
+        ('only_logs_after = "yesterday"', "bucket", "only_logs_after", "2026-01-01"),
+        ('discard_regex = "(?<=x)y"', "bucket", "discard_regex", "RE2"),
+        ('secret_key = "abc"', "bucket", "secret_key", "credential chain"),
+    ],
+)
+def test_a_bad_value_names_file_key_and_what_is_allowed(
+    line: str, section: str, key: str, allowed: str
+) -> None:
+    general = line if section == "general" else ""
+    bucket = line if section == "bucket" else ""
+    base = 'type = "vpcflow"\nname = "my-logs"\n'
+    if key == "type":
+        base = 'name = "my-logs"\n'
+    if key == "discard_regex":
+        bucket += '\ndiscard_field = "action"'
+    text = f"[general]\n{general}\n[[bucket]]\n{base}{bucket}\n"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "conf.toml")
+    message = str(caught.value)
+    assert message.startswith("conf.toml: ")
+    assert (f"general.{key}" if section == "general" else f"bucket[0].{key}") in message
+    assert allowed in message
+    assert "abc" not in message  # a secret is never echoed
+
+
+def test_cli_exits_2_on_a_bad_config_and_touches_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(f'[general]\nstate_dir = "{tmp_path / "state"}"\nlookback = "2x"\n'
+                      '[[bucket]]\ntype = "vpcflow"\nname = "b-1"\n')  # fmt: skip
+    assert main(["collect", "--config", str(config), "--once"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.toml: general.lookback: '2x' is not allowed" in err[0]
+    assert not (tmp_path / "state").exists()
+
+
+def test_a_world_writable_config_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[[bucket]]\ntype = "vpcflow"\nname = "b-1"\n')
+    os.chmod(config, 0o666)
+    with pytest.raises(ConfigError, match="writable by every user"):
+        load_config(config)
+
+
+def test_xdg_state_home_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", "/xdg/state")
+    config = parse_config('[[bucket]]\ntype = "vpcflow"\nname = "b-1"\n')
+    assert config.general.state_dir == Path("/xdg/state/vpcwatch")
