@@ -1,0 +1,129 @@
+"""A small fault-injecting HTTP proxy on 127.0.0.1 in front of the S3 emulator.
+
+moto cannot produce throttling, 5xx, resets or stalls; this proxy does, for the keys whose
+name contains a marker, a given number of times. Every fault it injects is counted, so a
+test can check that the faults really happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+_ERROR = "<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>{message}</Message></Error>"  # noqa: E501
+_HOP = {"host", "content-length", "transfer-encoding", "connection", "content-encoding"}
+
+
+@dataclass
+class Faults:
+    """marker in key -> (fault, how many times). Faults: slowdown, error500, reset, stall."""
+
+    by_marker: dict[str, tuple[str, int]] = field(default_factory=dict)
+    denied_prefixes: tuple[str, ...] = ()
+    stall_seconds: float = 30.0
+
+
+class FaultProxy:
+    def __init__(self, upstream: str, faults: Faults):
+        self.upstream = upstream
+        self.faults = faults
+        self.injected: Counter[str] = Counter()
+        self._left = {marker: count for marker, (_, count) in faults.by_marker.items()}
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._release: asyncio.Event | None = None
+        self.url = ""
+
+    def start(self) -> FaultProxy:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("fault proxy did not start")
+        return self
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._stop_event.set)
+        self._thread.join(10)
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._main())
+
+    async def _main(self) -> None:
+        self._stop_event = asyncio.Event()
+        self._release = asyncio.Event()
+        self._session = aiohttp.ClientSession(auto_decompress=False)
+        app = web.Application(client_max_size=1 << 30)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        self._ready.set()
+        await self._stop_event.wait()
+        self._release.set()
+        await self._session.close()
+        await runner.cleanup()
+
+    def _fault_for(self, key: str) -> str | None:
+        for marker, (fault, _) in self.faults.by_marker.items():
+            if marker in key and self._left[marker] > 0:
+                self._left[marker] -= 1
+                self.injected[fault] += 1
+                return fault
+        return None
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        _, _, rest = request.path.lstrip("/").partition("/")
+        target = rest or request.query.get("prefix", "")
+        if any(target.startswith(p) for p in self.faults.denied_prefixes):
+            self.injected["denied"] += 1
+            return _error(403, "AccessDenied", "Access Denied")
+        fault = self._fault_for(rest) if rest and request.method == "GET" else None
+        if fault == "slowdown":
+            return _error(503, "SlowDown", "Please reduce your request rate.")
+        if fault == "error500":
+            return _error(500, "InternalError", "We encountered an internal error.")
+        status, headers, body = await self._forward(request)
+        if fault in ("reset", "stall") and status == 200:
+            return await self._broken_body(request, headers, body, fault)
+        return web.Response(status=status, headers=headers, body=body)
+
+    async def _forward(self, request: web.Request) -> tuple[int, dict[str, str], bytes]:
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+        async with self._session.request(
+            request.method, self.upstream + request.path_qs, headers=headers,
+            data=await request.read(),
+        ) as answer:  # fmt: skip
+            body = await answer.read()
+            out = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP}
+            return answer.status, out, body
+
+    async def _broken_body(
+        self, request: web.Request, headers: dict[str, str], body: bytes, fault: str
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(status=200, headers=headers)
+        response.content_length = len(body)
+        await response.prepare(request)
+        await response.write(body[: len(body) // 2])
+        if fault == "stall":  # hold the connection open, silent, past the client's read timeout
+            assert self._release is not None
+            try:
+                await asyncio.wait_for(self._release.wait(), self.faults.stall_seconds)
+            except TimeoutError:
+                pass
+        if request.transport is not None:
+            request.transport.abort()  # a reset part-way through the body
+        return response
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.Response(status=status, content_type="application/xml",
+                        text=_ERROR.format(code=code, message=message))  # fmt: skip

@@ -1,0 +1,81 @@
+"""kill -9 in the middle of a collect, then a restart: not one record lost or duplicated."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests import flowgen
+from tests.conftest import Bucket, write_config
+from tests.test_collect import NOW
+from tui.cli import main
+
+A = "111111111111"
+OBJECTS = 40
+RECORDS = 1500
+
+
+def _lines(stream: object, into: queue.Queue[str]) -> None:
+    for line in stream:  # type: ignore[attr-defined]
+        into.put(line)
+    into.put("")
+
+
+def _wait_for_commits(lines: queue.Queue[str], count: int) -> None:
+    seen = 0
+    while seen < count:
+        line = lines.get(timeout=120)
+        assert line, "collect ended before it could be killed"
+        seen += "committed" in line
+
+
+@pytest.mark.parametrize("kill_after_commits", [1, 6])
+def test_kill_9_mid_collect_then_restart_gives_exact_totals(
+    tmp_path: Path, bucket: Bucket, capsys: pytest.CaptureFixture[str], kill_after_commits: int
+) -> None:
+    expected: dict[str, int] = {}
+    for n in range(OBJECTS):
+        obj = flowgen.flow_object(flowgen.V2, RECORDS, seed=n, account=A, skipdata=n % 2)
+        key = flowgen.flow_key("", A, "us-east-1", NOW, n)
+        bucket.put(key, obj.gz())
+        expected[key] = obj.records
+    config = write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
+                                      "endpoint_url": bucket.url}],
+                          concurrency=2, commit_records=RECORDS)  # fmt: skip
+
+    command = [sys.executable, "-m", "tui.cli", "-v", "collect", "--config", str(config),
+               "--once", "--json"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=os.environ.copy())  # fmt: skip
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=_lines, args=(process.stderr, lines), daemon=True).start()
+    _wait_for_commits(lines, kill_after_commits)
+    assert process.poll() is None
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    assert process.stdout is not None and "objects" not in process.stdout.read()
+
+    database = tmp_path / "state" / "vpcwatch.duckdb"
+    with duckdb.connect(str(database), read_only=True) as con:
+        done_before = con.execute("SELECT count(*) FROM objects WHERE status='done'").fetchone()
+    assert done_before is not None and 0 < done_before[0] < OBJECTS  # killed mid-way
+
+    assert main(["collect", "--config", str(config), "--once", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["objects"]["done"] == OBJECTS - done_before[0]
+
+    with duckdb.connect(str(database), read_only=True) as con:
+        stored = dict(con.execute("SELECT object_key, count(*) FROM flows GROUP BY 1").fetchall())
+        statuses = con.execute("SELECT DISTINCT status FROM objects").fetchall()
+    assert stored == expected
+    assert statuses == [("done",)]
