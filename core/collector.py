@@ -122,7 +122,7 @@ class Collector:
                 await self._record_prefixes(bucket.name, listing.blocked, listing.listed_ok)
                 candidates = await self.db(self.store.candidates, listing.objects)
                 log.info("%s: %d objects listed, %d to read", bucket.label,
-                         len(listing.objects), len(candidates))  # fmt: skip
+                         len(listing.objects), len(candidates))
                 await self._read_all(s3, bucket, candidates, queue)
         except FatalObjectError:
             raise
@@ -169,7 +169,7 @@ class Collector:
                 result = await asyncio.get_running_loop().run_in_executor(
                     self._parsers, read_object, ref, data, general.max_object_size,
                     bucket.discard_field, bucket.discard_regex,
-                )  # fmt: skip
+                )
             except CorruptObject as exc:
                 corrupt += 1
                 if corrupt >= general.max_attempts:
@@ -178,7 +178,7 @@ class Collector:
                 return ObjectResult(ref, Status.BLOCKED, cand.attempts + attempt, str(exc))
             except Gone as exc:
                 return ObjectResult(ref, Status.SKIPPED, cand.attempts + attempt,
-                                    f"deleted before it was read: {exc}")  # fmt: skip
+                                    f"deleted before it was read: {exc}")
             except Exception as exc:  # throttling, 5xx, timeouts, resets, short bodies
                 transient += 1
                 log.info("%s: attempt %d failed: %s", ref.key, attempt, describe(exc))
@@ -229,7 +229,7 @@ class Collector:
         stats = await self.db(self.store.commit, batch)
         summary.add(batch, stats.records, stats.events)
         log.info("committed %d objects, %d records, %d events",
-                 len(batch), stats.records, stats.events)  # fmt: skip
+                 len(batch), stats.records, stats.events)
         outcomes = tuple(
             ObjectOutcome(r.ref.bucket, r.ref.key, r.status, r.records, r.bad_lines, r.error)
             for r in batch

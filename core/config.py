@@ -31,7 +31,7 @@ CREDENTIAL_KEYS = (
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _SIZE_UNITS = {"": 1, "b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "kb": 10**3,
-               "mb": 10**6, "gb": 10**9}  # fmt: skip
+               "mb": 10**6, "gb": 10**9}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 _ACCOUNT = re.compile(r"^\d{12}$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
@@ -260,7 +260,7 @@ def _general(source: str, table: dict[str, Any], base: Path) -> GeneralConfig:
         commit_records=r.get("commit_records", 500_000, _bounded_int(1, 10_000_000),
                              "an integer from 1 to 10000000"),
         commit_interval=r.get("commit_interval", 1.0, _min_duration(0), duration),
-    )  # fmt: skip
+    )
 
 
 def _min_duration(minimum: float) -> Callable[[object], float]:
@@ -321,7 +321,7 @@ def _bucket(source: str, table: dict[str, Any], where: str) -> BucketConfig:
         sts_endpoint=r.get("sts_endpoint", None, _url, "an http(s):// URL"),
         discard_field=discard_field,
         discard_regex=discard_regex,
-    )  # fmt: skip
+    )
 
 
 def _regex(value: object) -> re.Pattern[str]:

@@ -62,7 +62,7 @@ async def list_bucket(s3: S3Bucket, bucket: BucketConfig, days: list[date]) -> L
                 ObjectRef(bucket.name, item.key, item.etag, item.size,
                           kind_of(item.key, bucket.type), partition.account,
                           partition.region, day)
-            )  # fmt: skip
+            )
 
     async with asyncio.TaskGroup() as group:
         for partition in partitions:
@@ -81,7 +81,7 @@ async def find_partitions(s3: S3Bucket, bucket: BucketConfig, listing: Listing) 
             prefix = f"{top}{org}/"
             parents.append(prefix)
             children += [f"{org}/{c}" for c in await _guarded(
-                listing, prefix, lambda p=prefix: s3.children(p)) or []]  # fmt: skip
+                listing, prefix, lambda p=prefix: s3.children(p)) or []]
     partitions: list[Partition] = []
     for child in children:
         parent, _, name = f"{top}{child}".rpartition("/")

@@ -47,7 +47,7 @@ KNOWN_FIELDS: tuple[str, ...] = (
     "ecs-service-name", "ecs-task-definition-arn", "ecs-task-arn", "ecs-task-id",
     # v8
     "reject-reason",
-)  # fmt: skip
+)
 
 DEFAULT_FORMAT: tuple[str, ...] = KNOWN_FIELDS[:14]
 

@@ -25,7 +25,7 @@ for _name in ("botocore", "aiobotocore", "urllib3"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 _DENIED = {"AccessDenied", "AllAccessDisabled", "AccountProblem", "InvalidObjectState",
-           "NoSuchBucket", "InvalidAccessKeyId", "KMS.AccessDeniedException"}  # fmt: skip
+           "NoSuchBucket", "InvalidAccessKeyId", "KMS.AccessDeniedException"}
 _GONE = {"NoSuchKey", "404", "NotFound"}
 
 

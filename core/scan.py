@@ -52,7 +52,7 @@ def scan(paths: list[Path], store: Store, max_size: int) -> PollSummary:
 def _ref(path: Path) -> ObjectRef:
     stat = path.stat()
     return ObjectRef(LOCAL_BUCKET, str(path.resolve()), f"{stat.st_size}-{stat.st_mtime_ns}",
-                     stat.st_size, kind_of_path(path.name))  # fmt: skip
+                     stat.st_size, kind_of_path(path.name))
 
 
 def _read(ref: ObjectRef, max_size: int) -> ObjectResult:

@@ -9,9 +9,10 @@ thread at a time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ import pyarrow as pa
 
 from core.fields import KNOWN_FIELDS, column_name, sql_type
 from core.objects import ObjectRef, ObjectResult, Status
+from core.statedir import StateLock, prepare
 
 DATABASE_NAME = "vpcwatch.duckdb"
 SCHEMA_VERSION = 1
@@ -310,3 +312,19 @@ def _ledger_row(result: ObjectResult) -> dict[str, Any]:
         "discarded": result.discarded,
     }
 
+
+
+@contextlib.contextmanager
+def open_store(state_dir: Path, read_only: bool = False) -> Iterator[Store]:
+    """The store of ``state_dir``, with the directory's lock held while it is open."""
+    if read_only:
+        if not (state_dir / DATABASE_NAME).exists():
+            raise StoreError(f"{state_dir}: no store yet; run vpcwatch collect or scan first")
+    else:
+        prepare(state_dir)
+    with StateLock(state_dir, exclusive=not read_only):
+        store = Store(state_dir / DATABASE_NAME, read_only=read_only)
+        try:
+            yield store
+        finally:
+            store.close()

@@ -17,7 +17,8 @@ from core.config import BUCKET_TYPES, parse_day
 _RENAMED = {"service_endpoint": "endpoint_url"}
 _LISTS = ("aws_account_id", "regions")
 _STRINGS = ("name", "path", "path_suffix", "aws_organization_id", "aws_account_alias",
-            "aws_profile", "iam_role_arn", "external_id", "sts_endpoint", "service_endpoint")  # fmt: skip
+            "aws_profile", "iam_role_arn", "external_id", "sts_endpoint",
+            "service_endpoint")
 _CREDENTIALS = ("access_key", "secret_key")
 
 
@@ -64,7 +65,7 @@ def _general(wodle: ET.Element) -> list[str]:
     if interval:
         if interval.endswith("M"):  # Wazuh's months: vpcwatch counts in days
             lines.append(f"interval = {json.dumps(str(int(interval[:-1]) * 30) + 'd')}"
-                         f"  # Wazuh: {interval}")  # fmt: skip
+                         f"  # Wazuh: {interval}")
         else:
             lines.append(f"interval = {json.dumps(interval)}")
     for option in ("run_on_start", "skip_on_error"):
@@ -91,7 +92,7 @@ def _bucket(bucket: ET.Element) -> list[str]:
 def _bucket_option(tag: str, value: str, option: ET.Element) -> list[str]:
     if tag in _CREDENTIALS:
         return [f"# <{tag}> not copied: credentials come only from the AWS credential chain "
-                "(use aws_profile or iam_role_arn)"]  # fmt: skip
+                "(use aws_profile or iam_role_arn)"]
     if tag in _STRINGS:
         return [f"{_RENAMED.get(tag, tag)} = {json.dumps(value)}"]
     if tag in _LISTS:

@@ -8,6 +8,7 @@ test can check that the faults really happened.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -101,7 +102,7 @@ class FaultProxy:
         async with self._session.request(
             request.method, self.upstream + request.path_qs, headers=headers,
             data=await request.read(),
-        ) as answer:  # fmt: skip
+        ) as answer:
             body = await answer.read()
             out = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP}
             return answer.status, out, body
@@ -115,10 +116,8 @@ class FaultProxy:
         await response.write(body[: len(body) // 2])
         if fault == "stall":  # hold the connection open, silent, past the client's read timeout
             assert self._release is not None
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._release.wait(), self.faults.stall_seconds)
-            except TimeoutError:
-                pass
         if request.transport is not None:
             request.transport.abort()  # a reset part-way through the body
         return response
@@ -126,4 +125,4 @@ class FaultProxy:
 
 def _error(status: int, code: str, message: str) -> web.Response:
     return web.Response(status=status, content_type="application/xml",
-                        text=_ERROR.format(code=code, message=message))  # fmt: skip
+                        text=_ERROR.format(code=code, message=message))

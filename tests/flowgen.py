@@ -18,13 +18,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 V2 = ("version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes "
-      "start end action log-status").split()  # fmt: skip
+      "start end action log-status").split()
 V3 = "vpc-id subnet-id instance-id tcp-flags type pkt-srcaddr pkt-dstaddr".split()
 V4 = "region az-id sublocation-type sublocation-id".split()
 V5 = "pkt-src-aws-service pkt-dst-aws-service flow-direction traffic-path".split()
 V7 = ("ecs-cluster-arn ecs-cluster-name ecs-container-instance-arn ecs-container-instance-id "
       "ecs-container-id ecs-second-container-id ecs-service-name ecs-task-definition-arn "
-      "ecs-task-arn ecs-task-id").split()  # fmt: skip
+      "ecs-task-arn ecs-task-id").split()
 ALL_V5 = V2 + V3 + V4 + V5  # 29 fields
 ALL_V8 = ALL_V5 + V7 + ["reject-reason"]  # 40 fields
 TGW = ("version resource-type account-id tgw-id tgw-attachment-id tgw-src-vpc-account-id "
@@ -33,15 +33,15 @@ TGW = ("version resource-type account-id tgw-id tgw-attachment-id tgw-src-vpc-ac
        "tgw-pair-attachment-id srcaddr dstaddr srcport dstport protocol packets bytes start end "
        "log-status type packets-lost-no-route packets-lost-blackhole packets-lost-mtu-exceeded "
        "packets-lost-ttl-expired tcp-flags region flow-direction pkt-src-aws-service "
-       "pkt-dst-aws-service").split()  # fmt: skip
+       "pkt-dst-aws-service").split()
 NAT6 = "instance-id interface-id srcaddr dstaddr pkt-srcaddr pkt-dstaddr".split()
 CUSTOM = "srcaddr dstaddr bytes action start end interface-id dstport account-id log-status".split()
 
 INTEGERS = {"version", "srcport", "dstport", "protocol", "tcp-flags", "traffic-path", "packets",
             "bytes", "start", "end", "packets-lost-no-route", "packets-lost-blackhole",
-            "packets-lost-mtu-exceeded", "packets-lost-ttl-expired"}  # fmt: skip
+            "packets-lost-mtu-exceeded", "packets-lost-ttl-expired"}
 NODATA_DASHES = {"srcaddr", "dstaddr", "srcport", "dstport", "protocol", "packets", "bytes",
-                 "action"}  # fmt: skip
+                 "action"}
 BASE_TIME = int(datetime(2026, 11, 29, tzinfo=UTC).timestamp())
 
 
@@ -181,14 +181,14 @@ def reference_rows(fields: list[str], lines: Iterable[str]) -> list[dict[str, An
 
 
 def flow_key(prefix: str, account: str, region: str, day: datetime, n: int, ext: str = "log.gz",
-             hourly: bool = False, hive: bool = False) -> str:  # fmt: skip
+             hourly: bool = False, hive: bool = False) -> str:
     """A key as AWS writes it, in the default, hourly or Hive layout."""
     name = (f"{account}_vpcflowlogs_{region}_fl-0{n:016x}_{day:%Y%m%dT%H%M}Z_"
-            f"{uuid.UUID(int=n).hex[:8]}.{ext}")  # fmt: skip
+            f"{uuid.UUID(int=n).hex[:8]}.{ext}")
     base = f"{prefix}/AWSLogs/" if prefix else "AWSLogs/"
     if hive:
         folder = (f"aws-account-id={account}/aws-service=vpcflowlogs/aws-region={region}/"
-                  f"year={day:%Y}/month={day:%m}/day={day:%d}/")  # fmt: skip
+                  f"year={day:%Y}/month={day:%m}/day={day:%d}/")
         if hourly:
             folder += f"hour={day:%H}/"
     else:
@@ -199,7 +199,7 @@ def flow_key(prefix: str, account: str, region: str, day: datetime, n: int, ext:
 
 
 def trail_key(prefix: str, account: str, region: str, day: datetime, n: int,
-              org: str | None = None) -> str:  # fmt: skip
+              org: str | None = None) -> str:
     base = f"{prefix}/AWSLogs/" if prefix else "AWSLogs/"
     if org:
         base += f"{org}/"
@@ -209,7 +209,7 @@ def trail_key(prefix: str, account: str, region: str, day: datetime, n: int,
 
 def trail_event(name: str, *, event_id: str | None = None, error: str | None = None,
                 when: datetime | None = None, user_agent: str = "aws-cli/2.15",
-                account: str = "123456789012") -> dict[str, Any]:  # fmt: skip
+                account: str = "123456789012") -> dict[str, Any]:
     record: dict[str, Any] = {
         "eventVersion": "1.09",
         "eventTime": (when or datetime(2026, 11, 29, 1, 2, 3, tzinfo=UTC)).strftime(
@@ -220,7 +220,7 @@ def trail_event(name: str, *, event_id: str | None = None, error: str | None = N
         "sourceIPAddress": "198.51.100.7",
         "userAgent": user_agent,
         "userIdentity": {"type": "IAMUser", "arn": f"arn:aws:iam::{account}:user/alice",
-                         "accountId": account},  # fmt: skip
+                         "accountId": account},
         "eventID": event_id or str(uuid.uuid4()),
         "recipientAccountId": account,
         "requestParameters": {"cidrBlock": "10.9.0.0/16"},

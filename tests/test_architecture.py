@@ -1,4 +1,4 @@
-"""The core is reachable without the UI: it never imports Textual (also an import-linter contract)."""
+"""The core is reachable without the UI: it never imports Textual (see also lint-imports)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ def scan_files(tmp_path: Path) -> tuple[Path, int, int]:
     (folder / "a.log.gz").write_bytes(a.gz())
     (folder / "sub" / "b.log").write_bytes(b.text())
     (folder / "sub" / "trail.json.gz").write_bytes(flowgen.trail_object(
-        [flowgen.trail_event("CreateVpc", event_id="e1")]))  # fmt: skip
+        [flowgen.trail_event("CreateVpc", event_id="e1")]))
     (folder / "README.txt").write_text("ignored")
     return folder, a.records + b.records, a.total_bytes + b.total_bytes
 
@@ -37,12 +37,12 @@ def test_scan_then_query(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert (summary["records"], summary["events"]) == (records, 1)
 
     assert main(["query", "--state-dir", str(state), "--format", "json",
-                 "SELECT count(*) AS n, sum(bytes) AS b FROM flows"]) == 0  # fmt: skip
+                 "SELECT count(*) AS n, sum(bytes) AS b FROM flows"]) == 0
     assert json.loads(capsys.readouterr().out) == {"n": records, "b": total_bytes}
 
     assert main(["query", "--state-dir", str(state), "SELECT event_name FROM cloudtrail"]) == 0
     assert list(csv.reader(io.StringIO(capsys.readouterr().out))) == [["event_name"],
-                                                                      ["CreateVpc"]]  # fmt: skip
+                                                                      ["CreateVpc"]]
 
     assert main(["scan", str(folder), "--state-dir", str(state), "--json"]) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -118,15 +118,15 @@ def test_import_wazuh_prints_a_valid_equivalent_config(
     assert "remove_from_bucket" in out and "guardduty" in out
     document = tomllib.loads(out)
     assert document["general"] == {"interval": "10m", "run_on_start": True,
-                                   "skip_on_error": True}  # fmt: skip
+                                   "skip_on_error": True}
     vpc, trail = document["bucket"]
     assert vpc == {"type": "vpcflow", "name": "wazuh-aws-wodle", "path": "vpc",
                    "aws_profile": "default",
                    "aws_account_id": ["123456789012", "210987654321"],
                    "only_logs_after": "2018-08-21", "discard_field": "action",
-                   "discard_regex": "REJECT"}  # fmt: skip
+                   "discard_regex": "REJECT"}
     assert trail == {"type": "cloudtrail", "name": "trail-bucket",
-                     "endpoint_url": "https://s3.internal.example"}  # fmt: skip
+                     "endpoint_url": "https://s3.internal.example"}
     converted = tmp_path / "converted.toml"
     converted.write_text(out)
     from core.config import load_config

@@ -33,7 +33,7 @@ class Truth:
     skipdata: int = 0
 
     def add_flows(self, bucket: Bucket, key: str, obj: flowgen.FlowObject, account: str,
-                  body: bytes | None = None) -> None:  # fmt: skip
+                  body: bytes | None = None) -> None:
         bucket.put(key, obj.gz() if body is None else body)
         self.done += 1
         self.records += obj.records
@@ -59,7 +59,7 @@ def fill_central_bucket(bucket: Bucket) -> Truth:
     key = flowgen.flow_key
     # account A, default daily layout, two regions, every text format
     mixed = flowgen.flow_object(flowgen.V2, 500, seed=1, account=A, nodata=4, skipdata=3,
-                                ipv6_every=5)  # fmt: skip
+                                ipv6_every=5)
     truth.add_flows(bucket, key("vpc", A, "us-east-1", NOW, 1), mixed, A)
     ms = flowgen.flow_object(flowgen.V2, 300, seed=2, account=A, ms=True)
     truth.add_flows(bucket, key("vpc", A, "us-east-1", NOW, 2), ms, A)
@@ -83,7 +83,7 @@ def fill_central_bucket(bucket: Bucket) -> Truth:
     truth.add_flows(bucket, key("vpc", C, "us-west-2", NOW, 8, hive=True), tgw, C)
     parquet = flowgen.flow_object(flowgen.V2, 90, seed=9, account=C)
     truth.add_flows(bucket, key("vpc", C, "us-west-2", NOW, 9, hive=True, hourly=True,
-                                ext="log.parquet"), parquet, C, body=_parquet(parquet))  # fmt: skip
+                                ext="log.parquet"), parquet, C, body=_parquet(parquet))
     # account D behind an organization prefix
     org = flowgen.flow_object(flowgen.V2, 70, seed=10, account=D)
     org_key = key("vpc", D, "us-east-1", NOW, 10).replace("AWSLogs/", "AWSLogs/o-abcdefghij/")
@@ -150,13 +150,13 @@ def test_collect_once_reads_every_layout_account_and_format(
 
     assert code == 0
     assert summary["objects"] == {"done": truth.done, "quarantined": truth.quarantined,
-                                  "blocked": 0, "pending": 0, "skipped": truth.skipped}  # fmt: skip
+                                  "blocked": 0, "pending": 0, "skipped": truth.skipped}
     assert summary["records"] == truth.records
     assert summary["bad_lines"] == truth.bad_lines
     assert summary["bytes"] == truth.bytes
     assert summary["events"] == truth.events
     per_account = dict(store_rows(config, "SELECT coalesce(account_id, ''), count(*) FROM flows "
-                                          "GROUP BY ALL"))  # fmt: skip
+                                          "GROUP BY ALL"))
     assert per_account == truth.per_account
     assert store_rows(config, "SELECT count(*) FROM flows WHERE log_status = 'SKIPDATA'") == [
         (truth.skipdata,)
@@ -165,15 +165,15 @@ def test_collect_once_reads_every_layout_account_and_format(
     reasons = sorted(row[0].split(" ")[0] for row in quarantined)
     assert reasons == ["corrupt", "truncated", "zero-byte"]
     events = store_rows(config, "SELECT event_id, event_name, error_code FROM cloudtrail "
-                                "ORDER BY event_id")  # fmt: skip
+                                "ORDER BY event_id")
     assert events == [("ev-1", "CreateVpc", None),
                       ("ev-2", "CreateVpc", "Client.UnauthorizedOperation"),
-                      ("ev-3", "DeleteFlowLogs", None)]  # fmt: skip
+                      ("ev-3", "DeleteFlowLogs", None)]
 
     code, again = run_collect(config, capsys)
     assert code == 0
     assert again["objects"] == {"done": 0, "quarantined": 0, "blocked": 0, "pending": 0,
-                                "skipped": 0}  # fmt: skip
+                                "skipped": 0}
     assert again["records"] == again["events"] == 0
     assert store_rows(config, "SELECT count(*) FROM flows") == [(truth.records,)]
 
@@ -185,7 +185,7 @@ def test_a_late_object_whose_key_sorts_lower_is_still_read(
     later_key = flowgen.flow_key("", A, "us-east-1", late, 2)
     bucket.put(later_key, flowgen.flow_object(flowgen.V2, 100, seed=1).gz())
     config = write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
-                                      "endpoint_url": bucket.url}])  # fmt: skip
+                                      "endpoint_url": bucket.url}])
     assert run_collect(config, capsys)[1]["records"] == 100
 
     late_obj = flowgen.flow_object(flowgen.V2, 37, seed=2)
@@ -205,14 +205,14 @@ def test_only_logs_after_and_account_filters(
 ) -> None:
     yesterday = NOW - timedelta(days=1)
     bucket.put(flowgen.flow_key("", A, "us-east-1", yesterday, 1), flowgen.flow_object(
-        flowgen.V2, 11).gz())  # fmt: skip
+        flowgen.V2, 11).gz())
     bucket.put(flowgen.flow_key("", A, "us-east-1", NOW, 2), flowgen.flow_object(
-        flowgen.V2, 13).gz())  # fmt: skip
+        flowgen.V2, 13).gz())
     bucket.put(flowgen.flow_key("", B, "us-east-1", NOW, 3), flowgen.flow_object(
-        flowgen.V2, 17).gz())  # fmt: skip
+        flowgen.V2, 17).gz())
     config = write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
                                       "endpoint_url": bucket.url, "aws_account_id": [A],
-                                      "only_logs_after": NOW.date().isoformat()}])  # fmt: skip
+                                      "only_logs_after": NOW.date().isoformat()}])
     code, summary = run_collect(config, capsys)
     assert code == 0
     assert summary["objects"]["done"] == 1
@@ -225,7 +225,7 @@ def test_a_changed_object_replaces_its_rows(
     key = flowgen.flow_key("", A, "us-east-1", NOW, 1)
     bucket.put(key, flowgen.flow_object(flowgen.V2, 50, seed=1).gz())
     config = write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
-                                      "endpoint_url": bucket.url}])  # fmt: skip
+                                      "endpoint_url": bucket.url}])
     run_collect(config, capsys)
     bucket.put(key, flowgen.flow_object(flowgen.V2, 20, seed=2).gz())
     code, summary = run_collect(config, capsys)

@@ -102,7 +102,7 @@ def test_cli_exits_2_on_a_bad_config_and_touches_nothing(
 ) -> None:
     config = tmp_path / "bad.toml"
     config.write_text(f'[general]\nstate_dir = "{tmp_path / "state"}"\nlookback = "2x"\n'
-                      '[[bucket]]\ntype = "vpcflow"\nname = "b-1"\n')  # fmt: skip
+                      '[[bucket]]\ntype = "vpcflow"\nname = "b-1"\n')
     assert main(["collect", "--config", str(config), "--once"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bad.toml: general.lookback: '2x' is not allowed" in err[0]

@@ -50,12 +50,12 @@ def test_kill_9_mid_collect_then_restart_gives_exact_totals(
         expected[key] = obj.records
     config = write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
                                       "endpoint_url": bucket.url}],
-                          concurrency=2, commit_records=RECORDS)  # fmt: skip
+                          concurrency=2, commit_records=RECORDS)
 
     command = [sys.executable, "-m", "tui.cli", "-v", "collect", "--config", str(config),
-               "--once", "--json"]  # fmt: skip
+               "--once", "--json"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=os.environ.copy())  # fmt: skip
+                               text=True, env=os.environ.copy())
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=_lines, args=(process.stderr, lines), daemon=True).start()
     _wait_for_commits(lines, kill_after_commits)

@@ -26,7 +26,7 @@ def proxy(s3_server: object) -> Iterator[FaultProxy]:
         by_marker={"_slowdown": ("slowdown", 2), "_err500": ("error500", 2),
                    "_reset": ("reset", 2), "_stall": ("stall", 1)},
         denied_prefixes=(DENIED,),
-    )  # fmt: skip
+    )
     proxy = FaultProxy(s3_server.url, faults).start()  # type: ignore[attr-defined]
     yield proxy
     proxy.stop()
@@ -43,20 +43,20 @@ def test_every_object_ends_done_exactly_once_despite_faults(
         bucket.put(key, obj.gz())
         expected[key] = obj.records
     bucket.put(flowgen.flow_key("", B, "eu-west-1", NOW, 99), flowgen.flow_object(
-        flowgen.V2, 10).gz())  # fmt: skip
+        flowgen.V2, 10).gz())
     config = write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
                                       "endpoint_url": proxy.url}],
-                          read_timeout="1s", connect_timeout="1s")  # fmt: skip
+                          read_timeout="1s", connect_timeout="1s")
 
     code = main(["collect", "--config", str(config), "--once", "--json"])
     captured = capsys.readouterr()
     summary = json.loads(captured.out.strip().splitlines()[-1])
 
     assert proxy.injected == {"slowdown": 2, "error500": 2, "reset": 2, "stall": 1,
-                              "denied": proxy.injected["denied"]}  # fmt: skip
+                              "denied": proxy.injected["denied"]}
     assert proxy.injected["denied"] >= 1
     assert summary["objects"] == {"done": len(markers), "quarantined": 0, "blocked": 0,
-                                  "pending": 0, "skipped": 0}  # fmt: skip
+                                  "pending": 0, "skipped": 0}
     today = datetime.now(UTC)
     days = sorted({(today - timedelta(hours=h)).strftime("%Y/%m/%d") for h in (0, 24, 48)})
     assert summary["blocked_prefixes"] == [f"s3://{bucket.name}/{DENIED}{day}/" for day in days]

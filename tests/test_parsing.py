@@ -75,7 +75,7 @@ def test_ipv6_addresses_and_millisecond_times() -> None:
 def test_repeated_headers_blank_lines_and_extra_spaces_are_not_records() -> None:
     obj = flowgen.flow_object(flowgen.V2, 20)
     header = " ".join(obj.fields)
-    lines = obj.lines[:10] + ["", header, "   "] + obj.lines[10:15] + [header]
+    lines = [*obj.lines[:10], "", header, "   ", *obj.lines[10:15], header]
     lines += [line.replace(" ", "  ", 2) for line in obj.lines[15:]]  # AWS's double spaces
     parsed = parse_text(_text(obj.fields, lines))
     assert parsed.table.num_rows == 20

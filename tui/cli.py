@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import csv
 import json
 import logging
 import re
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -24,8 +23,8 @@ from typing import Any
 from core.config import Config, ConfigError, default_state_dir, load_config
 from core.decompress import CorruptObject
 from core.events import PollSummary
-from core.statedir import StateDirError, StateLock, prepare
-from core.store import DATABASE_NAME, Store, StoreError
+from core.statedir import StateDirError
+from core.store import StoreError, open_store
 from core.wazuh_import import WazuhImportError, import_wazuh
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -78,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     query = commands.add_parser("query", help="read-only SQL against the store")
     _store_options(query)
     query.add_argument("--format", choices=("csv", "json"), default="csv",
-                       help="csv with a header (default), or one JSON object per line")  # fmt: skip
+                       help="csv with a header (default), or one JSON object per line")
     query.add_argument("sql", help='for example: "SELECT count(*) FROM flows"')
     query.set_defaults(run=cmd_query)
 
@@ -119,23 +118,6 @@ def _state_dir(args: argparse.Namespace) -> Path:
     if getattr(args, "config", None):
         return load_config(args.config).general.state_dir
     return args.state_dir or default_state_dir()
-
-
-@contextlib.contextmanager
-def open_store(state_dir: Path, read_only: bool = False) -> Iterator[Store]:
-    """The store of ``state_dir``, with the directory's lock held while it is open."""
-    if read_only:
-        database = state_dir / DATABASE_NAME
-        if not database.exists():
-            raise StoreError(f"{state_dir}: no store yet; run vpcwatch collect or scan first")
-    else:
-        prepare(state_dir)
-    with StateLock(state_dir, exclusive=not read_only):
-        store = Store(state_dir / DATABASE_NAME, read_only=read_only)
-        try:
-            yield store
-        finally:
-            store.close()
 
 
 # -- commands -------------------------------------------------------------------------------
@@ -180,7 +162,7 @@ def _report(summary: PollSummary, as_json: bool) -> None:
         return
     objects = ", ".join(f"{count} {status}" for status, count in summary.objects.items())
     print(f"objects: {objects}; records: {summary.records}; bad lines: {summary.bad_lines}; "
-          f"events: {summary.events}; bytes: {summary.bytes}; {summary.seconds:.1f} s")  # fmt: skip
+          f"events: {summary.events}; bytes: {summary.bytes}; {summary.seconds:.1f} s")
 
 
 def cmd_query(args: argparse.Namespace) -> int:
