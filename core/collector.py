@@ -95,6 +95,7 @@ class Collector:
             await queue.put(None)
             await writer
         await self.db(self.store.prune, self.config.general.retention)
+        await self.db(self.store.compact)
         await self.db(self.store.checkpoint)
         summary.seconds = time.monotonic() - started
         next_at = time.time() + next_in if next_in else None

@@ -1,18 +1,21 @@
-"""The store: one DuckDB file holding flows, CloudTrail events and the ledger of objects.
+"""The store: a DuckDB file (ledger, CloudTrail events, segment list) and Parquet segments.
 
-Exactly-once rests on one rule: an object's rows and its ledger entry are committed in the
-same transaction. Several objects are committed together (group commit) because a DuckDB
-commit costs milliseconds; a crash loses the whole uncommitted batch, whose objects are
-still ``pending`` (or absent) in the ledger and are read again. Use a Store from one
-thread at a time.
+Flow records live in Parquet segments (see ``core.segments``), queried through the ``flows``
+view; everything else lives in ``vpcwatch.duckdb``. Exactly-once rests on one rule: an
+object's rows and its ledger entry are committed in the same transaction (the segment that
+holds the rows is listed in that transaction). Several objects are committed together (group
+commit) because a commit costs milliseconds; a crash loses the whole uncommitted batch,
+whose objects are still ``pending`` (or absent) in the ledger and are read again. Use a Store
+from one thread at a time.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,21 +23,21 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from core.fields import KNOWN_FIELDS, column_name, sql_type
 from core.objects import ObjectRef, ObjectResult, Status
+from core.segments import read_segment, remove, remove_unlisted, segment_dir, write_segment
 from core.statedir import StateLock, prepare
 
+log = logging.getLogger(__name__)
 DATABASE_NAME = "vpcwatch.duckdb"
 SCHEMA_VERSION = 1
 
-_FLOWS = ",\n".join(f'"{column_name(f)}" {sql_type(f)}' for f in KNOWN_FIELDS)
-_SCHEMA = f"""
+_SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
-CREATE TABLE IF NOT EXISTS flows (
-{_FLOWS},
-bucket VARCHAR,
-object_key VARCHAR
+CREATE TABLE IF NOT EXISTS segments (
+name VARCHAR, records BIGINT, min_start BIGINT, max_end BIGINT, created TIMESTAMP
 );
 CREATE TABLE IF NOT EXISTS cloudtrail (
 event_id VARCHAR, event_time TIMESTAMP, event_source VARCHAR, event_name VARCHAR,
@@ -52,6 +55,15 @@ CREATE TABLE IF NOT EXISTS prefixes (
 bucket VARCHAR, prefix VARCHAR, status VARCHAR, error VARCHAR, updated TIMESTAMP
 );
 """
+
+# The flows view always has every known column, whatever the segments hold.
+_EMPTY_FLOWS = "SELECT " + ", ".join(
+    [f'NULL::{sql_type(f)} AS "{column_name(f)}"' for f in KNOWN_FIELDS]
+    + ["NULL::VARCHAR AS bucket", "NULL::VARCHAR AS object_key"]
+) + " WHERE false"
+COMPACT_BELOW = 262_144  # segments smaller than this are merged…
+COMPACT_AT = 8  # …once there are this many of them
+COMPACT_MAX_ROWS = 4_000_000  # rows merged at once (bounds the memory compaction takes)
 
 _LEDGER_SCHEMA = pa.schema(
     [
@@ -94,21 +106,38 @@ class StoreError(Exception):
 
 
 class Store:
-    def __init__(self, path: Path, read_only: bool = False):
-        self.path = path
+    def __init__(self, state_dir: Path, read_only: bool = False):
+        self.state_dir = state_dir
+        self.segment_dir = segment_dir(state_dir)
+        path = state_dir / DATABASE_NAME
         try:
             self.con = duckdb.connect(str(path), read_only=read_only)
         except duckdb.Error as exc:
             raise StoreError(f"{path}: cannot open the store: {exc}") from None
-        if read_only:
-            return
-        # Checkpoints rewrite storage: keep them out of the per-batch commit path and run
-        # them between polls instead (see checkpoint()).
-        self.con.execute("SET checkpoint_threshold = '1GB'")
-        self.con.execute(_SCHEMA)
-        self.con.execute(
-            "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
-        )
+        if not read_only:
+            # Checkpoints rewrite storage: keep them out of the per-batch commit path and
+            # run them between polls instead (see checkpoint()).
+            self.con.execute("SET checkpoint_threshold = '1GB'")
+            self.con.execute(_SCHEMA)
+            self.con.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
+            )
+            removed = remove_unlisted(self.segment_dir, set(self.segment_names()))
+            if removed:
+                log.info("removed %d segment files no commit listed", len(removed))
+        self._refresh_view()
+
+    def segment_names(self) -> list[str]:
+        rows = self.con.execute("SELECT name FROM segments ORDER BY created, name").fetchall()
+        return [row[0] for row in rows]
+
+    def _refresh_view(self) -> None:
+        """(Re)define the ``flows`` view over the committed segments, for this connection."""
+        files = self._segment_files(self.segment_names())
+        sql = _EMPTY_FLOWS
+        if files:
+            sql += f" UNION ALL BY NAME SELECT * FROM read_parquet({files}, union_by_name=true)"
+        self.con.execute(f"CREATE OR REPLACE TEMP VIEW flows AS {sql}")
 
     def close(self) -> None:
         self.con.close()
@@ -156,52 +185,72 @@ class Store:
 
     def commit(self, results: Sequence[ObjectResult]) -> CommitStats:
         """Store the rows of every result and its ledger entry in one transaction."""
-        stats = CommitStats()
         if not results:
-            return stats
-        con = self.con
-        con.execute("BEGIN TRANSACTION")
+            return CommitStats()
+        flows = _flow_batch(results)
+        written = [write_segment(self.segment_dir, flows)] if flows is not None else []
+        replaced: list[str] = []
+        self.con.execute("BEGIN TRANSACTION")
         try:
+            if flows is not None:
+                self._list_segment(written[0], flows)
             for result in results:
                 if result.replaces:
-                    self._delete_rows(result.ref)
-            stats.records = self._insert_flows(results)
-            stats.events = self._insert_events(results)
+                    replaced += self._drop_object_rows(result.ref, written)
+            events = self._insert_events(results)
             self._write_ledger(results)
-            con.execute("COMMIT")
+            self.con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            self.con.execute("ROLLBACK")
+            remove(self.segment_dir, written)
             raise
-        return stats
+        remove(self.segment_dir, replaced)
+        self._refresh_view()
+        return CommitStats(flows.num_rows if flows is not None else 0, events)
 
-    def _delete_rows(self, ref: ObjectRef) -> None:
-        for table in ("flows", "cloudtrail"):
-            self.con.execute(
-                f"DELETE FROM {table} WHERE bucket = ? AND object_key = ?", [ref.bucket, ref.key]
-            )
+    def _list_segment(self, name: str, table: pa.Table) -> None:
+        self.con.execute(
+            "INSERT INTO segments VALUES (?, ?, ?, ?, now()::TIMESTAMP)",
+            [name, table.num_rows, _bound(table, "start", "min"), _bound(table, "end", "max")],
+        )
 
-    def _insert_flows(self, results: Sequence[ObjectResult]) -> int:
-        tables = [
-            _with_origin(r.flows, r.ref)
-            for r in results
-            if r.flows is not None and r.flows.num_rows and r.status is Status.DONE
-        ]
-        if not tables:
-            return 0
-        batch = pa.concat_tables(tables, promote_options="permissive")
-        self._add_unknown_columns(batch.column_names)
-        self.con.register("flow_batch", batch)
-        try:
-            self.con.execute("INSERT INTO flows BY NAME SELECT * FROM flow_batch")
-        finally:
-            self.con.unregister("flow_batch")
-        return batch.num_rows
+    def _drop_object_rows(self, ref: ObjectRef, written: list[str]) -> list[str]:
+        """Rewrite the segments holding rows of ``ref`` without them; return the old names.
 
-    def _add_unknown_columns(self, names: Iterable[str]) -> None:
-        known = {row[0] for row in self.con.execute("DESCRIBE flows").fetchall()}
-        for name in names:
-            if name not in known:  # a field AWS added after this version: kept as text
-                self.con.execute(f'ALTER TABLE flows ADD COLUMN "{name}" VARCHAR')
+        Only for an object whose content changed after it was read (AWS never does this).
+        """
+        self.con.execute(
+            "DELETE FROM cloudtrail WHERE bucket = ? AND object_key = ?", [ref.bucket, ref.key]
+        )
+        holding = [name for name in self._segments_holding(ref) if name not in written]
+        for name in holding:
+            table = read_segment(self.segment_dir, name)
+            other = pc.invert(pc.and_(pc.equal(table["bucket"].cast(pa.string()), ref.bucket),
+                                      pc.equal(table["object_key"].cast(pa.string()), ref.key)))
+            kept = table.filter(other)
+            self.con.execute("DELETE FROM segments WHERE name = ?", [name])
+            if kept.num_rows:
+                written.append(write_segment(self.segment_dir, kept))
+                self._list_segment(written[-1], kept)
+        return holding
+
+    def _segments_holding(self, ref: ObjectRef) -> list[str]:
+        files = self._segment_files(self.segment_names())
+        if not files:
+            return []
+        rows = self.con.execute(
+            f"SELECT DISTINCT filename FROM read_parquet({files}, filename=true, "
+            "union_by_name=true) WHERE bucket = ? AND object_key = ?",
+            [ref.bucket, ref.key],
+        ).fetchall()
+        return [Path(row[0]).name for row in rows]
+
+    def _segment_files(self, names: Sequence[str]) -> str:
+        """A SQL list literal of segment paths ('' when there are none)."""
+        if not names:
+            return ""
+        quoted = (str(self.segment_dir / n).replace("'", "''") for n in names)
+        return "[" + ", ".join(f"'{path}'" for path in quoted) + "]"
 
     def _insert_events(self, results: Sequence[ObjectResult]) -> int:
         tables = [
@@ -266,12 +315,46 @@ class Store:
         self.con.execute("COMMIT")
 
     def prune(self, retention_seconds: float, now: float | None = None) -> int:
-        """Delete flows and events older than the retention period; returns flows deleted."""
+        """Drop segments whose newest flow is older than the retention period, and old
+        CloudTrail events. Returns the number of flow records dropped."""
         cutoff = int((now or time.time()) - retention_seconds)
-        deleted = self.con.execute('DELETE FROM flows WHERE "end" < ?', [cutoff]).fetchone()
+        old = self.con.execute(
+            "SELECT name, records FROM segments WHERE max_end < ?", [cutoff]
+        ).fetchall()
         cutoff_time = datetime.fromtimestamp(cutoff, UTC).replace(tzinfo=None)
+        self.con.execute("BEGIN TRANSACTION")
+        self.con.execute("DELETE FROM segments WHERE max_end < ?", [cutoff])
         self.con.execute("DELETE FROM cloudtrail WHERE event_time < ?", [cutoff_time])
-        return int(deleted[0]) if deleted else 0
+        self.con.execute("COMMIT")
+        remove(self.segment_dir, [name for name, _ in old])
+        self._refresh_view()
+        return sum(records for _, records in old)
+
+    def compact(self) -> int:
+        """Merge small segments into one (queries open every file). Returns files merged."""
+        small = self.con.execute(
+            "SELECT name, sum(records) OVER (ORDER BY created, name) FROM segments "
+            "WHERE records < ? ORDER BY created, name",
+            [COMPACT_BELOW],
+        ).fetchall()
+        names = [name for name, running in small if running <= COMPACT_MAX_ROWS]
+        if len(names) < COMPACT_AT:
+            return 0
+        tables = [read_segment(self.segment_dir, name) for name in names]
+        merged = pa.concat_tables(tables, promote_options="permissive")
+        new = write_segment(self.segment_dir, merged)
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            self.con.execute("DELETE FROM segments WHERE list_contains(?, name)", [names])
+            self._list_segment(new, merged)
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            remove(self.segment_dir, [new])
+            raise
+        remove(self.segment_dir, names)
+        self._refresh_view()
+        return len(names)
 
     def checkpoint(self) -> None:
         self.con.execute("CHECKPOINT")
@@ -280,6 +363,25 @@ class Store:
         cursor = self.con.execute(sql)
         columns = [d[0] for d in cursor.description] if cursor.description else []
         return columns, cursor.fetchall()
+
+
+def _flow_batch(results: Sequence[ObjectResult]) -> pa.Table | None:
+    """The flow rows of every result that is done, with their origin, as one table."""
+    tables = [
+        _with_origin(r.flows, r.ref)
+        for r in results
+        if r.flows is not None and r.flows.num_rows and r.status is Status.DONE
+    ]
+    if not tables:
+        return None
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _bound(table: pa.Table, column: str, which: str) -> int | None:
+    if column not in table.column_names:
+        return None
+    value = pc.min_max(table[column])[which].as_py()
+    return int(value) if value is not None else None
 
 
 def _with_origin(table: pa.Table, ref: ObjectRef) -> pa.Table:
@@ -323,7 +425,7 @@ def open_store(state_dir: Path, read_only: bool = False) -> Iterator[Store]:
     else:
         prepare(state_dir)
     with StateLock(state_dir, exclusive=not read_only):
-        store = Store(state_dir / DATABASE_NAME, read_only=read_only)
+        store = Store(state_dir, read_only=read_only)
         try:
             yield store
         finally:

@@ -12,6 +12,7 @@ from typing import Any
 import boto3
 import pytest
 
+from core.store import Store
 from tui.embedded_s3 import EmbeddedS3, start_s3, use_emulator_credentials
 
 use_emulator_credentials()
@@ -60,3 +61,12 @@ def write_config(
     path = directory / "vpcwatch.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def query(state_dir: Path, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` against the store in ``state_dir``, opened read-only."""
+    store = Store(state_dir, read_only=True)
+    try:
+        return store.con.execute(sql, params or []).fetchall()
+    finally:
+        store.close()

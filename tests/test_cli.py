@@ -56,7 +56,7 @@ def test_query_is_read_only_and_errors_are_one_line(
     state = tmp_path / "state"
     main(["scan", str(folder), "--state-dir", str(state)])
     capsys.readouterr()
-    assert main(["query", "--state-dir", str(state), "DELETE FROM flows"]) == 2
+    assert main(["query", "--state-dir", str(state), "DELETE FROM objects"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "read-only" in err[0]
     assert main(["query", "--state-dir", str(state), "SELEC 1"]) == 2

@@ -7,11 +7,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from tests import flowgen
-from tests.conftest import Bucket, write_config
+from tests.conftest import Bucket, query, write_config
 from tui.cli import main
 
 NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
@@ -50,8 +49,7 @@ def run_collect(config: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, 
 
 
 def store_rows(config: Path, sql: str) -> list[tuple]:
-    with duckdb.connect(str(config.parent / "state" / "vpcwatch.duckdb"), read_only=True) as con:
-        return con.execute(sql).fetchall()
+    return query(config.parent / "state", sql)
 
 
 def fill_central_bucket(bucket: Bucket) -> Truth:

@@ -11,11 +11,10 @@ import sys
 import threading
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from tests import flowgen
-from tests.conftest import Bucket, write_config
+from tests.conftest import Bucket, query, write_config
 from tests.test_collect import NOW
 from tui.cli import main
 
@@ -65,17 +64,15 @@ def test_kill_9_mid_collect_then_restart_gives_exact_totals(
     assert process.returncode == -signal.SIGKILL
     assert process.stdout is not None and "objects" not in process.stdout.read()
 
-    database = tmp_path / "state" / "vpcwatch.duckdb"
-    with duckdb.connect(str(database), read_only=True) as con:
-        done_before = con.execute("SELECT count(*) FROM objects WHERE status='done'").fetchone()
-    assert done_before is not None and 0 < done_before[0] < OBJECTS  # killed mid-way
+    state = tmp_path / "state"
+    [(done_before,)] = query(state, "SELECT count(*) FROM objects WHERE status='done'")
+    assert 0 < done_before < OBJECTS  # killed mid-way
 
     assert main(["collect", "--config", str(config), "--once", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["objects"]["done"] == OBJECTS - done_before[0]
+    assert summary["objects"]["done"] == OBJECTS - done_before
 
-    with duckdb.connect(str(database), read_only=True) as con:
-        stored = dict(con.execute("SELECT object_key, count(*) FROM flows GROUP BY 1").fetchall())
-        statuses = con.execute("SELECT DISTINCT status FROM objects").fetchall()
+    stored = dict(query(state, "SELECT object_key, count(*) FROM flows GROUP BY 1"))
+    statuses = query(state, "SELECT DISTINCT status FROM objects")
     assert stored == expected
     assert statuses == [("done",)]

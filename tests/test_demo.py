@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
-
+from core.store import Store
 from tui.demo import run_demo
 from tui.demo_traffic import EXFIL_DEST, EXFIL_HOST, SCANNER
 
 
 def test_demo_collects_history_incidents_and_cloudtrail(tmp_path: Path) -> None:
     assert run_demo(polls=2, state_dir=tmp_path / "state", pause=0) == 0
-    with duckdb.connect(str(tmp_path / "state" / "vpcwatch.duckdb"), read_only=True) as con:
+    store = Store(tmp_path / "state", read_only=True)
+    con = store.con
+    try:
         top = con.execute(
             "SELECT srcaddr, dstaddr FROM flows GROUP BY ALL ORDER BY sum(bytes) DESC LIMIT 1"
         ).fetchone()
@@ -22,6 +23,8 @@ def test_demo_collects_history_incidents_and_cloudtrail(tmp_path: Path) -> None:
         events = con.execute("SELECT event_name, error_code FROM cloudtrail").fetchall()
         skipdata = con.execute("SELECT count(*) FROM flows WHERE log_status='SKIPDATA'").fetchone()
         accounts = con.execute("SELECT count(DISTINCT account_id) FROM flows").fetchone()
+    finally:
+        store.close()
     assert top == (EXFIL_HOST, EXFIL_DEST)
     assert scanned == (128,)
     assert sorted(events, key=str) == sorted([("CreateVpc", None), ("DeleteFlowLogs", None),

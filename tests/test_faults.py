@@ -7,11 +7,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from tests import flowgen
-from tests.conftest import Bucket, write_config
+from tests.conftest import Bucket, query, write_config
 from tests.faultproxy import FaultProxy, Faults
 from tests.test_collect import NOW
 from tui.cli import main
@@ -62,9 +61,8 @@ def test_every_object_ends_done_exactly_once_despite_faults(
     assert summary["blocked_prefixes"] == [f"s3://{bucket.name}/{DENIED}{day}/" for day in days]
     assert DENIED in captured.err
     assert code == 0
-    with duckdb.connect(str(tmp_path / "state" / "vpcwatch.duckdb"), read_only=True) as con:
-        stored = dict(con.execute("SELECT object_key, count(*) FROM flows GROUP BY 1").fetchall())
-        attempts = dict(con.execute("SELECT key, attempts FROM objects").fetchall())
+    stored = dict(query(tmp_path / "state", "SELECT object_key, count(*) FROM flows GROUP BY 1"))
+    attempts = dict(query(tmp_path / "state", "SELECT key, attempts FROM objects"))
     assert stored == expected
     # botocore retries 503 and 500 itself; a body cut short or stalled is retried by vpcwatch
     retried = {key: attempts[key] > 1 for key in expected}

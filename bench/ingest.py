@@ -1,0 +1,249 @@
+"""Ingest benchmark (`make bench`): vpcwatch against flowlogs-reader and bare GETs.
+
+1,000,000 default-format records in 200 gzip objects on a local S3 emulator (moto, in its own
+process so that it does not share the GIL with the reader under test). Measured:
+- bare aiobotocore GETs of every object, 8 at a time (the I/O ceiling);
+- `vpcwatch collect --once` into a fresh store (its own process; the poll's own time and the
+  process's wall time, peak RSS);
+- flowlogs-reader's S3 reader over the same objects;
+- `scan` of one local 1,000,000-record .log.gz.
+Results are appended to bench/RESULTS.md with the command that produced them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import os
+import platform
+import random
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+BUCKET = "bench-flowlogs"
+ACCOUNT = "123456789012"
+HEADER = ("version account-id interface-id srcaddr dstaddr srcport dstport protocol packets "
+          "bytes start end action log-status")
+ENV = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+       "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def records_text(n: int, seed: int, start: int) -> bytes:
+    rng = random.Random(seed)
+    enis = [f"eni-{rng.getrandbits(68):017x}" for _ in range(20)]
+    lines = [HEADER]
+    for i in range(n):
+        src = f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+        dst = f"172.{rng.randrange(16, 32)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+        t = start + i % 300
+        lines.append(
+            f"2 {ACCOUNT} {enis[i % 20]} {src} {dst} {rng.randrange(1024, 65535)} "
+            f"{rng.choice((22, 53, 80, 443, 3306, 5432))} 6 {rng.randrange(1, 300)} "
+            f"{rng.randrange(40, 400_000)} {t} {t + 60} {rng.choice(('ACCEPT', 'REJECT'))} OK"
+        )
+    return ("\n".join(lines) + "\n").encode()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_emulator() -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # a benchmark may poll for readiness
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return process, url
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("the S3 emulator did not start")
+
+
+def upload(url: str, objects: int, per_object: int) -> list[str]:
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=url, region_name="us-east-1")
+    client.create_bucket(Bucket=BUCKET)
+    day = datetime.now(UTC).replace(second=0, microsecond=0)
+    base = int(day.timestamp()) - 3600
+
+    def put(n: int) -> str:
+        when = day - timedelta(minutes=5 * n)
+        name = (f"{ACCOUNT}_vpcflowlogs_us-east-1_fl-0123456789abcdef0_{when:%Y%m%dT%H%M}Z_"
+                f"{n:08x}.log.gz")
+        key = f"AWSLogs/{ACCOUNT}/vpcflowlogs/us-east-1/{day:%Y/%m/%d}/{name}"
+        body = gzip.compress(records_text(per_object, n, base), compresslevel=6, mtime=0)
+        client.put_object(Bucket=BUCKET, Key=key, Body=body)
+        return key
+
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(put, range(objects)))
+
+
+async def bare_gets(url: str, keys: list[str], concurrency: int = 8) -> float:
+    from aiobotocore.config import AioConfig
+    from aiobotocore.session import AioSession
+
+    config = AioConfig(max_pool_connections=concurrency + 4, s3={"addressing_style": "path"})
+    async with AioSession().create_client("s3", endpoint_url=url, region_name="us-east-1",
+                                          config=config) as client:
+        limit = asyncio.Semaphore(concurrency)
+
+        async def get(key: str) -> int:
+            async with limit:
+                response = await client.get_object(Bucket=BUCKET, Key=key)
+                async with response["Body"] as stream:
+                    return len(await stream.read())
+
+        started = time.perf_counter()
+        await asyncio.gather(*(get(key) for key in keys))
+        return time.perf_counter() - started
+
+
+def vpcwatch_collect(url: str, scratch: Path, run: int) -> tuple[float, float, dict, int]:
+    state = scratch / f"state-{run}"
+    config = scratch / f"bench-{run}.toml"
+    config.write_text(f'[general]\nstate_dir = "{state}"\n[[bucket]]\ntype = "vpcflow"\n'
+                      f'name = "{BUCKET}"\nendpoint_url = "{url}"\n')
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "tui.cli", "collect", "--config", str(config),
+                          "--once", "--json"], capture_output=True, text=True, env=ENV,
+                         check=True, cwd=ROOT)
+    wall = time.perf_counter() - started
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024
+    return summary["seconds"], wall, summary, rss
+
+
+def flowlogs_reader_run(url: str) -> tuple[float, int]:
+    import boto3
+    from flowlogs_reader import S3FlowLogsReader
+
+    client = boto3.client("s3", endpoint_url=url, region_name="us-east-1")
+    now = datetime.now(UTC).replace(tzinfo=None)
+    reader = S3FlowLogsReader(BUCKET, boto_client=client, start_time=now - timedelta(days=2),
+                              end_time=now + timedelta(days=1), thread_count=8)
+    started = time.perf_counter()
+    count = sum(1 for _ in reader)
+    return time.perf_counter() - started, count
+
+
+def local_scan(scratch: Path, records: int) -> float:
+    from core.scan import scan
+    from core.store import open_store
+
+    path = scratch / "one-million.log.gz"
+    path.write_bytes(gzip.compress(records_text(records, 99, 1_764_000_000), mtime=0))
+    started = time.perf_counter()
+    with open_store(scratch / "scan-state") as store:
+        summary = scan([path], store, 2**31)
+    elapsed = time.perf_counter() - started
+    assert summary.records == records, summary
+    return elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--objects", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    os.environ.update(ENV)
+    per_object = args.records // args.objects
+    total = per_object * args.objects
+    emulator, url = start_emulator()
+    try:
+        with tempfile.TemporaryDirectory(prefix="vpcwatch-bench-") as tmp:
+            scratch = Path(tmp)
+            print(f"uploading {total:,} records in {args.objects} objects to {url} ...")
+            keys = upload(url, args.objects, per_object)
+            bare = statistics.median(asyncio.run(bare_gets(url, keys)) for _ in range(args.runs))
+            runs = [vpcwatch_collect(url, scratch, run) for run in range(args.runs)]
+            for _, _, summary, _ in runs:
+                assert summary["records"] == total, summary
+            poll = statistics.median(r[0] for r in runs)
+            wall = statistics.median(r[1] for r in runs)
+            rss = max(r[3] for r in runs)
+            peer_seconds, peer_count = flowlogs_reader_run(url)
+            assert peer_count == total, peer_count
+            scan_seconds = local_scan(scratch, args.records)
+    finally:
+        emulator.terminate()
+        emulator.wait()
+    figures = {
+        "records": total,
+        "objects": args.objects,
+        "bare_get_seconds": bare,
+        "bare_get_objects_per_s": args.objects / bare,
+        "vpcwatch_poll_seconds": poll,
+        "vpcwatch_records_per_s": total / poll,
+        "vpcwatch_objects_per_s": args.objects / poll,
+        "vpcwatch_process_seconds": wall,
+        "vpcwatch_process_records_per_s": total / wall,
+        "vpcwatch_peak_rss_mb": rss,
+        "flowlogs_reader_seconds": peer_seconds,
+        "flowlogs_reader_records_per_s": total / peer_seconds,
+        "ratio_vs_flowlogs_reader": peer_seconds / poll,
+        "ratio_of_bare_get_rate": bare / poll,
+        "scan_seconds": scan_seconds,
+        "scan_records_per_s": args.records / scan_seconds,
+    }
+    report = render(figures, args)
+    print(report)
+    if not args.no_write:
+        with open(HERE / "RESULTS.md", "a", encoding="utf-8") as out:
+            out.write(report + "\n")
+    return 0
+
+
+def render(f: dict, args: argparse.Namespace) -> str:
+    def ok(flag: bool) -> str:
+        return "met" if flag else "MISSED"
+
+    command = "make bench" if sys.argv[1:] == [] else "python bench/ingest.py " + " ".join(
+        sys.argv[1:])
+    return f"""
+## Ingest, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC
+
+Command: `{command}` ({args.runs} runs, median) on {os.cpu_count()} CPUs, Python
+{platform.python_version()}, {f['records']:,} v2 records in {f['objects']} gzip objects on a local
+moto server in its own process.
+
+| measure | figure | target |
+|---|---|---|
+| vpcwatch `collect --once`, poll time | {f['vpcwatch_poll_seconds']:.2f} s = **{f['vpcwatch_records_per_s']:,.0f} records/s** | ≥ 1,000,000/s: {ok(f['vpcwatch_records_per_s'] >= 1e6)} |
+| the same, whole process (start-up and imports included) | {f['vpcwatch_process_seconds']:.2f} s = {f['vpcwatch_process_records_per_s']:,.0f} records/s | |
+| flowlogs-reader S3 reader (8 threads) | {f['flowlogs_reader_seconds']:.2f} s = {f['flowlogs_reader_records_per_s']:,.0f} records/s | |
+| vpcwatch ÷ flowlogs-reader | **{f['ratio_vs_flowlogs_reader']:.1f}×** | ≥ 10×: {ok(f['ratio_vs_flowlogs_reader'] >= 10)} |
+| bare aiobotocore GETs, 8 at a time | {f['bare_get_seconds']:.2f} s = {f['bare_get_objects_per_s']:,.0f} objects/s | |
+| vpcwatch object rate ÷ bare-GET rate | **{100 * f['ratio_of_bare_get_rate']:.0f}%** ({f['vpcwatch_objects_per_s']:,.0f} objects/s) | ≥ 70%: {ok(f['ratio_of_bare_get_rate'] >= 0.7)} |
+| vpcwatch peak RSS | {f['vpcwatch_peak_rss_mb']:,} MB | |
+| local `scan` of one {f['records']:,}-record .log.gz | {f['scan_seconds']:.2f} s = **{f['scan_records_per_s']:,.0f} records/s** | ≥ 2,000,000/s: {ok(f['scan_records_per_s'] >= 2e6)} |
+"""
+
+
+if __name__ == "__main__":
+    sys.exit(main())

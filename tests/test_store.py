@@ -1,0 +1,85 @@
+"""The store: segments listed in the same transaction as the ledger; pruning; compaction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core import store as store_module
+from core.flowlog_parser import parse_text
+from core.layouts import Kind
+from core.objects import ObjectRef, ObjectResult, Status
+from core.segments import write_segment
+from core.store import Store
+from tests import flowgen
+
+
+def result(n: int, records: int, start: int = flowgen.BASE_TIME) -> ObjectResult:
+    """A parsed object of ``records`` rows (the parser is tested elsewhere; here it only
+    builds input for the store)."""
+    table = parse_text(flowgen.flow_object(flowgen.V2, records, seed=n, start=start).text())
+    return ObjectResult(ObjectRef("b", f"key-{n}", "etag", 1, Kind.TEXT), Status.DONE,
+                        flows=table.table)
+
+
+def count(store: Store, sql: str = "SELECT count(*) FROM flows") -> int:
+    return store.con.execute(sql).fetchone()[0]
+
+
+def test_a_segment_no_commit_lists_is_removed_at_open(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.commit([result(1, 10)])
+    orphan = write_segment(store.segment_dir, result(2, 5).flows)  # a crash before COMMIT
+    store.close()
+    assert (tmp_path / "flows" / orphan).exists()
+    store = Store(tmp_path)
+    assert not (tmp_path / "flows" / orphan).exists()
+    assert count(store) == 10
+    store.close()
+
+
+def test_a_failed_commit_leaves_no_rows_and_no_file(tmp_path: Path, monkeypatch) -> None:
+    store = Store(tmp_path)
+
+    def fail(*_: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(store, "_write_ledger", fail)
+    with pytest.raises(RuntimeError):
+        store.commit([result(1, 10)])
+    assert count(store) == 0
+    assert list((tmp_path / "flows").iterdir()) == []
+    assert count(store, "SELECT count(*) FROM objects") == 0
+    store.close()
+
+
+def test_prune_drops_segments_older_than_retention(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    day = 86400
+    store.commit([result(1, 30, start=flowgen.BASE_TIME - 10 * day)])
+    store.commit([result(2, 20, start=flowgen.BASE_TIME)])
+    dropped = store.prune(7 * day, now=flowgen.BASE_TIME + 3600)
+    assert dropped == 30
+    assert count(store) == 20
+    assert len(list((tmp_path / "flows").iterdir())) == 1
+    store.close()
+
+
+def test_compaction_merges_small_segments_and_keeps_every_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "COMPACT_AT", 4)
+    store = Store(tmp_path)
+    for n in range(6):
+        store.commit([result(n, 100 + n)])
+    before = store.con.execute("SELECT object_key, count(*), sum(bytes) FROM flows "
+                               "GROUP BY 1 ORDER BY 1").fetchall()
+    assert store.compact() == 6
+    assert len(store.segment_names()) == 1
+    assert len(list((tmp_path / "flows").iterdir())) == 1
+    after = store.con.execute("SELECT object_key, count(*), sum(bytes) FROM flows "
+                              "GROUP BY 1 ORDER BY 1").fetchall()
+    assert after == before and sum(row[1] for row in after) == sum(100 + n for n in range(6))
+    assert store.compact() == 0
+    store.close()
