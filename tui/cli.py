@@ -23,6 +23,7 @@ from typing import Any
 from core.config import Config, ConfigError, default_state_dir, load_config
 from core.decompress import CorruptObject
 from core.events import PollSummary
+from core.safetext import visible
 from core.statedir import StateDirError
 from core.store import StoreError, open_store
 from core.wazuh_import import WazuhImportError, import_wazuh
@@ -36,10 +37,10 @@ class UsageError(Exception):
 
 
 class _Redact(logging.Filter):
-    """Never let an AWS access key id reach a log line."""
+    """Never let an AWS access key id, or a terminal control sequence, reach a log line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = _SECRET.sub("[access key redacted]", record.getMessage())
+        record.msg = visible(_SECRET.sub("[access key redacted]", record.getMessage()))
         record.args = ()
         return True
 
@@ -54,10 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except (UsageError, ConfigError, WazuhImportError) as exc:
-        print(f"vpcwatch: {exc}", file=sys.stderr)
+        print(f"vpcwatch: {visible(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except (StateDirError, StoreError, CorruptObject, OSError) as exc:
-        print(f"vpcwatch: {exc}", file=sys.stderr)
+        print(f"vpcwatch: {visible(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
@@ -138,7 +139,7 @@ async def _collect(config: Config, once: bool, as_json: bool) -> int:
                 try:
                     summary = await collector.poll()
                 except FatalObjectError as exc:
-                    print(f"vpcwatch: {exc}", file=sys.stderr)
+                    print(f"vpcwatch: {visible(str(exc))}", file=sys.stderr)
                     return EXIT_FAILED
                 _report(summary, as_json)
                 return EXIT_FAILED if summary.errors else EXIT_OK
@@ -154,9 +155,9 @@ async def _collect(config: Config, once: bool, as_json: bool) -> int:
 
 def _report(summary: PollSummary, as_json: bool) -> None:
     for error in summary.errors:
-        print(f"vpcwatch: error: {error}", file=sys.stderr)
+        print(f"vpcwatch: error: {visible(error)}", file=sys.stderr)
     for prefix in summary.blocked_prefixes:
-        print(f"vpcwatch: blocked (access denied): {prefix}", file=sys.stderr)
+        print(f"vpcwatch: blocked (access denied): {visible(prefix)}", file=sys.stderr)
     if as_json:
         print(json.dumps(summary.as_json()), flush=True)
         return
@@ -173,13 +174,15 @@ def cmd_query(args: argparse.Namespace) -> int:
             columns, rows = store.query(args.sql)
         except duckdb.Error as exc:
             raise UsageError(f"query failed: {str(exc).splitlines()[0]}") from None
-    if args.format == "json":
+    if args.format == "json":  # JSON escapes every control and non-ASCII character
         for row in rows:
             print(json.dumps(dict(zip(columns, row, strict=True)), default=_json_value))
-    else:
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows(rows)
+        return EXIT_OK
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(columns)
+    if sys.stdout.isatty():  # shown to a person: log text must not drive the terminal
+        rows = [[visible(v) if isinstance(v, str) else v for v in row] for row in rows]
+    writer.writerows(rows)
     return EXIT_OK
 
 

@@ -1,0 +1,53 @@
+"""Untrusted text: control, escape and bidi characters are made visible, nothing else changes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.safetext import truncate, visible
+from tests import flowgen
+from tui.cli import main
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("plain [@click=app.quit]x[/]", "plain [@click=app.quit]x[/]"),
+        ("\x1b]52;c;aGVsbG8=\x07", "\\x1b]52;c;aGVsbG8=\\x07"),
+        ("csi \x9b31m c1", "csi \\x9b31m c1"),
+        ("user\u202egpj.exe", "user\\u202egpj.exe"),
+        ("tab\tnew\nline", "tab\\x09new\\x0aline"),
+        ("héllo ✓", "héllo ✓"),
+    ],
+)
+def test_visible(raw: str, shown: str) -> None:
+    assert visible(raw) == shown
+
+
+def test_truncate_counts_the_escapes() -> None:
+    assert truncate("abc\x1bdef", 6) == "abc\\x…"
+    assert truncate("short", 10) == "short"
+
+
+def test_query_output_on_a_terminal_shows_escapes_literally(
+    tmp_path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = "evil\x1b]52;c;Y2xpcA==\x07\u202e"
+    trail = tmp_path / "t.json.gz"
+    trail.write_bytes(flowgen.trail_object([flowgen.trail_event("CreateVpc", user_agent=agent)]))
+    state = tmp_path / "state"
+    assert main(["scan", str(trail), "--state-dir", str(state)]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    assert main(["query", "--state-dir", str(state), "SELECT user_agent FROM cloudtrail"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\u202e" not in out
+    assert "evil\\x1b]52;c;Y2xpcA==\\x07\\u202e" in out
+    # piped JSON keeps the exact value, escaped the JSON way
+    monkeypatch.setattr("sys.stdout.isatty", lambda: False)
+    sql = "SELECT user_agent FROM cloudtrail"
+    main(["query", "--state-dir", str(state), "--format", "json", sql])
+    line = capsys.readouterr().out
+    assert "\x1b" not in line and json.loads(line)["user_agent"] == agent
