@@ -46,10 +46,6 @@ BACKOFF_CAP = 5.0
 _FLUSH = object()
 
 
-class FatalObjectError(Exception):
-    """A bad object with ``skip_on_error = false``: the poll stops and says which."""
-
-
 class Collector:
     def __init__(self, config: Config, store: Store, publish: Publish | None = None):
         self.config = config
@@ -57,6 +53,8 @@ class Collector:
         self.publish: Publish = publish or (lambda event: None)
         self._db = ThreadPoolExecutor(1, thread_name_prefix="vpcwatch-store")
         self._parsers = ThreadPoolExecutor(2, thread_name_prefix="vpcwatch-parse")
+        self._halt = asyncio.Event()  # set when a bad object must stop the poll
+        self._errors: list[str] = []
 
     def close(self) -> None:
         self._parsers.shutdown(wait=True, cancel_futures=True)
@@ -76,13 +74,16 @@ class Collector:
         while not stop.is_set():
             started = time.monotonic()
             try:
-                await self.poll(next_in=general.interval)
+                summary = await self.poll(next_in=general.interval)
+                log.info("poll finished: %s", summary.as_json())
             except Exception as exc:
                 log.error("poll failed: %s", describe(exc))
             await _wait(stop, max(0.0, general.interval - (time.monotonic() - started)))
 
     async def poll(self, next_in: float | None = None) -> PollSummary:
         summary = PollSummary()
+        self._halt = asyncio.Event()
+        self._errors = summary.errors
         started = time.monotonic()
         self.publish(PollStarted(tuple(b.label for b in self.config.buckets), time.time()))
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.config.general.concurrency * 2)
@@ -125,8 +126,6 @@ class Collector:
                 log.info("%s: %d objects listed, %d to read", bucket.label,
                          len(listing.objects), len(candidates))
                 await self._read_all(s3, bucket, candidates, queue)
-        except FatalObjectError:
-            raise
         except Exception as exc:  # one bucket's failure (bad credentials...) spares the others
             message = f"{bucket.label}: {describe(exc)}"
             log.error("%s", message)
@@ -148,7 +147,7 @@ class Collector:
         todo = deque(candidates)
 
         async def worker() -> None:
-            while todo:
+            while todo and not self._halt.is_set():
                 candidate = todo.popleft()
                 await queue.put(await self._read_one(s3, bucket, candidate))
 
@@ -193,10 +192,13 @@ class Collector:
 
     def _bad_object(self, cand: Candidate, attempts: int, reason: str) -> ObjectResult:
         if not self.config.general.skip_on_error:
-            raise FatalObjectError(
-                f"s3://{cand.ref.bucket}/{cand.ref.key}: {reason} (skip_on_error = false: "
-                "the poll stops here; set it to true to quarantine such objects and go on)"
+            self._errors.append(
+                f"s3://{cand.ref.bucket}/{cand.ref.key}: {reason} (skip_on_error = false: the "
+                "poll stopped here, the object stays pending; set skip_on_error = true to "
+                "quarantine such objects and go on)"
             )
+            self._halt.set()
+            return ObjectResult(cand.ref, Status.PENDING, cand.attempts + attempts, reason)
         log.warning("quarantined s3://%s/%s: %s", cand.ref.bucket, cand.ref.key, reason)
         return ObjectResult(cand.ref, Status.QUARANTINED, cand.attempts + attempts, reason)
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import boto3
 import pytest
@@ -70,3 +72,26 @@ def query(state_dir: Path, sql: str, params: list[Any] | None = None) -> list[tu
         return store.con.execute(sql, params or []).fetchall()
     finally:
         store.close()
+
+
+class LineReader:
+    """Lines of a child process's stream, waited for with a timeout (never a sleep)."""
+
+    def __init__(self, stream: IO[str]):
+        self._lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._lines.put(line)
+        self._lines.put("")  # end of stream
+
+    def wait_for(self, text: str, count: int = 1, timeout: float = 120) -> str:
+        """Block until ``count`` lines containing ``text`` were read; return the last one."""
+        while True:
+            line = self._lines.get(timeout=timeout)
+            assert line, f"the stream ended before {count} lines with {text!r}"
+            if text in line:
+                count -= 1
+                if count == 0:
+                    return line

@@ -25,7 +25,8 @@ class Faults:
     """marker in key -> (fault, how many times). Faults: slowdown, error500, reset, stall."""
 
     by_marker: dict[str, tuple[str, int]] = field(default_factory=dict)
-    denied_prefixes: tuple[str, ...] = ()
+    denied_prefixes: tuple[str, ...] = ()  # lists and gets under these: 403
+    denied_gets: tuple[str, ...] = ()  # gets of keys containing these: 403
     stall_seconds: float = 30.0
 
 
@@ -34,6 +35,7 @@ class FaultProxy:
         self.upstream = upstream
         self.faults = faults
         self.injected: Counter[str] = Counter()
+        self.requests: Counter[str] = Counter()  # list, get, sts
         self._left = {marker: count for marker, (_, count) in faults.by_marker.items()}
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -84,7 +86,10 @@ class FaultProxy:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         _, _, rest = request.path.lstrip("/").partition("/")
         target = rest or request.query.get("prefix", "")
-        if any(target.startswith(p) for p in self.faults.denied_prefixes):
+        self.requests[_kind(request, rest)] += 1
+        if any(target.startswith(p) for p in self.faults.denied_prefixes) or (
+            rest and any(marker in rest for marker in self.faults.denied_gets)
+        ):
             self.injected["denied"] += 1
             return _error(403, "AccessDenied", "Access Denied")
         fault = self._fault_for(rest) if rest and request.method == "GET" else None
@@ -121,6 +126,14 @@ class FaultProxy:
         if request.transport is not None:
             request.transport.abort()  # a reset part-way through the body
         return response
+
+
+def _kind(request: web.Request, key: str) -> str:
+    if request.method == "POST" and request.path == "/":
+        return "sts"
+    if request.method == "GET" and "list-type" in request.query:
+        return "list"
+    return request.method.lower() if not key else f"{request.method.lower()} object"
 
 
 def _error(status: int, code: str, message: str) -> web.Response:

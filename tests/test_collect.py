@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests import flowgen
-from tests.conftest import Bucket, query, write_config
+from tests.conftest import Bucket, LineReader, query, write_config
 from tui.cli import main
 
 NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
@@ -229,3 +232,31 @@ def test_a_changed_object_replaces_its_rows(
     code, summary = run_collect(config, capsys)
     assert (code, summary["records"]) == (0, 20)
     assert store_rows(config, "SELECT count(*) FROM flows") == [(20,)]
+
+
+def test_skip_on_error_false_stops_at_a_bad_object_and_leaves_it_pending(
+    tmp_path: Path, bucket: Bucket, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bucket.put(flowgen.flow_key("", A, "us-east-1", NOW, 1), b"\x1f\x8bnot really gzip")
+    config = write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
+                                      "endpoint_url": bucket.url}],
+                          skip_on_error=False, max_attempts=1)
+    assert main(["collect", "--config", str(config), "--once", "--json"]) == 1
+    err = capsys.readouterr().err
+    assert "skip_on_error = false" in err and "corrupt gzip" in err
+    [(status, error)] = store_rows(config, "SELECT status, last_error FROM objects")
+    assert status == "pending" and error.startswith("corrupt gzip")
+
+
+def test_collect_without_once_polls_until_sigterm(tmp_path: Path, bucket: Bucket) -> None:
+    bucket.put(flowgen.flow_key("", A, "us-east-1", NOW, 1), flowgen.flow_object(
+        flowgen.V2, 30).gz())
+    config = write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
+                                      "endpoint_url": bucket.url}], interval="1h")
+    process = subprocess.Popen([sys.executable, "-m", "tui.cli", "-v", "collect", "--config",
+                                str(config)], stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    finished = LineReader(process.stderr).wait_for("poll finished")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+    assert "'records': 30" in finished

@@ -4,37 +4,21 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 from tests import flowgen
-from tests.conftest import Bucket, query, write_config
+from tests.conftest import Bucket, LineReader, query, write_config
 from tests.test_collect import NOW
 from tui.cli import main
 
 A = "111111111111"
 OBJECTS = 40
 RECORDS = 1500
-
-
-def _lines(stream: object, into: queue.Queue[str]) -> None:
-    for line in stream:  # type: ignore[attr-defined]
-        into.put(line)
-    into.put("")
-
-
-def _wait_for_commits(lines: queue.Queue[str], count: int) -> None:
-    seen = 0
-    while seen < count:
-        line = lines.get(timeout=120)
-        assert line, "collect ended before it could be killed"
-        seen += "committed" in line
 
 
 @pytest.mark.parametrize("kill_after_commits", [1, 6])
@@ -55,9 +39,8 @@ def test_kill_9_mid_collect_then_restart_gives_exact_totals(
                "--once", "--json"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env=os.environ.copy())
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=_lines, args=(process.stderr, lines), daemon=True).start()
-    _wait_for_commits(lines, kill_after_commits)
+    assert process.stderr is not None
+    LineReader(process.stderr).wait_for("committed", count=kill_after_commits)
     assert process.poll() is None
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)

@@ -67,3 +67,60 @@ def test_every_object_ends_done_exactly_once_despite_faults(
     # botocore retries 503 and 500 itself; a body cut short or stalled is retried by vpcwatch
     retried = {key: attempts[key] > 1 for key in expected}
     assert retried == {key: "_reset" in key or "_stall" in key for key in expected}
+
+
+def test_list_calls_stay_proportional_to_the_lookback_window(
+    tmp_path: Path, bucket: Bucket, proxy: FaultProxy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for account in (A, B):
+        for region in ("us-east-1", "eu-central-1"):
+            for age in range(0, 40, 3):  # six weeks of history, one object every third day
+                when = NOW - timedelta(days=age)
+                bucket.put(flowgen.flow_key("", account, region, when, age),
+                           flowgen.flow_object(flowgen.V2, 5).gz())
+    config = write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
+                                      "endpoint_url": proxy.url}], lookback="48h")
+    code = main(["collect", "--config", str(config), "--once", "--json"])
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    days = len({(datetime.now(UTC) - timedelta(hours=h)).date() for h in (0, 24, 48)})
+    # AWSLogs/ once, each account's regions once, then one list per (account, region, day)
+    assert proxy.requests["list"] == 1 + 2 + 2 * 2 * days
+    assert code == 0 and summary["objects"]["done"] == 2 * 2  # only today's objects (age 0)
+
+
+def test_an_object_denied_to_us_is_blocked_then_read_when_access_returns(
+    tmp_path: Path, bucket: Bucket, s3_server: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    faults = Faults(denied_gets=("_secret",))
+    proxy = FaultProxy(s3_server.url, faults).start()  # type: ignore[attr-defined]
+    try:
+        secret = flowgen.flow_key("", A, "us-east-1", NOW, 1).replace(".log.gz", "_secret.log.gz")
+        bucket.put(secret, flowgen.flow_object(flowgen.V2, 40).gz())
+        bucket.put(flowgen.flow_key("", A, "us-east-1", NOW, 2), flowgen.flow_object(
+            flowgen.V2, 60).gz())
+        config = write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
+                                          "endpoint_url": proxy.url}])
+        main(["collect", "--config", str(config), "--once", "--json"])
+        first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert first["objects"]["blocked"] == 1 and first["records"] == 60
+        faults.denied_gets = ()
+        main(["collect", "--config", str(config), "--once", "--json"])
+        second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert second["objects"]["done"] == 1 and second["records"] == 40
+    finally:
+        proxy.stop()
+
+
+def test_iam_role_is_assumed_through_sts(
+    tmp_path: Path, bucket: Bucket, proxy: FaultProxy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bucket.put(flowgen.flow_key("", A, "us-east-1", NOW, 1), flowgen.flow_object(
+        flowgen.V2, 25).gz())
+    config = write_config(tmp_path, [{
+        "type": "vpcflow", "name": bucket.name, "endpoint_url": bucket.url,
+        "iam_role_arn": f"arn:aws:iam::{A}:role/vpcwatch-reader", "external_id": "ext-1",
+        "sts_endpoint": proxy.url}])
+    assert main(["collect", "--config", str(config), "--once", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["records"] == 25
+    assert proxy.requests["sts"] == 1

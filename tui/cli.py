@@ -130,17 +130,13 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 async def _collect(config: Config, once: bool, as_json: bool) -> int:
-    from core.collector import Collector, FatalObjectError
+    from core.collector import Collector
 
     with open_store(config.general.state_dir) as store:
         collector = Collector(config, store)
         try:
             if once:
-                try:
-                    summary = await collector.poll()
-                except FatalObjectError as exc:
-                    print(f"vpcwatch: {visible(str(exc))}", file=sys.stderr)
-                    return EXIT_FAILED
+                summary = await collector.poll()
                 _report(summary, as_json)
                 return EXIT_FAILED if summary.errors else EXIT_OK
             stop = asyncio.Event()

@@ -20,6 +20,7 @@ from core.collector import Collector
 from core.config import Config, parse_config
 from core.events import PollSummary
 from core.queries import peak_minute, top_conversations
+from core.safetext import visible
 from core.store import Store, open_store
 from tui.demo_traffic import DemoObject, cloudtrail_object, flow_objects, incident_lines
 from tui.embedded_s3 import start_s3, use_emulator_credentials
@@ -130,7 +131,8 @@ def _report(store: Store, summary: PollSummary) -> str:
         line += f"{peak.bytes / 1e9:.2f} GB"
         top = top_conversations(store, peak.minute, peak.minute + 60, limit=1)
         if top:
-            line += f"; top pair {top[0].srcaddr} -> {top[0].dstaddr} {top[0].bytes / 1e9:.2f} GB"
+            pair = f"{visible(top[0].srcaddr)} -> {visible(top[0].dstaddr)}"
+            line += f"; top pair {pair} {top[0].bytes / 1e9:.2f} GB"
     return line
 
 
