@@ -23,7 +23,6 @@ ORG = re.compile(r"^o-[a-z0-9]{10,32}$")
 REGION = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d+$")
 HIVE_ACCOUNT = re.compile(r"^aws-account-id=(\d{12})$")
 HIVE_REGION = re.compile(r"^aws-region=([a-z]{2}(?:-[a-z]+)+-\d+)$")
-_FLOW_LOG_ID = re.compile(r"_(fl-[0-9a-zA-Z]+)_")
 
 SERVICE_FOLDER = {"vpcflow": "vpcflowlogs", "cloudtrail": "CloudTrail"}
 
@@ -87,8 +86,3 @@ def kind_of_path(name: str) -> Kind:
     if name.endswith((".json.gz", ".json")):
         return Kind.CLOUDTRAIL
     return kind_of(name, "vpcflow")
-
-
-def flow_log_id(key: str) -> str | None:
-    match = _FLOW_LOG_ID.search(key.rsplit("/", 1)[-1])
-    return match[1] if match else None

@@ -25,8 +25,9 @@ for _name in ("botocore", "aiobotocore", "urllib3"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 _DENIED = {"AccessDenied", "AllAccessDisabled", "AccountProblem", "InvalidObjectState",
-           "NoSuchBucket", "InvalidAccessKeyId", "KMS.AccessDeniedException"}
+           "InvalidAccessKeyId", "KMS.AccessDeniedException"}
 _GONE = {"NoSuchKey", "404", "NotFound"}
+_TRANSIENT_403 = {"ExpiredToken", "RequestTimeTooSkewed"}  # fresh credentials or clock fix it
 
 
 class AccessDenied(Exception):
@@ -63,7 +64,7 @@ def raise_meaning(exc: ClientError) -> None:
     """Re-raise a ClientError as AccessDenied or Gone when it means that; else return."""
     code = exc.response.get("Error", {}).get("Code", "")
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    if code in _DENIED or (status == 403 and code not in ("ExpiredToken", "RequestTimeTooSkewed")):
+    if code in _DENIED or (status == 403 and code not in _TRANSIENT_403):
         raise AccessDenied(describe(exc)) from None
     if code in _GONE:
         raise Gone(describe(exc)) from None

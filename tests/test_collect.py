@@ -260,3 +260,14 @@ def test_collect_without_once_polls_until_sigterm(tmp_path: Path, bucket: Bucket
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0
     assert "'records': 30" in finished
+
+
+def test_a_missing_bucket_is_an_error_not_a_blocked_prefix(
+    tmp_path: Path, bucket: Bucket, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, [{"type": "vpcflow", "name": "no-such-bucket-here",
+                                      "endpoint_url": bucket.url}])
+    code, summary = run_collect(config, capsys)
+    assert code == 1
+    assert summary["blocked_prefixes"] == []
+    assert len(summary["errors"]) == 1 and "NoSuchBucket" in summary["errors"][0]

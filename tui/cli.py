@@ -62,6 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug: say so in one line; -vv shows the traceback
+        logging.getLogger("vpcwatch").debug("internal error", exc_info=True)
+        print(f"vpcwatch: internal error: {visible(repr(exc))} (run with -vv for details)",
+              file=sys.stderr)
+        return EXIT_FAILED
 
 
 def _parser() -> argparse.ArgumentParser:
