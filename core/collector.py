@@ -121,7 +121,8 @@ class Collector:
                     self.publish(PrefixBlocked(bucket.name, prefix, error))
                 for prefix, error in listing.failed.items():
                     summary.errors.append(f"s3://{bucket.name}/{prefix}: cannot list: {error}")
-                await self._record_prefixes(bucket.name, listing.blocked, listing.listed_ok)
+                await self.db(self.store.record_prefixes, bucket.name, listing.blocked,
+                              listing.listed_ok)
                 candidates = await self.db(self.store.candidates, listing.objects)
                 log.info("%s: %d objects listed, %d to read", bucket.label,
                          len(listing.objects), len(candidates))
@@ -130,12 +131,6 @@ class Collector:
             message = f"{bucket.label}: {describe(exc)}"
             log.error("%s", message)
             summary.errors.append(message)
-
-    async def _record_prefixes(self, bucket: str, blocked: dict[str, str], ok: set[str]) -> None:
-        for prefix, error in blocked.items():
-            await self.db(self.store.record_prefix, bucket, prefix, "blocked", error)
-        for prefix in ok:
-            await self.db(self.store.record_prefix, bucket, prefix, "ok", None)
 
     async def _read_all(
         self,

@@ -304,13 +304,17 @@ class Store:
         finally:
             self.con.unregister("ledger_batch")
 
-    def record_prefix(self, bucket: str, prefix: str, status: str, error: str | None) -> None:
+    def record_prefixes(self, bucket: str, blocked: dict[str, str], ok: set[str]) -> None:
+        """Remember which prefixes S3 refused to list (and forget those it listed again)."""
         self.con.execute("BEGIN TRANSACTION")
-        self.con.execute("DELETE FROM prefixes WHERE bucket = ? AND prefix = ?", [bucket, prefix])
-        if status != "ok":
+        self.con.execute(
+            "DELETE FROM prefixes WHERE bucket = ? AND list_contains(?, prefix)",
+            [bucket, [*blocked, *ok]],
+        )
+        for prefix, error in blocked.items():
             self.con.execute(
-                "INSERT INTO prefixes VALUES (?, ?, ?, ?, now()::TIMESTAMP)",
-                [bucket, prefix, status, error],
+                "INSERT INTO prefixes VALUES (?, ?, 'blocked', ?, now()::TIMESTAMP)",
+                [bucket, prefix, error],
             )
         self.con.execute("COMMIT")
 

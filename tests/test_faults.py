@@ -60,6 +60,8 @@ def test_every_object_ends_done_exactly_once_despite_faults(
     days = sorted({(today - timedelta(hours=h)).strftime("%Y/%m/%d") for h in (0, 24, 48)})
     assert summary["blocked_prefixes"] == [f"s3://{bucket.name}/{DENIED}{day}/" for day in days]
     assert DENIED in captured.err
+    blocked = query(tmp_path / "state", "SELECT prefix FROM prefixes WHERE status = 'blocked'")
+    assert sorted(row[0] for row in blocked) == [f"{DENIED}{day}/" for day in days]
     assert code == 0
     stored = dict(query(tmp_path / "state", "SELECT object_key, count(*) FROM flows GROUP BY 1"))
     attempts = dict(query(tmp_path / "state", "SELECT key, attempts FROM objects"))
