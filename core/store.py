@@ -107,7 +107,6 @@ class StoreError(Exception):
 
 class Store:
     def __init__(self, state_dir: Path, read_only: bool = False):
-        self.state_dir = state_dir
         self.segment_dir = segment_dir(state_dir)
         path = state_dir / DATABASE_NAME
         try:
@@ -170,17 +169,6 @@ class Store:
             self.con.unregister("listed")
         return [Candidate(listed[i], attempts, bool(replaces)) for i, attempts, replaces in rows]
 
-    def counts(self, bucket: str | None = None) -> dict[str, int]:
-        sql = "SELECT status, count(*) FROM objects"
-        params: list[Any] = []
-        if bucket is not None:
-            sql += " WHERE bucket = ?"
-            params.append(bucket)
-        rows = self.con.execute(sql + " GROUP BY status", params).fetchall()
-        totals = {status.value: 0 for status in Status}
-        totals.update({status: count for status, count in rows})
-        return totals
-
     # -- writing ------------------------------------------------------------------------
 
     def commit(self, results: Sequence[ObjectResult]) -> CommitStats:
@@ -210,7 +198,7 @@ class Store:
 
     def _list_segment(self, name: str, table: pa.Table) -> None:
         self.con.execute(
-            "INSERT INTO segments VALUES (?, ?, ?, ?, now()::TIMESTAMP)",
+            "INSERT INTO segments VALUES (?, ?, ?, ?, (now() AT TIME ZONE 'UTC'))",
             [name, table.num_rows, _bound(table, "start", "min"), _bound(table, "end", "max")],
         )
 
@@ -295,8 +283,8 @@ class Store:
             self.con.execute(
                 """
                 INSERT INTO objects BY NAME
-                SELECT b.*, coalesce(f.first_seen, now()::TIMESTAMP) AS first_seen,
-                       now()::TIMESTAMP AS updated
+                SELECT b.*, coalesce(f.first_seen, (now() AT TIME ZONE 'UTC')) AS first_seen,
+                       (now() AT TIME ZONE 'UTC') AS updated
                 FROM ledger_batch b
                 LEFT JOIN ledger_first_seen f ON f.bucket = b.bucket AND f.key = b.key
                 """
@@ -313,7 +301,7 @@ class Store:
         )
         for prefix, error in blocked.items():
             self.con.execute(
-                "INSERT INTO prefixes VALUES (?, ?, 'blocked', ?, now()::TIMESTAMP)",
+                "INSERT INTO prefixes VALUES (?, ?, 'blocked', ?, (now() AT TIME ZONE 'UTC'))",
                 [bucket, prefix, error],
             )
         self.con.execute("COMMIT")
