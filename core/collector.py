@@ -55,6 +55,7 @@ class Collector:
         self._parsers = ThreadPoolExecutor(2, thread_name_prefix="vpcwatch-parse")
         self._halt = asyncio.Event()  # set when a bad object must stop the poll
         self._errors: list[str] = []
+        self._backfilled: list[tuple[str, date]] = []
 
     def close(self) -> None:
         self._parsers.shutdown(wait=True, cancel_futures=True)
@@ -84,6 +85,7 @@ class Collector:
         summary = PollSummary()
         self._halt = asyncio.Event()
         self._errors = summary.errors
+        self._backfilled = []
         started = time.monotonic()
         self.publish(PollStarted(tuple(b.label for b in self.config.buckets), time.time()))
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.config.general.concurrency * 2)
@@ -95,6 +97,8 @@ class Collector:
         finally:
             await queue.put(None)
             await writer
+        for label, day in self._backfilled:
+            await self.db(self.store.set_backfilled_through, label, day)
         await self.db(self.store.prune, self.config.general.retention)
         await self.db(self.store.compact)
         await self.db(self.store.checkpoint)
@@ -103,19 +107,31 @@ class Collector:
         self.publish(PollFinished(summary, time.time(), next_at))
         return summary
 
-    def _days(self, bucket: BucketConfig) -> list[date]:
-        today = datetime.now(UTC).date()
-        first = (datetime.now(UTC) - timedelta(seconds=self.config.general.lookback)).date()
-        if bucket.only_logs_after:
-            first = max(first, bucket.only_logs_after)
-        return days_between(first, today)
+    def _window(self, bucket: BucketConfig) -> tuple[date, date]:
+        """The first day this poll lists, and the day the lookback window starts.
+
+        Every poll lists the lookback window. Days between ``only_logs_after`` and the window
+        are listed until one poll has listed them all (a backfill, as Wazuh does on its first
+        run); the store remembers how far that got.
+        """
+        window = (datetime.now(UTC) - timedelta(seconds=self.config.general.lookback)).date()
+        start = bucket.only_logs_after
+        if start is None:
+            return window, window
+        if start >= window:
+            return start, start
+        done = self.store.backfilled_through(bucket.label)
+        first = start if done is None else max(start, done + timedelta(days=1))
+        return min(first, window), window
 
     async def _poll_bucket(
         self, bucket: BucketConfig, queue: asyncio.Queue[Any], summary: PollSummary
     ) -> None:
         try:
             async with open_bucket(bucket, self.config.general) as s3:
-                listing = await list_bucket(s3, bucket, self._days(bucket))
+                first, window = await self.db(self._window, bucket)
+                today = datetime.now(UTC).date()
+                listing = await list_bucket(s3, bucket, days_between(first, today))
                 for prefix, error in listing.blocked.items():
                     summary.blocked_prefixes.append(f"s3://{bucket.name}/{prefix}")
                     self.publish(PrefixBlocked(bucket.name, prefix, error))
@@ -126,7 +142,12 @@ class Collector:
                 candidates = await self.db(self.store.candidates, listing.objects)
                 log.info("%s: %d objects listed, %d to read", bucket.label,
                          len(listing.objects), len(candidates))
+                # pending or blocked objects whose day has left the window: still retried
+                candidates += await self.db(self.store.unfinished_before, bucket.name, first)
                 await self._read_all(s3, bucket, candidates, queue)
+                if first < window and not listing.failed and not listing.blocked:
+                    # recorded once this poll's commits are done (see poll())
+                    self._backfilled.append((bucket.label, window - timedelta(days=1)))
         except Exception as exc:  # one bucket's failure (bad credentials...) spares the others
             message = f"{bucket.label}: {describe(exc)}"
             log.error("%s", message)

@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.fields import KNOWN_FIELDS, column_name, sql_type
+from core.layouts import Kind
 from core.objects import ObjectRef, ObjectResult, Status
 from core.segments import read_segment, remove, remove_unlisted, segment_dir, write_segment
 from core.statedir import StateLock, prepare
@@ -305,6 +306,31 @@ class Store:
                 [bucket, prefix, error],
             )
         self.con.execute("COMMIT")
+
+    def unfinished_before(self, bucket: str, day: date) -> list[Candidate]:
+        """Pending or blocked objects of ``bucket`` dated before ``day``: no listing will
+        show them again, so they are retried from the ledger."""
+        rows = self.con.execute(
+            "SELECT key, etag, size, kind, account_id, region, key_day, attempts FROM objects "
+            "WHERE bucket = ? AND status IN ('pending', 'blocked') AND key_day < ?",
+            [bucket, day],
+        ).fetchall()
+        return [
+            Candidate(ObjectRef(bucket, key, etag, size, Kind(kind), account, region, key_day),
+                      attempts, replaces=False)
+            for key, etag, size, kind, account, region, key_day, attempts in rows
+        ]
+
+    def backfilled_through(self, bucket_label: str) -> date | None:
+        row = self.con.execute(
+            "SELECT value FROM meta WHERE key = ?", [f"backfilled:{bucket_label}"]
+        ).fetchone()
+        return date.fromisoformat(row[0]) if row else None
+
+    def set_backfilled_through(self, bucket_label: str, day: date) -> None:
+        self.con.execute(
+            "INSERT OR REPLACE INTO meta VALUES (?, ?)", [f"backfilled:{bucket_label}", str(day)]
+        )
 
     def prune(self, retention_seconds: float, now: float | None = None) -> int:
         """Drop segments whose newest flow is older than the retention period, and old

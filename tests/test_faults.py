@@ -126,3 +126,35 @@ def test_iam_role_is_assumed_through_sts(
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["records"] == 25
     assert proxy.requests["sts"] == 1
+
+
+def test_only_logs_after_backfills_once_and_retries_what_was_left_unfinished(
+    tmp_path: Path, bucket: Bucket, s3_server: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    faults = Faults(denied_gets=("_denied",))
+    proxy = FaultProxy(s3_server.url, faults).start()  # type: ignore[attr-defined]
+    try:
+        old = NOW - timedelta(days=10)
+        bucket.put(flowgen.flow_key("", A, "us-east-1", old, 1), flowgen.flow_object(
+            flowgen.V2, 21).gz())
+        denied = flowgen.flow_key("", A, "us-east-1", old, 2).replace(".log.gz", "_denied.log.gz")
+        bucket.put(denied, flowgen.flow_object(flowgen.V2, 22).gz())
+        bucket.put(flowgen.flow_key("", A, "us-east-1", NOW, 3), flowgen.flow_object(
+            flowgen.V2, 23).gz())
+        after = (NOW - timedelta(days=12)).date().isoformat()
+        config = write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
+                                          "endpoint_url": proxy.url,
+                                          "only_logs_after": after}], lookback="48h")
+        main(["collect", "--config", str(config), "--once", "--json"])
+        first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert first["records"] == 21 + 23 and first["objects"]["blocked"] == 1
+
+        faults.denied_gets = ()
+        lists_before = proxy.requests["list"]
+        main(["collect", "--config", str(config), "--once", "--json"])
+        second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert second["records"] == 22 and second["objects"]["done"] == 1
+        days = len({(datetime.now(UTC) - timedelta(hours=h)).date() for h in (0, 24, 48)})
+        assert proxy.requests["list"] - lists_before == 1 + 1 + days  # no second backfill
+    finally:
+        proxy.stop()
