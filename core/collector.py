@@ -99,7 +99,8 @@ class Collector:
             await writer
         for label, day in self._backfilled:
             await self.db(self.store.set_backfilled_through, label, day)
-        await self.db(self.store.prune, self.config.general.retention)
+        window = datetime.now(UTC) - timedelta(seconds=self.config.general.lookback)
+        await self.db(self.store.prune, self.config.general.retention, window.date())
         await self.db(self.store.compact)
         await self.db(self.store.checkpoint)
         summary.seconds = time.monotonic() - started

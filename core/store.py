@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -332,17 +332,25 @@ class Store:
             "INSERT OR REPLACE INTO meta VALUES (?, ?)", [f"backfilled:{bucket_label}", str(day)]
         )
 
-    def prune(self, retention_seconds: float, now: float | None = None) -> int:
-        """Drop segments whose newest flow is older than the retention period, and old
-        CloudTrail events. Returns the number of flow records dropped."""
+    def prune(self, retention_seconds: float, listed_from: date, now: float | None = None) -> int:
+        """Drop segments whose newest flow is older than the retention period, old CloudTrail
+        events, and the ledger entries of finished objects that are both older than the
+        retention period and dated before ``listed_from`` (no poll lists them again, so
+        forgetting them cannot cause a second read). Returns the flow records dropped."""
         cutoff = int((now or time.time()) - retention_seconds)
         old = self.con.execute(
             "SELECT name, records FROM segments WHERE max_end < ?", [cutoff]
         ).fetchall()
         cutoff_time = datetime.fromtimestamp(cutoff, UTC).replace(tzinfo=None)
+        forget_before = min(cutoff_time.date(), listed_from) - timedelta(days=1)
         self.con.execute("BEGIN TRANSACTION")
         self.con.execute("DELETE FROM segments WHERE max_end < ?", [cutoff])
         self.con.execute("DELETE FROM cloudtrail WHERE event_time < ?", [cutoff_time])
+        self.con.execute(
+            "DELETE FROM objects WHERE key_day < ? AND status IN ('done', 'skipped', "
+            "'quarantined')",
+            [forget_before],
+        )
         self.con.execute("COMMIT")
         remove(self.segment_dir, [name for name, _ in old])
         self._refresh_view()

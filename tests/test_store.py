@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -54,15 +56,24 @@ def test_a_failed_commit_leaves_no_rows_and_no_file(tmp_path: Path, monkeypatch)
     store.close()
 
 
-def test_prune_drops_segments_older_than_retention(tmp_path: Path) -> None:
+def test_prune_drops_old_segments_and_forgets_old_finished_objects(tmp_path: Path) -> None:
     store = Store(tmp_path)
     day = 86400
-    store.commit([result(1, 30, start=flowgen.BASE_TIME - 10 * day)])
-    store.commit([result(2, 20, start=flowgen.BASE_TIME)])
-    dropped = store.prune(7 * day, now=flowgen.BASE_TIME + 3600)
+    today = date.fromtimestamp(flowgen.BASE_TIME)
+    old, new = result(1, 30, start=flowgen.BASE_TIME - 10 * day), result(2, 20)
+    old.ref = replace(old.ref, day=today - timedelta(days=10))
+    new.ref = replace(new.ref, day=today)
+    pending = ObjectResult(replace(old.ref, key="pending-one"), Status.PENDING, error="503")
+    store.commit([old])  # segments are pruned whole: one per commit here
+    store.commit([new, pending])
+    dropped = store.prune(7 * day, listed_from=today - timedelta(days=2),
+                          now=flowgen.BASE_TIME + 3600)
     assert dropped == 30
     assert count(store) == 20
     assert len(list((tmp_path / "flows").iterdir())) == 1
+    # the old done object is forgotten; the pending one is kept to be retried
+    assert store.con.execute("SELECT key FROM objects ORDER BY key").fetchall() == [
+        ("key-2",), ("pending-one",)]
     store.close()
 
 
