@@ -121,19 +121,33 @@ async def bare_gets(url: str, keys: list[str], concurrency: int = 8) -> float:
         return time.perf_counter() - started
 
 
-def vpcwatch_collect(url: str, scratch: Path, run: int) -> tuple[float, float, dict, int]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a running process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def vpcwatch_collect(url: str, scratch: Path, run: int, emulator: int
+                     ) -> tuple[float, float, dict, int, float, float]:
     state = scratch / f"state-{run}"
     config = scratch / f"bench-{run}.toml"
     config.write_text(f'[general]\nstate_dir = "{state}"\n[[bucket]]\ntype = "vpcflow"\n'
                       f'name = "{BUCKET}"\nendpoint_url = "{url}"\n')
     started = time.perf_counter()
+    cpu_before, emulator_before = children_cpu(), cpu_seconds(emulator)
     out = subprocess.run([sys.executable, "-m", "tui.cli", "collect", "--config", str(config),
                           "--once", "--json"], capture_output=True, text=True, env=ENV,
                          check=True, cwd=ROOT)
     wall = time.perf_counter() - started
+    cpu, emulator_cpu = children_cpu() - cpu_before, cpu_seconds(emulator) - emulator_before
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024
-    return summary["seconds"], wall, summary, rss
+    return summary["seconds"], wall, summary, rss, cpu, emulator_cpu
 
 
 def flowlogs_reader_run(url: str) -> tuple[float, int]:
@@ -181,12 +195,14 @@ def main() -> int:
             print(f"uploading {total:,} records in {args.objects} objects to {url} ...")
             keys = upload(url, args.objects, per_object)
             bare = statistics.median(asyncio.run(bare_gets(url, keys)) for _ in range(args.runs))
-            runs = [vpcwatch_collect(url, scratch, run) for run in range(args.runs)]
-            for _, _, summary, _ in runs:
-                assert summary["records"] == total, summary
+            runs = [vpcwatch_collect(url, scratch, run, emulator.pid) for run in range(args.runs)]
+            for run in runs:
+                assert run[2]["records"] == total, run[2]
             poll = statistics.median(r[0] for r in runs)
             wall = statistics.median(r[1] for r in runs)
             rss = max(r[3] for r in runs)
+            cpu = statistics.median(r[4] for r in runs)
+            emulator_cpu = statistics.median(r[5] for r in runs)
             peer_seconds, peer_count = flowlogs_reader_run(url)
             assert peer_count == total, peer_count
             scan_seconds = local_scan(scratch, args.records)
@@ -204,6 +220,8 @@ def main() -> int:
         "vpcwatch_process_seconds": wall,
         "vpcwatch_process_records_per_s": total / wall,
         "vpcwatch_peak_rss_mb": rss,
+        "vpcwatch_cpu_seconds": cpu,
+        "emulator_cpu_seconds": emulator_cpu,
         "flowlogs_reader_seconds": peer_seconds,
         "flowlogs_reader_records_per_s": total / peer_seconds,
         "ratio_vs_flowlogs_reader": peer_seconds / poll,
@@ -242,6 +260,9 @@ def render(f: dict, args: argparse.Namespace) -> str:
          f"({f['vpcwatch_objects_per_s']:,.0f} objects/s)",
          verdict(f["ratio_of_bare_get_rate"], 0.7, "≥ 70%")),
         ("vpcwatch peak RSS", f"{f['vpcwatch_peak_rss_mb']:,} MB", ""),
+        ("CPU time during the collect: vpcwatch process / S3 emulator",
+         f"{f['vpcwatch_cpu_seconds']:.2f} s / {f['emulator_cpu_seconds']:.2f} s "
+         f"(2 cores give {2 * f['vpcwatch_process_seconds']:.2f} s in that time)", ""),
         (f"local `scan` of one {f['records']:,}-record .log.gz",
          f"{f['scan_seconds']:.2f} s = **{f['scan_records_per_s']:,.0f} records/s**",
          verdict(f["scan_records_per_s"], 2e6, "≥ 2,000,000/s")),
