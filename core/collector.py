@@ -23,6 +23,7 @@ from core.config import BucketConfig, Config
 from core.decompress import CorruptObject
 from core.discovery import list_bucket
 from core.events import (
+    AlertsChanged,
     BatchCommitted,
     ObjectOutcome,
     PollFinished,
@@ -247,7 +248,7 @@ class Collector:
 
     async def _commit(self, batch: list[ObjectResult], summary: PollSummary) -> None:
         stats = await self.db(self.store.commit, batch)
-        summary.add(batch, stats.records, stats.events)
+        summary.add(batch, stats)
         log.info("committed %d objects, %d records, %d events",
                  len(batch), stats.records, stats.events)
         outcomes = tuple(
@@ -255,6 +256,8 @@ class Collector:
             for r in batch
         )
         self.publish(BatchCommitted(outcomes, stats.records, stats.events, time.time()))
+        if stats.alerts is not None:
+            self.publish(AlertsChanged(stats.alerts, time.time()))
 
 
 def _backoff(attempt: int) -> float:

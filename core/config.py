@@ -84,6 +84,9 @@ class GeneralConfig:
     read_timeout: float = 60.0
     commit_records: int = 500_000
     commit_interval: float = 1.0
+    rules: tuple[Path, ...] = ()
+    default_rules: bool = True
+    blocklist: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -260,7 +263,20 @@ def _general(source: str, table: dict[str, Any], base: Path) -> GeneralConfig:
         commit_records=r.get("commit_records", 500_000, _bounded_int(1, 10_000_000),
                              "an integer from 1 to 10000000"),
         commit_interval=r.get("commit_interval", 1.0, _min_duration(0), duration),
+        rules=r.get("rules", (), _paths(base), "a list of rule file paths"),
+        default_rules=r.get("default_rules", True, _boolean, "true or false"),
+        blocklist=r.get("blocklist", (), _paths(base), "a list of blocklist file paths"),
     )
+
+
+def _paths(base: Path) -> Callable[[object], tuple[Path, ...]]:
+    def convert(value: object) -> tuple[Path, ...]:
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise TypeError(value)
+        paths = (Path(os.path.expandvars(item)).expanduser() for item in value)
+        return tuple(path if path.is_absolute() else base / path for path in paths)
+
+    return convert
 
 
 def _min_duration(minimum: float) -> Callable[[object], float]:

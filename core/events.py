@@ -10,7 +10,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
+
 from core.objects import ObjectResult, Status
+from core.store import CommitStats
 
 
 @dataclass
@@ -22,14 +25,17 @@ class PollSummary:
     bad_lines: int = 0
     bytes: int = 0
     events: int = 0
+    alerts: int = 0  # alerts created or updated
     blocked_prefixes: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
-    def add(self, batch: Sequence[ObjectResult], records: int, events: int) -> None:
+    def add(self, batch: Sequence[ObjectResult], stats: CommitStats) -> None:
         """Count a committed batch."""
-        self.records += records
-        self.events += events
+        self.records += stats.records
+        self.events += stats.events
+        self.alerts += stats.alerts.num_rows if stats.alerts is not None else 0
+        self.errors += [e for e in stats.rule_errors if e not in self.errors]
         for result in batch:
             self.objects[result.status.value] += 1
             self.bad_lines += result.bad_lines
@@ -43,6 +49,7 @@ class PollSummary:
             "bad_lines": self.bad_lines,
             "bytes": self.bytes,
             "events": self.events,
+            "alerts": self.alerts,
             "blocked_prefixes": sorted(self.blocked_prefixes),
             "errors": self.errors,
             "seconds": round(self.seconds, 3),
@@ -76,6 +83,14 @@ class BatchCommitted:
 
 
 @dataclass(frozen=True)
+class AlertsChanged:
+    """Alerts created or updated by one commit, published after it (rows of ``alerts``)."""
+
+    alerts: pa.Table
+    at: float
+
+
+@dataclass(frozen=True)
 class PrefixBlocked:
     bucket: str
     prefix: str
@@ -89,5 +104,5 @@ class PollFinished:
     next_poll: float | None
 
 
-CoreEvent = PollStarted | BatchCommitted | PrefixBlocked | PollFinished
+CoreEvent = PollStarted | BatchCommitted | AlertsChanged | PrefixBlocked | PollFinished
 Publish = Callable[[CoreEvent], None]

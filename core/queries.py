@@ -39,12 +39,12 @@ def top_conversations(store: Store, since: int, until: int, limit: int = 10) -> 
 
 def peak_minute(store: Store, since: int, until: int) -> Peak | None:
     """The minute with the most bytes in [since, until)."""
-    row = store.con.execute(
+    rows = store.con.execute(
         """
         SELECT start // 60 * 60 AS minute, sum(bytes) FROM flows
         WHERE start >= ? AND start < ? AND bytes IS NOT NULL
         GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1
         """,
         [since, until],
-    ).fetchone()
-    return Peak(int(row[0]), int(row[1])) if row else None
+    ).fetchall()
+    return Peak(int(rows[0][0]), int(rows[0][1])) if rows else None

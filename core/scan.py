@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import pyarrow as pa
 
 from core.decompress import CorruptObject
 from core.events import PollSummary
@@ -31,8 +33,10 @@ def _wanted(path: Path) -> bool:
     return kind_of_path(path.name) is not Kind.OTHER
 
 
-def scan(paths: list[Path], store: Store, max_size: int) -> PollSummary:
-    """Read every file once (a file already done with the same size and mtime is not re-read)."""
+def scan(paths: list[Path], store: Store, max_size: int,
+         on_alerts: Callable[[pa.Table], None] | None = None) -> PollSummary:
+    """Read every file once (a file already done with the same size and mtime is not re-read).
+    ``on_alerts`` receives the alerts each commit creates or updates."""
     summary = PollSummary()
     refs = [_ref(path) for path in local_files(paths)]
     batch: list[ObjectResult] = []
@@ -43,9 +47,9 @@ def scan(paths: list[Path], store: Store, max_size: int) -> PollSummary:
         batch.append(result)
         rows += result.records
         if rows >= COMMIT_RECORDS:
-            _commit(store, batch, summary)
+            _commit(store, batch, summary, on_alerts)
             batch, rows = [], 0
-    _commit(store, batch, summary)
+    _commit(store, batch, summary, on_alerts)
     return summary
 
 
@@ -66,6 +70,9 @@ def _read(ref: ObjectRef, max_size: int) -> ObjectResult:
         return ObjectResult(ref, Status.PENDING, error=f"cannot read: {exc.strerror}")
 
 
-def _commit(store: Store, batch: list[ObjectResult], summary: PollSummary) -> None:
+def _commit(store: Store, batch: list[ObjectResult], summary: PollSummary,
+            on_alerts: Callable[[pa.Table], None] | None) -> None:
     stats = store.commit(batch)
-    summary.add(batch, stats.records, stats.events)
+    summary.add(batch, stats)
+    if on_alerts is not None and stats.alerts is not None:
+        on_alerts(stats.alerts)

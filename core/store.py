@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 from core.fields import KNOWN_FIELDS, column_name, sql_type
 from core.layouts import Kind
 from core.objects import ObjectRef, ObjectResult, Status
+from core.rules import ALERTS_SCHEMA, RuleEngine
 from core.segments import read_segment, remove, remove_unlisted, segment_dir, write_segment
 from core.statedir import StateLock, prepare
 
@@ -62,6 +63,10 @@ _EMPTY_FLOWS = "SELECT " + ", ".join(
     [f'NULL::{sql_type(f)} AS "{column_name(f)}"' for f in KNOWN_FIELDS]
     + ["NULL::VARCHAR AS bucket", "NULL::VARCHAR AS object_key"]
 ) + " WHERE false"
+_NOW = "(now() AT TIME ZONE 'UTC')"
+# A stored alert is rewritten (and published again) only when one of these changed.
+_ALERT_CHANGES = ("count", "bytes", "packets", "first_seen", "last_seen", "object_count",
+                  "title", "level", "srcaddr", "dstaddr", "dstport", "protocol")
 COMPACT_BELOW = 262_144  # segments smaller than this are merged…
 COMPACT_AT = 8  # …once there are this many of them
 COMPACT_MAX_ROWS = 4_000_000  # rows merged at once (bounds the memory compaction takes)
@@ -100,6 +105,8 @@ class Candidate:
 class CommitStats:
     records: int = 0
     events: int = 0
+    alerts: pa.Table | None = None  # alert rows this commit created or changed
+    rule_errors: list[str] = field(default_factory=list)
 
 
 class StoreError(Exception):
@@ -107,8 +114,10 @@ class StoreError(Exception):
 
 
 class Store:
-    def __init__(self, state_dir: Path, read_only: bool = False):
+    def __init__(self, state_dir: Path, read_only: bool = False,
+                 engine: RuleEngine | None = None):
         self.segment_dir = segment_dir(state_dir)
+        self.engine = engine
         path = state_dir / DATABASE_NAME
         try:
             self.con = duckdb.connect(str(path), read_only=read_only)
@@ -118,7 +127,9 @@ class Store:
             # Checkpoints rewrite storage: keep them out of the per-batch commit path and
             # run them between polls instead (see checkpoint()).
             self.con.execute("SET checkpoint_threshold = '1GB'")
+            self.con.execute("SET parquet_metadata_cache = true")
             self.con.execute(_SCHEMA)
+            self.con.execute(ALERTS_SCHEMA)
             self.con.execute(
                 "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
             )
@@ -126,6 +137,9 @@ class Store:
             if removed:
                 log.info("removed %d segment files no commit listed", len(removed))
         self._refresh_view()
+        (engine or RuleEngine([])).install(self.con)  # the SQL functions, for queries too
+        if engine is not None and not read_only:
+            engine.check(self.con)
 
     def segment_names(self) -> list[str]:
         rows = self.con.execute("SELECT name FROM segments ORDER BY created, name").fetchall()
@@ -173,11 +187,14 @@ class Store:
     # -- writing ------------------------------------------------------------------------
 
     def commit(self, results: Sequence[ObjectResult]) -> CommitStats:
-        """Store the rows of every result and its ledger entry in one transaction."""
+        """Store the rows of every result, the alerts they raise and their ledger entries,
+        in one transaction."""
         if not results:
             return CommitStats()
         flows = _flow_batch(results)
+        events = _event_batch(results)
         written = [write_segment(self.segment_dir, flows)] if flows is not None else []
+        fresh, rule_errors = self._evaluate(flows, events)
         replaced: list[str] = []
         self.con.execute("BEGIN TRANSACTION")
         try:
@@ -186,7 +203,8 @@ class Store:
             for result in results:
                 if result.replaces:
                     replaced += self._drop_object_rows(result.ref, written)
-            events = self._insert_events(results)
+            inserted = self._insert_events(events)
+            changed = self._upsert_alerts(fresh)
             self._write_ledger(results)
             self.con.execute("COMMIT")
         except BaseException:
@@ -195,7 +213,59 @@ class Store:
             raise
         remove(self.segment_dir, replaced)
         self._refresh_view()
-        return CommitStats(flows.num_rows if flows is not None else 0, events)
+        records = flows.num_rows if flows is not None else 0
+        return CommitStats(records, inserted, changed, rule_errors)
+
+    def _evaluate(self, flows: pa.Table | None, events: pa.Table | None
+                  ) -> tuple[pa.Table | None, list[str]]:
+        """Run the rules over the stored records plus the new ones (not yet committed)."""
+        if self.engine is None or not self.engine.sql or (flows is None and events is None):
+            return None, []
+        relations: dict[str, tuple[str, str]] = {}
+        con = self.con
+        if flows is not None:
+            con.register("new_flows_arrow", flows)
+            con.execute("CREATE OR REPLACE TEMP VIEW new_flows AS " + _EMPTY_FLOWS
+                        + " UNION ALL BY NAME SELECT * FROM new_flows_arrow")
+            con.execute("CREATE OR REPLACE TEMP VIEW rule_flows AS SELECT * FROM flows "
+                        "UNION ALL BY NAME SELECT * FROM new_flows")
+            relations["vpcflow"] = ("rule_flows", "new_flows")
+        if events is not None:
+            con.register("new_events", events)
+            con.execute("CREATE OR REPLACE TEMP VIEW rule_events AS SELECT * FROM cloudtrail "
+                        "UNION ALL BY NAME SELECT * FROM new_events "
+                        "WHERE event_id NOT IN (SELECT event_id FROM cloudtrail)")
+            relations["cloudtrail"] = ("rule_events", "new_events")
+        try:
+            return self.engine.evaluate(con, relations)
+        finally:
+            for name in ("new_flows_arrow", "new_events"):
+                with contextlib.suppress(duckdb.Error):
+                    con.unregister(name)
+
+    def _upsert_alerts(self, fresh: pa.Table | None) -> pa.Table | None:
+        """Write the alerts that are new or differ from their stored version; return them."""
+        if fresh is None:
+            return None
+        self.con.register("fresh_alerts", fresh)
+        try:
+            self.con.execute(
+                f"""
+                CREATE OR REPLACE TEMP TABLE changed_alerts AS
+                SELECT f.*, coalesce(a.created, {_NOW}) AS created, {_NOW} AS updated,
+                       coalesce(a.revision, 0) + 1 AS revision
+                FROM (SELECT DISTINCT ON (id) * FROM fresh_alerts) f
+                LEFT JOIN alerts a ON a.id = f.id
+                WHERE a.id IS NULL OR {" OR ".join(
+                    f"a.{c} IS DISTINCT FROM f.{c}" for c in _ALERT_CHANGES)}
+                """
+            )
+        finally:
+            self.con.unregister("fresh_alerts")
+        self.con.execute("DELETE FROM alerts WHERE id IN (SELECT id FROM changed_alerts)")
+        self.con.execute("INSERT INTO alerts BY NAME SELECT * FROM changed_alerts")
+        changed = self.con.sql("SELECT * FROM changed_alerts").to_arrow_table()
+        return changed if changed.num_rows else None
 
     def _list_segment(self, name: str, table: pa.Table) -> None:
         self.con.execute(
@@ -241,15 +311,9 @@ class Store:
         quoted = (str(self.segment_dir / n).replace("'", "''") for n in names)
         return "[" + ", ".join(f"'{path}'" for path in quoted) + "]"
 
-    def _insert_events(self, results: Sequence[ObjectResult]) -> int:
-        tables = [
-            _with_origin(r.events, r.ref)
-            for r in results
-            if r.events is not None and r.events.num_rows and r.status is Status.DONE
-        ]
-        if not tables:
+    def _insert_events(self, batch: pa.Table | None) -> int:
+        if batch is None:
             return 0
-        batch = pa.concat_tables(tables)
         self.con.register("event_batch", batch)
         try:
             # CloudTrail delivers some events twice, even in different objects: store once.
@@ -260,10 +324,10 @@ class Store:
                     SELECT *, row_number() OVER (PARTITION BY event_id) AS n FROM event_batch
                 ) WHERE n = 1 AND event_id NOT IN (SELECT event_id FROM cloudtrail)
                 """
-            ).fetchone()
+            ).fetchall()
         finally:
             self.con.unregister("event_batch")
-        return int(inserted[0]) if inserted else 0
+        return int(inserted[0][0])
 
     def _write_ledger(self, results: Sequence[ObjectResult]) -> None:
         rows = [_ledger_row(result) for result in results]
@@ -322,10 +386,10 @@ class Store:
         ]
 
     def backfilled_through(self, bucket_label: str) -> date | None:
-        row = self.con.execute(
+        rows = self.con.execute(
             "SELECT value FROM meta WHERE key = ?", [f"backfilled:{bucket_label}"]
-        ).fetchone()
-        return date.fromisoformat(row[0]) if row else None
+        ).fetchall()
+        return date.fromisoformat(rows[0][0]) if rows else None
 
     def set_backfilled_through(self, bucket_label: str, day: date) -> None:
         self.con.execute(
@@ -346,6 +410,7 @@ class Store:
         self.con.execute("BEGIN TRANSACTION")
         self.con.execute("DELETE FROM segments WHERE max_end < ?", [cutoff])
         self.con.execute("DELETE FROM cloudtrail WHERE event_time < ?", [cutoff_time])
+        self.con.execute("DELETE FROM alerts WHERE last_seen < ?", [cutoff])
         self.con.execute(
             "DELETE FROM objects WHERE key_day < ? AND status IN ('done', 'skipped', "
             "'quarantined')",
@@ -389,6 +454,20 @@ class Store:
         cursor = self.con.execute(sql)
         columns = [d[0] for d in cursor.description] if cursor.description else []
         return columns, cursor.fetchall()
+
+
+def _event_batch(results: Sequence[ObjectResult]) -> pa.Table | None:
+    """The CloudTrail events of every result that is done, with their origin, as one table."""
+    tables = [
+        _with_origin(r.events, r.ref)
+        for r in results
+        if r.events is not None and r.events.num_rows and r.status is Status.DONE
+    ]
+    if not tables:
+        return None
+    batch = pa.concat_tables(tables)
+    return batch.cast(pa.schema([f.with_type(pa.string()) if pa.types.is_dictionary(f.type)
+                                 else f for f in batch.schema]))
 
 
 def _flow_batch(results: Sequence[ObjectResult]) -> pa.Table | None:
@@ -443,7 +522,8 @@ def _ledger_row(result: ObjectResult) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def open_store(state_dir: Path, read_only: bool = False) -> Iterator[Store]:
+def open_store(state_dir: Path, read_only: bool = False, engine: RuleEngine | None = None
+               ) -> Iterator[Store]:
     """The store of ``state_dir``, with the directory's lock held while it is open."""
     if read_only:
         if not (state_dir / DATABASE_NAME).exists():
@@ -451,7 +531,7 @@ def open_store(state_dir: Path, read_only: bool = False) -> Iterator[Store]:
     else:
         prepare(state_dir)
     with StateLock(state_dir, exclusive=not read_only):
-        store = Store(state_dir, read_only=read_only)
+        store = Store(state_dir, read_only=read_only, engine=engine)
         try:
             yield store
         finally:

@@ -54,8 +54,10 @@ def write_config(
     buckets: list[dict[str, Any]],
     **general: Any,
 ) -> Path:
-    """A TOML config with a private state dir under ``directory``."""
+    """A TOML config with a private state dir under ``directory``. Detection rules are off
+    unless the test asks for them (``default_rules=True``): ingest tests stay fast."""
     general.setdefault("state_dir", str(directory / "state"))
+    general.setdefault("default_rules", False)
     lines = ["[general]"] + [f"{key} = {json.dumps(value)}" for key, value in general.items()]
     for table in buckets:
         lines.append("[[bucket]]")

@@ -14,18 +14,24 @@ import logging
 import re
 import signal
 import sys
+import tempfile
+import time
 from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from core.config import Config, ConfigError, default_state_dir, load_config
+import pyarrow as pa
+
+from core.alerts import alert_documents, recent_alerts
+from core.config import Config, ConfigError, default_state_dir, load_config, parse_duration
 from core.decompress import CorruptObject
-from core.events import PollSummary
+from core.events import AlertsChanged, PollSummary, Publish
+from core.rules import BlocklistError, RuleEngine, load_engine
 from core.safetext import visible
 from core.statedir import StateDirError
-from core.store import StoreError, open_store
+from core.store import Store, StoreError, open_store
 from core.wazuh_import import WazuhImportError, import_wazuh
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -54,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return int(args.run(args))
-    except (UsageError, ConfigError, WazuhImportError) as exc:
+    except (UsageError, ConfigError, WazuhImportError, BlocklistError) as exc:
         print(f"vpcwatch: {visible(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except (StateDirError, StoreError, CorruptObject, OSError) as exc:
@@ -92,6 +98,36 @@ def _parser() -> argparse.ArgumentParser:
     _store_options(scan)
     scan.add_argument("--json", action="store_true", help="end with a JSON summary line")
     scan.set_defaults(run=cmd_scan)
+
+    alerts = commands.add_parser("alerts", help="stored alerts, newest first")
+    _store_options(alerts)
+    alerts.add_argument("--since", default=None, help="only alerts seen within this long (1h, 2d)")
+    alerts.add_argument("--min-level", type=int, default=0, choices=range(16), metavar="N",
+                        help="only alerts of this level or above (0-15)")
+    alerts.add_argument("--limit", type=int, default=None, help="at most this many")
+    alerts.add_argument("--json", action="store_true", help="one JSON object per line")
+    alerts.set_defaults(run=cmd_alerts)
+
+    watch = commands.add_parser("watch", help="poll forever and show alerts as they commit")
+    watch.add_argument("--config", required=True, type=Path, help="the TOML configuration")
+    watch.add_argument("--headless", action="store_true",
+                       help="print each new or updated alert as one JSON line on stdout")
+    watch.set_defaults(run=cmd_watch)
+
+    rules = commands.add_parser("rules", help="check, list or try detection rules")
+    rule_commands = rules.add_subparsers(title="rules commands", metavar="ACTION")
+    check = rule_commands.add_parser("check", help="validate rule files (default: the config's)")
+    check.add_argument("files", nargs="*", type=Path, metavar="FILE")
+    check.add_argument("--config", type=Path, help="check the rules this configuration loads")
+    check.set_defaults(run=cmd_rules_check)
+    listing = rule_commands.add_parser("list", help="the rules that are loaded")
+    listing.add_argument("--config", type=Path, help="the configuration (default rules only)")
+    listing.set_defaults(run=cmd_rules_list)
+    trial = rule_commands.add_parser("test", help="run one rule on local files, print its alerts")
+    trial.add_argument("rule", metavar="RULE")
+    trial.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    trial.add_argument("--config", type=Path, help="where to find the rule (default rules only)")
+    trial.set_defaults(run=cmd_rules_test)
 
     wazuh = commands.add_parser("import-wazuh", help="print TOML for an ossec.conf's aws-s3 blocks")
     wazuh.add_argument("ossec_conf", type=Path, metavar="OSSEC_CONF")
@@ -134,11 +170,14 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return asyncio.run(_collect(config, once=args.once, as_json=args.json))
 
 
-async def _collect(config: Config, once: bool, as_json: bool) -> int:
+async def _collect(config: Config, once: bool, as_json: bool,
+                   publish: Publish | None = None) -> int:
     from core.collector import Collector
 
-    with open_store(config.general.state_dir) as store:
-        collector = Collector(config, store)
+    engine = _engine(config)
+    with open_store(config.general.state_dir, engine=engine) as store:
+        _warn_rule_errors(engine)
+        collector = Collector(config, store, publish)
         try:
             if once:
                 summary = await collector.poll()
@@ -154,6 +193,28 @@ async def _collect(config: Config, once: bool, as_json: bool) -> int:
             collector.close()
 
 
+def _engine(config: Config | None) -> RuleEngine:
+    general = config.general if config else None
+    engine, errors = load_engine(list(general.rules) if general else [],
+                                 general.default_rules if general else True,
+                                 list(general.blocklist) if general else [])
+    engine.errors = errors
+    return engine
+
+
+def _warn_rule_errors(engine: RuleEngine) -> None:
+    """Rules that did not load are named once at start-up; the others run."""
+    for error in engine.errors:
+        print(f"vpcwatch: rule not loaded: {visible(error)}", file=sys.stderr)
+
+
+def _print_alerts(table: pa.Table | None) -> None:
+    if table is None:
+        return
+    for document in alert_documents(table):
+        print(json.dumps(document, default=_json_value), flush=True)
+
+
 def _report(summary: PollSummary, as_json: bool) -> None:
     for error in summary.errors:
         print(f"vpcwatch: error: {visible(error)}", file=sys.stderr)
@@ -164,7 +225,8 @@ def _report(summary: PollSummary, as_json: bool) -> None:
         return
     objects = ", ".join(f"{count} {status}" for status, count in summary.objects.items())
     print(f"objects: {objects}; records: {summary.records}; bad lines: {summary.bad_lines}; "
-          f"events: {summary.events}; bytes: {summary.bytes}; {summary.seconds:.1f} s")
+          f"events: {summary.events}; alerts: {summary.alerts}; bytes: {summary.bytes}; "
+          f"{summary.seconds:.1f} s")
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -201,10 +263,109 @@ def cmd_scan(args: argparse.Namespace) -> int:
     missing = [str(p) for p in args.paths if not p.exists()]
     if missing:
         raise UsageError(f"no such file or folder: {', '.join(missing)}")
-    max_size = load_config(args.config).general.max_object_size if args.config else 2**30
-    with open_store(_state_dir(args)) as store:
-        summary = scan(list(args.paths), store, max_size)
+    config = load_config(args.config) if args.config else None
+    max_size = config.general.max_object_size if config else 2**30
+    engine = _engine(config)
+    alerts: list[pa.Table] = []
+    with open_store(_state_dir(args), engine=engine) as store:
+        _warn_rule_errors(engine)
+        summary = scan(list(args.paths), store, max_size, alerts.append)
+    if args.json:
+        for table in alerts:
+            _print_alerts(table)
     _report(summary, args.json)
+    return EXIT_OK
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    since = None
+    if args.since:
+        try:
+            since = int(time.time() - parse_duration(args.since))
+        except ValueError:
+            message = f"--since {args.since!r}: expected a duration such as 1h or 2d"
+            raise UsageError(message) from None
+    with open_store(_state_dir(args), read_only=True) as store:
+        table = recent_alerts(store, since, args.min_level, args.limit)
+    if args.json:
+        _print_alerts(table)
+        return EXIT_OK
+    for alert in alert_documents(table):
+        where = " ".join(str(alert[k]) for k in ("srcaddr", "dstaddr") if alert.get(k))
+        print(f"{alert['last_seen']}  {alert['level']:>2}  {alert['rule_id']:<34} "
+              f"{visible(alert['title'])}  [{alert['count']}]  {visible(where)}")
+    return EXIT_OK
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    if not args.headless:
+        raise UsageError("the terminal app is not built yet: use watch --headless")
+    config = load_config(args.config)
+
+    def publish(event: object) -> None:
+        if isinstance(event, AlertsChanged):
+            _print_alerts(event.alerts)
+
+    return asyncio.run(_collect(config, once=False, as_json=False, publish=publish))
+
+
+def _rule_paths(args: argparse.Namespace) -> tuple[list[Path], bool, list[Path]]:
+    config = load_config(args.config) if getattr(args, "config", None) else None
+    if config is None:
+        return [], True, []
+    return list(config.general.rules), config.general.default_rules, list(config.general.blocklist)
+
+
+def _checked_engine(args: argparse.Namespace, files: list[Path] | None = None) -> RuleEngine:
+    """The rules compiled against an empty scratch store, errors included."""
+    rule_files, default, blocklist = _rule_paths(args)
+    engine, errors = load_engine(files if files else rule_files, default and not files,
+                                 blocklist)
+    with tempfile.TemporaryDirectory(prefix="vpcwatch-rules-") as scratch:
+        store = Store(Path(scratch), engine=engine)
+        store.close()
+    engine.errors = errors + engine.errors
+    return engine
+
+
+def cmd_rules_check(args: argparse.Namespace) -> int:
+    engine = _checked_engine(args, list(args.files))
+    for error in engine.errors:
+        print(f"vpcwatch: {visible(error)}", file=sys.stderr)
+    print(f"{len(engine.rules)} rules valid, {len(engine.errors)} rejected")
+    return EXIT_FAILED if engine.errors else EXIT_OK
+
+
+def cmd_rules_list(args: argparse.Namespace) -> int:
+    engine = _checked_engine(args)
+    _warn_rule_errors(engine)
+    for rule in sorted(engine.rules, key=lambda r: (r.source, -r.level, r.id)):
+        window = f"{rule.window}s" if rule.window else "record"
+        print(f"{rule.level:>2}  {rule.source:<10} {rule.id:<38} {window:>7}  {rule.title}")
+    return EXIT_OK
+
+
+def cmd_rules_test(args: argparse.Namespace) -> int:
+    from core.rules import RuleEngine as Engine
+    from core.scan import scan
+
+    engine = _checked_engine(args)
+    rule = next((r for r in engine.rules if r.id == args.rule), None)
+    if rule is None:
+        raise UsageError(f"no loaded rule {args.rule!r}; see vpcwatch rules list")
+    missing = [str(p) for p in args.paths if not p.exists()]
+    if missing:
+        raise UsageError(f"no such file or folder: {', '.join(missing)}")
+    alerts: list[pa.Table] = []
+    with tempfile.TemporaryDirectory(prefix="vpcwatch-rule-test-") as scratch:
+        store = Store(Path(scratch), engine=Engine([rule], engine.blocklist))
+        try:
+            scan(list(args.paths), store, 2**31, alerts.append)
+            table = recent_alerts(store)
+        finally:
+            store.close()
+    _print_alerts(table)
+    print(f"rule {rule.id}: {table.num_rows} alerts", file=sys.stderr)
     return EXIT_OK
 
 

@@ -122,7 +122,7 @@ async def _poll_loop(config: Config, feeder: Feeder, polls: int, pause: float) -
 def _report(store: Store, summary: PollSummary) -> str:
     now = int(time.time())
     since = now - (HISTORY_MINUTES + 5) * 60
-    total = store.con.execute("SELECT count(*) FROM flows").fetchone()
+    [total] = store.con.execute("SELECT count(*) FROM flows").fetchall()
     line = (f"{time.strftime('%H:%M:%S', time.gmtime())} UTC  +{summary.objects['done']} objects "
             f"+{summary.records:,} records +{summary.events} events  (store: {total[0]:,} flows)")
     peak = peak_minute(store, since, now + 120)

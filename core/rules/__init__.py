@@ -1,0 +1,23 @@
+"""Detection rules written in SQL, the default ruleset, and their evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.rules.engine import ALERT_FIELDS, ALERTS_SCHEMA, RuleEngine
+from core.rules.functions import BlocklistError
+from core.rules.model import Rule, RuleError, RuleSet, default_rules_path, read_rule_files
+
+__all__ = ["ALERTS_SCHEMA", "ALERT_FIELDS", "BlocklistError", "Rule", "RuleEngine", "RuleError",
+           "RuleSet", "default_rules_path", "load_engine", "read_rule_files"]
+
+
+def load_engine(files: list[Path], default_rules: bool = True,
+                blocklist: list[Path] | None = None) -> tuple[RuleEngine, list[str]]:
+    """The engine for the default ruleset (unless switched off) and ``files``, in that order
+    (a rule id defined again replaces the earlier one), and the errors of rules that did not
+    load. Rules are compiled against the store when it opens (``RuleEngine.check``)."""
+    paths = ([default_rules_path()] if default_rules else []) + list(files)
+    ruleset = read_rule_files(paths)
+    engine = RuleEngine(ruleset.rules, blocklist)
+    return engine, ruleset.errors + engine.errors

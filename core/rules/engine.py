@@ -1,0 +1,315 @@
+"""Rule evaluation: SQL over the store, recomputed for the windows new records touch.
+
+An alert's key is (rule, group key, bucket), where the bucket is the rule's ``suppress``
+span (or its window) in record time. For every commit, each rule finds the buckets the new
+records fall in and recomputes those buckets from everything stored, new records included.
+So an alert is a pure function of the stored records: a window spanning several objects, or
+an object that arrives late, updates the same alert; a crash and a re-read give the same
+alerts (exactly once, with no per-rule state to lose).
+
+Rules are evaluated before the commit's transaction begins (the store has one writer, so
+nothing changes meanwhile); a rule that fails at run time is reported and skipped, and
+cannot abort the commit. The transaction then writes the alerts that changed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from core.rules import functions
+from core.rules.model import Rule
+
+log = logging.getLogger(__name__)
+
+ALERTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts (
+id VARCHAR, rule_id VARCHAR, level INTEGER, title VARCHAR, source VARCHAR,
+window_start BIGINT, first_seen BIGINT, last_seen BIGINT,
+count BIGINT, bytes BIGINT, packets BIGINT, group_key VARCHAR,
+srcaddr VARCHAR, dstaddr VARCHAR, dstport INTEGER, protocol INTEGER,
+mitre VARCHAR, wazuh_id INTEGER, objects VARCHAR, object_count BIGINT,
+created TIMESTAMP, updated TIMESTAMP, revision INTEGER
+);
+"""
+ALERT_FIELDS = ("id", "rule_id", "level", "title", "source", "window_start", "first_seen",
+                "last_seen", "count", "bytes", "packets", "group_key", "srcaddr", "dstaddr",
+                "dstport", "protocol", "mitre", "wazuh_id", "objects", "object_count")
+MAX_OBJECTS = 20  # object keys kept on an alert (object_count has them all)
+
+
+@dataclass(frozen=True)
+class SourceShape:
+    """How a source's rows map onto the fields every alert has."""
+
+    time: str
+    end: str
+    bytes: str
+    packets: str
+    srcaddr: str
+    dstaddr: str
+    dstport: str
+    protocol: str
+
+
+SHAPES = {
+    "vpcflow": SourceShape(time="start", end='"end"', bytes="bytes", packets="packets",
+                           srcaddr="coalesce(pkt_srcaddr, srcaddr)",
+                           dstaddr="coalesce(pkt_dstaddr, dstaddr)", dstport="dstport",
+                           protocol="protocol"),
+    "cloudtrail": SourceShape(time="epoch(event_time)::BIGINT",
+                              end="epoch(event_time)::BIGINT", bytes="NULL::BIGINT",
+                              packets="NULL::BIGINT", srcaddr="source_ip",
+                              dstaddr="NULL::VARCHAR", dstport="NULL::INTEGER",
+                              protocol="NULL::INTEGER"),
+}
+# Names a title template may use, besides the rule's group_by columns.
+TITLE_FIELDS = {"srcaddr": "_src", "dstaddr": "_dst", "dstport": "_port", "protocol": "_proto",
+                "count": "_n", "bytes": "_sb", "packets": "_sp", "window_start": "_b",
+                "first_seen": "_first", "last_seen": "_last"}
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _derived(shape: SourceShape) -> str:
+    return (f"{shape.time} AS _t, {shape.end} AS _tend, {shape.bytes} AS _vbytes, "
+            f"{shape.packets} AS _vpackets, {shape.srcaddr} AS _vsrc, {shape.dstaddr} AS _vdst, "
+            f"{shape.dstport} AS _vport, {shape.protocol} AS _vproto")
+
+
+def _single(column: str, alias: str) -> str:
+    """The column's value when every row agrees on it, else NULL (min = max is far cheaper
+    than a DISTINCT aggregate)."""
+    return (f"CASE WHEN min({column}) = max({column}) AND count({column}) = count(*) "
+            f"THEN min({column}) END AS {alias}")
+
+
+def _title_sql(rule: Rule) -> str:
+    parts = []
+    for literal, name, spec, _ in string.Formatter().parse(rule.title):
+        if literal:
+            parts.append(_literal(literal))
+        if name is None:
+            continue
+        if spec:
+            raise ValueError(f"title field {{{name}:{spec}}}: format specs are not supported")
+        column = _q(name) if name in rule.group_by else TITLE_FIELDS.get(name)
+        if column is None and not rule.windowed:
+            column = _q(name)  # a per-record rule may show any field of its record
+        if column is None:
+            raise ValueError(f"title field {{{name}}} is not a group_by column or one of "
+                             f"{', '.join(sorted(TITLE_FIELDS))}")
+        parts.append(f"coalesce({column}::VARCHAR, '-')")
+    return " || ".join(parts) or "''"
+
+
+class RuleSql:
+    """The SQL of one rule, for given relations of stored and new records."""
+
+    def __init__(self, rule: Rule):
+        self.rule = rule
+        self.shape = SHAPES[rule.source]
+        self.title = _title_sql(rule)
+
+    def bounds(self, new: str) -> str:
+        """The first and last bucket start the new records touch."""
+        b = self.rule.bucket
+        return (f"SELECT min(_t // {b} * {b}), max(_t // {b} * {b}) FROM "
+                f"(SELECT *, {_derived(self.shape)} FROM {new}) WHERE ({self.rule.where}) "
+                f"AND _t IS NOT NULL")
+
+    def alerts(self, stored: str, new: str, first: int, last: int) -> str:
+        if not self.rule.windowed:
+            return self._per_record(new)
+        if self.rule.baseline:
+            return self._baseline(stored, new, first, last)
+        return self._windowed(stored, new, first, last)
+
+    # -- the three kinds of rule ------------------------------------------------------
+
+    def _per_record(self, new: str) -> str:
+        rule = self.rule
+        return f"""
+        SELECT *, [object_key] AS _objects, 1 AS _n, _vbytes AS _sb, _vpackets AS _sp,
+               _t AS _b, _t AS _first, _tend AS _last, _vsrc AS _src, _vdst AS _dst,
+               _vport AS _port, _vproto AS _proto,
+               {_literal(rule.id)} || '|' || event_id AS _key,
+               json_object('event_id', event_id) AS _group
+        FROM (SELECT *, {_derived(self.shape)} FROM {new}) WHERE ({rule.where})"""
+
+    def _touched(self, new: str) -> str:
+        rule, b = self.rule, self.rule.bucket
+        groups = "".join(f"{_q(g)}, " for g in rule.group_by)
+        not_null = "".join(f" AND {_q(g)} IS NOT NULL" for g in rule.group_by)
+        return (f"SELECT DISTINCT {groups}_t // {b} * {b} AS _b FROM "
+                f"(SELECT *, {_derived(self.shape)} FROM {new}) "
+                f"WHERE ({rule.where}) AND _t IS NOT NULL{not_null}")
+
+    def _source(self, stored: str, first: int, last: int) -> str:
+        return (f"(SELECT *, {_derived(self.shape)} FROM {stored} "
+                f"WHERE {self.shape.time} >= {first} AND {self.shape.time} < {last})")
+
+    def _window_aggregates(self) -> str:
+        w = self.rule.window
+        groups = "".join(f"{_q(g)}, " for g in self.rule.group_by)
+        return (f"{groups}_t // {w} * {w} AS _w, count(*) AS _n, sum(_vbytes) AS _sb, "
+                f"sum(_vpackets) AS _sp, min(_t) AS _first, max(_tend) AS _last, "
+                f"{_single('_vsrc', '_src')}, {_single('_vdst', '_dst')}, "
+                f"{_single('_vport', '_port')}, {_single('_vproto', '_proto')}, "
+                f"list(DISTINCT object_key) AS _objects")
+
+    def _join_touched(self, left: str, time: str) -> str:
+        b = self.rule.bucket
+        on = [f"{left}.{_q(g)} = touched.{_q(g)}" for g in self.rule.group_by]
+        on.append(f"{time} // {b} * {b} = touched._b")
+        return f"SEMI JOIN touched ON {' AND '.join(on)}"
+
+    def _windowed(self, stored: str, new: str, first: int, last: int) -> str:
+        rule = self.rule
+        return f"""
+        WITH touched AS ({self._touched(new)}),
+        windows AS (
+            SELECT {self._window_aggregates()}
+            FROM {self._source(stored, first, last)} AS src
+            {self._join_touched("src", "src._t")}
+            WHERE ({rule.where})
+            GROUP BY ALL HAVING ({rule.having})
+        )
+        {self._merge_windows()}"""
+
+    def _baseline(self, stored: str, new: str, first: int, last: int) -> str:
+        rule, w = self.rule, self.rule.window or 1
+        span = rule.baseline_windows * w
+        partition = (f"PARTITION BY {', '.join(_q(g) for g in rule.group_by)} "
+                     if rule.group_by else "")
+        frame = f"OVER ({partition}ORDER BY _w RANGE BETWEEN {span} PRECEDING AND {w} PRECEDING)"
+        groups = ", ".join(_q(g) for g in rule.group_by)
+        group_filter = (f"SEMI JOIN (SELECT DISTINCT {groups} FROM touched) AS g ON "
+                        + " AND ".join(f"src.{_q(g)} = g.{_q(g)}" for g in rule.group_by)
+                        if rule.group_by else "")
+        return f"""
+        WITH touched AS ({self._touched(new)}),
+        per_window AS (
+            SELECT {self._window_aggregates()}, {rule.baseline} AS value
+            FROM {self._source(stored, first - span, last)} AS src {group_filter}
+            WHERE ({rule.where})
+            GROUP BY ALL
+        ),
+        compared AS (
+            SELECT *, coalesce(sum(value) {frame}, 0) / {rule.baseline_windows} AS baseline,
+                   count(value) {frame} AS history
+            FROM per_window
+        ),
+        windows AS (
+            SELECT * FROM compared {self._join_touched("compared", "compared._w")}
+            WHERE ({rule.compare})
+        )
+        {self._merge_windows()}"""
+
+    def _merge_windows(self) -> str:
+        """Firing windows of one key and bucket become one alert."""
+        rule, b = self.rule, self.rule.bucket
+        groups = "".join(f"{_q(g)}, " for g in rule.group_by)
+        key_parts = ", ".join([_literal(rule.id)]
+                              + [f"coalesce({_q(g)}::VARCHAR, '')" for g in rule.group_by]
+                              + ["_b::VARCHAR"])
+        group_json = ("json_object(" + ", ".join(f"{_literal(g)}, {_q(g)}" for g in rule.group_by)
+                      + ")") if rule.group_by else "'{}'"
+        return f"""
+        , merged AS (
+            SELECT {groups}_w // {b} * {b} AS _b, sum(_n) AS _n, sum(_sb) AS _sb,
+                   sum(_sp) AS _sp, min(_first) AS _first, max(_last) AS _last,
+                   {_single('_src', '_src')}, {_single('_dst', '_dst')},
+                   {_single('_port', '_port')}, {_single('_proto', '_proto')},
+                   list_sort(list_distinct(flatten(list(_objects)))) AS _objects
+            FROM windows GROUP BY ALL
+        )
+        SELECT *, concat_ws('|', {key_parts}) AS _key, {group_json} AS _group FROM merged"""
+
+    def select(self, stored: str, new: str, first: int, last: int) -> str:
+        """Alert rows, in the alerts table's columns."""
+        rule = self.rule
+        return f"""
+        SELECT md5(_key) AS id, {_literal(rule.id)} AS rule_id, {rule.level} AS level,
+               {self.title} AS title, {_literal(rule.source)} AS source,
+               _b AS window_start, _first AS first_seen, _last AS last_seen,
+               _n AS count, _sb AS bytes, _sp AS packets, _group::VARCHAR AS group_key,
+               _src AS srcaddr, _dst AS dstaddr, _port::INTEGER AS dstport,
+               _proto::INTEGER AS protocol, {_literal(json.dumps(list(rule.mitre)))} AS mitre,
+               {rule.wazuh_id} AS wazuh_id, to_json(_objects[1:{MAX_OBJECTS}])::VARCHAR AS objects,
+               len(_objects) AS object_count
+        FROM ({self.alerts(stored, new, first, last)})"""
+
+
+class RuleEngine:
+    """The loaded rules, ready to run over a store connection."""
+
+    def __init__(self, rules: list[Rule], blocklist: list[Path] | None = None):
+        self.blocklist = blocklist or []
+        self.sql: list[RuleSql] = []
+        self.errors: list[str] = []
+        for rule in rules:
+            try:
+                self.sql.append(RuleSql(rule))
+            except ValueError as exc:
+                self.errors.append(f"{rule.file}: rule {rule.id!r}: {exc}")
+
+    @property
+    def rules(self) -> list[Rule]:
+        return [sql.rule for sql in self.sql]
+
+    def install(self, con: duckdb.DuckDBPyConnection) -> None:
+        functions.install(con, self.blocklist)
+
+    def check(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Compile every rule against empty relations; drop (and report) those that fail."""
+        good = []
+        for sql in self.sql:
+            relations = {"vpcflow": ("flows", "flows"), "cloudtrail": ("cloudtrail", "cloudtrail")}
+            stored, new = relations[sql.rule.source]
+            try:
+                con.execute("EXPLAIN " + sql.bounds(new))
+                con.execute("EXPLAIN " + sql.select(stored, new, 0, 1))
+            except duckdb.Error as exc:
+                message = str(exc).splitlines()[0]
+                self.errors.append(f"{sql.rule.file}: rule {sql.rule.id!r}: {message}")
+                continue
+            good.append(sql)
+        self.sql = good
+
+    def evaluate(self, con: duckdb.DuckDBPyConnection, relations: dict[str, tuple[str, str]]
+                 ) -> tuple[pa.Table | None, list[str]]:
+        """Alert rows for the new records. ``relations`` maps a source to its (stored, new)
+        relation names; a source without new records is absent."""
+        tables: list[pa.Table] = []
+        errors: list[str] = []
+        for sql in self.sql:
+            if sql.rule.source not in relations:
+                continue
+            stored, new = relations[sql.rule.source]
+            try:
+                [(first, last)] = con.execute(sql.bounds(new)).fetchall()
+                if first is None:
+                    continue
+                query = sql.select(stored, new, first, last + sql.rule.bucket)
+                tables.append(con.sql(query).to_arrow_table())
+            except duckdb.Error as exc:
+                message = f"rule {sql.rule.id!r} failed: {str(exc).splitlines()[0]}"
+                log.error("%s", message)
+                errors.append(message)
+        tables = [t for t in tables if t.num_rows]
+        if not tables:
+            return None, errors
+        return pa.concat_tables(tables, promote_options="permissive"), errors

@@ -1,0 +1,109 @@
+"""SQL functions rules can call: address classes and the user's blocklist.
+
+Addresses stay strings in the store; these macros test them in SQL, vectorised, instead of
+calling ``ipaddress`` per record (about 2 µs each). IPv4 ranges compare as integers; IPv6
+classes compare by prefix. The blocklist holds IPv4 CIDRs as integer ranges and IPv6
+entries as exact addresses or CIDRs, expanded in Python once when it is loaded.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import duckdb
+
+MACROS = r"""
+CREATE OR REPLACE TEMP MACRO ip4(a) AS CASE
+  WHEN regexp_full_match(a, '\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}') THEN
+    (split_part(a, '.', 1)::BIGINT << 24) + (split_part(a, '.', 2)::BIGINT << 16)
+     + (split_part(a, '.', 3)::BIGINT << 8) + split_part(a, '.', 4)::BIGINT END;
+CREATE OR REPLACE TEMP MACRO is_private(a) AS CASE
+  WHEN a IS NULL THEN NULL
+  WHEN contains(a, ':')
+    THEN regexp_matches(lower(a), '^(f[cd][0-9a-f]{2}|fe[89ab][0-9a-f]):') OR a = '::1'
+  ELSE ip4(a) BETWEEN 167772160 AND 184549375           -- 10.0.0.0/8
+    OR ip4(a) BETWEEN 2886729728 AND 2887778303         -- 172.16.0.0/12
+    OR ip4(a) BETWEEN 3232235520 AND 3232301055         -- 192.168.0.0/16
+    OR ip4(a) BETWEEN 1681915904 AND 1686110207         -- 100.64.0.0/10 (shared, CGNAT)
+    OR ip4(a) BETWEEN 2130706432 AND 2147483647         -- 127.0.0.0/8
+    OR ip4(a) BETWEEN 2851995648 AND 2852061183         -- 169.254.0.0/16
+  END;
+CREATE OR REPLACE TEMP MACRO is_public(a) AS CASE
+  WHEN a IS NULL THEN NULL
+  WHEN contains(a, ':') THEN NOT is_private(a) AND NOT starts_with(lower(a), 'ff') AND a <> '::'
+  ELSE NOT is_private(a) AND ip4(a) BETWEEN 16777216 AND 3758096383  -- 1.0.0.0 .. 223.255.255.255
+  END;
+CREATE OR REPLACE TEMP MACRO is_denied(code) AS code IS NOT NULL AND (
+  code LIKE '%UnauthorizedOperation' OR code IN ('AccessDenied', 'AccessDeniedException'));
+CREATE OR REPLACE TEMP MACRO is_vpc_event(name) AS name IN (
+  'CreateVpc', 'DeleteVpc', 'ModifyVpcAttribute', 'CreateVpcPeeringConnection',
+  'DeleteVpcPeeringConnection', 'AcceptVpcPeeringConnection', 'RejectVpcPeeringConnection',
+  'CreateSubnet', 'DeleteSubnet', 'CreateRoute', 'CreateRouteTable', 'ReplaceRoute',
+  'ReplaceRouteTableAssociation', 'DeleteRoute', 'DeleteRouteTable', 'DisassociateRouteTable',
+  'AssociateRouteTable', 'CreateInternetGateway', 'DeleteInternetGateway',
+  'AttachInternetGateway', 'DetachInternetGateway', 'CreateCustomerGateway',
+  'DeleteCustomerGateway', 'CreateNetworkAcl', 'CreateNetworkAclEntry', 'DeleteNetworkAcl',
+  'DeleteNetworkAclEntry', 'ReplaceNetworkAclEntry', 'ReplaceNetworkAclAssociation',
+  'AuthorizeSecurityGroupIngress', 'AuthorizeSecurityGroupEgress',
+  'RevokeSecurityGroupIngress', 'RevokeSecurityGroupEgress', 'CreateSecurityGroup',
+  'DeleteSecurityGroup', 'CreateFlowLogs', 'DeleteFlowLogs', 'CreateNatGateway',
+  'DeleteNatGateway', 'CreateVpcEndpoint', 'DeleteVpcEndpoints');
+CREATE OR REPLACE TEMP MACRO blocklisted(a) AS CASE
+  WHEN a IS NULL THEN false
+  WHEN contains(a, ':') THEN lower(a) IN (SELECT address FROM blocklist6)
+  ELSE EXISTS (SELECT 1 FROM blocklist4 WHERE ip4(a) BETWEEN lo AND hi)
+  END;
+"""
+
+MAX_IPV6_EXPANSION = 65536  # addresses an IPv6 CIDR may expand to in the blocklist
+
+
+class BlocklistError(Exception):
+    pass
+
+
+def install(con: duckdb.DuckDBPyConnection, blocklist: list[Path] | None = None) -> int:
+    """Define the macros and load the blocklist into temp tables; returns its entry count."""
+    ranges4, addresses6 = read_blocklist(blocklist or [])
+    con.execute("CREATE OR REPLACE TEMP TABLE blocklist4 (lo BIGINT, hi BIGINT)")
+    con.execute("CREATE OR REPLACE TEMP TABLE blocklist6 (address VARCHAR)")
+    if ranges4:
+        con.executemany("INSERT INTO blocklist4 VALUES (?, ?)", ranges4)
+    if addresses6:
+        con.executemany("INSERT INTO blocklist6 VALUES (?)", [[a] for a in addresses6])
+    con.execute(MACROS)
+    return len(ranges4) + len(addresses6)
+
+
+def read_blocklist(paths: list[Path]) -> tuple[list[tuple[int, int]], list[str]]:
+    """IPv4 (lo, hi) ranges and IPv6 addresses, compressed form, from blocklist files.
+
+    One address or CIDR a line; ``#`` starts a comment. A bad line is an error naming the
+    file and line.
+    """
+    ranges4: list[tuple[int, int]] = []
+    addresses6: list[str] = []
+    for path in paths:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise BlocklistError(f"{path}: cannot read the blocklist: {exc.strerror}") from None
+        for number, line in enumerate(lines, 1):
+            text = line.split("#", 1)[0].strip()
+            if not text:
+                continue
+            try:
+                network = ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise BlocklistError(
+                    f"{path}:{number}: {text[:60]!r} is not an IP address or CIDR"
+                ) from None
+            if network.version == 4:
+                ranges4.append((int(network.network_address), int(network.broadcast_address)))
+            elif network.num_addresses > MAX_IPV6_EXPANSION:
+                raise BlocklistError(f"{path}:{number}: IPv6 networks larger than /112 are "
+                                     "not supported in the blocklist")
+            else:
+                addresses6 += [str(address) for address in network]
+    return ranges4, addresses6

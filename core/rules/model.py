@@ -1,0 +1,187 @@
+"""Detection rules: TOML tables read into ``Rule`` values, each checked on its own.
+
+A rule that cannot load (bad TOML value, unknown field, SQL that does not compile) is
+reported with its file, id and reason, and the other rules still load.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from core.config import parse_duration
+
+SOURCES = ("vpcflow", "cloudtrail")
+_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+ALLOWED_KEYS = ("id", "level", "title", "source", "where", "group_by", "window", "having",
+                "suppress", "baseline", "baseline_windows", "compare", "mitre", "wazuh_id",
+                "description", "enabled")
+
+
+class RuleError(Exception):
+    """One rule that cannot load: the message names the file, the rule and the reason."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    level: int
+    title: str
+    source: str
+    where: str = "true"
+    group_by: tuple[str, ...] = ()
+    window: int | None = None  # seconds; None: one alert per record (CloudTrail only)
+    having: str = "true"
+    suppress: int | None = None  # seconds; alerts of one key within it are merged
+    baseline: str | None = None  # an aggregate per window, compared with its recent average
+    baseline_windows: int = 60
+    compare: str = "true"  # over value, baseline, count, bytes, packets (baseline rules)
+    mitre: tuple[str, ...] = ()
+    wazuh_id: int = 0
+    description: str = ""
+    file: str = ""
+
+    @property
+    def windowed(self) -> bool:
+        return self.window is not None
+
+    @property
+    def bucket(self) -> int:
+        """The span alerts of one key are merged over: ``suppress``, else ``window``."""
+        return self.suppress or self.window or 1
+
+    def title_fields(self) -> list[str]:
+        return [name for _, name, _, _ in string.Formatter().parse(self.title) if name]
+
+
+@dataclass
+class RuleSet:
+    rules: list[Rule] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def by_id(self, rule_id: str) -> Rule | None:
+        return next((rule for rule in self.rules if rule.id == rule_id), None)
+
+
+def default_rules_path() -> Path:
+    return Path(str(resources.files("core.rules").joinpath("default.toml")))
+
+
+def read_rule_files(paths: list[Path]) -> RuleSet:
+    """Every enabled rule of ``paths``; a rule defined twice keeps its last definition."""
+    result = RuleSet()
+    by_id: dict[str, Rule] = {}
+    for path in paths:
+        try:
+            document = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            result.errors.append(f"{path}: cannot read: {exc.strerror}")
+            continue
+        except tomllib.TOMLDecodeError as exc:
+            result.errors.append(f"{path}: not valid TOML: {exc}")
+            continue
+        tables = document.get("rule", [])
+        if not isinstance(tables, list):
+            result.errors.append(f"{path}: rules are [[rule]] tables")
+            continue
+        for index, table in enumerate(tables):
+            try:
+                rule = parse_rule(table, str(path), index)
+            except RuleError as exc:
+                result.errors.append(str(exc))
+                continue
+            if rule is not None:
+                by_id[rule.id] = rule
+            else:
+                by_id.pop(str(table.get("id")), None)  # enabled = false switches a rule off
+    result.rules = list(by_id.values())
+    return result
+
+
+def parse_rule(table: dict[str, Any], file: str, index: int) -> Rule | None:
+    """A Rule from one [[rule]] table; None when it says ``enabled = false``."""
+    name = f"rule {table.get('id')!r}" if isinstance(table.get("id"), str) else f"rule #{index}"
+
+    def fail(reason: str) -> RuleError:
+        return RuleError(f"{file}: {name}: {reason}")
+
+    unknown = sorted(set(table) - set(ALLOWED_KEYS))
+    if unknown:
+        raise fail(f"unknown key {unknown[0]!r}; allowed: {', '.join(ALLOWED_KEYS)}")
+    if table.get("enabled", True) is False:
+        return None
+    rule_id = table.get("id")
+    if not isinstance(rule_id, str) or not _ID.match(rule_id):
+        raise fail("id must be 1-64 characters: a-z, 0-9, '.', '_', '-'")
+    level = table.get("level")
+    if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 15:
+        raise fail("level must be an integer from 0 to 15")
+    source = table.get("source")
+    if source not in SOURCES:
+        raise fail(f"source must be one of {', '.join(SOURCES)}")
+    text = {key: table.get(key) for key in ("title", "where", "having", "baseline", "compare",
+                                            "description")}
+    for key, value in text.items():
+        if value is not None and not isinstance(value, str):
+            raise fail(f"{key} must be a string")
+    if not text["title"]:
+        raise fail("title is required")
+    group_by = table.get("group_by", [])
+    if not isinstance(group_by, list) or not all(
+        isinstance(g, str) and _IDENTIFIER.match(g) for g in group_by
+    ):
+        raise fail("group_by must be a list of column names")
+    window = _seconds(table, "window", fail)
+    suppress = _seconds(table, "suppress", fail)
+    if window is None and source == "vpcflow":
+        raise fail("vpcflow rules need a window (one alert per flow record would flood)")
+    if window is None and group_by:
+        raise fail("group_by needs a window")
+    if suppress and window and suppress % window:
+        raise fail("suppress must be a multiple of window")
+    if suppress and not window:
+        raise fail("suppress needs a window")
+    baseline_windows = table.get("baseline_windows", 60)
+    if isinstance(baseline_windows, bool) or not isinstance(baseline_windows, int) or not (
+        1 <= baseline_windows <= 1440
+    ):
+        raise fail("baseline_windows must be an integer from 1 to 1440")
+    if text["baseline"] and not window:
+        raise fail("baseline needs a window")
+    mitre = table.get("mitre", [])
+    if not isinstance(mitre, list) or not all(isinstance(m, str) for m in mitre):
+        raise fail("mitre must be a list of technique ids")
+    wazuh_id = table.get("wazuh_id", 0)
+    if isinstance(wazuh_id, bool) or not isinstance(wazuh_id, int):
+        raise fail("wazuh_id must be an integer")
+    try:
+        rule = Rule(
+            id=rule_id, level=level, title=text["title"] or "", source=source,
+            where=text["where"] or "true", group_by=tuple(group_by), window=window,
+            having=text["having"] or "true", suppress=suppress, baseline=text["baseline"],
+            baseline_windows=baseline_windows, compare=text["compare"] or "true",
+            mitre=tuple(mitre), wazuh_id=wazuh_id, description=text["description"] or "",
+            file=file,
+        )
+        rule.title_fields()
+    except ValueError as exc:
+        raise fail(f"title is not a valid template: {exc}") from None
+    return rule
+
+
+def _seconds(table: dict[str, Any], key: str, fail: Any) -> int | None:
+    if key not in table:
+        return None
+    try:
+        seconds = int(parse_duration(table[key]))
+    except ValueError:
+        raise fail(f"{key} {table[key]!r} is not a duration such as 5m or 1h") from None
+    if not 1 <= seconds <= 7 * 86400:
+        raise fail(f"{key} must be between 1s and 7d")
+    return seconds
