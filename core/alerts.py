@@ -25,7 +25,7 @@ def recent_alerts(store: Store, since: int | None = None, min_level: int = 0,
     if limit is not None:
         sql += " LIMIT ?"
         params.append(limit)
-    return store.con.execute(sql, params).to_arrow_table()
+    return store.con.sql(sql, params=params).to_arrow_table()
 
 
 def alert_documents(table: pa.Table) -> list[dict[str, Any]]:

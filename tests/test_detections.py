@@ -1,0 +1,238 @@
+"""The default ruleset on generated traffic: each detection fires on its scenario with the
+expected key and figures, and stays silent on a benign baseline of 100,000 flows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.rules import load_engine
+from core.scan import scan
+from core.store import Store
+from tests import flowgen, scenarios
+from tests.conftest import Bucket, query, write_config
+from tests.scenarios import ACCOUNT, BLOCKLIST, WINDOW_START, Scenario
+from tui.cli import main
+
+PARITY = ("vpc.flow.accept", "vpc.flow.reject")
+
+
+def scan_alerts(tmp_path: Path, files: dict[str, bytes], blocklist: str | None = None
+                ) -> list[dict[str, Any]]:
+    """Scan ``files`` (in order, one commit each) with the default rules; all stored alerts."""
+    block = []
+    if blocklist is not None:
+        (tmp_path / "blocklist.txt").write_text(blocklist)
+        block = [tmp_path / "blocklist.txt"]
+    engine, errors = load_engine([], True, block)
+    assert errors == []
+    (tmp_path / "state").mkdir(exist_ok=True)
+    store = Store(tmp_path / "state", engine=engine)
+    try:
+        for name, body in files.items():
+            path = tmp_path / name
+            path.write_bytes(body)
+            scan([path], store, 2**30)
+        return [dict(zip([d[0] for d in store.con.description or []], row, strict=True))
+                for row in store.con.execute("SELECT * FROM alerts").fetchall()]
+    finally:
+        store.close()
+
+
+def keyed(alerts: list[dict[str, Any]], skip: tuple[str, ...] = PARITY
+          ) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(a["rule_id"], a["group_key"]): a for a in alerts if a["rule_id"] not in skip}
+
+
+def group_json(group: dict[str, object]) -> str:
+    return json.dumps(group, separators=(",", ":"))
+
+
+def test_the_benign_baseline_raises_only_the_parity_alerts(tmp_path: Path) -> None:
+    lines = scenarios.benign(100_000)
+    alerts = scan_alerts(tmp_path, {"benign.log": scenarios.text(lines)}, BLOCKLIST)
+    assert [a for a in alerts if a["rule_id"] not in PARITY] == []
+    for rule, action in (("vpc.flow.accept", "ACCEPT"), ("vpc.flow.reject", "REJECT")):
+        groups = scenarios.parity_groups(lines, action)
+        raised = [a for a in alerts if a["rule_id"] == rule]
+        assert len(raised) == len(groups)
+        assert sum(a["count"] for a in raised) == sum(groups.values())
+        assert all(a["level"] == (3 if action == "ACCEPT" else 4) for a in raised)
+
+
+@pytest.mark.parametrize("scenario", scenarios.detections(), ids=lambda s: s.name)
+def test_each_detection_fires_on_its_scenario(tmp_path: Path, scenario: Scenario) -> None:
+    alerts = keyed(scan_alerts(tmp_path, {"s.log": scenarios.text(scenario.lines)}, BLOCKLIST))
+    expected = {(e.rule, group_json(e.group)): e for e in scenario.expected}
+    assert set(alerts) == set(expected)
+    for key, want in expected.items():
+        if want.count is not None:
+            assert alerts[key]["count"] == want.count
+        if want.bytes is not None:
+            assert alerts[key]["bytes"] == want.bytes
+
+
+@pytest.mark.parametrize(
+    ("name", "lines"),
+    [
+        ("19 ports is not a scan", [scenarios.line("eni-1", "203.0.113.66", "10.0.1.10",
+                                                    40000 + p, p, 6, 1, 44, WINDOW_START, "REJECT")
+                                    for p in range(1, 20)]),
+        ("replies to a busy client are not a scan", [scenarios.line(
+            "eni-1", "10.0.1.10", "52.1.2.3", 443, 33000 + p, 6, 1, 44, WINDOW_START)
+            for p in range(100)]),
+        ("health checks on 30 hosts are not a sweep", [scenarios.line(
+            "eni-1", "10.0.0.5", f"10.0.3.{h}", 40000 + h, 80, 6, 3, 300, WINDOW_START)
+            for h in range(1, 31)]),
+        ("999 MB is below the egress threshold", [scenarios.line(
+            "eni-1", "10.0.2.45", "192.0.2.200", 51515, 443, 6, 9, 333_000_000, WINDOW_START)
+            for _ in range(3)]),
+        ("a burst without an hour of history is not a spike", [scenarios.line(
+            "eni-new", "10.0.5.5", "10.0.5.6", 40000, 9000, 6, 9, 150_000_000, WINDOW_START)
+            for _ in range(3)]),
+        ("SSH to a private peer is not from the internet", [scenarios.line(
+            "eni-1", "10.9.9.9", "10.0.1.11", 50000 + i, 22, 6, 9, 2000, WINDOW_START)
+            for i in range(12)]),
+    ],
+)
+def test_near_misses_stay_silent(tmp_path: Path, name: str, lines: list[str]) -> None:
+    assert keyed(scan_alerts(tmp_path, {"n.log": scenarios.text(lines)}, BLOCKLIST)) == {}
+
+
+def test_a_late_object_updates_the_windowed_alert(tmp_path: Path) -> None:
+    def probe(ports: range) -> bytes:
+        return scenarios.text([scenarios.line("eni-1", "203.0.113.66", "10.0.1.10", 40000 + p,
+                                              p, 6, 1, 44, WINDOW_START + 30, "REJECT")
+                               for p in ports])
+
+    # 15 ports: below the threshold; 15 more in a later object: one alert for all 30;
+    # a third object in the same window: the same alert, updated
+    alerts = scan_alerts(tmp_path, {"a.log": probe(range(1, 16))})
+    assert keyed(alerts) == {}
+    alerts = scan_alerts(tmp_path, {"b.log": probe(range(16, 31))})
+    [scan_alert] = keyed(alerts).values()
+    assert (scan_alert["count"], scan_alert["revision"], scan_alert["object_count"]) == (30, 1, 2)
+    alerts = scan_alerts(tmp_path, {"c.log": probe(range(31, 41))})
+    [updated] = keyed(alerts).values()
+    assert updated["id"] == scan_alert["id"]
+    assert (updated["count"], updated["revision"], updated["object_count"]) == (40, 2, 3)
+
+
+TRAIL = [
+    ("CreateVpc", None, {}, ["cloudtrail.create_vpc"]),
+    ("CreateVpc", "Client.UnauthorizedOperation", {}, ["cloudtrail.create_vpc_denied"]),
+    ("DeleteFlowLogs", None, {}, ["cloudtrail.delete_flow_logs"]),
+    ("DeleteVpc", None, {}, ["cloudtrail.delete_vpc"]),
+    ("ModifyVpcAttribute", None, {}, ["cloudtrail.modify_vpc_attribute"]),
+    ("AttachInternetGateway", None, {}, ["cloudtrail.internet_gateway_attached"]),
+    ("CreateRoute", None, {"destinationCidrBlock": "0.0.0.0/0"},
+     ["cloudtrail.vpc_api_call", "cloudtrail.route_to_internet"]),
+    ("CreateRoute", None, {"destinationCidrBlock": "10.1.0.0/16"}, ["cloudtrail.vpc_api_call"]),
+    ("AuthorizeSecurityGroupIngress", None,
+     {"groupId": "sg-1", "ipPermissions": {"items": [{"ipProtocol": "tcp", "fromPort": 22,
+      "toPort": 22, "ipRanges": {"items": [{"cidrIp": "0.0.0.0/0"}]}}]}},
+     ["cloudtrail.vpc_api_call", "cloudtrail.security_group_open_to_world"]),
+    ("AuthorizeSecurityGroupIngress", None,
+     {"groupId": "sg-1", "ipPermissions": {"items": [{"ipProtocol": "tcp", "fromPort": 22,
+      "toPort": 22, "ipv6Ranges": {"items": [{"cidrIpv6": "::/0"}]}}]}},
+     ["cloudtrail.vpc_api_call", "cloudtrail.security_group_open_to_world"]),
+    ("AuthorizeSecurityGroupIngress", None, {"groupId": "sg-1", "cidrIp": "10.0.0.0/8"},
+     ["cloudtrail.vpc_api_call"]),
+    ("CreateNetworkAclEntry", None, {}, ["cloudtrail.network_acl_change"]),
+    ("CreateSubnet", None, {}, ["cloudtrail.vpc_api_call"]),
+    ("CreateSubnet", "AccessDenied", {}, ["cloudtrail.vpc_api_denied"]),
+    ("RunInstances", None, {}, []),
+]
+
+
+def trail_records() -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
+    records, expected = [], {}
+    for n, (name, error, params, rules) in enumerate(TRAIL):
+        record = flowgen.trail_event(name, event_id=f"ev-{n:02d}", error=error)
+        record["requestParameters"] = params
+        records.append(record)
+        expected[f"ev-{n:02d}"] = sorted(rules)
+    return records, expected
+
+
+def test_cloudtrail_rules(tmp_path: Path) -> None:
+    records, expected = trail_records()
+    alerts = scan_alerts(tmp_path, {"t.json.gz": flowgen.trail_object(records)})
+    raised: dict[str, list[str]] = {event: [] for event in expected}
+    for alert in alerts:
+        raised[json.loads(alert["group_key"])["event_id"]].append(alert["rule_id"])
+    assert {event: sorted(rules) for event, rules in raised.items()} == expected
+    denied = next(a for a in alerts if a["rule_id"] == "cloudtrail.create_vpc_denied")
+    assert denied["level"] == 8 and denied["wazuh_id"] == 80203
+    assert denied["title"] == ("Unauthorized CreateVpc attempt by "
+                               "arn:aws:iam::123456789012:user/alice "
+                               "(Client.UnauthorizedOperation)")
+    assert denied["srcaddr"] == "198.51.100.7"
+
+
+def test_detections_through_the_embedded_s3(
+    tmp_path: Path, bucket: Bucket, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The whole path: objects in S3 as AWS lays them out, collect, rules, alerts command."""
+    from datetime import UTC, datetime
+
+    baseline = scenarios.benign(100_000)
+    all_lines = list(baseline)
+    day = datetime.fromtimestamp(WINDOW_START, UTC)
+    for n in range(0, len(baseline), 20_000):  # the baseline in five objects
+        key = flowgen.flow_key("", ACCOUNT, "us-east-1", day, n)
+        bucket.put(key, flowgen.gzip_bytes(scenarios.text(baseline[n:n + 20_000])))
+    expected: dict[tuple[str, str], scenarios.Expected] = {}
+    for n, scenario in enumerate(scenarios.detections(), 100):
+        bucket.put(flowgen.flow_key("", ACCOUNT, "us-east-1", day, n),
+                   flowgen.gzip_bytes(scenarios.text(scenario.lines)))
+        all_lines += scenario.lines
+        expected.update({(e.rule, group_json(e.group)): e for e in scenario.expected})
+    expected.update({(e.rule, group_json(e.group)): e for e in scenarios.spikes_with_baseline()})
+    records, _ = trail_records()
+    bucket.put(flowgen.trail_key("", ACCOUNT, "us-east-1", day, 1), flowgen.trail_object(records))
+    (tmp_path / "blocklist.txt").write_text(BLOCKLIST)
+    config = write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
+                                      "endpoint_url": bucket.url},
+                                     {"type": "cloudtrail", "name": bucket.name,
+                                      "endpoint_url": bucket.url}],
+                          default_rules=True, blocklist=["blocklist.txt"], lookback="7d",
+                          retention="30d")
+
+    assert main(["collect", "--config", str(config), "--once", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["errors"] == []
+
+    rows = query(tmp_path / "state", "SELECT rule_id, group_key, count, bytes FROM alerts "
+                                     "WHERE source = 'vpcflow' AND rule_id NOT LIKE 'vpc.flow.%'")
+    found = {(rule, group): (count, nbytes) for rule, group, count, nbytes in rows}
+    assert set(found) == set(expected)
+    for key, want in expected.items():
+        count, nbytes = found[key]
+        if want.count is not None:
+            assert (count, nbytes) == (want.count, want.bytes if want.bytes is not None
+                                       else nbytes)
+    # the spikes' figures: every OK flow of that minute, from the test's own sums
+    minute = (WINDOW_START + 20) // 60 * 60
+    account = found[("vpc.traffic_spike.account", group_json({"account_id": ACCOUNT}))]
+    assert account == scenarios.minute_totals(all_lines, 1, ACCOUNT, minute)
+    interface = found[("vpc.traffic_spike.interface",
+                       group_json({"interface_id": scenarios.APP[0]}))]
+    assert interface == scenarios.minute_totals(all_lines, 2, scenarios.APP[0], minute)
+    accepted = scenarios.parity_groups(all_lines, "ACCEPT")
+    [(parity_alerts, parity_flows)] = query(
+        tmp_path / "state", "SELECT count(*), sum(count) FROM alerts "
+                            "WHERE rule_id = 'vpc.flow.accept'")
+    assert (parity_alerts, parity_flows) == (len(accepted), sum(accepted.values()))
+
+    assert main(["alerts", "--config", str(config), "--min-level", "10", "--json"]) == 0
+    shown = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    high = sorted({a["rule_id"] for a in shown})
+    assert high == ["cloudtrail.delete_flow_logs", "cloudtrail.security_group_open_to_world",
+                    "vpc.blocklist", "vpc.exfiltration", "vpc.portscan", "vpc.sweep"]
+    assert all(a["level"] >= 10 for a in shown)
+    times = [a["last_seen"] for a in shown]
+    assert times == sorted(times, reverse=True)
