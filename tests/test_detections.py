@@ -27,8 +27,8 @@ def scan_alerts(tmp_path: Path, files: dict[str, bytes], blocklist: str | None =
     if blocklist is not None:
         (tmp_path / "blocklist.txt").write_text(blocklist)
         block = [tmp_path / "blocklist.txt"]
-    engine, errors = load_engine([], True, block)
-    assert errors == []
+    engine = load_engine([], True, block)
+    assert engine.errors == []
     (tmp_path / "state").mkdir(exist_ok=True)
     store = Store(tmp_path / "state", engine=engine)
     try:

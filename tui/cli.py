@@ -195,11 +195,9 @@ async def _collect(config: Config, once: bool, as_json: bool,
 
 def _engine(config: Config | None) -> RuleEngine:
     general = config.general if config else None
-    engine, errors = load_engine(list(general.rules) if general else [],
-                                 general.default_rules if general else True,
-                                 list(general.blocklist) if general else [])
-    engine.errors = errors
-    return engine
+    return load_engine(list(general.rules) if general else [],
+                       general.default_rules if general else True,
+                       list(general.blocklist) if general else [])
 
 
 def _warn_rule_errors(engine: RuleEngine) -> None:
@@ -319,12 +317,9 @@ def _rule_paths(args: argparse.Namespace) -> tuple[list[Path], bool, list[Path]]
 def _checked_engine(args: argparse.Namespace, files: list[Path] | None = None) -> RuleEngine:
     """The rules compiled against an empty scratch store, errors included."""
     rule_files, default, blocklist = _rule_paths(args)
-    engine, errors = load_engine(files if files else rule_files, default and not files,
-                                 blocklist)
+    engine = load_engine(files if files else rule_files, default and not files, blocklist)
     with tempfile.TemporaryDirectory(prefix="vpcwatch-rules-") as scratch:
-        store = Store(Path(scratch), engine=engine)
-        store.close()
-    engine.errors = errors + engine.errors
+        Store(Path(scratch), engine=engine).close()
     return engine
 
 

@@ -13,11 +13,13 @@ __all__ = ["ALERTS_SCHEMA", "ALERT_FIELDS", "BlocklistError", "Rule", "RuleEngin
 
 
 def load_engine(files: list[Path], default_rules: bool = True,
-                blocklist: list[Path] | None = None) -> tuple[RuleEngine, list[str]]:
+                blocklist: list[Path] | None = None) -> RuleEngine:
     """The engine for the default ruleset (unless switched off) and ``files``, in that order
-    (a rule id defined again replaces the earlier one), and the errors of rules that did not
-    load. Rules are compiled against the store when it opens (``RuleEngine.check``)."""
+    (a rule id defined again replaces the earlier one). ``engine.errors`` names the rules
+    that did not load; rules are compiled against the store when it opens, which adds the
+    ones whose SQL does not compile."""
     paths = ([default_rules_path()] if default_rules else []) + list(files)
     ruleset = read_rule_files(paths)
     engine = RuleEngine(ruleset.rules, blocklist)
-    return engine, ruleset.errors + engine.errors
+    engine.errors[:0] = ruleset.errors
+    return engine

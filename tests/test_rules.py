@@ -1,0 +1,146 @@
+"""Rule files: a bad rule is named and skipped, the others load; the rules commands; watch."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.rules import load_engine
+from core.store import Store
+from tests import flowgen, scenarios
+from tests.conftest import Bucket, LineReader, write_config
+from tests.test_collect import NOW
+from tui.cli import main
+
+GOOD = """
+[[rule]]
+id = "custom.many_rejects"
+level = 6
+title = "{srcaddr} was refused {count} times"
+source = "vpcflow"
+where = "action = 'REJECT'"
+group_by = ["srcaddr"]
+window = "5m"
+having = "count(*) >= 3"
+"""
+
+BAD = {
+    "unknown column": ('where = "no_such_field = 1"', "no_such_field"),
+    "bad window": ('window = "soon"', "window 'soon' is not a duration"),
+    "bad level": ("level = 99", "level must be an integer from 0 to 15"),
+    "syntax": ('having = "count(* >= 3"', "Parser Error"),
+    "unknown key": ('colour = "red"', "unknown key 'colour'"),
+    "bad title field": ('title = "{nothing}"', "title field {nothing}"),
+}
+
+
+def rule_file(tmp_path: Path, name: str, body: str) -> Path:
+    path = tmp_path / name
+    path.write_text(body)
+    return path
+
+
+def test_a_bad_rule_is_named_with_its_file_and_reason_and_the_others_load(tmp_path: Path) -> None:
+    files = [rule_file(tmp_path, "good.toml", GOOD)]
+    for n, (line, _) in enumerate(BAD.values()):
+        body = GOOD.replace("custom.many_rejects", f"custom.bad{n}")
+        key = line.split(" =")[0]
+        body = "\n".join(row for row in body.splitlines() if not row.startswith(f"{key} ="))
+        files.append(rule_file(tmp_path, f"bad{n}.toml", body + "\n" + line + "\n"))
+    engine = load_engine(files, default_rules=False)
+    Store(tmp_path, engine=engine).close()  # compiles the rules' SQL
+    errors = engine.errors
+    assert [rule.id for rule in engine.rules] == ["custom.many_rejects"]
+    assert len(errors) == len(BAD)
+    for n, (label, (_, reason)) in enumerate(BAD.items()):
+        [message] = [e for e in errors if f"bad{n}.toml" in e]
+        assert f"custom.bad{n}" in message and reason in message, label
+
+
+def test_rules_check_list_and_test_commands(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    good = rule_file(tmp_path, "good.toml", GOOD)
+    assert main(["rules", "check", str(good)]) == 0
+    assert "1 rules valid, 0 rejected" in capsys.readouterr().out
+    bad = rule_file(tmp_path, "bad.toml", GOOD.replace("REJECT'", "REJECT"))
+    assert main(["rules", "check", str(bad)]) == 1
+    assert "custom.many_rejects" in capsys.readouterr().err
+
+    assert main(["rules", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "vpc.portscan" in listed and "cloudtrail.create_vpc_denied" in listed
+
+    probe = tmp_path / "probe.log"
+    probe.write_bytes(scenarios.text([
+        scenarios.line("eni-1", "203.0.113.66", "10.0.1.10", 40000 + p, p, 6, 1, 44,
+                       scenarios.WINDOW_START, "REJECT") for p in range(1, 31)]))
+    assert main(["rules", "test", "vpc.portscan", str(probe)]) == 0
+    [alert] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (alert["rule_id"], alert["count"], alert["srcaddr"]) == ("vpc.portscan", 30,
+                                                                   "203.0.113.66")
+    assert alert["group"] == {"srcaddr": "203.0.113.66", "dstaddr": "10.0.1.10"}
+    assert main(["rules", "test", "no.such.rule", str(probe)]) == 2
+
+
+def test_a_user_rule_file_replaces_a_default_rule_and_can_switch_one_off(tmp_path: Path) -> None:
+    override = rule_file(tmp_path, "mine.toml", """
+[[rule]]
+id = "vpc.exfiltration"
+level = 13
+title = "Egress {bytes}"
+source = "vpcflow"
+where = "action = 'ACCEPT' AND is_public(dstaddr)"
+group_by = ["srcaddr", "dstaddr"]
+window = "10m"
+having = "sum(bytes) >= 100"
+
+[[rule]]
+id = "vpc.flow.accept"
+enabled = false
+level = 3
+title = "x"
+source = "vpcflow"
+""")
+    engine = load_engine([override])
+    assert engine.errors == []
+    rules = {rule.id: rule for rule in engine.rules}
+    assert rules["vpc.exfiltration"].level == 13
+    assert rules["vpc.exfiltration"].having == "sum(bytes) >= 100"
+    assert "vpc.flow.accept" not in rules and "vpc.flow.reject" in rules
+
+
+def test_scan_json_prints_the_alerts_before_the_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "t.json.gz"
+    path.write_bytes(flowgen.trail_object([flowgen.trail_event("DeleteFlowLogs", event_id="e1")]))
+    assert main(["scan", str(path), "--state-dir", str(tmp_path / "s"), "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line.get("rule_id") for line in lines[:-1]] == ["cloudtrail.delete_flow_logs"]
+    assert lines[-1]["alerts"] == 1 and lines[-1]["events"] == 1
+
+
+def test_watch_headless_prints_each_alert_as_it_commits(tmp_path: Path, bucket: Bucket) -> None:
+    key = flowgen.trail_key("", "111111111111", "us-east-1", NOW, 1)
+    bucket.put(key, flowgen.trail_object([flowgen.trail_event("CreateVpc", event_id="v1",
+                                                               error="AccessDenied")]))
+    config = write_config(tmp_path, [{"type": "cloudtrail", "name": bucket.name,
+                                      "endpoint_url": bucket.url}],
+                          default_rules=True, interval="1h")
+    process = subprocess.Popen([sys.executable, "-m", "tui.cli", "watch", "--config",
+                                str(config), "--headless"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    try:
+        assert process.stdout is not None
+        alert = json.loads(LineReader(process.stdout).wait_for("rule_id"))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    assert alert["rule_id"] == "cloudtrail.create_vpc_denied"
+    assert alert["group"] == {"event_id": "v1"} and alert["level"] == 8
