@@ -59,3 +59,49 @@ def test_kill_9_mid_collect_then_restart_gives_exact_totals(
     statuses = query(state, "SELECT DISTINCT status FROM objects")
     assert stored == expected
     assert statuses == [("done",)]
+
+
+def test_kill_9_with_rules_gives_the_same_alerts_as_an_uninterrupted_run(
+    tmp_path: Path, bucket: Bucket, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests import scenarios
+
+    lines = scenarios.benign(12_000) + [
+        line for scenario in scenarios.detections() for line in scenario.lines]
+    lines.sort(key=lambda text: int(text.split()[10]))  # by time, so windows span objects
+    per_object = len(lines) // 12 + 1
+    for n in range(12):
+        key = flowgen.flow_key("", A, "us-east-1", NOW, n)
+        bucket.put(key, flowgen.gzip_bytes(scenarios.text(lines[n * per_object:
+                                                                 (n + 1) * per_object])))
+    configs = {}
+    for name in ("killed", "calm"):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "blocklist.txt").write_text(scenarios.BLOCKLIST)
+        configs[name] = write_config(folder, [{"type": "vpcflow", "name": bucket.name,
+                                               "endpoint_url": bucket.url}],
+                                     concurrency=1, commit_records=per_object,
+                                     default_rules=True, blocklist=["blocklist.txt"],
+                                     retention="30d")
+
+    command = [sys.executable, "-m", "tui.cli", "-v", "collect", "--config",
+               str(configs["killed"]), "--once"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    assert process.stderr is not None
+    LineReader(process.stderr).wait_for("committed", count=4)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    [(alerts_before,)] = query(tmp_path / "killed" / "state", "SELECT count(*) FROM alerts")
+    assert alerts_before > 0  # killed after some alerts were committed
+    assert main(["collect", "--config", str(configs["killed"]), "--once"]) == 0
+    assert main(["collect", "--config", str(configs["calm"]), "--once"]) == 0
+    capsys.readouterr()
+
+    sql = ("SELECT id, rule_id, count, bytes, first_seen, last_seen, object_count FROM alerts "
+           "ORDER BY id")
+    killed = query(tmp_path / "killed" / "state", sql)
+    calm = query(tmp_path / "calm" / "state", sql)
+    assert killed == calm
+    assert {row[1] for row in calm} >= {"vpc.portscan", "vpc.exfiltration", "vpc.flow.accept"}

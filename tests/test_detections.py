@@ -236,3 +236,20 @@ def test_detections_through_the_embedded_s3(
     assert all(a["level"] >= 10 for a in shown)
     times = [a["last_seen"] for a in shown]
     assert times == sorted(times, reverse=True)
+
+
+def test_a_flood_of_a_million_accepted_flows_gives_a_bounded_number_of_alert_rows(
+    tmp_path: Path,
+) -> None:
+    clients = [f"10.1.0.{n}" for n in range(1, 21)]
+    servers = ["10.2.0.1", "10.2.0.2", "10.2.0.3"]
+    lines = [scenarios.line("eni-flood", clients[i % 20], servers[i % 3], 40000 + i % 20000,
+                            443, 6, 3, 900, WINDOW_START + i % 1200)
+             for i in range(1_000_000)]
+    alerts = scan_alerts(tmp_path, {"flood.log": scenarios.text(lines)})
+    groups = scenarios.parity_groups(lines, "ACCEPT")
+    assert len(groups) == 20 * 3 * 2  # every client-server pair, in two 10-minute windows
+    parity = [a for a in alerts if a["rule_id"] == "vpc.flow.accept"]
+    assert len(parity) == len(groups)
+    assert sum(a["count"] for a in parity) == 1_000_000
+    assert keyed(alerts) == {}  # nothing else: no scan, no spike, no egress
