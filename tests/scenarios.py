@@ -146,13 +146,15 @@ def spikes_with_baseline() -> list[Expected]:
             Expected("vpc.traffic_spike.account", {"account_id": ACCOUNT}, None)]
 
 
-def parity_groups(lines: list[str], action: str) -> Counter[tuple[str, str, str, str, int]]:
-    """Per-flow parity alerts expected: flows per (src, dst, dstport, protocol, 10 min)."""
-    groups: Counter[tuple[str, str, str, str, int]] = Counter()
+def parity_groups(lines: list[str], action: str) -> Counter[tuple[str, str, int, str, int]]:
+    """Parity alerts expected: flows per (src, dst, service port, protocol, 10 minutes), the
+    service port being the lower of the two."""
+    groups: Counter[tuple[str, str, int, str, int]] = Counter()
     for text in lines:
         words = text.split()
         if words[12] == action and words[13] == "OK":
-            groups[(words[3], words[4], words[6], words[7], int(words[10]) // 600 * 600)] += 1
+            port = min(int(words[5]), int(words[6]))
+            groups[(words[3], words[4], port, words[7], int(words[10]) // 600 * 600)] += 1
     return groups
 
 

@@ -105,7 +105,8 @@ def _title_sql(rule: Rule) -> str:
             continue
         if spec:
             raise ValueError(f"title field {{{name}:{spec}}}: format specs are not supported")
-        column = _q(name) if name in rule.group_by else TITLE_FIELDS.get(name)
+        groups = {key: f"_g{i}" for i, (key, _) in enumerate(rule.group_keys())}
+        column = groups.get(name) or TITLE_FIELDS.get(name)
         if column is None and not rule.windowed:
             column = _q(name)  # a per-record rule may show any field of its record
         if column is None:
@@ -116,19 +117,31 @@ def _title_sql(rule: Rule) -> str:
 
 
 class RuleSql:
-    """The SQL of one rule, for given relations of stored and new records."""
+    """The SQL of one rule, for given relations of stored and new records.
+
+    Group keys are computed once per record as ``_g0``, ``_g1``… next to the fields every
+    alert has (``_t`` the record time, ``_vbytes``…); the rule's own SQL sees the record's
+    columns unchanged.
+    """
 
     def __init__(self, rule: Rule):
         self.rule = rule
         self.shape = SHAPES[rule.source]
         self.title = _title_sql(rule)
+        self.keys = rule.group_keys()
+        self.g = [f"_g{i}" for i in range(len(self.keys))]
+
+    def _rows(self, relation: str, condition: str = "") -> str:
+        """``relation`` with the derived fields and group keys, optionally filtered."""
+        keys = "".join(f", ({expr}) AS _g{i}" for i, (_, expr) in enumerate(self.keys))
+        where = f" WHERE {condition}" if condition else ""
+        return f"(SELECT *, {_derived(self.shape)}{keys} FROM {relation}{where})"
 
     def bounds(self, new: str) -> str:
         """The first and last bucket start the new records touch."""
         b = self.rule.bucket
-        return (f"SELECT min(_t // {b} * {b}), max(_t // {b} * {b}) FROM "
-                f"(SELECT *, {_derived(self.shape)} FROM {new}) WHERE ({self.rule.where}) "
-                f"AND _t IS NOT NULL")
+        return (f"SELECT min(_t // {b} * {b}), max(_t // {b} * {b}) FROM {self._rows(new)} "
+                f"WHERE ({self.rule.where}) AND _t IS NOT NULL")
 
     def alerts(self, stored: str, new: str, first: int, last: int) -> str:
         if not self.rule.windowed:
@@ -147,23 +160,22 @@ class RuleSql:
                _vport AS _port, _vproto AS _proto,
                {_literal(rule.id)} || '|' || event_id AS _key,
                json_object('event_id', event_id) AS _group
-        FROM (SELECT *, {_derived(self.shape)} FROM {new}) WHERE ({rule.where})"""
+        FROM {self._rows(new)} WHERE ({rule.where})"""
 
     def _touched(self, new: str) -> str:
         rule, b = self.rule, self.rule.bucket
-        groups = "".join(f"{_q(g)}, " for g in rule.group_by)
-        not_null = "".join(f" AND {_q(g)} IS NOT NULL" for g in rule.group_by)
-        return (f"SELECT DISTINCT {groups}_t // {b} * {b} AS _b FROM "
-                f"(SELECT *, {_derived(self.shape)} FROM {new}) "
+        groups = "".join(f"{g}, " for g in self.g)
+        not_null = "".join(f" AND {g} IS NOT NULL" for g in self.g)
+        return (f"SELECT DISTINCT {groups}_t // {b} * {b} AS _b FROM {self._rows(new)} "
                 f"WHERE ({rule.where}) AND _t IS NOT NULL{not_null}")
 
     def _source(self, stored: str, first: int, last: int) -> str:
-        return (f"(SELECT *, {_derived(self.shape)} FROM {stored} "
-                f"WHERE {self.shape.time} >= {first} AND {self.shape.time} < {last})")
+        time = self.shape.time
+        return self._rows(stored, f"{time} >= {first} AND {time} < {last}")
 
     def _window_aggregates(self) -> str:
         w = self.rule.window
-        groups = "".join(f"{_q(g)}, " for g in self.rule.group_by)
+        groups = "".join(f"{g}, " for g in self.g)
         return (f"{groups}_t // {w} * {w} AS _w, count(*) AS _n, sum(_vbytes) AS _sb, "
                 f"sum(_vpackets) AS _sp, min(_t) AS _first, max(_tend) AS _last, "
                 f"{_single('_vsrc', '_src')}, {_single('_vdst', '_dst')}, "
@@ -172,7 +184,7 @@ class RuleSql:
 
     def _join_touched(self, left: str, time: str) -> str:
         b = self.rule.bucket
-        on = [f"{left}.{_q(g)} = touched.{_q(g)}" for g in self.rule.group_by]
+        on = [f"{left}.{g} = touched.{g}" for g in self.g]
         on.append(f"{time} // {b} * {b} = touched._b")
         return f"SEMI JOIN touched ON {' AND '.join(on)}"
 
@@ -192,13 +204,11 @@ class RuleSql:
     def _baseline(self, stored: str, new: str, first: int, last: int) -> str:
         rule, w = self.rule, self.rule.window or 1
         span = rule.baseline_windows * w
-        partition = (f"PARTITION BY {', '.join(_q(g) for g in rule.group_by)} "
-                     if rule.group_by else "")
+        partition = f"PARTITION BY {', '.join(self.g)} " if self.g else ""
         frame = f"OVER ({partition}ORDER BY _w RANGE BETWEEN {span} PRECEDING AND {w} PRECEDING)"
-        groups = ", ".join(_q(g) for g in rule.group_by)
-        group_filter = (f"SEMI JOIN (SELECT DISTINCT {groups} FROM touched) AS g ON "
-                        + " AND ".join(f"src.{_q(g)} = g.{_q(g)}" for g in rule.group_by)
-                        if rule.group_by else "")
+        group_filter = (f"SEMI JOIN (SELECT DISTINCT {', '.join(self.g)} FROM touched) AS g ON "
+                        + " AND ".join(f"src.{g} = g.{g}" for g in self.g)
+                        if self.g else "")
         return f"""
         WITH touched AS ({self._touched(new)}),
         per_window AS (
@@ -221,12 +231,13 @@ class RuleSql:
     def _merge_windows(self) -> str:
         """Firing windows of one key and bucket become one alert."""
         rule, b = self.rule, self.rule.bucket
-        groups = "".join(f"{_q(g)}, " for g in rule.group_by)
+        groups = "".join(f"{g}, " for g in self.g)
         key_parts = ", ".join([_literal(rule.id)]
-                              + [f"coalesce({_q(g)}::VARCHAR, '')" for g in rule.group_by]
+                              + [f"coalesce({g}::VARCHAR, '')" for g in self.g]
                               + ["_b::VARCHAR"])
-        group_json = ("json_object(" + ", ".join(f"{_literal(g)}, {_q(g)}" for g in rule.group_by)
-                      + ")") if rule.group_by else "'{}'"
+        group_json = ("json_object(" + ", ".join(
+            f"{_literal(name)}, _g{i}" for i, (name, _) in enumerate(self.keys)) + ")"
+                      ) if self.keys else "'{}'"
         return f"""
         , merged AS (
             SELECT {groups}_w // {b} * {b} AS _b, sum(_n) AS _n, sum(_sb) AS _sb,

@@ -19,6 +19,8 @@ from core.config import parse_duration
 SOURCES = ("vpcflow", "cloudtrail")
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+_KEY_EXPRESSION = re.compile(r"^(?P<expr>.+?)\s+as\s+(?P<name>[a-z_][a-z0-9_]*)$",
+                             re.IGNORECASE | re.DOTALL)
 ALLOWED_KEYS = ("id", "level", "title", "source", "where", "group_by", "window", "having",
                 "suppress", "baseline", "baseline_windows", "compare", "mitre", "wazuh_id",
                 "description", "enabled")
@@ -55,6 +57,14 @@ class Rule:
     def bucket(self) -> int:
         """The span alerts of one key are merged over: ``suppress``, else ``window``."""
         return self.suppress or self.window or 1
+
+    def group_keys(self) -> list[tuple[str, str]]:
+        """(name, SQL expression) of each group_by entry: a column, or ``EXPR AS name``."""
+        keys = []
+        for entry in self.group_by:
+            match = _KEY_EXPRESSION.match(entry)
+            keys.append((match["name"], match["expr"]) if match else (entry, f'"{entry}"'))
+        return keys
 
     def title_fields(self) -> list[str]:
         return [name for _, name, _, _ in string.Formatter().parse(self.title) if name]
@@ -134,9 +144,10 @@ def parse_rule(table: dict[str, Any], file: str, index: int) -> Rule | None:
         raise fail("title is required")
     group_by = table.get("group_by", [])
     if not isinstance(group_by, list) or not all(
-        isinstance(g, str) and _IDENTIFIER.match(g) for g in group_by
+        isinstance(g, str) and (_IDENTIFIER.match(g) or _KEY_EXPRESSION.match(g))
+        for g in group_by
     ):
-        raise fail("group_by must be a list of column names")
+        raise fail("group_by must be a list of column names or 'EXPRESSION AS name'")
     window = _seconds(table, "window", fail)
     suppress = _seconds(table, "suppress", fail)
     if window is None and source == "vpcflow":

@@ -1,0 +1,48 @@
+"""The SQL functions rules use: address classes and the blocklist."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from core.rules.functions import BlocklistError, install
+
+CLASSES = {  # address: (is_private, is_public), from the IANA special-purpose registries
+    "10.1.2.3": (True, False), "172.16.0.1": (True, False), "172.31.255.255": (True, False),
+    "172.32.0.1": (False, True), "192.168.1.1": (True, False), "100.64.1.1": (True, False),
+    "100.128.0.1": (False, True), "127.0.0.1": (True, False), "169.254.169.254": (True, False),
+    "8.8.8.8": (False, True), "224.0.0.1": (False, False), "0.1.2.3": (False, False),
+    "fd00::1": (True, False), "fe80::1": (True, False), "2600:1f18::1": (False, True),
+    "ff02::1": (False, False), "::1": (True, False),
+}
+
+
+def test_address_classes() -> None:
+    con = duckdb.connect()
+    install(con)
+    for address, expected in CLASSES.items():
+        assert con.execute("SELECT is_private(?), is_public(?)",
+                           [address, address]).fetchall() == [expected], address
+
+
+def test_blocklist_matches_ipv4_cidrs_and_ipv6_entries(tmp_path: Path) -> None:
+    path = tmp_path / "block.txt"
+    path.write_text("# comment\n203.0.113.0/24\n198.51.100.7\n2001:db8::bad\n"
+                    "2001:db8:1::/120  # a small IPv6 network\n\n")
+    con = duckdb.connect()
+    assert install(con, [path]) == 2 + 1 + 256
+    hits = {a: con.execute("SELECT blocklisted(?)", [a]).fetchall()[0][0] for a in [
+        "203.0.113.1", "203.0.114.1", "198.51.100.7", "198.51.100.8", "2001:db8::bad",
+        "2001:DB8::BAD", "2001:db8:1::ff", "2001:db8:1::1:0", None]}
+    assert hits == {"203.0.113.1": True, "203.0.114.1": False, "198.51.100.7": True,
+                    "198.51.100.8": False, "2001:db8::bad": True, "2001:DB8::BAD": True,
+                    "2001:db8:1::ff": True, "2001:db8:1::1:0": False, None: False}
+
+
+def test_a_bad_blocklist_line_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "block.txt"
+    path.write_text("10.0.0.0/8\nnot-an-address\n")
+    with pytest.raises(BlocklistError, match=r"block.txt:2: 'not-an-address'"):
+        install(duckdb.connect(), [path])
