@@ -237,11 +237,20 @@ class Store:
                         "WHERE event_id NOT IN (SELECT event_id FROM cloudtrail)")
             relations["cloudtrail"] = ("rule_events", "new_events")
         try:
-            return self.engine.evaluate(con, relations)
+            return self.engine.evaluate(con, relations, self._stored_between)
         finally:
             for name in ("new_flows_arrow", "new_events"):
                 with contextlib.suppress(duckdb.Error):
                     con.unregister(name)
+
+    def _stored_between(self, source: str, first: int, last: int) -> bool:
+        """Whether committed records of ``source`` may have a time in [first, last)."""
+        if source != "vpcflow":
+            return True
+        rows = self.con.execute(
+            "SELECT count(*) FROM segments WHERE min_start < ? AND max_end >= ?", [last, first]
+        ).fetchall()
+        return bool(rows[0][0])
 
     def _upsert_alerts(self, fresh: pa.Table | None) -> pa.Table | None:
         """Write the alerts that are new or differ from their stored version; return them."""

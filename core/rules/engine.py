@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -190,12 +191,15 @@ class RuleSql:
 
     def _windowed(self, stored: str, new: str, first: int, last: int) -> str:
         rule = self.rule
+        # When nothing stored shares the new records' buckets, every bucket of the source is
+        # touched: the join that picks the touched ones would only cost time.
+        join = "" if stored == new else self._join_touched("src", "src._t")
         return f"""
         WITH touched AS ({self._touched(new)}),
         windows AS (
             SELECT {self._window_aggregates()}
             FROM {self._source(stored, first, last)} AS src
-            {self._join_touched("src", "src._t")}
+            {join}
             WHERE ({rule.where})
             GROUP BY ALL HAVING ({rule.having})
         )
@@ -300,10 +304,13 @@ class RuleEngine:
             good.append(sql)
         self.sql = good
 
-    def evaluate(self, con: duckdb.DuckDBPyConnection, relations: dict[str, tuple[str, str]]
+    def evaluate(self, con: duckdb.DuckDBPyConnection, relations: dict[str, tuple[str, str]],
+                 stored_between: Callable[[str, int, int], bool] | None = None
                  ) -> tuple[pa.Table | None, list[str]]:
         """Alert rows for the new records. ``relations`` maps a source to its (stored, new)
-        relation names; a source without new records is absent."""
+        relation names; a source without new records is absent. ``stored_between(source,
+        first, last)`` says whether earlier records may fall in that time range (if not, the
+        rules read the new records only)."""
         tables: list[pa.Table] = []
         errors: list[str] = []
         for sql in self.sql:
@@ -314,7 +321,12 @@ class RuleEngine:
                 [(first, last)] = con.execute(sql.bounds(new)).fetchall()
                 if first is None:
                     continue
-                query = sql.select(stored, new, first, last + sql.rule.bucket)
+                begin = first - (sql.rule.baseline_windows * (sql.rule.window or 0)
+                                 if sql.rule.baseline else 0)
+                end = last + sql.rule.bucket
+                if stored_between is not None and not stored_between(sql.rule.source, begin, end):
+                    stored = new
+                query = sql.select(stored, new, first, end)
                 tables.append(con.sql(query).to_arrow_table())
             except duckdb.Error as exc:
                 message = f"rule {sql.rule.id!r} failed: {str(exc).splitlines()[0]}"
