@@ -23,6 +23,8 @@ def test_demo_collects_history_incidents_and_cloudtrail(tmp_path: Path) -> None:
         events = con.execute("SELECT event_name, error_code FROM cloudtrail").fetchall()
         skipdata = con.execute("SELECT count(*) FROM flows WHERE log_status='SKIPDATA'").fetchone()
         accounts = con.execute("SELECT count(DISTINCT account_id) FROM flows").fetchone()
+        rules = {row[0] for row in con.execute("SELECT rule_id FROM alerts WHERE level >= 7")
+                 .fetchall()}
     finally:
         store.close()
     assert top == (EXFIL_HOST, EXFIL_DEST)
@@ -32,3 +34,7 @@ def test_demo_collects_history_incidents_and_cloudtrail(tmp_path: Path) -> None:
                                              key=str)
     assert skipdata == (1,)
     assert accounts == (2,)
+    # the scripted incidents, as a newcomer sees them
+    assert rules >= {"vpc.portscan", "vpc.exfiltration", "vpc.sensitive_port_from_internet",
+                     "vpc.skipdata", "cloudtrail.create_vpc_denied",
+                     "cloudtrail.delete_flow_logs"}

@@ -16,10 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from core.alerts import alert_documents, recent_alerts
 from core.collector import Collector
 from core.config import Config, parse_config
 from core.events import PollSummary
 from core.queries import peak_minute, top_conversations
+from core.rules import load_engine
 from core.safetext import visible
 from core.store import Store, open_store
 from tui.demo_traffic import DemoObject, cloudtrail_object, flow_objects, incident_lines
@@ -101,7 +103,7 @@ async def _poll_loop(config: Config, feeder: Feeder, polls: int, pause: float) -
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
-    with open_store(config.general.state_dir) as store:
+    with open_store(config.general.state_dir, engine=load_engine([])) as store:
         collector = Collector(config, store)
         try:
             count = 0
@@ -124,7 +126,8 @@ def _report(store: Store, summary: PollSummary) -> str:
     since = now - (HISTORY_MINUTES + 5) * 60
     [total] = store.con.execute("SELECT count(*) FROM flows").fetchall()
     line = (f"{time.strftime('%H:%M:%S', time.gmtime())} UTC  +{summary.objects['done']} objects "
-            f"+{summary.records:,} records +{summary.events} events  (store: {total[0]:,} flows)")
+            f"+{summary.records:,} records +{summary.events} events +{summary.alerts} alerts "
+            f"(store: {total[0]:,} flows)")
     peak = peak_minute(store, since, now + 120)
     if peak:
         line += f"\n  peak minute {time.strftime('%H:%M', time.gmtime(peak.minute))} UTC: "
@@ -133,6 +136,8 @@ def _report(store: Store, summary: PollSummary) -> str:
         if top:
             pair = f"{visible(top[0].srcaddr)} -> {visible(top[0].dstaddr)}"
             line += f"; top pair {pair} {top[0].bytes / 1e9:.2f} GB"
+    for alert in alert_documents(recent_alerts(store, min_level=7, limit=8)):
+        line += f"\n  [{alert['level']:>2}] {alert['rule_id']}: {visible(alert['title'])}"
     return line
 
 

@@ -139,10 +139,9 @@ class RuleSql:
         return f"(SELECT *, {_derived(self.shape)}{keys} FROM {relation}{where})"
 
     def bounds(self, new: str) -> str:
-        """The first and last bucket start the new records touch."""
-        b = self.rule.bucket
-        return (f"SELECT min(_t // {b} * {b}), max(_t // {b} * {b}) FROM {self._rows(new)} "
-                f"WHERE ({self.rule.where}) AND _t IS NOT NULL")
+        """The first and last record time of the new records (not only those the rule
+        matches: evaluating its condition twice costs more than reading a little more)."""
+        return f"SELECT min({self.shape.time}), max({self.shape.time}) FROM {new}"
 
     def alerts(self, stored: str, new: str, first: int, last: int) -> str:
         if not self.rule.windowed:
@@ -190,18 +189,31 @@ class RuleSql:
         return f"SEMI JOIN touched ON {' AND '.join(on)}"
 
     def _windowed(self, stored: str, new: str, first: int, last: int) -> str:
-        rule = self.rule
+        rule, w = self.rule, self.rule.window
         # When nothing stored shares the new records' buckets, every bucket of the source is
         # touched: the join that picks the touched ones would only cost time.
         join = "" if stored == new else self._join_touched("src", "src._t")
+        source = f"{self._source(stored, first, last)} AS src {join} WHERE ({rule.where})"
+        if rule.having.strip().lower() == "true":
+            return f"""
+            WITH touched AS ({self._touched(new)}),
+            windows AS (SELECT {self._window_aggregates()} FROM {source} GROUP BY ALL)
+            {self._merge_windows()}"""
+        # Most keys fail `having` (a scan threshold, an egress volume): find the windows that
+        # pass with the rule's own aggregates first, then describe only those.
+        keys = ", ".join([*self.g, f"_t // {w} * {w}"])
+        on = " AND ".join([f"src.{g} = firing.{g}" for g in self.g]
+                          + [f"src._t // {w} * {w} = firing._w"])
         return f"""
         WITH touched AS ({self._touched(new)}),
+        firing AS (
+            SELECT {"".join(f"{g}, " for g in self.g)}_t // {w} * {w} AS _w FROM {source}
+            GROUP BY {keys} HAVING ({rule.having})
+        ),
         windows AS (
             SELECT {self._window_aggregates()}
-            FROM {self._source(stored, first, last)} AS src
-            {join}
-            WHERE ({rule.where})
-            GROUP BY ALL HAVING ({rule.having})
+            FROM {self._source(stored, first, last)} AS src SEMI JOIN firing ON {on}
+            WHERE ({rule.where}) GROUP BY ALL
         )
         {self._merge_windows()}"""
 
@@ -313,17 +325,22 @@ class RuleEngine:
         rules read the new records only)."""
         tables: list[pa.Table] = []
         errors: list[str] = []
+        bounds: dict[str, tuple[int | None, int | None]] = {}
         for sql in self.sql:
             if sql.rule.source not in relations:
                 continue
             stored, new = relations[sql.rule.source]
             try:
-                [(first, last)] = con.execute(sql.bounds(new)).fetchall()
-                if first is None:
+                if sql.rule.source not in bounds:
+                    bounds[sql.rule.source] = con.execute(sql.bounds(new)).fetchall()[0]
+                low, high = bounds[sql.rule.source]
+                if low is None or high is None:
                     continue
+                b = sql.rule.bucket
+                first, last = low // b * b, high // b * b
                 begin = first - (sql.rule.baseline_windows * (sql.rule.window or 0)
                                  if sql.rule.baseline else 0)
-                end = last + sql.rule.bucket
+                end = last + b
                 if stored_between is not None and not stored_between(sql.rule.source, begin, end):
                     stored = new
                 query = sql.select(stored, new, first, end)
