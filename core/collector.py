@@ -223,12 +223,16 @@ class Collector:
     # -- committing ---------------------------------------------------------------------
 
     async def _write(self, queue: asyncio.Queue[Any], summary: PollSummary) -> None:
-        """Group results into transactions: by size, or after ``commit_interval`` at most."""
+        """Group results into transactions: by size, or after ``commit_interval``, stretched
+        to twice the last commit's duration: when commits are slow (rules over a large
+        batch), fewer and larger ones keep the store from falling behind, and each commit
+        recomputes the rules' windows once instead of once per small batch."""
         general = self.config.general
         loop = asyncio.get_running_loop()
         batch: list[ObjectResult] = []
         rows = 0
         deadline = 0.0
+        last_commit = 0.0
         while True:
             timeout = max(0.0, deadline - loop.time()) if batch else None
             try:
@@ -237,11 +241,13 @@ class Collector:
                 item = _FLUSH
             if isinstance(item, ObjectResult):
                 if not batch:
-                    deadline = loop.time() + general.commit_interval
+                    deadline = loop.time() + max(general.commit_interval, 2 * last_commit)
                 batch.append(item)
                 rows += item.records
             if batch and (item is None or item is _FLUSH or rows >= general.commit_records):
+                started = loop.time()
                 await self._commit(batch, summary)
+                last_commit = loop.time() - started
                 batch, rows = [], 0
             if item is None:
                 return

@@ -193,7 +193,8 @@ class RuleSql:
         # When nothing stored shares the new records' buckets, every bucket of the source is
         # touched: the join that picks the touched ones would only cost time.
         join = "" if stored == new else self._join_touched("src", "src._t")
-        source = f"{self._source(stored, first, last)} AS src {join} WHERE ({rule.where})"
+        not_null = "".join(f" AND {g} IS NOT NULL" for g in self.g)  # as in `touched`
+        source = f"{self._source(stored, first, last)} AS src {join} WHERE ({rule.where}){not_null}"
         if rule.having.strip().lower() == "true":
             return f"""
             WITH touched AS ({self._touched(new)}),
