@@ -307,17 +307,13 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return asyncio.run(_collect(config, once=False, as_json=False, publish=publish))
 
 
-def _rule_paths(args: argparse.Namespace) -> tuple[list[Path], bool, list[Path]]:
-    config = load_config(args.config) if getattr(args, "config", None) else None
-    if config is None:
-        return [], True, []
-    return list(config.general.rules), config.general.default_rules, list(config.general.blocklist)
-
-
 def _checked_engine(args: argparse.Namespace, files: list[Path] | None = None) -> RuleEngine:
-    """The rules compiled against an empty scratch store, errors included."""
-    rule_files, default, blocklist = _rule_paths(args)
-    engine = load_engine(files if files else rule_files, default and not files, blocklist)
+    """The config's rules (or just ``files``), compiled against an empty scratch store."""
+    config = load_config(args.config) if getattr(args, "config", None) else None
+    if files:
+        engine = load_engine(files, False, list(config.general.blocklist) if config else [])
+    else:
+        engine = _engine(config)
     with tempfile.TemporaryDirectory(prefix="vpcwatch-rules-") as scratch:
         Store(Path(scratch), engine=engine).close()
     return engine
