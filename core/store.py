@@ -194,7 +194,8 @@ class Store:
         flows = _flow_batch(results)
         events = _event_batch(results)
         written = [write_segment(self.segment_dir, flows)] if flows is not None else []
-        fresh, rule_errors = self._evaluate(flows, events)
+        additive = not any(result.replaces for result in results)
+        fresh, rule_errors = self._evaluate(flows, events, additive)
         replaced: list[str] = []
         self.con.execute("BEGIN TRANSACTION")
         try:
@@ -216,7 +217,7 @@ class Store:
         records = flows.num_rows if flows is not None else 0
         return CommitStats(records, inserted, changed, rule_errors)
 
-    def _evaluate(self, flows: pa.Table | None, events: pa.Table | None
+    def _evaluate(self, flows: pa.Table | None, events: pa.Table | None, additive: bool
                   ) -> tuple[pa.Table | None, list[str]]:
         """Run the rules over the stored records plus the new ones (not yet committed)."""
         if self.engine is None or not self.engine.sql or (flows is None and events is None):
@@ -237,7 +238,7 @@ class Store:
                         "WHERE event_id NOT IN (SELECT event_id FROM cloudtrail)")
             relations["cloudtrail"] = ("rule_events", "new_events")
         try:
-            return self.engine.evaluate(con, relations, self._stored_between)
+            return self.engine.evaluate(con, relations, self._stored_between, additive)
         finally:
             for name in ("new_flows_arrow", "new_events"):
                 with contextlib.suppress(duckdb.Error):
