@@ -90,14 +90,17 @@ class Collector:
         started = time.monotonic()
         self.publish(PollStarted(tuple(b.label for b in self.config.buckets), time.time()))
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.config.general.concurrency * 2)
-        writer = asyncio.create_task(self._write(queue, summary))
+        # One group: if the writer fails (disk full...), the readers blocked on the full
+        # queue are cancelled instead of waiting for ever.
         try:
-            async with asyncio.TaskGroup() as group:
-                for bucket in self.config.buckets:
-                    group.create_task(self._poll_bucket(bucket, queue, summary))
-        finally:
-            await queue.put(None)
-            await writer
+            async with asyncio.TaskGroup() as poll:
+                poll.create_task(self._write(queue, summary))
+                async with asyncio.TaskGroup() as readers:
+                    for bucket in self.config.buckets:
+                        readers.create_task(self._poll_bucket(bucket, queue, summary))
+                await queue.put(None)
+        except ExceptionGroup as group:
+            raise _first(group) from None
         for label, day in self._backfilled:
             await self.db(self.store.set_backfilled_through, label, day)
         window = datetime.now(UTC) - timedelta(seconds=self.config.general.lookback)
@@ -264,6 +267,12 @@ class Collector:
         self.publish(BatchCommitted(outcomes, stats.records, stats.events, time.time()))
         if stats.alerts is not None:
             self.publish(AlertsChanged(stats.alerts, time.time()))
+
+
+def _first(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The first exception of a (possibly nested) group: the one to report."""
+    first = group.exceptions[0]
+    return _first(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _backoff(attempt: int) -> float:

@@ -271,3 +271,38 @@ def test_a_missing_bucket_is_an_error_not_a_blocked_prefix(
     assert code == 1
     assert summary["blocked_prefixes"] == []
     assert len(summary["errors"]) == 1 and "NoSuchBucket" in summary["errors"][0]
+
+
+async def test_a_store_that_cannot_commit_ends_the_poll_with_its_error(
+    tmp_path: Path, bucket: Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Disk full cannot be produced here, so the commit is made to fail (a stand-in): the
+    readers blocked on the full queue must be cancelled, not left waiting, and the poll must
+    end with the store's own error."""
+    import asyncio
+
+    from core.collector import Collector
+    from core.config import load_config
+    from core.store import Store
+
+    for n in range(30):
+        bucket.put(flowgen.flow_key("", A, "us-east-1", NOW, n),
+                   flowgen.flow_object(flowgen.V2, 20, seed=n).gz())
+    config = load_config(write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
+                                                  "endpoint_url": bucket.url}],
+                                      concurrency=1, commit_records=20))
+    (tmp_path / "state").mkdir()
+    store = Store(tmp_path / "state")
+
+    def disk_full(*_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store, "commit", disk_full)
+    collector = Collector(config, store)
+    try:
+        with pytest.raises(OSError, match="No space left"):
+            async with asyncio.timeout(60):
+                await collector.poll()
+    finally:
+        collector.close()
+        store.close()

@@ -94,3 +94,4 @@ def test_compaction_merges_small_segments_and_keeps_every_row(
     assert after == before and sum(row[1] for row in after) == sum(100 + n for n in range(6))
     assert store.compact() == 0
     store.close()
+

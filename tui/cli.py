@@ -22,6 +22,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 
 from core.alerts import alert_documents, recent_alerts
@@ -65,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except (StateDirError, StoreError, CorruptObject, OSError) as exc:
         print(f"vpcwatch: {visible(str(exc))}", file=sys.stderr)
+        return EXIT_FAILED
+    except duckdb.Error as exc:  # the store failed under us (disk full, damaged file)
+        print(f"vpcwatch: store error: {visible(str(exc).splitlines()[0])}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
@@ -228,8 +232,6 @@ def _report(summary: PollSummary, as_json: bool) -> None:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    import duckdb
-
     with open_store(_state_dir(args), read_only=True) as store:
         try:
             columns, rows = store.query(args.sql)
