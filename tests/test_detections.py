@@ -73,6 +73,9 @@ def test_each_detection_fires_on_its_scenario(tmp_path: Path, scenario: Scenario
             assert alerts[key]["count"] == want.count
         if want.bytes is not None:
             assert alerts[key]["bytes"] == want.bytes
+    if scenario.name == "exfiltration":
+        [title] = [a["title"] for a in alerts.values()]
+        assert title == "Large egress: 1.6 GiB from 10.0.2.45 to internet address 192.0.2.200"
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,7 @@ BAD = {
     "syntax": ('having = "count(* >= 3"', "Parser Error"),
     "unknown key": ('colour = "red"', "unknown key 'colour'"),
     "bad title field": ('title = "{nothing}"', "title field {nothing}"),
+    "bad title format": ('title = "{bytes:wide}"', "the only format is :size"),
 }
 
 

@@ -119,8 +119,9 @@ def _title_sql(rule: Rule) -> str:
             parts.append(_literal(literal))
         if name is None:
             continue
-        if spec:
-            raise ValueError(f"title field {{{name}:{spec}}}: format specs are not supported")
+        if spec not in ("", "size"):
+            raise ValueError(f"title field {{{name}:{spec}}}: the only format is :size "
+                             "(a byte count as 1.6 GiB)")
         groups = {key: f"_g{i}" for i, (key, _) in enumerate(rule.group_keys())}
         column = groups.get(name) or TITLE_FIELDS.get(name)
         if column is None and not rule.windowed:
@@ -128,7 +129,8 @@ def _title_sql(rule: Rule) -> str:
         if column is None:
             raise ValueError(f"title field {{{name}}} is not a group_by column or one of "
                              f"{', '.join(sorted(TITLE_FIELDS))}")
-        parts.append(f"coalesce({column}::VARCHAR, '-')")
+        shown = f"format_bytes({column}::BIGINT)" if spec == "size" else f"{column}::VARCHAR"
+        parts.append(f"coalesce({shown}, '-')")
     return " || ".join(parts) or "''"
 
 
