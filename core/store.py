@@ -258,14 +258,16 @@ class Store:
         if fresh is None:
             return None
         self.con.register("fresh_alerts", fresh)
+        # One event delivered in two objects of a batch raises its per-event alerts twice.
+        duplicates = pc.count_distinct(fresh["id"]).as_py() != fresh.num_rows
+        unique = "(SELECT DISTINCT ON (id) * FROM fresh_alerts)" if duplicates else "fresh_alerts"
         try:
             self.con.execute(
                 f"""
                 CREATE OR REPLACE TEMP TABLE changed_alerts AS
                 SELECT f.*, coalesce(a.created, {_NOW}) AS created, {_NOW} AS updated,
                        coalesce(a.revision, 0) + 1 AS revision
-                FROM (SELECT DISTINCT ON (id) * FROM fresh_alerts) f
-                LEFT JOIN alerts a ON a.id = f.id
+                FROM {unique} f LEFT JOIN alerts a ON a.id = f.id
                 WHERE a.id IS NULL OR {" OR ".join(
                     f"a.{c} IS DISTINCT FROM f.{c}" for c in _ALERT_CHANGES)}
                 """

@@ -293,3 +293,20 @@ def test_alerts_added_commit_by_commit_equal_alerts_computed_at_once(tmp_path: P
         store.close()
     assert any(a["revision"] > 1 for a in stepwise if a["rule_id"] in PARITY)
     assert rows(stepwise) == rows(at_once)
+
+
+def test_an_event_delivered_twice_in_one_batch_raises_one_alert(tmp_path: Path) -> None:
+    event = flowgen.trail_event("DeleteFlowLogs", event_id="twice")
+    (tmp_path / "state").mkdir()
+    store = Store(tmp_path / "state", engine=load_engine([]))
+    try:
+        paths = []
+        for name in ("a.json.gz", "b.json.gz"):
+            (tmp_path / name).write_bytes(flowgen.trail_object([event]))
+            paths.append(tmp_path / name)
+        summary = scan(paths, store, 2**30)  # both files in one commit
+        rows = store.con.execute("SELECT rule_id, count FROM alerts").fetchall()
+    finally:
+        store.close()
+    assert (summary.events, summary.alerts) == (1, 1)
+    assert rows == [("cloudtrail.delete_flow_logs", 1)]
