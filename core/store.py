@@ -468,30 +468,28 @@ class Store:
         return columns, cursor.fetchall()
 
 
-def _event_batch(results: Sequence[ObjectResult]) -> pa.Table | None:
-    """The CloudTrail events of every result that is done, with their origin, as one table."""
+def _batch(results: Sequence[ObjectResult], attribute: str) -> pa.Table | None:
+    """The ``flows`` or ``events`` rows of every result that is done, with their origin."""
     tables = [
-        _with_origin(r.events, r.ref)
+        _with_origin(table, r.ref)
         for r in results
-        if r.events is not None and r.events.num_rows and r.status is Status.DONE
+        if (table := getattr(r, attribute)) is not None and table.num_rows
+        and r.status is Status.DONE
     ]
-    if not tables:
-        return None
-    batch = pa.concat_tables(tables)
-    return batch.cast(pa.schema([f.with_type(pa.string()) if pa.types.is_dictionary(f.type)
-                                 else f for f in batch.schema]))
+    return pa.concat_tables(tables, promote_options="permissive") if tables else None
 
 
 def _flow_batch(results: Sequence[ObjectResult]) -> pa.Table | None:
-    """The flow rows of every result that is done, with their origin, as one table."""
-    tables = [
-        _with_origin(r.flows, r.ref)
-        for r in results
-        if r.flows is not None and r.flows.num_rows and r.status is Status.DONE
-    ]
-    if not tables:
+    return _batch(results, "flows")
+
+
+def _event_batch(results: Sequence[ObjectResult]) -> pa.Table | None:
+    """Events with plain text origins: the rules' SQL lists and compares them."""
+    batch = _batch(results, "events")
+    if batch is None:
         return None
-    return pa.concat_tables(tables, promote_options="permissive")
+    return batch.cast(pa.schema([f.with_type(pa.string()) if pa.types.is_dictionary(f.type)
+                                 else f for f in batch.schema]))
 
 
 def _bound(table: pa.Table, column: str, which: str) -> int | None:
