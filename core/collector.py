@@ -227,15 +227,14 @@ class Collector:
 
     async def _write(self, queue: asyncio.Queue[Any], summary: PollSummary) -> None:
         """Group results into transactions: by size, or after ``commit_interval``, stretched
-        to twice the last commit's duration (when commits are slow, rules over a large batch,
-        fewer and larger ones keep the store from falling behind). The next batch fills
-        while the previous one commits: downloads and parsing go on during a commit."""
+        to twice the last commit's duration: when commits are slow (rules over a large
+        batch), fewer and larger ones keep the store from falling behind, and each commit
+        recomputes the rules' windows once instead of once per small batch."""
         general = self.config.general
         loop = asyncio.get_running_loop()
         batch: list[ObjectResult] = []
         rows = 0
         deadline = 0.0
-        committing: asyncio.Task[float] | None = None
         last_commit = 0.0
         while True:
             timeout = max(0.0, deadline - loop.time()) if batch else None
@@ -249,18 +248,14 @@ class Collector:
                 batch.append(item)
                 rows += item.records
             if batch and (item is None or item is _FLUSH or rows >= general.commit_records):
-                if committing is not None:  # one commit at a time, in order
-                    last_commit = await committing
-                committing = asyncio.create_task(self._commit(batch, summary))
+                started = loop.time()
+                await self._commit(batch, summary)
+                last_commit = loop.time() - started
                 batch, rows = [], 0
             if item is None:
-                if committing is not None:
-                    await committing
                 return
 
-    async def _commit(self, batch: list[ObjectResult], summary: PollSummary) -> float:
-        """Commit one batch and publish what it changed; returns how long the commit took."""
-        started = time.monotonic()
+    async def _commit(self, batch: list[ObjectResult], summary: PollSummary) -> None:
         stats = await self.db(self.store.commit, batch)
         summary.add(batch, stats)
         log.info("committed %d objects, %d records, %d events",
@@ -272,7 +267,6 @@ class Collector:
         self.publish(BatchCommitted(outcomes, stats.records, stats.events, time.time()))
         if stats.alerts is not None:
             self.publish(AlertsChanged(stats.alerts, time.time()))
-        return time.monotonic() - started
 
 
 def _first(group: BaseExceptionGroup[Any]) -> BaseException:
