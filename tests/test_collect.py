@@ -306,3 +306,40 @@ async def test_a_store_that_cannot_commit_ends_the_poll_with_its_error(
     finally:
         collector.close()
         store.close()
+
+
+async def test_the_core_publishes_what_it_committed_in_order(
+    tmp_path: Path, bucket: Bucket
+) -> None:
+    """The app will listen to these events, published after the facts they report commit."""
+    from core.collector import Collector
+    from core.config import load_config
+    from core.events import AlertsChanged, BatchCommitted, PollFinished, PollStarted
+    from core.rules import load_engine
+    from core.store import Store
+
+    keys = []
+    for n in range(3):
+        keys.append(flowgen.flow_key("", A, "us-east-1", NOW, n))
+        bucket.put(keys[-1], flowgen.flow_object(flowgen.V2, 40, seed=n).gz())
+    config = load_config(write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
+                                                  "endpoint_url": bucket.url}]))
+    (tmp_path / "state").mkdir()
+    store = Store(tmp_path / "state", engine=load_engine([]))
+    events: list[object] = []
+
+    collector = Collector(config, store, events.append)
+    try:
+        summary = await collector.poll(next_in=600)
+    finally:
+        collector.close()
+        store.close()
+    kinds = [type(event).__name__ for event in events]
+    assert kinds[0] == "PollStarted" and kinds[-1] == "PollFinished"
+    assert isinstance(events[0], PollStarted) and isinstance(events[-1], PollFinished)
+    assert events[-1].summary is summary and events[-1].next_poll is not None
+    outcomes = [o for e in events if isinstance(e, BatchCommitted) for o in e.outcomes]
+    assert sorted(o.key for o in outcomes) == sorted(keys)
+    assert sum(o.records for o in outcomes) == summary.records == 120
+    alerts = [e for e in events if isinstance(e, AlertsChanged)]
+    assert sum(e.alerts.num_rows for e in alerts) == summary.alerts > 0
