@@ -121,3 +121,15 @@ def test_xdg_state_home_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_STATE_HOME", "/xdg/state")
     config = parse_config('[[bucket]]\ntype = "vpcflow"\nname = "b-1"\n')
     assert config.general.state_dir == Path("/xdg/state/vpcwatch")
+
+
+def test_a_bad_blocklist_exits_2_before_the_state_dir_exists(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "block.txt").write_text("10.0.0.0/33\n")
+    config = tmp_path / "c.toml"
+    config.write_text(f'[general]\nstate_dir = "{tmp_path / "state"}"\n'
+                      'blocklist = ["block.txt"]\n[[bucket]]\ntype = "vpcflow"\nname = "b-1"\n')
+    assert main(["collect", "--config", str(config), "--once"]) == 2
+    assert "block.txt:1: '10.0.0.0/33' is not an IP address or CIDR" in capsys.readouterr().err
+    assert not (tmp_path / "state").exists()

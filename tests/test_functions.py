@@ -7,7 +7,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from core.rules.functions import BlocklistError, install
+from core.rules.functions import BlocklistError, install, read_blocklist
 
 CLASSES = {  # address: (is_private, is_public), from the IANA special-purpose registries
     "10.1.2.3": (True, False), "172.16.0.1": (True, False), "172.31.255.255": (True, False),
@@ -32,7 +32,7 @@ def test_blocklist_matches_ipv4_cidrs_and_ipv6_entries(tmp_path: Path) -> None:
     path.write_text("# comment\n203.0.113.0/24\n198.51.100.7\n2001:db8::bad\n"
                     "2001:db8:1::/120  # a small IPv6 network\n\n")
     con = duckdb.connect()
-    assert install(con, [path]) == 2 + 1 + 256
+    assert install(con, read_blocklist([path])) == 2 + 1 + 256
     hits = {a: con.execute("SELECT blocklisted(?)", [a]).fetchall()[0][0] for a in [
         "203.0.113.1", "203.0.114.1", "198.51.100.7", "198.51.100.8", "2001:db8::bad",
         "2001:DB8::BAD", "2001:db8:1::ff", "2001:db8:1::1:0", None]}
@@ -45,4 +45,4 @@ def test_a_bad_blocklist_line_names_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "block.txt"
     path.write_text("10.0.0.0/8\nnot-an-address\n")
     with pytest.raises(BlocklistError, match=r"block.txt:2: 'not-an-address'"):
-        install(duckdb.connect(), [path])
+        read_blocklist([path])

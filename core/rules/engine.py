@@ -332,6 +332,8 @@ class RuleEngine:
 
     def __init__(self, rules: list[Rule], blocklist: list[Path] | None = None):
         self.blocklist = blocklist or []
+        # read now: a bad blocklist stops vpcwatch before it touches the state directory
+        self.blocklist_entries = functions.read_blocklist(self.blocklist)
         self.sql: list[RuleSql] = []
         self.errors: list[str] = []
         for rule in rules:
@@ -345,7 +347,7 @@ class RuleEngine:
         return [sql.rule for sql in self.sql]
 
     def install(self, con: duckdb.DuckDBPyConnection) -> None:
-        functions.install(con, self.blocklist)
+        functions.install(con, self.blocklist_entries)
 
     def check(self, con: duckdb.DuckDBPyConnection) -> None:
         """Compile every rule against empty relations; drop (and report) those that fail."""

@@ -56,6 +56,7 @@ CREATE OR REPLACE TEMP MACRO blocklisted(a) AS CASE
   END;
 """
 
+Blocklist = tuple[list[tuple[int, int]], list[str]]  # IPv4 (lo, hi) ranges, IPv6 addresses
 MAX_IPV6_EXPANSION = 65536  # addresses an IPv6 CIDR may expand to in the blocklist
 
 
@@ -63,9 +64,10 @@ class BlocklistError(Exception):
     pass
 
 
-def install(con: duckdb.DuckDBPyConnection, blocklist: list[Path] | None = None) -> int:
-    """Define the macros and load the blocklist into temp tables; returns its entry count."""
-    ranges4, addresses6 = read_blocklist(blocklist or [])
+def install(con: duckdb.DuckDBPyConnection, blocklist: Blocklist | None = None) -> int:
+    """Define the macros and load the blocklist (from ``read_blocklist``) into temp tables;
+    returns its entry count."""
+    ranges4, addresses6 = blocklist or ([], [])
     con.execute("CREATE OR REPLACE TEMP TABLE blocklist4 (lo BIGINT, hi BIGINT)")
     con.execute("CREATE OR REPLACE TEMP TABLE blocklist6 (address VARCHAR)")
     if ranges4:
@@ -78,7 +80,7 @@ def install(con: duckdb.DuckDBPyConnection, blocklist: list[Path] | None = None)
     return len(ranges4) + len(addresses6)
 
 
-def read_blocklist(paths: list[Path]) -> tuple[list[tuple[int, int]], list[str]]:
+def read_blocklist(paths: list[Path]) -> Blocklist:
     """IPv4 (lo, hi) ranges and IPv6 addresses, compressed form, from blocklist files.
 
     One address or CIDR a line; ``#`` starts a comment. A bad line is an error naming the
