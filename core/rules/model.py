@@ -75,9 +75,6 @@ class RuleSet:
     rules: list[Rule] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
-    def by_id(self, rule_id: str) -> Rule | None:
-        return next((rule for rule in self.rules if rule.id == rule_id), None)
-
 
 def default_rules_path() -> Path:
     return Path(str(resources.files("core.rules").joinpath("default.toml")))
