@@ -163,9 +163,13 @@ class RuleSql:
     @property
     def additive(self) -> bool:
         """Whether a stored alert plus the new records' alert gives the recomputed alert:
-        no threshold and no baseline, only counts, sums, min/max and object lists."""
+        no threshold, no baseline, one window per alert; only counts, sums and min/max.
+        Such rules (the parity rules: one alert per few flows) keep the first and last object
+        of an alert and count them, instead of listing up to 20: listing cost more than
+        everything else the parity rules do."""
         rule = self.rule
-        return rule.windowed and not rule.baseline and rule.having.strip().lower() == "true"
+        return (rule.windowed and not rule.baseline and rule.bucket == rule.window
+                and rule.having.strip().lower() == "true")
 
     def alerts(self, stored: str, new: str, first: int, last: int) -> str:
         if not self.rule.windowed:
@@ -180,6 +184,7 @@ class RuleSql:
         """The new records' alerts merged into the stored ones: the same result as a
         recompute for an additive rule, without reading the stored records."""
         carried = "".join(f"m.{g}, " for g in self.g)
+        objects = "(m._objects || coalesce(from_json(a.objects, '[\"VARCHAR\"]'), []))"
         return f"""
         SELECT {carried}m._b, m._key, m._group,
                m._n + coalesce(a.count, 0) AS _n,
@@ -188,8 +193,7 @@ class RuleSql:
                {_same('m._src', 'a.srcaddr')} AS _src, {_same('m._dst', 'a.dstaddr')} AS _dst,
                {_same('m._port', 'a.dstport')} AS _port,
                {_same('m._proto', 'a.protocol')} AS _proto,
-               list_sort(list_distinct(m._objects || coalesce(
-                   from_json(a.objects, '["VARCHAR"]'), []))) AS _objects,
+               list_sort(list_distinct([list_min({objects}), list_max({objects})])) AS _objects,
                m._object_count + coalesce(a.object_count, 0) AS _object_count
         FROM ({self._windowed(new, new, first, last)}) AS m
         LEFT JOIN alerts AS a ON a.id = md5(m._key)"""
@@ -224,7 +228,13 @@ class RuleSql:
                 f"sum(_vpackets) AS _sp, min(_t) AS _first, max(_tend) AS _last, "
                 f"{_single('_vsrc', '_src')}, {_single('_vdst', '_dst')}, "
                 f"{_single('_vport', '_port')}, {_single('_vproto', '_proto')}, "
-                f"list(DISTINCT object_key) AS _objects")
+                f"{self._object_aggregates()}")
+
+    def _object_aggregates(self) -> str:
+        if self.additive:
+            return ("list_distinct([min(object_key), max(object_key)]) AS _objects, "
+                    "count(DISTINCT object_key) AS _ocount")
+        return "list(DISTINCT object_key) AS _objects, NULL::BIGINT AS _ocount"
 
     def _join_touched(self, left: str, time: str) -> str:
         b = self.rule.bucket
@@ -305,10 +315,12 @@ class RuleSql:
                    sum(_sp) AS _sp, min(_first) AS _first, max(_last) AS _last,
                    {_single('_src', '_src')}, {_single('_dst', '_dst')},
                    {_single('_port', '_port')}, {_single('_proto', '_proto')},
-                   list_sort(list_distinct(flatten(list(_objects)))) AS _objects
+                   list_sort(list_distinct(flatten(list(_objects)))) AS _objects,
+                   sum(_ocount) AS _ocount
             FROM windows GROUP BY ALL
         )
-        SELECT *, len(_objects) AS _object_count, concat_ws('|', {key_parts}) AS _key,
+        SELECT *, coalesce(_ocount, len(_objects)) AS _object_count,
+               concat_ws('|', {key_parts}) AS _key,
                {group_json} AS _group
         FROM merged"""
 
