@@ -75,6 +75,19 @@ def test_a_second_writer_is_told_who_owns_the_state_dir(
     assert "is in use by pid" in err
 
 
+def test_query_while_a_collector_writes_names_the_collector(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder, _, _ = scan_files(tmp_path)
+    state = tmp_path / "state"
+    assert main(["scan", str(folder), "--state-dir", str(state)]) == 0
+    capsys.readouterr()
+    with StateLock(state):  # what a running collect holds
+        assert main(["query", "--state-dir", str(state), "SELECT 1"]) == 1
+    assert "is being written by pid" in capsys.readouterr().err
+    assert main(["query", "--state-dir", str(state), "SELECT 1"]) == 0
+
+
 def test_scan_of_a_missing_path_is_a_usage_error(tmp_path: Path) -> None:
     assert main(["scan", str(tmp_path / "nope"), "--state-dir", str(tmp_path)]) == 2
 
