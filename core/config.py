@@ -19,6 +19,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.layouts import ACCOUNT, ORG, REGION
+
 BUCKET_TYPES = ("vpcflow", "cloudtrail")
 CREDENTIAL_KEYS = (
     "access_key",
@@ -33,9 +35,6 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _SIZE_UNITS = {"": 1, "b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "kb": 10**3,
                "mb": 10**6, "gb": 10**9}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
-_ACCOUNT = re.compile(r"^\d{12}$")
-_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
-_ORG = re.compile(r"^o-[a-z0-9]{10,32}$")
 _MONTHS = {m: i for i, m in enumerate(
     ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"], 1)}
 
@@ -318,12 +317,12 @@ def _bucket(source: str, table: dict[str, Any], where: str) -> BucketConfig:
         name=name,
         path=r.get("path", "", _prefix, "a key prefix before AWSLogs/ (not AWSLogs itself)"),
         path_suffix=r.get("path_suffix", "", _prefix, "a key part after AWSLogs/"),
-        aws_organization_id=r.get("aws_organization_id", None, _matching(_ORG),
+        aws_organization_id=r.get("aws_organization_id", None, _matching(ORG),
                                   "an organization id such as o-a1b2c3d4e5"),
-        aws_account_id=r.get("aws_account_id", (), _string_list(_ACCOUNT),
+        aws_account_id=r.get("aws_account_id", (), _string_list(ACCOUNT),
                              "a list of 12-digit account ids"),
         aws_account_alias=r.get("aws_account_alias", None, _string, text),
-        regions=r.get("regions", (), _string_list(_REGION), "a list of regions like us-east-1"),
+        regions=r.get("regions", (), _string_list(REGION), "a list of regions like us-east-1"),
         aws_profile=r.get("aws_profile", None, _string, "a profile name"),
         iam_role_arn=r.get("iam_role_arn", None,
                            _matching(re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$")),

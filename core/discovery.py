@@ -74,12 +74,10 @@ async def list_bucket(s3: S3Bucket, bucket: BucketConfig, days: list[date]) -> L
 async def find_partitions(s3: S3Bucket, bucket: BucketConfig, listing: Listing) -> list[Partition]:
     """Every (account, region) folder of the bucket, in either key layout."""
     top = logs_prefix(bucket)
-    parents = [top]
     children = await _guarded(listing, top, lambda: s3.children(top)) or []
     if not bucket.aws_organization_id:  # organization trails put o-xxxx/ before accounts
         for org in (name for name in children if ORG.match(name)):
             prefix = f"{top}{org}/"
-            parents.append(prefix)
             children += [f"{org}/{c}" for c in await _guarded(
                 listing, prefix, lambda p=prefix: s3.children(p)) or []]
     partitions: list[Partition] = []

@@ -15,8 +15,10 @@ import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from core.config import BucketConfig
+if TYPE_CHECKING:  # config imports this module's patterns
+    from core.config import BucketConfig
 
 ACCOUNT = re.compile(r"^\d{12}$")
 ORG = re.compile(r"^o-[a-z0-9]{10,32}$")

@@ -198,10 +198,11 @@ async def _collect(config: Config, once: bool, as_json: bool,
 
 
 def _engine(config: Config | None) -> RuleEngine:
-    general = config.general if config else None
-    return load_engine(list(general.rules) if general else [],
-                       general.default_rules if general else True,
-                       list(general.blocklist) if general else [])
+    """The configured rules, or the default ruleset without a configuration."""
+    if config is None:
+        return load_engine([])
+    general = config.general
+    return load_engine(list(general.rules), general.default_rules, list(general.blocklist))
 
 
 def _warn_rule_errors(engine: RuleEngine) -> None:
@@ -339,7 +340,6 @@ def cmd_rules_list(args: argparse.Namespace) -> int:
 
 
 def cmd_rules_test(args: argparse.Namespace) -> int:
-    from core.rules import RuleEngine as Engine
     from core.scan import scan
 
     engine = _checked_engine(args)
@@ -351,7 +351,7 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
         raise UsageError(f"no such file or folder: {', '.join(missing)}")
     alerts: list[pa.Table] = []
     with tempfile.TemporaryDirectory(prefix="vpcwatch-rule-test-") as scratch:
-        store = Store(Path(scratch), engine=Engine([rule], engine.blocklist))
+        store = Store(Path(scratch), engine=RuleEngine([rule], engine.blocklist))
         try:
             scan(list(args.paths), store, 2**31, alerts.append)
             table = recent_alerts(store)
