@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
@@ -26,6 +26,7 @@ from core.events import (
     AlertsChanged,
     BatchCommitted,
     ObjectOutcome,
+    PollFailed,
     PollFinished,
     PollStarted,
     PollSummary,
@@ -68,18 +69,23 @@ class Collector:
 
     # -- polling ------------------------------------------------------------------------
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Poll every ``interval`` until ``stop`` is set. A failed poll is logged, not fatal."""
+    async def run(self, stop: asyncio.Event,
+                  before_poll: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Poll every ``interval`` until ``stop`` is set. A failed poll is logged, not fatal.
+        ``before_poll`` runs before each poll (the demo writes its next traffic there)."""
         general = self.config.general
         if not general.run_on_start:
             await _wait(stop, general.interval)
         while not stop.is_set():
             started = time.monotonic()
             try:
+                if before_poll is not None:
+                    await before_poll()
                 summary = await self.poll(next_in=general.interval)
                 log.info("poll finished: %s", summary.as_json())
             except Exception as exc:
                 log.error("poll failed: %s", describe(exc))
+                self.publish(PollFailed(describe(exc), time.time()))
             await _wait(stop, max(0.0, general.interval - (time.monotonic() - started)))
 
     async def poll(self, next_in: float | None = None) -> PollSummary:

@@ -104,5 +104,14 @@ class PollFinished:
     next_poll: float | None
 
 
-CoreEvent = PollStarted | BatchCommitted | AlertsChanged | PrefixBlocked | PollFinished
+@dataclass(frozen=True)
+class PollFailed:
+    """A poll stopped with an error; the next one runs at the next interval."""
+
+    error: str
+    at: float
+
+
+CoreEvent = (PollStarted | BatchCommitted | AlertsChanged | PrefixBlocked | PollFinished
+             | PollFailed)
 Publish = Callable[[CoreEvent], None]

@@ -146,12 +146,25 @@ class Store:
         return [row[0] for row in rows]
 
     def _refresh_view(self) -> None:
-        """(Re)define the ``flows`` view over the committed segments, for this connection."""
-        files = self._segment_files(self.segment_names())
+        self.define_flows_view(self.con)
+
+    def define_flows_view(self, con: duckdb.DuckDBPyConnection) -> None:
+        """(Re)define the ``flows`` view of ``con`` over the segments committed now."""
+        names = [row[0] for row in con.execute(
+            "SELECT name FROM segments ORDER BY created, name").fetchall()]
+        files = self._segment_files(names)
         sql = _EMPTY_FLOWS
         if files:
             sql += f" UNION ALL BY NAME SELECT * FROM read_parquet({files}, union_by_name=true)"
-        self.con.execute(f"CREATE OR REPLACE TEMP VIEW flows AS {sql}")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW flows AS {sql}")
+
+    def reading_cursor(self) -> duckdb.DuckDBPyConnection:
+        """A connection for another thread (the app's reader): the same database, with its
+        own ``flows`` view (see define_flows_view) and the rules' SQL functions."""
+        con = self.con.cursor()
+        self.define_flows_view(con)
+        (self.engine or RuleEngine([])).install(con)
+        return con
 
     def close(self) -> None:
         self.con.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import json
 import logging
@@ -16,7 +17,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -26,7 +27,14 @@ import duckdb
 import pyarrow as pa
 
 from core.alerts import alert_documents, recent_alerts
-from core.config import Config, ConfigError, default_state_dir, load_config, parse_duration
+from core.config import (
+    Config,
+    ConfigError,
+    default_config_path,
+    default_state_dir,
+    load_config,
+    parse_duration,
+)
 from core.decompress import CorruptObject
 from core.events import AlertsChanged, PollSummary, Publish
 from core.rules import BlocklistError, RuleEngine, load_engine
@@ -56,9 +64,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
-    if not hasattr(args, "run"):
-        parser.print_help()
-        return EXIT_USAGE
     try:
         return int(args.run(args))
     except (UsageError, ConfigError, WazuhImportError, BlocklistError) as exc:
@@ -82,7 +87,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vpcwatch", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    parser.set_defaults(run=cmd_tui, config=None, no_mouse=False)
+    commands = parser.add_subparsers(title="commands (default: tui)", metavar="COMMAND")
+
+    tui = commands.add_parser("tui", help="the terminal app (what plain `vpcwatch` runs)")
+    _app_options(tui)
+    tui.set_defaults(run=cmd_tui)
 
     collect = commands.add_parser("collect", help="poll the configured buckets into the store")
     collect.add_argument("--config", required=True, type=Path, help="the TOML configuration")
@@ -116,6 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("--config", required=True, type=Path, help="the TOML configuration")
     watch.add_argument("--headless", action="store_true",
                        help="print each new or updated alert as one JSON line on stdout")
+    watch.add_argument("--no-mouse", action="store_true", help="the app ignores the mouse")
     watch.set_defaults(run=cmd_watch)
 
     rules = commands.add_parser("rules", help="check, list or try detection rules")
@@ -140,8 +151,16 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="collect from an embedded S3 with generated traffic")
     demo.add_argument("--polls", type=int, default=0, help="stop after N polls (0: run until ^C)")
     demo.add_argument("--state-dir", type=Path, help="where the demo store goes (default: temp)")
+    demo.add_argument("--headless", action="store_true",
+                      help="print what each poll found instead of running the app")
+    demo.add_argument("--no-mouse", action="store_true", help="the app ignores the mouse")
     demo.set_defaults(run=cmd_demo)
     return parser
+
+
+def _app_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help=f"default: {default_config_path()}")
+    parser.add_argument("--no-mouse", action="store_true", help="the app ignores the mouse")
 
 
 def _store_options(parser: argparse.ArgumentParser) -> None:
@@ -298,9 +317,40 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_tui(args: argparse.Namespace) -> int:
+    from tui.app import run_app
+
+    path = args.config or default_config_path()
+    if not path.exists():
+        raise UsageError(f"no configuration at {path}: pass --config FILE (see "
+                         "config.example.toml), or try `vpcwatch demo`")
+    config = load_config(path)
+    engine = _engine(config)
+    with open_store(config.general.state_dir, engine=engine) as store:
+        _warn_rule_errors(engine)
+        with log_to_file(config.general.state_dir / "vpcwatch.log"):
+            return run_app(store, config, mouse=not args.no_mouse)
+
+
+@contextlib.contextmanager
+def log_to_file(path: Path) -> Iterator[None]:
+    """While the app owns the terminal, log lines go to ``path`` (stderr would tear it)."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.addFilter(_Redact())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.handlers = [handler]
+    try:
+        yield
+    finally:
+        root.handlers = saved
+        handler.close()
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     if not args.headless:
-        raise UsageError("the terminal app is not built yet: use watch --headless")
+        return cmd_tui(args)
     config = load_config(args.config)
 
     def publish(event: object) -> None:
@@ -370,7 +420,8 @@ def cmd_import_wazuh(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from tui.demo import run_demo
 
-    return run_demo(polls=args.polls, state_dir=args.state_dir)
+    return run_demo(polls=args.polls, state_dir=args.state_dir, headless=args.headless,
+                    mouse=not args.no_mouse)
 
 
 if __name__ == "__main__":

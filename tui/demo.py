@@ -2,7 +2,7 @@
 
 The emulator runs on 127.0.0.1; a feeder writes flow-log and CloudTrail objects into it, laid
 out exactly as AWS writes them, and vpcwatch polls it through the same aiobotocore path it
-uses against AWS. Until the Textual app lands, the demo prints what each poll found.
+uses against AWS. The app shows it; ``--headless`` prints what each poll found instead.
 """
 
 from __future__ import annotations
@@ -78,8 +78,9 @@ endpoint_url = "{url}"
     return parse_config(text, "<demo>")
 
 
-def run_demo(polls: int = 0, state_dir: Path | None = None, pause: float = POLL_SECONDS) -> int:
-    """Run until ^C (or ``polls`` polls), ``pause`` seconds between polls."""
+def run_demo(polls: int = 0, state_dir: Path | None = None, pause: float = POLL_SECONDS,
+             headless: bool = True, mouse: bool = True) -> int:
+    """Run until ^C or q (or ``polls`` polls when headless), ``pause`` seconds between polls."""
     use_emulator_credentials()
     import boto3
 
@@ -87,15 +88,31 @@ def run_demo(polls: int = 0, state_dir: Path | None = None, pause: float = POLL_
     client = boto3.client("s3", endpoint_url=s3.url, region_name="us-east-1")
     client.create_bucket(Bucket=DEMO_BUCKET)
     feeder = Feeder(client)
-    print(f"vpcwatch demo: embedded S3 at {s3.url}, bucket {DEMO_BUCKET}; ^C to stop", flush=True)
+    if headless:
+        print(f"vpcwatch demo: embedded S3 at {s3.url}, bucket {DEMO_BUCKET}; ^C to stop",
+              flush=True)
     feeder.history(time.time())
     with tempfile.TemporaryDirectory(prefix="vpcwatch-demo-") as scratch:
         config = demo_config(s3.url, state_dir or Path(scratch) / "state")
         try:
-            asyncio.run(_poll_loop(config, feeder, polls, pause))
+            if headless:
+                asyncio.run(_poll_loop(config, feeder, polls, pause))
+                return 0
+            return _run_app(config, feeder, mouse)
         finally:
             s3.stop()
-    return 0
+
+
+def _run_app(config: Config, feeder: Feeder, mouse: bool) -> int:
+    from tui.app import run_app
+    from tui.cli import log_to_file
+
+    async def before_poll() -> None:
+        await asyncio.to_thread(feeder.tick, time.time())
+
+    with open_store(config.general.state_dir, engine=load_engine([])) as store, \
+            log_to_file(config.general.state_dir / "vpcwatch.log"):
+        return run_app(store, config, before_poll=before_poll, mouse=mouse)
 
 
 async def _poll_loop(config: Config, feeder: Feeder, polls: int, pause: float) -> None:

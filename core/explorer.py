@@ -1,0 +1,265 @@
+"""The read side of the store for an interactive user: the alert feed, the bytes-over-time
+histogram, conversations, raw flows, the buckets' state, read-only SQL and exports.
+
+An Explorer owns one DuckDB cursor and must be used from one thread (the app runs it on its
+reader thread while the collector writes on its own). Everything it shows honours one
+:class:`Scope`: the filter bar's terms, the selected time range and the minimum level.
+Compaction can delete a segment file between two queries; a query that meets a vanished
+file redefines the ``flows`` view and runs once more.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+import pyarrow as pa
+
+from core.filters import Filter
+from core.store import Store
+from core.timeline import Axis, TimeRange
+
+T = TypeVar("T")
+SPARK_BUCKETS = 8
+FEED_COLUMNS = ("id", "rule_id", "level", "title", "source", "first_seen", "last_seen", "count",
+                "bytes", "packets", "srcaddr", "dstaddr", "dstport", "protocol", "group_key",
+                "mitre", "wazuh_id", "object_count", "objects", "revision")
+FLOW_COLUMNS = ("start", "end", "account_id", "interface_id", "srcaddr", "srcport", "dstaddr",
+                "dstport", "protocol", "packets", "bytes", "action", "log_status", "vpc_id",
+                "flow_direction", "object_key")
+SQL_ROW_LIMIT = 1000
+
+
+class ReadOnlyError(ValueError):
+    """The SQL prompt runs one query, never a statement that writes or changes settings."""
+
+
+@dataclass(frozen=True)
+class Scope:
+    filter: Filter = field(default_factory=Filter)
+    range: TimeRange | None = None
+    min_level: int = 0
+
+
+@dataclass(frozen=True)
+class BucketState:
+    bucket: str
+    kind: str  # vpcflow or cloudtrail
+    counts: dict[str, int]  # ledger status -> objects
+    last_commit: float | None  # epoch seconds
+
+
+class Explorer:
+    def __init__(self, store: Store):
+        self._store = store
+        self.con = store.reading_cursor()
+
+    def close(self) -> None:
+        self.con.close()
+
+    def refresh(self) -> None:
+        """See the segments committed since the last refresh."""
+        self._store.define_flows_view(self.con)
+
+    # -- alerts -------------------------------------------------------------------------
+
+    def feed(self, scope: Scope, offset: int = 0, limit: int = 200) -> pa.Table:
+        """Alerts in scope, newest first (by last record time), rows offset..offset+limit."""
+        where, params = self._alert_where(scope)
+        sql = (f"SELECT {', '.join(FEED_COLUMNS)} FROM alerts WHERE {where} "
+               "ORDER BY last_seen DESC, level DESC, id LIMIT ? OFFSET ?")
+        return self._arrow(sql, [*params, limit, offset])
+
+    def feed_count(self, scope: Scope) -> int:
+        where, params = self._alert_where(scope)
+        return int(self._rows(f"SELECT count(*) FROM alerts WHERE {where}", params)[0][0])
+
+    def _alert_where(self, scope: Scope) -> tuple[str, list[Any]]:
+        sql, params = scope.filter.alerts_sql()
+        where = f"level >= ? AND {sql}"
+        params = [scope.min_level, *params]
+        if scope.range:
+            where += " AND last_seen >= ? AND first_seen < ?"
+            params += [scope.range.start, scope.range.end]
+        return where, params
+
+    def events_of(self, alert: dict[str, Any]) -> pa.Table:
+        """The CloudTrail events behind a CloudTrail alert (its key names the event)."""
+        key = json.loads(alert.get("group_key") or "{}")
+        return self._arrow(
+            "SELECT event_time, event_name, error_code, error_message, user_arn, user_type, "
+            "source_ip, user_agent, account_id, aws_region, event_id, object_key "
+            "FROM cloudtrail WHERE event_id = ? ORDER BY event_time", [key.get("event_id")])
+
+    # -- flows --------------------------------------------------------------------------
+
+    def span(self) -> TimeRange | None:
+        """First and last second of the stored flows (from the segment list: no scan)."""
+        rows = self._rows("SELECT min(min_start), max(max_end) FROM segments")
+        first, last = rows[0]
+        if first is None or last is None:
+            return None
+        return TimeRange(int(first), max(int(last), int(first)) + 1)
+
+    def histogram(self, scope: Scope, axis: Axis) -> list[int]:
+        """Bytes per bucket of ``axis`` for the flows in scope (the range is the axis)."""
+        where, params = self._flow_where(scope, TimeRange(axis.start, axis.end))
+        rows = self._rows(
+            f"SELECT (start - ?) // ? AS b, sum(bytes)::BIGINT FROM flows WHERE {where} GROUP BY 1",
+            [axis.start, axis.size, *params])
+        values = [0] * axis.count
+        for bucket, total in rows:
+            if 0 <= bucket < axis.count and total is not None:
+                values[int(bucket)] = int(total)
+        return values
+
+    def conversations(self, scope: Scope, address: str | None, limit: int = 100) -> pa.Table:
+        """Per peer of ``address`` (or per address pair when None: the top talkers): bytes and
+        packets each way, flows, ACCEPT/REJECT, first/last seen, protocols, the most used
+        service ports and ``SPARK_BUCKETS`` byte totals over the scope's time for a sparkline.
+        "out" is from ``address`` (or from the pair's first address) to the peer."""
+        where, params = self._flow_where(scope, scope.range)
+        t0, width = self._spark_axis(scope)
+        if address is None:
+            me, peer = "least(srcaddr, dstaddr)", "greatest(srcaddr, dstaddr)"
+            params = [t0, width, *params]
+        else:
+            me, peer = "?", "CASE WHEN srcaddr = ? THEN dstaddr ELSE srcaddr END"
+            where = f"(srcaddr = ? OR dstaddr = ?) AND {where}"
+            params = [address, address, t0, width, address, address, *params]
+        sparks = ", ".join(
+            f"coalesce(sum(bytes) FILTER (WHERE b = {i}), 0)::BIGINT" for i in range(SPARK_BUCKETS))
+        sql = f"""
+        WITH f AS (
+          SELECT {me} AS address, {peer} AS peer, srcaddr, bytes, packets, action, start, "end",
+                 protocol, least(srcport, dstport) AS port,
+                 least({SPARK_BUCKETS - 1}, greatest(0, (start - ?) // ?)) AS b
+          FROM flows WHERE {where} AND srcaddr IS NOT NULL AND dstaddr IS NOT NULL)
+        SELECT address, peer,
+          coalesce(sum(bytes) FILTER (WHERE srcaddr = address), 0)::BIGINT AS bytes_out,
+          coalesce(sum(bytes) FILTER (WHERE srcaddr <> address), 0)::BIGINT AS bytes_in,
+          coalesce(sum(packets) FILTER (WHERE srcaddr = address), 0)::BIGINT AS packets_out,
+          coalesce(sum(packets) FILTER (WHERE srcaddr <> address), 0)::BIGINT AS packets_in,
+          count(*) AS flows,
+          count(*) FILTER (WHERE action = 'ACCEPT') AS accepted,
+          count(*) FILTER (WHERE action = 'REJECT') AS rejected,
+          min(start) AS first_seen, max("end") AS last_seen,
+          list(DISTINCT protocol ORDER BY protocol) AS protocols,
+          approx_top_k(port, 3) AS ports,
+          [{sparks}] AS trend
+        FROM f GROUP BY address, peer
+        ORDER BY bytes_out + bytes_in DESC, flows DESC, address, peer LIMIT ?
+        """
+        return self._arrow(sql, [*params, limit])
+
+    def flows_between(self, scope: Scope, address: str, peer: str, limit: int = 500
+                      ) -> pa.Table:
+        """The raw flow records between two addresses in scope, newest first."""
+        where, params = self._flow_where(scope, scope.range)
+        columns = ", ".join(f'"{c}"' for c in FLOW_COLUMNS)
+        return self._arrow(
+            f"SELECT {columns} FROM flows WHERE ((srcaddr = ? AND dstaddr = ?) OR "
+            f"(srcaddr = ? AND dstaddr = ?)) AND {where} ORDER BY start DESC LIMIT ?",
+            [address, peer, peer, address, *params, limit])
+
+    def _flow_where(self, scope: Scope, window: TimeRange | None) -> tuple[str, list[Any]]:
+        where, params = scope.filter.flows_sql()
+        if window:
+            where += " AND start >= ? AND start < ?"
+            params = [*params, window.start, window.end]
+        return where, params
+
+    def _spark_axis(self, scope: Scope) -> tuple[int, int]:
+        window = scope.range or self.span() or TimeRange(0, SPARK_BUCKETS)
+        width = max(1, -(-(window.end - window.start) // SPARK_BUCKETS))
+        return window.start, width
+
+    # -- state, SQL, export -------------------------------------------------------------
+
+    def bucket_states(self) -> list[BucketState]:
+        rows = self._rows(
+            "SELECT bucket, CASE kind WHEN 'cloudtrail' THEN 'cloudtrail' ELSE 'vpcflow' END, "
+            "status, count(*), max(epoch(updated)) FROM objects GROUP BY ALL ORDER BY ALL")
+        states: dict[tuple[str, str], BucketState] = {}
+        for bucket, kind, status, count, updated in rows:
+            state = states.setdefault((bucket, kind), BucketState(bucket, kind, {}, None))
+            state.counts[status] = int(count)
+            if status == "done" and updated is not None:
+                states[(bucket, kind)] = BucketState(bucket, kind, state.counts, float(updated))
+        return list(states.values())
+
+    def problems(self) -> pa.Table:
+        """Objects quarantined or blocked, and prefixes access was denied to."""
+        return self._arrow(
+            "SELECT bucket, key, status, last_error AS error, updated FROM objects "
+            "WHERE status IN ('quarantined', 'blocked') UNION ALL "
+            "SELECT bucket, prefix, status, error, updated FROM prefixes WHERE status <> 'ok' "
+            "ORDER BY updated DESC LIMIT 1000")
+
+    def newest_record(self) -> int | None:
+        span = self.span()
+        return span.end - 1 if span else None
+
+    def read_only_sql(self, text: str) -> pa.Table:
+        """Run one query (see check_read_only); at most SQL_ROW_LIMIT rows come back."""
+        check_read_only(text)
+        return self._retry(lambda: self.con.sql(text).limit(SQL_ROW_LIMIT).to_arrow_table())
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _rows(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        return self._retry(lambda: self.con.execute(sql, params or []).fetchall())
+
+    def _arrow(self, sql: str, params: list[Any] | None = None) -> pa.Table:
+        return self._retry(lambda: self.con.sql(sql, params=params or []).to_arrow_table())
+
+    def _retry(self, run: Callable[[], T]) -> T:
+        try:
+            return run()
+        except duckdb.IOException:  # a segment compacted away since the last refresh
+            self.refresh()
+            return run()
+
+
+def check_read_only(text: str) -> None:
+    try:
+        statements = duckdb.extract_statements(text)
+    except duckdb.Error as exc:
+        raise ReadOnlyError(str(exc).splitlines()[0]) from None
+    if len(statements) != 1:
+        raise ReadOnlyError(f"one statement at a time ({len(statements)} given)")
+    kind = statements[0].type.name
+    if kind != "SELECT":  # (EXPLAIN ANALYZE would run what it explains: not allowed)
+        raise ReadOnlyError(f"only queries run here: SELECT, WITH, FROM, VALUES, DESCRIBE, "
+                            f"SHOW, SUMMARIZE (this is {kind})")
+
+
+def export_rows(rows: list[dict[str, Any]], directory: Path, stem: str, fmt: str) -> Path:
+    """Write ``rows`` to ``directory/stem-YYYYmmdd-HHMMSS.{csv,json}`` (JSON: one object per
+    line; CSV: lists and objects as JSON) and return the path. Values are written as they are:
+    a spreadsheet opening the CSV sees log text, formulas included, as the log wrote it."""
+    if fmt not in ("csv", "json"):
+        raise ValueError(f"export format is csv or json, not {fmt!r}")
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path = directory / f"{name}.{fmt}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = directory / f"{name}-{n}.{fmt}"
+    with path.open("x", newline="", encoding="utf-8") as out:
+        if fmt == "json":
+            for row in rows:
+                out.write(json.dumps(row, default=str) + "\n")
+            return path
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else [])
+        writer.writeheader()
+        writer.writerows({k: json.dumps(v) if isinstance(v, list | dict) else v
+                          for k, v in row.items()} for row in rows)
+    return path

@@ -1,0 +1,197 @@
+"""The filter language of the app's filter bar, compiled to SQL for flows and for alerts.
+
+``10.0.1.5 port:22 !action:accept`` means: flows or alerts involving 10.0.1.5, on port 22,
+not accepted. Terms are separated by spaces and combined with AND; ``!`` negates one term.
+A term that cannot apply to a table (``rule:`` on flows, ``eni:`` on alerts without an
+interface in their key) is left out of that table's SQL and said so by :meth:`Filter.notes`.
+Values are always bound as parameters, never spliced into the SQL. CIDRs use the ``ip4``
+macro of ``core.rules.functions``, installed on every store connection.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "icmp6": 58, "icmpv6": 58, "gre": 47, "esp": 50}
+ACTIONS = ("accept", "reject")
+SYNTAX = ("IP, CIDR, src:IP|CIDR, dst:IP|CIDR, port:N, proto:tcp|udp|icmp|N, "
+          "action:accept|reject, rule:ID (* matches any text), level>=N, eni:ID, vpc:ID, "
+          "acct:ID; !TERM negates; terms combine with AND")
+
+Sql = tuple[str, list[Any]]
+
+
+class FilterError(ValueError):
+    """A term the filter bar cannot use; the message names the term and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Term:
+    text: str  # as typed, for display
+    negated: bool
+    flows: Sql | None  # None: does not apply to flows
+    alerts: Sql | None  # None: does not apply to alerts
+
+
+@dataclass(frozen=True)
+class Filter:
+    text: str = ""
+    terms: tuple[Term, ...] = field(default_factory=tuple)
+
+    @property
+    def empty(self) -> bool:
+        return not self.terms
+
+    def flows_sql(self) -> Sql:
+        return _combine([(t.flows, t.negated) for t in self.terms if t.flows])
+
+    def alerts_sql(self) -> Sql:
+        return _combine([(t.alerts, t.negated) for t in self.terms if t.alerts])
+
+    def notes(self) -> list[str]:
+        """Terms that narrow only one of the two tables."""
+        out = []
+        for term in self.terms:
+            if term.flows is None:
+                out.append(f"{term.text}: alerts only")
+            elif term.alerts is None:
+                out.append(f"{term.text}: flows only")
+        return out
+
+    def single_address(self) -> str | None:
+        """The address when the filter is exactly one plain IP (the conversations' focus)."""
+        if len(self.terms) == 1 and not self.terms[0].negated:
+            text = self.terms[0].text
+            return text if _is_address(text) else None
+        return None
+
+
+def parse_filter(text: str) -> Filter:
+    """Parse the filter bar's text; raise FilterError naming the first bad term."""
+    return Filter(text.strip(), tuple(_term(word) for word in text.split()))
+
+
+def _combine(parts: list[tuple[Sql, bool]]) -> Sql:
+    if not parts:
+        return "true", []
+    sql, params = [], []
+    for (clause, values), negated in parts:
+        sql.append(f"NOT coalesce({clause}, false)" if negated else f"coalesce({clause}, false)")
+        params += values
+    return " AND ".join(sql), params
+
+
+def _term(word: str) -> Term:
+    negated = word.startswith("!")
+    body = word[1:] if negated else word
+    if not body:
+        raise FilterError(f"'{word}': ! must be followed by a term ({SYNTAX})")
+    level = re.fullmatch(r"level(>=|<=|=|>|<)(\d{1,2})", body)
+    if level:
+        op, value = level.group(1), int(level.group(2))
+        if value > 15:
+            raise FilterError(f"'{word}': levels go from 0 to 15")
+        return Term(word, negated, None, (f"level {op} ?", [value]))
+    key, sep, value = body.partition(":")
+    if not sep:
+        return Term(word, negated, *_address_pair(word, body, ("srcaddr", "dstaddr")))
+    if key not in _KEYED:
+        raise FilterError(f"'{word}': unknown key '{key}:' (use {SYNTAX})")
+    if not value:
+        raise FilterError(f"'{word}': '{key}:' needs a value ({SYNTAX})")
+    flows, alerts = _KEYED[key](word, value)
+    return Term(word, negated, flows, alerts)
+
+
+def _address_pair(word: str, value: str, columns: tuple[str, ...]) -> tuple[Sql, Sql]:
+    """An address or network matched against ``columns`` (either of them)."""
+    clause, params = _address_clause(word, value)
+    sql = " OR ".join(clause.format(col=c) for c in columns)
+    return (f"({sql})", params * len(columns)), (f"({sql})", params * len(columns))
+
+
+def _address_clause(word: str, value: str) -> Sql:
+    if _is_address(value):
+        return "{col} = ?", [str(ipaddress.ip_address(value)).lower() if ":" in value
+                             else value]
+    try:
+        network = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise FilterError(f"'{word}': not an IP address or CIDR, nor a known term ({SYNTAX})"
+                          ) from None
+    if network.version == 6:
+        raise FilterError(f"'{word}': IPv6 networks are not supported yet; use an address")
+    return ("ip4({col}) BETWEEN ? AND ?",
+            [int(network.network_address), int(network.broadcast_address)])
+
+
+def _is_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _src(word: str, value: str) -> tuple[Sql | None, Sql | None]:
+    clause, params = _address_clause(word, value)
+    return (clause.format(col="srcaddr"), params), (clause.format(col="srcaddr"), params)
+
+
+def _dst(word: str, value: str) -> tuple[Sql | None, Sql | None]:
+    clause, params = _address_clause(word, value)
+    return (clause.format(col="dstaddr"), params), (clause.format(col="dstaddr"), params)
+
+
+def _port(word: str, value: str) -> tuple[Sql | None, Sql | None]:
+    if not value.isdigit() or int(value) > 65535:
+        raise FilterError(f"'{word}': a port is a number from 0 to 65535")
+    port = int(value)
+    return ("(srcport = ? OR dstport = ?)", [port, port]), ("dstport = ?", [port])
+
+
+def _proto(word: str, value: str) -> tuple[Sql | None, Sql | None]:
+    number = PROTOCOLS.get(value.lower())
+    if number is None:
+        if not value.isdigit() or int(value) > 255:
+            raise FilterError(f"'{word}': a protocol is {', '.join(PROTOCOLS)} or 0-255")
+        number = int(value)
+    return ("protocol = ?", [number]), ("protocol = ?", [number])
+
+
+def _action(word: str, value: str) -> tuple[Sql | None, Sql | None]:
+    if value.lower() not in ACTIONS:
+        raise FilterError(f"'{word}': action is accept or reject")
+    action = value.upper()
+    return ("action = ?", [action]), None
+
+
+def _rule(word: str, value: str) -> tuple[Sql | None, Sql | None]:
+    if not re.fullmatch(r"[A-Za-z0-9_.*-]+", value):
+        raise FilterError(f"'{word}': a rule id has letters, digits, '.', '_', '-' and '*'")
+    pattern = value.replace("_", "\\_").replace("*", "%")
+    return None, ("rule_id LIKE ? ESCAPE '\\'", [pattern])
+
+
+def _field(column: str) -> Callable[[str, str], tuple[Sql | None, Sql | None]]:
+    def build(word: str, value: str) -> tuple[Sql | None, Sql | None]:
+        return ((f"{column} = ?", [value]),
+                (f"json_extract_string(group_key, '$.{column}') = ?", [value]))
+    return build
+
+
+_KEYED: dict[str, Callable[[str, str], tuple[Sql | None, Sql | None]]] = {
+    "src": _src,
+    "dst": _dst,
+    "port": _port,
+    "proto": _proto,
+    "action": _action,
+    "rule": _rule,
+    "eni": _field("interface_id"),
+    "vpc": _field("vpc_id"),
+    "acct": _field("account_id"),
+}

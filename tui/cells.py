@@ -1,0 +1,81 @@
+"""Table cells and labels for the app. Every value from a log becomes a ``rich.text.Text``
+built from ``core.safetext`` (never markup): control, ESC, C1 and bidi characters shown as
+escapes, long values cut with an ellipsis."""
+
+from __future__ import annotations
+
+from datetime import datetime, tzinfo
+from decimal import Decimal
+from typing import Any
+
+from rich.text import Text
+
+from core.safetext import truncate
+
+PROTOCOL_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 58: "icmp6"}
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def plain(value: Any, width: int = 40, style: str = "") -> Text:
+    """Untrusted ``value`` as literal text, at most ``width`` characters."""
+    return Text("" if value is None else truncate(str(value), width), style=style)
+
+
+def level_cell(level: int | None) -> Text:
+    """The level, coloured by severity (works with 16 colours)."""
+    if level is None:
+        return Text("")
+    style = ("bold red" if level >= 12 else "red" if level >= 10 else "yellow" if level >= 7
+             else "cyan" if level >= 5 else "dim")
+    return Text(f"{level:>2}", style=style)
+
+
+def number(value: int | Decimal | None) -> Text:
+    return Text("" if value is None else f"{int(value):,}", justify="right")
+
+
+def size(value: int | Decimal | None) -> Text:
+    return Text(human_bytes(value), justify="right")
+
+
+def human_bytes(value: int | Decimal | float | None) -> str:
+    """Binary units, as the alert titles write them (DuckDB's format_bytes)."""
+    if value is None:
+        return ""
+    amount = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(amount) < 1024 or unit == "TiB":
+            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1024
+    return f"{amount:.1f} TiB"
+
+
+def protocol_name(number: int | None) -> str:
+    if number is None:
+        return ""
+    return PROTOCOL_NAMES.get(int(number), str(number))
+
+
+def clock(epoch: int | float | None, zone: tzinfo, seconds: bool = True) -> str:
+    if epoch is None:
+        return ""
+    return datetime.fromtimestamp(epoch, zone).strftime("%H:%M:%S" if seconds else "%H:%M")
+
+
+def day_clock(epoch: int | float | None, zone: tzinfo) -> str:
+    if epoch is None:
+        return ""
+    return datetime.fromtimestamp(epoch, zone).strftime("%m-%d %H:%M:%S")
+
+
+def zone_name(zone: tzinfo) -> str:
+    return datetime.now(zone).strftime("%Z") or "local"
+
+
+def sparkline(values: list[Any]) -> Text:
+    numbers = [int(v or 0) for v in values]
+    top = max(numbers, default=0)
+    if top <= 0:
+        return Text(SPARK[0] * len(numbers), style="dim")
+    return Text("".join(SPARK[min(7, n * 8 // (top + 1))] if n else " " for n in numbers),
+                style="green")

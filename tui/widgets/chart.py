@@ -1,0 +1,170 @@
+"""The bytes-over-time chart (plotext) and the one-row timeline strip under it.
+
+Both draw a :class:`ChartState`; neither queries anything. The chart colours the cursor
+bucket, the selection and the peaks; the strip maps its width onto the same buckets and lets
+the mouse click or drag a range (posted as :class:`Timeline.Picked`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import tzinfo
+
+from rich.text import Text
+from textual.events import MouseDown, MouseMove, MouseUp
+from textual.message import Message
+from textual.widget import Widget
+from textual_plotext import PlotextPlot
+
+from core.timeline import Axis, Peak
+from tui.cells import clock, human_bytes
+
+Y_TICKS = 3
+X_TICKS = 5
+
+
+@dataclass
+class ChartState:
+    axis: Axis | None = None
+    values: list[int] = field(default_factory=list)
+    peaks: list[Peak] = field(default_factory=list)
+    cursor: int | None = None  # bucket index
+    selection: tuple[int, int] | None = None  # bucket indexes, inclusive
+    zoomed: bool = False  # the axis is the applied range
+
+
+class TrafficChart(PlotextPlot):
+    """Bytes per bucket; focusable so ←/→, [/], shift+←/→ and Enter are its keys."""
+
+    can_focus = True
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.state = ChartState()
+        self.zone: tzinfo | None = None
+
+    def show(self, state: ChartState, zone: tzinfo) -> None:
+        self.state, self.zone = state, zone
+        self._draw()
+        self.refresh()
+
+    def _draw(self) -> None:
+        plt, state = self.plt, self.state
+        plt.clear_figure()
+        plt.xfrequency(0)
+        if state.axis is None or not state.values:
+            plt.title("no flows stored yet")
+            return
+        count = len(state.values)
+        peak_tops = {p.top for p in state.peaks}
+        low, high = state.selection or (-1, -2)
+        selected = set(range(low, high + 1))
+        layers = {"normal": [0] * count, "peak": [0] * count, "selected": [0] * count}
+        for i, value in enumerate(state.values):
+            layer = "selected" if i in selected or i == state.cursor else (
+                "peak" if _in_peak(i, state.peaks) else "normal")
+            layers[layer][i] = value
+        xs = list(range(count))
+        for name, color in (("normal", "blue"), ("peak", "red"), ("selected", "yellow")):
+            if any(layers[name]):
+                plt.bar(xs, layers[name], color=color, width=0.8, marker="sd")
+        for top in peak_tops:
+            plt.text("▲", x=top, y=state.values[top], color="red", alignment="center")
+        self._ticks(count)
+        plt.title(self._title())
+
+    def _ticks(self, count: int) -> None:
+        axis, plt = self.state.axis, self.plt
+        assert axis is not None and self.zone is not None
+        step = max(1, count // X_TICKS)
+        positions = list(range(0, count, step))
+        plt.xticks(positions, [clock(axis.start + p * axis.size, self.zone, False)
+                               for p in positions])
+        top = max(self.state.values, default=0)
+        if top > 0:
+            ys = [top * k / Y_TICKS for k in range(Y_TICKS + 1)]
+            plt.yticks(ys, [human_bytes(y) for y in ys])
+        plt.xlim(-0.5, count - 0.5)
+
+    def _title(self) -> str:
+        axis, state = self.state.axis, self.state
+        assert axis is not None and self.zone is not None
+        minutes = axis.size // 60
+        size = f"{minutes} min" if minutes < 60 else f"{minutes // 60} h"
+        title = f"bytes per {size}; peaks: {len(state.peaks)}"
+        if state.cursor is not None:
+            t = axis.start + state.cursor * axis.size
+            title += (f"; cursor {clock(t, self.zone, False)} "
+                      f"{human_bytes(state.values[state.cursor])}")
+        return title + ("; zoomed to the range" if state.zoomed else "")
+
+
+def _in_peak(i: int, peaks: list[Peak]) -> bool:
+    return any(p.first <= i <= p.last for p in peaks)
+
+
+class Timeline(Widget):
+    """One row under the chart: the buckets across the full width; click or drag a range."""
+
+    DEFAULT_CSS = "Timeline { height: 1; }"
+
+    class Picked(Message):
+        def __init__(self, first: int, last: int) -> None:
+            super().__init__()
+            self.first, self.last = first, last
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.state = ChartState()
+        self._anchor: int | None = None
+        self._drag: tuple[int, int] | None = None
+
+    def show(self, state: ChartState) -> None:
+        self.state = state
+        self.refresh()
+
+    def bucket_at(self, x: int) -> int | None:
+        count = len(self.state.values)
+        if not count or self.size.width <= 0:
+            return None
+        return min(count - 1, max(0, x * count // self.size.width))
+
+    def render(self) -> Text:
+        width = self.size.width
+        text = Text()
+        selection = self._drag or self.state.selection
+        for x in range(width):
+            bucket = self.bucket_at(x)
+            if bucket is None:
+                text.append("─", style="dim")
+            elif selection and min(selection) <= bucket <= max(selection):
+                text.append("█", style="yellow")
+            elif bucket == self.state.cursor:
+                text.append("┃", style="yellow")
+            elif _in_peak(bucket, self.state.peaks):
+                text.append("▲", style="red")
+            else:
+                text.append("─", style="dim")
+        return text
+
+    def on_mouse_down(self, event: MouseDown) -> None:
+        self._anchor = self.bucket_at(event.x)
+        if self._anchor is not None:
+            self._drag = (self._anchor, self._anchor)
+            self.capture_mouse()
+            self.refresh()
+
+    def on_mouse_move(self, event: MouseMove) -> None:
+        if self._anchor is not None and event.button:
+            bucket = self.bucket_at(event.x)
+            if bucket is not None:
+                self._drag = (self._anchor, bucket)
+                self.refresh()
+
+    def on_mouse_up(self, event: MouseUp) -> None:
+        self.release_mouse()
+        if self._drag is not None:
+            first, last = sorted(self._drag)
+            self.post_message(self.Picked(first, last))
+        self._anchor = self._drag = None
+        self.refresh()

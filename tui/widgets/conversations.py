@@ -1,0 +1,66 @@
+"""The conversations pane: the peers of one address, or the top talkers, in scope."""
+
+from __future__ import annotations
+
+from datetime import tzinfo
+from typing import Any
+
+import pyarrow as pa
+from rich.text import Text
+from textual.widgets import DataTable
+
+from tui.cells import day_clock, number, plain, protocol_name, size, sparkline
+
+COLUMNS = ("address", "peer", "dir", "ports", "proto", "bytes →", "bytes ←", "pkts →",
+           "pkts ←", "flows", "accept", "reject", "first", "last", "trend")
+
+
+class Conversations(DataTable[Any]):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        self.rows_shown: list[dict[str, Any]] = []
+
+    def on_mount(self) -> None:
+        self.add_columns(*COLUMNS)
+
+    def show(self, table: pa.Table, zone: tzinfo) -> None:
+        self.rows_shown = table.to_pylist()
+        cursor = self.cursor_row
+        self.clear()
+        for row in self.rows_shown:
+            self.add_row(*_cells(row, zone))
+        if self.rows_shown:
+            self.move_cursor(row=min(cursor, len(self.rows_shown) - 1), animate=False)
+
+    @property
+    def selected(self) -> dict[str, Any] | None:
+        if not self.rows_shown or not 0 <= self.cursor_row < len(self.rows_shown):
+            return None
+        return self.rows_shown[self.cursor_row]
+
+
+def direction(row: dict[str, Any]) -> str:
+    sent, received = row["packets_out"] or 0, row["packets_in"] or 0
+    return "↔" if sent and received else "→" if sent else "←"
+
+
+def _cells(row: dict[str, Any], zone: tzinfo) -> list[Text]:
+    ports = ",".join(str(p) for p in row["ports"] or [] if p is not None)
+    protocols = ",".join(protocol_name(p) for p in row["protocols"] or [])
+    return [
+        plain(row["address"], 39),
+        plain(row["peer"], 39),
+        Text(direction(row)),
+        plain(ports, 17),
+        plain(protocols, 12),
+        size(row["bytes_out"]),
+        size(row["bytes_in"]),
+        number(row["packets_out"]),
+        number(row["packets_in"]),
+        number(row["flows"]),
+        number(row["accepted"]),
+        number(row["rejected"]),
+        Text(day_clock(row["first_seen"], zone)),
+        Text(day_clock(row["last_seen"], zone)),
+        sparkline(row["trend"]),
+    ]

@@ -1,0 +1,67 @@
+"""The status bar: each bucket's ledger counts, the last and next poll, the ingest rate, the
+lag between the newest record and now, the time zone, and how many problems ``!`` shows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import tzinfo
+
+from rich.text import Text
+from textual.widgets import Static
+
+from core.explorer import BucketState
+from tui.cells import clock, plain, zone_name
+
+
+@dataclass
+class Activity:
+    """What the app learned from the core's events (the ledger holds the rest)."""
+
+    polling: bool = False
+    last_poll: float | None = None
+    next_poll: float | None = None
+    records_per_second: float = 0.0
+    newest_record: int | None = None
+    problems: int = 0
+    errors: list[str] = field(default_factory=list)  # poll and rule errors, newest last
+
+
+class StatusBar(Static):
+    def show(self, buckets: list[BucketState], activity: Activity, zone: tzinfo,
+             now: float) -> None:
+        self.update(status_text(buckets, activity, zone, now))
+
+
+def status_text(buckets: list[BucketState], activity: Activity, zone: tzinfo,
+                now: float) -> Text:
+    text = Text()
+    text.append("● polling " if activity.polling else "○ idle ",
+                style="green" if activity.polling else "dim")
+    text.append(f"last {clock(activity.last_poll, zone) or '–'} "
+                f"next {clock(activity.next_poll, zone) or '–'}  ")
+    text.append(f"last poll {activity.records_per_second:,.0f} rec/s  ")
+    lag = _lag(activity.newest_record, now)
+    text.append(f"lag {lag}  ", style="yellow" if lag.endswith("h") else "")
+    text.append(zone_name(zone), style="bold")
+    if activity.problems or activity.errors:
+        text.append(f"  ! {activity.problems + len(activity.errors)} problems", style="bold red")
+    for state in buckets:
+        text.append("\n")
+        text.append(plain(f"{state.bucket}/{state.kind}", 40, "bold"))
+        counts = state.counts
+        text.append(f"  done {counts.get('done', 0):,} pending {counts.get('pending', 0):,}")
+        quarantined, blocked = counts.get("quarantined", 0), counts.get("blocked", 0)
+        text.append(f" quarantined {quarantined:,}", style="red" if quarantined else "")
+        text.append(f" blocked {blocked:,}", style="red" if blocked else "")
+    return text
+
+
+def _lag(newest: int | None, now: float) -> str:
+    if newest is None:
+        return "–"
+    seconds = max(0, int(now - newest))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h"
