@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ import pyarrow as pa
 from core.filters import Filter
 from core.store import Store
 from core.timeline import Axis, TimeRange
+from core.traffic_index import TrafficIndex
 
 T = TypeVar("T")
 SPARK_BUCKETS = 8
@@ -34,6 +36,7 @@ FLOW_COLUMNS = ("start", "end", "account_id", "interface_id", "srcaddr", "srcpor
                 "dstport", "protocol", "packets", "bytes", "action", "log_status", "vpc_id",
                 "flow_direction", "object_key")
 SQL_ROW_LIMIT = 1000
+CACHE_ENTRIES = 64  # flow answers kept until the data changes
 
 
 class ReadOnlyError(ValueError):
@@ -59,6 +62,9 @@ class Explorer:
     def __init__(self, store: Store):
         self._store = store
         self.con = store.reading_cursor()
+        self.index = TrafficIndex(store, self.con)
+        self.index.sync()
+        self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 
     def close(self) -> None:
         self.con.close()
@@ -66,6 +72,19 @@ class Explorer:
     def refresh(self) -> None:
         """See the segments committed since the last refresh."""
         self._store.define_flows_view(self.con)
+        if self.index.sync():
+            self._cache.clear()
+
+    def _cached(self, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
+        """Flow answers only change when the index does (refresh clears them)."""
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]  # type: ignore[no-any-return]
+        value = compute()
+        self._cache[key] = value
+        if len(self._cache) > CACHE_ENTRIES:
+            self._cache.popitem(last=False)
+        return value
 
     # -- alerts -------------------------------------------------------------------------
 
@@ -109,10 +128,14 @@ class Explorer:
 
     def histogram(self, scope: Scope, axis: Axis) -> list[int]:
         """Bytes per bucket of ``axis`` for the flows in scope (the range is the axis)."""
-        where, params = self._flow_where(scope, TimeRange(axis.start, axis.end))
+        return self._cached(("histogram", scope.filter.text, axis),
+                            lambda: self._histogram(scope, axis))
+
+    def _histogram(self, scope: Scope, axis: Axis) -> list[int]:
+        where, params = self._index_where(scope, TimeRange(axis.start, axis.end))
         rows = self._rows(
-            f"SELECT (start - ?) // ? AS b, sum(bytes)::BIGINT FROM flows WHERE {where} GROUP BY 1",
-            [axis.start, axis.size, *params])
+            f"SELECT (start - ?) // ? AS b, sum(bytes)::BIGINT FROM ix_flows WHERE {where} "
+            "GROUP BY 1", [axis.start, axis.size, *params])
         values = [0] * axis.count
         for bucket, total in rows:
             if 0 <= bucket < axis.count and total is not None:
@@ -124,37 +147,59 @@ class Explorer:
         packets each way, flows, ACCEPT/REJECT, first/last seen, protocols, the most used
         service ports and ``SPARK_BUCKETS`` byte totals over the scope's time for a sparkline.
         "out" is from ``address`` (or from the pair's first address) to the peer."""
-        where, params = self._flow_where(scope, scope.range)
+        return self._cached(("conversations", scope.filter.text, scope.range, address, limit),
+                            lambda: self._conversations(scope, address, limit))
+
+    def _conversations(self, scope: Scope, address: str | None, limit: int) -> pa.Table:
+        where, params = self._index_where(scope, scope.range)
         t0, width = self._spark_axis(scope)
         if address is None:
-            me, peer = "least(srcaddr, dstaddr)", "greatest(srcaddr, dstaddr)"
+            me, peer = "least(src, dst)", "greatest(src, dst)"
             params = [t0, width, *params]
         else:
-            me, peer = "?", "CASE WHEN srcaddr = ? THEN dstaddr ELSE srcaddr END"
-            where = f"(srcaddr = ? OR dstaddr = ?) AND {where}"
-            params = [address, address, t0, width, address, address, *params]
+            me_id = self.index.address_id(address)
+            me, peer = "?", "CASE WHEN src = ? THEN dst ELSE src END"
+            where = f"(src = ? OR dst = ?) AND {where}"
+            params = [me_id, me_id, t0, width, me_id, me_id, *params]
         sparks = ", ".join(
             f"coalesce(sum(bytes) FILTER (WHERE b = {i}), 0)::BIGINT" for i in range(SPARK_BUCKETS))
+        # Aggregating 10 M rows with a dozen aggregates costs seconds; so: find the pairs with
+        # one sum, aggregate their rows once into a small table, and finish from that.
         sql = f"""
-        WITH f AS (
-          SELECT {me} AS address, {peer} AS peer, srcaddr, bytes, packets, action, start, "end",
-                 protocol, least(srcport, dstport) AS port,
+        WITH f AS MATERIALIZED (
+          SELECT {me} AS a, {peer} AS p, src, bytes, packets, action, start, "end", protocol,
+                 least(srcport, dstport) AS port,
                  least({SPARK_BUCKETS - 1}, greatest(0, (start - ?) // ?)) AS b
-          FROM flows WHERE {where} AND srcaddr IS NOT NULL AND dstaddr IS NOT NULL)
-        SELECT address, peer,
-          coalesce(sum(bytes) FILTER (WHERE srcaddr = address), 0)::BIGINT AS bytes_out,
-          coalesce(sum(bytes) FILTER (WHERE srcaddr <> address), 0)::BIGINT AS bytes_in,
-          coalesce(sum(packets) FILTER (WHERE srcaddr = address), 0)::BIGINT AS packets_out,
-          coalesce(sum(packets) FILTER (WHERE srcaddr <> address), 0)::BIGINT AS packets_in,
-          count(*) AS flows,
-          count(*) FILTER (WHERE action = 'ACCEPT') AS accepted,
-          count(*) FILTER (WHERE action = 'REJECT') AS rejected,
-          min(start) AS first_seen, max("end") AS last_seen,
-          list(DISTINCT protocol ORDER BY protocol) AS protocols,
-          approx_top_k(port, 3) AS ports,
-          [{sparks}] AS trend
-        FROM f GROUP BY address, peer
-        ORDER BY bytes_out + bytes_in DESC, flows DESC, address, peer LIMIT ?
+          FROM ix_flows WHERE {where} AND src IS NOT NULL AND dst IS NOT NULL),
+        top AS (
+          SELECT a, p FROM f GROUP BY a, p
+          ORDER BY sum(bytes) DESC NULLS LAST, count(*) DESC, a, p LIMIT ?),
+        fine AS (
+          SELECT a, p, b, src = a AS out, action, protocol, port, sum(bytes) AS bytes,
+                 sum(packets) AS packets, count(*) AS flows, min(start) AS first_seen,
+                 max("end") AS last_seen
+          FROM f SEMI JOIN top USING (a, p) GROUP BY ALL),
+        ports AS (
+          SELECT a, p, list(port ORDER BY n DESC, port)[1:3] AS ports
+          FROM (SELECT a, p, port, sum(flows) AS n FROM fine GROUP BY ALL) GROUP BY a, p),
+        g AS (
+          SELECT a, p,
+            coalesce(sum(bytes) FILTER (WHERE out), 0)::BIGINT AS bytes_out,
+            coalesce(sum(bytes) FILTER (WHERE NOT out), 0)::BIGINT AS bytes_in,
+            coalesce(sum(packets) FILTER (WHERE out), 0)::BIGINT AS packets_out,
+            coalesce(sum(packets) FILTER (WHERE NOT out), 0)::BIGINT AS packets_in,
+            sum(flows)::BIGINT AS flows,
+            coalesce(sum(flows) FILTER (WHERE action = 'ACCEPT'), 0)::BIGINT AS accepted,
+            coalesce(sum(flows) FILTER (WHERE action = 'REJECT'), 0)::BIGINT AS rejected,
+            min(first_seen) AS first_seen, max(last_seen) AS last_seen,
+            list(DISTINCT protocol ORDER BY protocol) AS protocols,
+            [{sparks}] AS trend
+          FROM fine GROUP BY a, p)
+        SELECT aa.address AS address, pa.address AS peer,
+               g.* EXCLUDE (a, p, trend), ports.ports, g.trend
+        FROM g JOIN ports USING (a, p) JOIN ix_addr aa ON aa.id = g.a
+        JOIN ix_addr pa ON pa.id = g.p
+        ORDER BY bytes_out + bytes_in DESC, flows DESC, address, peer
         """
         return self._arrow(sql, [*params, limit])
 
@@ -169,11 +214,10 @@ class Explorer:
             [address, peer, peer, address, *params, limit])
 
     def _flow_where(self, scope: Scope, window: TimeRange | None) -> tuple[str, list[Any]]:
-        where, params = scope.filter.flows_sql()
-        if window:
-            where += " AND start >= ? AND start < ?"
-            params = [*params, window.start, window.end]
-        return where, params
+        return _within(*scope.filter.flows_sql(), window)
+
+    def _index_where(self, scope: Scope, window: TimeRange | None) -> tuple[str, list[Any]]:
+        return _within(*scope.filter.index_sql(), window)
 
     def _spark_axis(self, scope: Scope) -> tuple[int, int]:
         window = scope.range or self.span() or TimeRange(0, SPARK_BUCKETS)
@@ -225,6 +269,12 @@ class Explorer:
         except duckdb.IOException:  # a segment compacted away since the last refresh
             self.refresh()
             return run()
+
+
+def _within(where: str, params: list[Any], window: TimeRange | None) -> tuple[str, list[Any]]:
+    if window is None:
+        return where, params
+    return f"{where} AND start >= ? AND start < ?", [*params, window.start, window.end]
 
 
 def check_read_only(text: str) -> None:

@@ -35,6 +35,7 @@ class Term:
     negated: bool
     flows: Sql | None  # None: does not apply to flows
     alerts: Sql | None  # None: does not apply to alerts
+    index: Sql | None = None  # over core.traffic_index's tables (addresses as ids)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,10 @@ class Filter:
 
     def alerts_sql(self) -> Sql:
         return _combine([(t.alerts, t.negated) for t in self.terms if t.alerts])
+
+    def index_sql(self) -> Sql:
+        """The flows terms over the traffic index (``ix_flows``, ``ix_addr``)."""
+        return _combine([(t.index, t.negated) for t in self.terms if t.index])
 
     def notes(self) -> list[str]:
         """Terms that narrow only one of the two tables."""
@@ -97,27 +102,33 @@ def _term(word: str) -> Term:
             raise FilterError(f"'{word}': levels go from 0 to 15")
         return Term(word, negated, None, (f"level {op} ?", [value]))
     key, sep, value = body.partition(":")
-    if not sep:
-        return Term(word, negated, *_address_pair(word, body, ("srcaddr", "dstaddr")))
-    if key not in _KEYED:
+    known = key in _KEYED or key in ("src", "dst")
+    if not sep or (not known and _looks_like_ipv6(body)):
+        return Term(word, negated, *_addresses(word, body, ("src", "dst")))
+    if not known:
         raise FilterError(f"'{word}': unknown key '{key}:' (use {SYNTAX})")
     if not value:
         raise FilterError(f"'{word}': '{key}:' needs a value ({SYNTAX})")
+    if key in ("src", "dst"):
+        return Term(word, negated, *_addresses(word, value, (key,)))
     flows, alerts = _KEYED[key](word, value)
-    return Term(word, negated, flows, alerts)
+    return Term(word, negated, flows, alerts, flows)
 
 
-def _address_pair(word: str, value: str, columns: tuple[str, ...]) -> tuple[Sql, Sql]:
-    """An address or network matched against ``columns`` (either of them)."""
-    clause, params = _address_clause(word, value)
-    sql = " OR ".join(clause.format(col=c) for c in columns)
-    return (f"({sql})", params * len(columns)), (f"({sql})", params * len(columns))
+def _addresses(word: str, value: str, sides: tuple[str, ...]) -> tuple[Sql, Sql, Sql]:
+    """An address or network on any of ``sides``: SQL for flows, alerts and the index."""
+    named, indexed, params = _address_clause(word, value)
+    plain = " OR ".join(named.format(col=f"{side}addr") for side in sides)
+    ids = " OR ".join(indexed.format(col=side) for side in sides)
+    values = params * len(sides)
+    return (f"({plain})", values), (f"({plain})", values), (f"({ids})", values)
 
 
-def _address_clause(word: str, value: str) -> Sql:
+def _address_clause(word: str, value: str) -> tuple[str, str, list[Any]]:
+    """Templates (by name, by index id) and parameters for one address or network."""
     if _is_address(value):
-        return "{col} = ?", [str(ipaddress.ip_address(value)).lower() if ":" in value
-                             else value]
+        address = str(ipaddress.ip_address(value)).lower() if ":" in value else value
+        return "{col} = ?", "{col} = (SELECT id FROM ix_addr WHERE address = ?)", [address]
     try:
         network = ipaddress.ip_network(value, strict=False)
     except ValueError:
@@ -126,7 +137,12 @@ def _address_clause(word: str, value: str) -> Sql:
     if network.version == 6:
         raise FilterError(f"'{word}': IPv6 networks are not supported yet; use an address")
     return ("ip4({col}) BETWEEN ? AND ?",
+            "{col} IN (SELECT id FROM ix_addr WHERE ip4(address) BETWEEN ? AND ?)",
             [int(network.network_address), int(network.broadcast_address)])
+
+
+def _looks_like_ipv6(text: str) -> bool:
+    return bool(re.fullmatch(r"[0-9A-Fa-f:.]+(/\d{1,3})?", text)) and text.count(":") >= 2
 
 
 def _is_address(value: str) -> bool:
@@ -135,16 +151,6 @@ def _is_address(value: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _src(word: str, value: str) -> tuple[Sql | None, Sql | None]:
-    clause, params = _address_clause(word, value)
-    return (clause.format(col="srcaddr"), params), (clause.format(col="srcaddr"), params)
-
-
-def _dst(word: str, value: str) -> tuple[Sql | None, Sql | None]:
-    clause, params = _address_clause(word, value)
-    return (clause.format(col="dstaddr"), params), (clause.format(col="dstaddr"), params)
 
 
 def _port(word: str, value: str) -> tuple[Sql | None, Sql | None]:
@@ -185,8 +191,6 @@ def _field(column: str) -> Callable[[str, str], tuple[Sql | None, Sql | None]]:
 
 
 _KEYED: dict[str, Callable[[str, str], tuple[Sql | None, Sql | None]]] = {
-    "src": _src,
-    "dst": _dst,
     "port": _port,
     "proto": _proto,
     "action": _action,

@@ -152,11 +152,17 @@ class Store:
         """(Re)define the ``flows`` view of ``con`` over the segments committed now."""
         names = [row[0] for row in con.execute(
             "SELECT name FROM segments ORDER BY created, name").fetchall()]
+        con.execute(f"CREATE OR REPLACE TEMP VIEW flows AS {self.segments_sql(names)}")
+
+    def segments_sql(self, names: Sequence[str], filename: bool = False) -> str:
+        """SQL for the rows of these segments, with every known column (``filename``: and
+        the file each row is in)."""
         files = self._segment_files(names)
-        sql = _EMPTY_FLOWS
-        if files:
-            sql += f" UNION ALL BY NAME SELECT * FROM read_parquet({files}, union_by_name=true)"
-        con.execute(f"CREATE OR REPLACE TEMP VIEW flows AS {sql}")
+        if not files:
+            return _EMPTY_FLOWS
+        option = ", filename=true" if filename else ""
+        return (f"{_EMPTY_FLOWS} UNION ALL BY NAME "
+                f"SELECT * FROM read_parquet({files}, union_by_name=true{option})")
 
     def reading_cursor(self) -> duckdb.DuckDBPyConnection:
         """A connection for another thread (the app's reader): the same database, with its

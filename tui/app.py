@@ -58,6 +58,7 @@ T = TypeVar("T")
 ALL_PARTS = frozenset({"feed", "chart", "conversations", "status"})
 AUTO_REFRESH_SECONDS = 2.0  # new data redraws at most this often
 STATUS_TICK_SECONDS = 5.0
+CONVERSATION_ROWS = 40  # peers or pairs shown (the biggest by bytes)
 DEFAULT_MIN_LEVEL = 5  # hides the Wazuh-parity per-flow alerts (3, 4) until '-'
 ZOOM_MIN_SECONDS = 1800  # a range is shown in at least this much time
 Y_LABEL_COLUMNS = 12  # what plotext's y-axis labels take from the chart's width
@@ -149,6 +150,7 @@ class ViewData:
     buckets: list[BucketState] | None = None
     newest: int | None = None
     problems: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)  # per part, for bench/ui.py
 
 
 class VpcwatchApp(App[int]):
@@ -209,6 +211,7 @@ class VpcwatchApp(App[int]):
         self.requested = 0  # view requests made…
         self.applied = 0  # …and applied (tests and bench/ui.py wait on these)
         self.last_view_seconds = 0.0
+        self.last_view_parts: dict[str, float] = {}
         self._settled = asyncio.Event()
         self.selected_alert: dict[str, Any] | None = None
         self.last_export: Path | None = None
@@ -342,12 +345,17 @@ class VpcwatchApp(App[int]):
                 started = time.perf_counter()
                 try:
                     data = await self._read(self._compute, self._view_request(parts))
+                    if data is not None:
+                        data.seconds["read"] = time.perf_counter() - started
                 except duckdb.Error as exc:
                     self.notify(str(exc).splitlines()[0], title="store", severity="error",
                                 markup=False)
                     data = None
                 if data is not None:
+                    clock = time.perf_counter()
                     self._apply(parts, data)
+                    data.seconds["apply"] = time.perf_counter() - clock
+                    self.last_view_parts = data.seconds
                 self.last_view_seconds = time.perf_counter() - started
                 self.applied = serial
         finally:
@@ -366,21 +374,31 @@ class VpcwatchApp(App[int]):
         """On the reader thread: everything ``request.parts`` needs, from the store."""
         explorer, scope, data = self.explorer, request.scope, ViewData()
         assert explorer is not None
+        clock = time.perf_counter()
         explorer.refresh()
+        data.seconds["refresh"] = time.perf_counter() - clock
         if "feed" in request.parts:
+            clock = time.perf_counter()
             data.feed = explorer.feed(scope, request.offset, PAGE)
             data.feed_total = explorer.feed_count(scope)
+            data.seconds["feed"] = time.perf_counter() - clock
         if "chart" in request.parts:
+            clock = time.perf_counter()
             span = _with_context(scope.range) if scope.range else explorer.span()
             if span is not None:
                 data.axis = axis_for(span, request.columns)
                 data.values = explorer.histogram(scope, data.axis)
+            data.seconds["chart"] = time.perf_counter() - clock
         if "conversations" in request.parts:
-            data.conversations = explorer.conversations(scope, request.focus)
+            clock = time.perf_counter()
+            data.conversations = explorer.conversations(scope, request.focus, CONVERSATION_ROWS)
+            data.seconds["conversations"] = time.perf_counter() - clock
         if "status" in request.parts:
+            clock = time.perf_counter()
             data.buckets = explorer.bucket_states()
             data.newest = explorer.newest_record()
             data.problems = explorer.problems().num_rows
+            data.seconds["status"] = time.perf_counter() - clock
         return data
 
     def _apply(self, parts: frozenset[str], data: ViewData) -> None:

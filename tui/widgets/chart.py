@@ -59,15 +59,17 @@ class TrafficChart(PlotextPlot):
         peak_tops = {p.top for p in state.peaks}
         low, high = state.selection or (-1, -2)
         selected = set(range(low, high + 1))
-        layers = {"normal": [0] * count, "peak": [0] * count, "selected": [0] * count}
+        layers: dict[str, tuple[list[int], list[int]]] = {
+            "normal": ([], []), "peak": ([], []), "selected": ([], [])}
         for i, value in enumerate(state.values):
             layer = "selected" if i in selected or i == state.cursor else (
                 "peak" if _in_peak(i, state.peaks) else "normal")
-            layers[layer][i] = value
-        xs = list(range(count))
+            layers[layer][0].append(i)
+            layers[layer][1].append(value)
         for name, color in (("normal", "blue"), ("peak", "red"), ("selected", "yellow")):
-            if any(layers[name]):
-                plt.bar(xs, layers[name], color=color, width=0.8, marker="sd")
+            xs, ys = layers[name]
+            if any(ys):  # each bar() call costs ~30 ms at 160 columns: only the bars it has
+                plt.bar(xs, ys, color=color, width=0.8, marker="sd")
         for top in peak_tops:
             plt.text("▲", x=top, y=state.values[top], color="red", alignment="center")
         self._ticks(count)

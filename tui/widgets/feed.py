@@ -17,7 +17,7 @@ from textual.widgets import DataTable
 
 from tui.cells import clock, level_cell, number, plain, protocol_name, size
 
-PAGE = 200
+PAGE = 60  # rows in the table: more than a tall terminal shows, few enough to redraw fast
 COLUMNS = ("time", "lvl", "rule", "title", "src", "dst", "port", "proto", "bytes", "count")
 
 

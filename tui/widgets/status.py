@@ -39,7 +39,8 @@ def status_text(buckets: list[BucketState], activity: Activity, zone: tzinfo,
                 style="green" if activity.polling else "dim")
     text.append(f"last {clock(activity.last_poll, zone) or '–'} "
                 f"next {clock(activity.next_poll, zone) or '–'}  ")
-    text.append(f"last poll {activity.records_per_second:,.0f} rec/s  ")
+    if activity.last_poll is not None:
+        text.append(f"last poll {activity.records_per_second:,.0f} rec/s  ")
     lag = _lag(activity.newest_record, now)
     text.append(f"lag {lag}  ", style="yellow" if lag.endswith("h") else "")
     text.append(zone_name(zone), style="bold")

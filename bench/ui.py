@@ -1,0 +1,179 @@
+"""UI benchmark: how long the app takes to show a new scope, with a big store.
+
+A store with 10,000,000 flows (a day of a two-tier estate, plus one exfiltration burst) and
+1,000,000 alerts is built once in a scratch directory (rules off, alerts inserted directly).
+The app then runs headless at 160x48 with no collector, and 50 scope changes (filter by IP,
+by port, by action, by CIDR, a time range from the chart, clearing them) are timed from the
+change to the updated feed, chart and conversations on screen. Target: p95 <= 200 ms.
+
+    .venv/bin/python bench/ui.py [--flows N] [--alerts N] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from ingest import records_text  # noqa: E402
+
+from core.scan import scan  # noqa: E402
+from core.store import open_store  # noqa: E402
+from core.timeline import TimeRange  # noqa: E402
+
+DAY_START = 1_764_000_000 // 300 * 300
+SLICES = 288  # five-minute slices: a day
+CHANGES = 50
+TARGET_P95 = 0.200
+EXFIL = ("2 123456789012 eni-0bench00000000001 10.0.1.7 192.0.2.200 51515 443 6 700000 "
+         "{b} {t} {e} ACCEPT OK")
+
+
+def build_store(scratch: Path, flows: int, alerts: int) -> Path:
+    logs, state = scratch / "logs", scratch / "state"
+    logs.mkdir()
+    per_slice = flows // SLICES
+    for k in range(SLICES):
+        start = DAY_START + k * 300
+        body = records_text(per_slice, k, start)
+        if k == SLICES * 2 // 3:  # the burst the chart's peak should find
+            body += "".join(EXFIL.format(b=9 * 10**8 + i, t=start, e=start + 60) + "\n"
+                            for i in range(6)).encode()
+        (logs / f"slice-{k:03d}.log.gz").write_bytes(gzip.compress(body, compresslevel=1))
+    with open_store(state) as store:  # no rule engine: alerts are inserted below
+        summary = scan([logs], store, 2**31)
+        store.con.execute(ALERTS_SQL, [alerts, DAY_START])
+        store.checkpoint()
+    print(f"store: {summary.records:,} flows, {alerts:,} alerts", flush=True)
+    return state
+
+
+ALERTS_SQL = """
+INSERT INTO alerts BY NAME
+SELECT md5(i::VARCHAR) AS id,
+       ['vpc.flow.accept', 'vpc.flow.reject', 'vpc.portscan', 'vpc.exfiltration'][i % 4 + 1]
+         AS rule_id,
+       [3, 4, 10, 12][i % 4 + 1] AS level, 'bench alert ' || i AS title, 'vpcflow' AS source,
+       $2 + (i * 86400 // $1) // 600 * 600 AS window_start,
+       $2 + i * 86400 // $1 AS first_seen, $2 + i * 86400 // $1 + 60 AS last_seen,
+       1 + i % 7 AS count, 1000 * (1 + i % 50) AS bytes, 1 + i % 9 AS packets,
+       '{"srcaddr":"10.0.1.' || (1 + i % 20) || '"}' AS group_key,
+       '10.0.1.' || (1 + i % 20) AS srcaddr, '52.1.' || (i % 200) || '.9' AS dstaddr,
+       443 AS dstport, 6 AS protocol, '[]' AS mitre, 0 AS wazuh_id, '[]' AS objects,
+       1 AS object_count, now() AS created, now() AS updated, 1 AS revision
+FROM range($1) t(i)
+"""
+
+
+def scope_changes(app: object) -> list[tuple[str, object]]:
+    """The 50 changes: filters and time ranges, with clears between them."""
+    hours = [TimeRange(DAY_START + h * 3600, DAY_START + h * 3600 + 600) for h in range(0, 24, 3)]
+    steps: list[tuple[str, object]] = []
+    filters = ["10.0.1.7", "port:5432", "action:reject", "10.0.2.0/24", "10.0.1.3 port:443",
+               "!action:accept", "dst:10.0.2.4", "proto:tcp port:22"]
+    i = 0
+    while len(steps) < CHANGES:
+        steps.append(("filter", filters[i % len(filters)]))
+        steps.append(("range", hours[i % len(hours)]))
+        steps.append(("clear", None))
+        i += 1
+    return steps[:CHANGES]
+
+
+async def measure(state: Path) -> tuple[list[float], dict[str, list[float]], float]:
+    from core.filters import Filter, parse_filter
+    from tui.app import VpcwatchApp
+
+    timings: list[float] = []
+    parts: dict[str, list[float]] = {}
+    with open_store(state) as store:
+        app = VpcwatchApp(store, None, collect=False, export_dir=state)
+        opened = time.perf_counter()
+        try:
+            async with app.run_test(size=(160, 48)) as pilot:
+                while app.explorer is None:
+                    await pilot.pause()
+                index_seconds = time.perf_counter() - opened
+                await app.wait_settled(300)  # the first sync builds the traffic index
+                warm_up = [("filter", "port:443"), ("clear", None)]
+                for kind, value in [*warm_up, *scope_changes(app)]:
+                    started = time.perf_counter()
+                    if kind == "filter":
+                        app.set_scope(filter=parse_filter(str(value)))
+                    elif kind == "range":
+                        app.set_scope(range=value)
+                    else:
+                        app.set_scope(filter=Filter(), range=None)
+                    await app.wait_settled(120)
+                    await pilot.pause()  # and one screen refresh
+                    timings.append(time.perf_counter() - started)
+                    for part, seconds in app.last_view_parts.items():
+                        parts.setdefault(part, []).append(seconds)
+        finally:
+            app.close_background()
+    return timings[2:], {k: v[2:] for k, v in parts.items()}, index_seconds  # 2 warm-ups
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, round(0.95 * len(ordered)) - 1)]
+
+
+def render(timings: list[float], parts: dict[str, list[float]], args: argparse.Namespace,
+           build_seconds: float, index_seconds: float) -> str:
+    ordered = sorted(timings)
+    p50 = statistics.median(ordered)
+    verdict = "met" if p95(ordered) <= TARGET_P95 else "MISSED"
+    return (
+        f"\n## UI: scope change to updated view ({time.strftime('%Y-%m-%d %H:%M', time.gmtime())}"
+        f" UTC)\n\n"
+        f"Command: `.venv/bin/python bench/ui.py --flows {args.flows} --alerts {args.alerts}`"
+        f" (also run by `make bench`). Machine: {os.cpu_count()} cores, "
+        f"{platform.python_implementation()} {platform.python_version()}. Store built in "
+        f"{build_seconds:.0f} s. Headless app at 160x48, no collector; {len(timings)} changes "
+        "(filter by IP, port, action, CIDR, negation; a 10-minute range; clearing both), each "
+        "timed from the change to the new feed page, chart and conversations on screen.\n\n"
+        "| figure | value | target |\n|---|---|---|\n"
+        f"| p50 | {p50 * 1000:.0f} ms | |\n"
+        f"| p95 | {p95(ordered) * 1000:.0f} ms | ≤ 200 ms: {verdict} |\n"
+        f"| max | {ordered[-1] * 1000:.0f} ms | |\n"
+        + "".join(f"| {part}: p50 / p95 | {statistics.median(v) * 1000:.0f} / "
+                  f"{p95(v) * 1000:.0f} ms | |\n" for part, v in parts.items() if v)
+        + f"| traffic index built when the app opened the store | {index_seconds:.1f} s | |\n"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--flows", type=int, default=10_000_000)
+    parser.add_argument("--alerts", type=int, default=1_000_000)
+    parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+    parser.add_argument("--state-dir", type=Path,
+                        help="measure this store instead of building one (for iterating)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="vpcwatch-bench-ui-") as scratch:
+        started = time.perf_counter()
+        state = args.state_dir or build_store(Path(scratch), args.flows, args.alerts)
+        build_seconds = time.perf_counter() - started
+        timings, parts, index_seconds = asyncio.run(measure(state))
+    report = render(timings, parts, args, build_seconds, index_seconds)
+    print(report)
+    if not args.no_write:
+        with open(HERE / "RESULTS.md", "a", encoding="utf-8") as out:
+            out.write(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
