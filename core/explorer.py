@@ -153,12 +153,12 @@ class Explorer:
     def _conversations(self, scope: Scope, address: str | None, limit: int) -> pa.Table:
         where, params = self._index_where(scope, scope.range)
         t0, width = self._spark_axis(scope)
-        if address is None:
-            me, peer = "least(src, dst)", "greatest(src, dst)"
+        if address is None:  # a pair: the address that sent more comes first
+            me, peer, swap = "least(src, dst)", "greatest(src, dst)", "g.bytes_in > g.bytes_out"
             params = [t0, width, *params]
         else:
             me_id = self.index.address_id(address)
-            me, peer = "?", "CASE WHEN src = ? THEN dst ELSE src END"
+            me, peer, swap = "?", "CASE WHEN src = ? THEN dst ELSE src END", "false"
             where = f"(src = ? OR dst = ?) AND {where}"
             params = [me_id, me_id, t0, width, me_id, me_id, *params]
         sparks = ", ".join(
@@ -195,11 +195,17 @@ class Explorer:
             list(DISTINCT protocol ORDER BY protocol) AS protocols,
             [{sparks}] AS trend
           FROM fine GROUP BY a, p)
-        SELECT aa.address AS address, pa.address AS peer,
-               g.* EXCLUDE (a, p, trend), ports.ports, g.trend
+        SELECT {_swapped("aa.address", "pa.address", swap)} AS address,
+               {_swapped("pa.address", "aa.address", swap)} AS peer,
+               {_swapped("bytes_out", "bytes_in", swap)} AS bytes_out,
+               {_swapped("bytes_in", "bytes_out", swap)} AS bytes_in,
+               {_swapped("packets_out", "packets_in", swap)} AS packets_out,
+               {_swapped("packets_in", "packets_out", swap)} AS packets_in,
+               g.* EXCLUDE (a, p, trend, bytes_out, bytes_in, packets_out, packets_in),
+               ports.ports, g.trend
         FROM g JOIN ports USING (a, p) JOIN ix_addr aa ON aa.id = g.a
         JOIN ix_addr pa ON pa.id = g.p
-        ORDER BY bytes_out + bytes_in DESC, flows DESC, address, peer
+        ORDER BY g.bytes_out + g.bytes_in DESC, flows DESC, address, peer
         """
         return self._arrow(sql, [*params, limit])
 
@@ -269,6 +275,10 @@ class Explorer:
         except duckdb.IOException:  # a segment compacted away since the last refresh
             self.refresh()
             return run()
+
+
+def _swapped(this: str, other: str, swap: str) -> str:
+    return f"CASE WHEN {swap} THEN {other} ELSE {this} END"
 
 
 def _within(where: str, params: list[Any], window: TimeRange | None) -> tuple[str, list[Any]]:

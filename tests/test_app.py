@@ -186,12 +186,12 @@ async def test_log_text_is_shown_literally_and_triggers_nothing(
     async with frozen_app(frozen_state, tmp_path) as (app, pilot):
         feed = app.query_one(AlertFeed)
         index = next(i for i, r in enumerate(feed.rows_shown) if "[@click" in r["title"])
-        title_cell = feed.get_row_at(index)[3]
+        title_cell = feed.row_at(index)[3]
         assert title_cell.plain.startswith("Unauthorized CreateVpc attempt by "
                                            "arn:aws:iam::111122223333:user/[@cli")
         assert title_cell.spans == []  # no style came from the text
         feed.focus()
-        feed.move_cursor(row=index)
+        feed.move_cursor(index)
         await pilot.press("enter")  # type: ignore[attr-defined]  # opens the event
         detail = str(app.query_one("#detail").render())
         assert "[@click=app.quit]x[/]\\x1b]52;c;SGVsbG8=\\x07\\u202e" in detail
@@ -270,3 +270,31 @@ def test_the_payload_arn_is_what_the_store_holds(frozen_state: Path) -> None:
     """The frozen store really holds the hostile text (so the literal test tests something)."""
     con = duckdb.connect(str(frozen_state / DATABASE_NAME), read_only=True)
     assert sql(con, "SELECT count(*) FROM cloudtrail WHERE user_arn = ?", [PAYLOAD_ARN]) == [(1,)]
+
+
+async def test_mouse_on_the_timeline_applies_a_range_and_the_chip_removes_it(
+        frozen_state: Path, tmp_path: Path) -> None:
+    async with frozen_app(frozen_state, tmp_path) as (app, pilot):
+        axis = app.chart.axis
+        assert axis is not None
+        timeline = app.query_one("#timeline")
+        width = timeline.size.width
+        first, last = width // 4, width // 2
+        await pilot.mouse_down(timeline, offset=(first, 0))  # type: ignore[attr-defined]
+        await pilot.hover(timeline, offset=(last, 0))  # type: ignore[attr-defined]
+        await pilot.mouse_up(timeline, offset=(last, 0))  # type: ignore[attr-defined]
+        await app.wait_settled()
+        expected = axis.bucket_range(first * axis.count // width, last * axis.count // width)
+        assert app.scope.range == expected
+        await pilot.click("#range-chip")  # type: ignore[attr-defined]
+        await app.wait_settled()
+        assert app.scope.range is None
+
+
+async def test_copy_writes_the_selected_row(frozen_state: Path, tmp_path: Path) -> None:
+    async with frozen_app(frozen_state, tmp_path) as (app, pilot):
+        row = app.query_one(AlertFeed).selected
+        assert row is not None
+        await pilot.press("c")  # type: ignore[attr-defined]
+        copied = (tmp_path / "vpcwatch-copied.txt").read_text()
+        assert copied.split("\t")[0] == row["id"] and row["title"] in copied

@@ -147,6 +147,10 @@ def test_import_wazuh_prints_a_valid_equivalent_config(
     assert len(load_config(converted).buckets) == 2
 
 
-def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+def test_no_command_opens_the_app_and_without_a_config_says_what_to_do(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     assert main([]) == 2
-    assert "collect" in capsys.readouterr().out
+    err = capsys.readouterr().err
+    assert str(tmp_path / "vpcwatch" / "config.toml") in err and "vpcwatch demo" in err

@@ -80,6 +80,10 @@ def test_conversations_match_sql(tmp_path: Path) -> None:
         assert got == [(p, o or None, i or None, n) for p, o, i, n in expected]
         assert all(len(r["trend"]) == 8 and sum(r["trend"]) == r["bytes_out"] + r["bytes_in"]
                    for r in rows)
+        pairs = explorer.conversations(Scope(), None, 10).to_pylist()  # the top talkers
+        assert all(r["bytes_out"] >= r["bytes_in"] for r in pairs)  # the bigger sender first
+        totals = [r["bytes_out"] + r["bytes_in"] for r in pairs]
+        assert totals == sorted(totals, reverse=True)
         explorer.close()
 
 

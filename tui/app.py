@@ -29,7 +29,7 @@ from textual.containers import Horizontal, Vertical
 from textual.events import Click, Resize
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import Footer, Input, Static
 
 from core.alerts import alert_documents
 from core.collector import Collector
@@ -52,6 +52,7 @@ from tui.screens import HelpScreen, SqlScreen, TableScreen
 from tui.widgets.chart import ChartState, Timeline, TrafficChart
 from tui.widgets.conversations import Conversations
 from tui.widgets.feed import PAGE, AlertFeed, detail
+from tui.widgets.rowtable import RowTable
 from tui.widgets.status import Activity, StatusBar
 
 T = TypeVar("T")
@@ -163,12 +164,15 @@ class VpcwatchApp(App[int]):
     #chips { height: 1; padding: 0 1; }
     Chip { width: auto; margin-right: 2; background: $boost; }
     #level-chip, #notes { width: auto; margin-right: 2; }
-    TrafficChart { height: 35%; min-height: 6; }
+    TrafficChart { height: 30%; min-height: 6; }
     TrafficChart:focus { border-left: vkey $accent; }
     #lower { height: 1fr; }
     #feed-box { width: 3fr; }
     #conversations-box { width: 2fr; }
+    #feed-box { margin-right: 1; }
     #lower.narrow { layout: vertical; }
+    #lower.narrow #feed-box { margin-right: 0; }
+    #lower.narrow RowTable { scrollbar-size-horizontal: 0; }
     #lower.narrow #feed-box { width: 1fr; height: 3fr; }
     #lower.narrow #conversations-box { width: 1fr; height: 2fr; }
     .title { height: 1; background: $panel; padding: 0 1; }
@@ -635,10 +639,10 @@ class VpcwatchApp(App[int]):
 
     # -- feed and conversations ---------------------------------------------------------
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        if isinstance(event.data_table, AlertFeed):
-            row = event.data_table.selected
-            event.data_table.stop_following()
+    def on_row_table_selected(self, event: RowTable.Selected) -> None:
+        if isinstance(event.table, AlertFeed):
+            row = event.table.rows_shown[event.index]
+            event.table.stop_following()
             if row is None:
                 return
             self.selected_alert = row
@@ -648,8 +652,8 @@ class VpcwatchApp(App[int]):
             else:
                 self.focus_address = row["srcaddr"] or row["dstaddr"]
                 self.request_view("conversations")
-        elif isinstance(event.data_table, Conversations):
-            self._drill_down(event.data_table.selected)
+        elif isinstance(event.table, Conversations):
+            self._drill_down(event.table.rows_shown[event.index])
 
     def action_follow(self) -> None:
         feed = self.query_one(AlertFeed)

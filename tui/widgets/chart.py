@@ -20,6 +20,7 @@ from core.timeline import Axis, Peak
 from tui.cells import clock, human_bytes
 
 Y_TICKS = 3
+PLOT_MARGIN_ROWS = 4  # title, frame and time labels
 X_TICKS = 5
 
 
@@ -83,8 +84,9 @@ class TrafficChart(PlotextPlot):
         plt.xticks(positions, [clock(axis.start + p * axis.size, self.zone, False)
                                for p in positions])
         top = max(self.state.values, default=0)
-        if top > 0:
-            ys = [top * k / Y_TICKS for k in range(Y_TICKS + 1)]
+        if top > 0:  # as many labels as the plot has rows for (plotext drops the others)
+            ticks = min(Y_TICKS, max(1, (self.size.height - PLOT_MARGIN_ROWS) // 2))
+            ys = [top * k / ticks for k in range(ticks + 1)]
             plt.yticks(ys, [human_bytes(y) for y in ys])
         plt.xlim(-0.5, count - 0.5)
 

@@ -7,30 +7,25 @@ from typing import Any
 
 import pyarrow as pa
 from rich.text import Text
-from textual.widgets import DataTable
 
 from tui.cells import day_clock, number, plain, protocol_name, size, sparkline
+from tui.widgets.rowtable import Column, RowTable
 
-COLUMNS = ("address", "peer", "dir", "ports", "proto", "bytes →", "bytes ←", "pkts →",
-           "pkts ←", "flows", "accept", "reject", "first", "last", "trend")
+COLUMNS = (Column("address", 17), Column("peer", 17), Column("dir", 3), Column("ports", 17),
+           Column("proto", 8), Column("bytes →", 10, True), Column("bytes ←", 10, True),
+           Column("pkts →", 11, True), Column("pkts ←", 11, True), Column("flows", 9, True),
+           Column("accept", 9, True), Column("reject", 9, True), Column("first", 14),
+           Column("last", 14), Column("trend", 8))
 
 
-class Conversations(DataTable[Any]):
+class Conversations(RowTable):
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        super().__init__(COLUMNS, **kwargs)
         self.rows_shown: list[dict[str, Any]] = []
-
-    def on_mount(self) -> None:
-        self.add_columns(*COLUMNS)
 
     def show(self, table: pa.Table, zone: tzinfo) -> None:
         self.rows_shown = table.to_pylist()
-        cursor = self.cursor_row
-        self.clear()
-        for row in self.rows_shown:
-            self.add_row(*_cells(row, zone))
-        if self.rows_shown:
-            self.move_cursor(row=min(cursor, len(self.rows_shown) - 1), animate=False)
+        self.set_rows([_cells(row, zone) for row in self.rows_shown])
 
     @property
     def selected(self) -> dict[str, Any] | None:

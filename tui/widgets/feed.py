@@ -13,35 +13,31 @@ from typing import Any
 import pyarrow as pa
 from rich.text import Text
 from textual.events import MouseScrollDown, MouseScrollUp
-from textual.widgets import DataTable
 
 from tui.cells import clock, level_cell, number, plain, protocol_name, size
+from tui.widgets.rowtable import Column, RowTable
 
 PAGE = 60  # rows in the table: more than a tall terminal shows, few enough to redraw fast
-COLUMNS = ("time", "lvl", "rule", "title", "src", "dst", "port", "proto", "bytes", "count")
+COLUMNS = (Column("time", 8), Column("lvl", 3, right=True), Column("rule", 28),
+           Column("title", 64), Column("src", 17), Column("dst", 17), Column("port", 5, True),
+           Column("proto", 5), Column("bytes", 10, True), Column("count", 8, True))
 
 
-class AlertFeed(DataTable[Any]):
+class AlertFeed(RowTable):
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        super().__init__(COLUMNS, **kwargs)
         self.rows_shown: list[dict[str, Any]] = []
         self.total = 0
         self.page_offset = 0
         self.following = True
         self.new_alerts = 0
 
-    def on_mount(self) -> None:
-        self.add_columns(*COLUMNS)
-
     def show(self, page: pa.Table, total: int, page_offset: int, zone: tzinfo) -> None:
         self.rows_shown = page.to_pylist()
         self.total, self.page_offset = total, page_offset
-        self.clear()
-        for row in self.rows_shown:
-            self.add_row(*_cells(row, zone), key=row["id"])
+        self.set_rows([_cells(row, zone) for row in self.rows_shown])
         if self.following and self.rows_shown:
-            self.move_cursor(row=0, animate=False)
-            self.scroll_home(animate=False)
+            self.move_cursor(0)
 
     @property
     def selected(self) -> dict[str, Any] | None:
@@ -52,21 +48,13 @@ class AlertFeed(DataTable[Any]):
     def stop_following(self) -> None:
         self.following = False
 
-    def action_cursor_down(self) -> None:
+    def action_cursor(self, step: int) -> None:
         self.stop_following()
-        super().action_cursor_down()
+        super().action_cursor(step)
 
-    def action_cursor_up(self) -> None:
+    def action_page(self, step: int) -> None:
         self.stop_following()
-        super().action_cursor_up()
-
-    def action_page_down(self) -> None:
-        self.stop_following()
-        super().action_page_down()
-
-    def action_page_up(self) -> None:
-        self.stop_following()
-        super().action_page_up()
+        super().action_page(step)
 
     def on_mouse_scroll_down(self, event: MouseScrollDown) -> None:
         self.stop_following()
