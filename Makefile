@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-ingest bench-ui clean
 
 # Reinstall only when pyproject.toml changes (a full install takes about 100 s).
 $(STAMP): pyproject.toml
@@ -23,8 +23,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check core tui tests bench
 	$(BIN)/lint-imports
 
-bench: $(STAMP)
+bench: bench-ingest bench-ui
+
+bench-ingest: $(STAMP)
 	$(BIN)/python bench/ingest.py
 
+bench-ui: $(STAMP)
+	$(BIN)/python bench/ui.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache snapshot_report.html

@@ -342,30 +342,34 @@ class VpcwatchApp(App[int]):
             self.run_worker(self._pump(), group="view", name="view")
 
     async def _pump(self) -> None:
+        """Compute and show what is pending until nothing is. The conversations (the slowest
+        question) come in a second step, so the feed and the chart never wait for them."""
         try:
             while self._pending:
                 serial, parts = self.requested, frozenset(self._pending)
                 self._pending.clear()
                 started = time.perf_counter()
-                try:
-                    data = await self._read(self._compute, self._view_request(parts))
-                    if data is not None:
-                        data.seconds["read"] = time.perf_counter() - started
-                except duckdb.Error as exc:
-                    self.notify(str(exc).splitlines()[0], title="store", severity="error",
-                                markup=False)
-                    data = None
-                if data is not None:
-                    clock = time.perf_counter()
-                    self._apply(parts, data)
-                    data.seconds["apply"] = time.perf_counter() - clock
-                    self.last_view_parts = data.seconds
+                timings: dict[str, float] = {}
+                for step in (parts - {"conversations"}, parts & {"conversations"}):
+                    if step:
+                        await self._show_step(step, timings)
+                        timings.setdefault("first_shown", time.perf_counter() - started)
+                self.last_view_parts = timings
                 self.last_view_seconds = time.perf_counter() - started
                 self.applied = serial
         finally:
             self._pumping = False
             if self.applied >= self.requested:
                 self._settled.set()
+
+    async def _show_step(self, parts: frozenset[str], timings: dict[str, float]) -> None:
+        try:
+            data = await self._read(self._compute, self._view_request(parts))
+        except duckdb.Error as exc:
+            self.notify(str(exc).splitlines()[0], title="store", severity="error", markup=False)
+            return
+        self._apply(parts, data)
+        timings.update(data.seconds)
 
     def _view_request(self, parts: frozenset[str]) -> ViewRequest:
         chart = self.query_one(TrafficChart)
@@ -378,9 +382,10 @@ class VpcwatchApp(App[int]):
         """On the reader thread: everything ``request.parts`` needs, from the store."""
         explorer, scope, data = self.explorer, request.scope, ViewData()
         assert explorer is not None
-        clock = time.perf_counter()
-        explorer.refresh()
-        data.seconds["refresh"] = time.perf_counter() - clock
+        if request.parts != {"conversations"}:  # (the second step reads what the first saw)
+            clock = time.perf_counter()
+            explorer.refresh()
+            data.seconds["refresh"] = time.perf_counter() - clock
         if "feed" in request.parts:
             clock = time.perf_counter()
             data.feed = explorer.feed(scope, request.offset, PAGE)
