@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -56,6 +57,7 @@ from tui.widgets.rowtable import RowTable
 from tui.widgets.status import Activity, StatusBar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 ALL_PARTS = frozenset({"feed", "chart", "conversations", "status"})
 AUTO_REFRESH_SECONDS = 2.0  # new data redraws at most this often
 STATUS_TICK_SECONDS = 5.0
@@ -214,7 +216,6 @@ class VpcwatchApp(App[int]):
         self._pumping = False
         self.requested = 0  # view requests made…
         self.applied = 0  # …and applied (tests and bench/ui.py wait on these)
-        self.last_view_seconds = 0.0
         self.last_view_parts: dict[str, float] = {}
         self._settled = asyncio.Event()
         self.selected_alert: dict[str, Any] | None = None
@@ -355,7 +356,6 @@ class VpcwatchApp(App[int]):
                         await self._show_step(step, timings)
                         timings.setdefault("first_shown", time.perf_counter() - started)
                 self.last_view_parts = timings
-                self.last_view_seconds = time.perf_counter() - started
                 self.applied = serial
         finally:
             self._pumping = False
@@ -365,8 +365,10 @@ class VpcwatchApp(App[int]):
     async def _show_step(self, parts: frozenset[str], timings: dict[str, float]) -> None:
         try:
             data = await self._read(self._compute, self._view_request(parts))
-        except duckdb.Error as exc:
-            self.notify(str(exc).splitlines()[0], title="store", severity="error", markup=False)
+        except Exception as exc:  # a damaged segment, a full disk, a bug: say it, keep going
+            log.exception("reading the view failed")
+            self.notify(str(exc).splitlines()[0] if str(exc) else repr(exc), title="store",
+                        severity="error", markup=False)
             return
         self._apply(parts, data)
         timings.update(data.seconds)
@@ -430,6 +432,17 @@ class VpcwatchApp(App[int]):
             self.activity.newest_record = data.newest
             self.activity.problems = data.problems
             self._show_status()
+
+    def _background(self, what: str, work: Awaitable[Any]) -> None:
+        """Run ``work`` as a worker whose failure is shown and logged, never fatal."""
+        async def guarded() -> None:
+            try:
+                await work
+            except Exception as exc:
+                log.exception("%s failed", what)
+                self.notify(f"{what} failed: {exc}", severity="error", markup=False)
+
+        self.run_worker(guarded(), group=what)
 
     async def _read(self, function: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._reader, function, *args)
@@ -653,7 +666,7 @@ class VpcwatchApp(App[int]):
             self.selected_alert = row
             self._show_detail()
             if row["source"] == "cloudtrail":
-                self.run_worker(self._show_events(row), group="drill")
+                self._background("drill", self._show_events(row))
             else:
                 self.focus_address = row["srcaddr"] or row["dstaddr"]
                 self.request_view("conversations")
@@ -679,7 +692,7 @@ class VpcwatchApp(App[int]):
 
     def _drill_down(self, row: dict[str, Any] | None) -> None:
         if row is not None:
-            self.run_worker(self._show_flows(row["address"], row["peer"]), group="drill")
+            self._background("drill", self._show_flows(row["address"], row["peer"]))
 
     async def _show_flows(self, address: str, peer: str) -> None:
         assert self.explorer is not None
@@ -698,7 +711,7 @@ class VpcwatchApp(App[int]):
     # -- export, copy, SQL, problems, help ----------------------------------------------
 
     def action_export(self, fmt: str) -> None:
-        self.run_worker(self._export(fmt), group="export")
+        self._background("export", self._export(fmt))
 
     async def _export(self, fmt: str) -> Path:
         explorer = self.explorer
@@ -726,7 +739,7 @@ class VpcwatchApp(App[int]):
         self.notify(f"copied (OSC 52); also written to {path}", markup=False)
 
     def action_sql(self) -> None:
-        screen = SqlScreen(lambda text: self.run_worker(self._sql(screen, text), group="sql"))
+        screen = SqlScreen(lambda text: self._background("sql", self._sql(screen, text)))
         self.push_screen(screen)
 
     async def _sql(self, screen: SqlScreen, text: str) -> None:
@@ -739,7 +752,7 @@ class VpcwatchApp(App[int]):
         screen.show(result, None)
 
     def action_problems(self) -> None:
-        self.run_worker(self._problems(), group="problems")
+        self._background("problems", self._problems())
 
     async def _problems(self) -> None:
         assert self.explorer is not None

@@ -18,14 +18,12 @@ from tui.cells import plain
 MAX_CELL = 60
 
 
-def fill_table(table: DataTable[Any], data: pa.Table, format_cell: Callable[[str, Any], Text]
-               | None = None) -> None:
+def fill_table(table: DataTable[Any], data: pa.Table) -> None:
     """Replace ``table``'s content with ``data``; every cell literal text (never markup)."""
     table.clear(columns=True)
     table.add_columns(*data.column_names)
     for row in data.to_pylist():
-        table.add_row(*[format_cell(k, v) if format_cell else plain(v, MAX_CELL)
-                        for k, v in row.items()])
+        table.add_row(*[plain(v, MAX_CELL) for v in row.values()])
 
 
 class Closable(ModalScreen[None]):
@@ -58,10 +56,9 @@ class HelpScreen(Closable):
 class TableScreen(Closable):
     """A title and a table (raw flows of a conversation, problems)."""
 
-    def __init__(self, title: Text, data: pa.Table,
-                 format_cell: Callable[[str, Any], Text] | None = None):
+    def __init__(self, title: Text, data: pa.Table):
         super().__init__()
-        self.heading, self.data, self.format_cell = title, data, format_cell
+        self.heading, self.data = title, data
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="modal"):
@@ -69,7 +66,7 @@ class TableScreen(Closable):
             yield DataTable(cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
-        fill_table(self.query_one(DataTable), self.data, self.format_cell)
+        fill_table(self.query_one(DataTable), self.data)
 
 
 class SqlScreen(Closable):
