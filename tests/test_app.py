@@ -298,3 +298,23 @@ async def test_copy_writes_the_selected_row(frozen_state: Path, tmp_path: Path) 
         await pilot.press("c")  # type: ignore[attr-defined]
         copied = (tmp_path / "vpcwatch-copied.txt").read_text()
         assert copied.split("\t")[0] == row["id"] and row["title"] in copied
+
+
+async def test_enter_on_an_alert_shows_its_addresses_conversations(frozen_state: Path,
+                                                                   tmp_path: Path) -> None:
+    async with frozen_app(frozen_state, tmp_path) as (app, pilot):
+        feed = app.query_one(AlertFeed)
+        index = next(i for i, r in enumerate(feed.rows_shown)
+                     if r["rule_id"] == "vpc.exfiltration")
+        feed.focus()
+        feed.move_cursor(index)
+        await pilot.press("enter")  # type: ignore[attr-defined]
+        await app.wait_settled()
+        rows = app.query_one(Conversations).rows_shown
+        assert {r["address"] for r in rows} == {EXFIL_HOST}
+        assert rows[0]["peer"] == EXFIL_DEST
+        await pilot.press("x")  # type: ignore[attr-defined]
+        await app.wait_settled()
+        rows = app.query_one(Conversations).rows_shown
+        assert {r["address"] for r in rows} == {EXFIL_DEST}
+        assert [r["peer"] for r in rows] == [EXFIL_HOST]

@@ -86,6 +86,7 @@ KEYS: list[tuple[str, str, str, str]] = [
     ("greater_than_sign", "page(1)", "", "feed: older page"),
     ("less_than_sign", "page(-1)", "", "feed: newer page"),
     ("a", "conversation_filter", "", "conversations: filter on the selected pair"),
+    ("x", "other_address", "", "conversations: the selected alert's other address"),
     ("z", "toggle_zone", "", "times in UTC or local time"),
     ("e", "export('csv')", "export", "export the feed (or the focused conversations) to CSV"),
     ("E", "export('json')", "", "export the same to JSON lines"),
@@ -672,6 +673,14 @@ class VpcwatchApp(App[int]):
                 self.request_view("conversations")
         elif isinstance(event.table, Conversations):
             self._drill_down(event.table.rows_shown[event.index])
+
+    def action_other_address(self) -> None:
+        alert = self.selected_alert
+        if alert is None or not (alert["srcaddr"] and alert["dstaddr"]):
+            return
+        self.focus_address = (alert["dstaddr"] if self.focus_address == alert["srcaddr"]
+                              else alert["srcaddr"])
+        self.request_view("conversations")
 
     def action_follow(self) -> None:
         feed = self.query_one(AlertFeed)
