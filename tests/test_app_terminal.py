@@ -1,5 +1,5 @@
-"""The app in a real pseudo-terminal: `vpcwatch demo` draws, and a hang-up (what a dropped SSH
-session sends) ends it cleanly, pollers stopped, exit status 0."""
+"""The app in a real pseudo-terminal: `vpcwatch demo` draws (with 256 colours, and with 16),
+and a hang-up (what a dropped SSH session sends) ends it cleanly, pollers stopped, exit 0."""
 
 from __future__ import annotations
 
@@ -49,17 +49,21 @@ def wait_exit(pid: int, timeout: float) -> int:
 
 
 @pytest.mark.skipif(not VPCWATCH.exists(), reason="the vpcwatch script is not installed")
-def test_demo_draws_and_a_hangup_ends_it_cleanly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("term", ["xterm-256color", "xterm"])
+def test_demo_draws_and_a_hangup_ends_it_cleanly(term: str, tmp_path: Path) -> None:
     pid, fd = pty.fork()
     if pid == 0:  # the child: the app in a 100x30 terminal
-        os.environ.update(TERM="xterm-256color", XDG_STATE_HOME=str(tmp_path))
+        os.environ.pop("COLORTERM", None)
+        os.environ.update(TERM=term, XDG_STATE_HOME=str(tmp_path))
         os.execv(str(VPCWATCH), [str(VPCWATCH), "demo", "--state-dir", str(tmp_path / "s")])
     import fcntl
     import termios
 
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
     try:
-        read_until(fd, b"vpcwatch-demo/vpcflow", timeout=90)  # the status bar, after a poll
+        drawn = read_until(fd, b"vpcwatch-demo/vpcflow", timeout=90)  # after the first poll
+        if term == "xterm":  # 16 colours: no 256-colour or 24-bit colour sequences
+            assert not re.search(rb"\x1b\[[0-9;]*[34]8;[25];", drawn)
         os.kill(pid, signal.SIGHUP)
         assert wait_exit(pid, timeout=30) == 0
     finally:
