@@ -249,15 +249,16 @@ class VpcwatchApp(App[int]):
         yield Footer()
 
     async def on_mount(self) -> None:
-        self.explorer = await self._read(Explorer, self.store)
         self._show_chips()
         self.query_one(AlertFeed).focus()
+        self.query_one("#feed-title", Static).update(Text("reading the store…", style="dim"))
         self.set_interval(STATUS_TICK_SECONDS, self._show_status)
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.exit)
         if self.collect and self.config is not None:
             self.collector = Collector(self.config, self.store, self._publish)
             self.run_worker(self._collect(), group="collector", name="collector")
+        self.explorer = await self._read(Explorer, self.store)  # builds the traffic index
         self.request_view()
 
     def on_unmount(self) -> None:
@@ -296,17 +297,18 @@ class VpcwatchApp(App[int]):
         elif isinstance(event, AlertsChanged):
             self._alerts_changed(event.alerts.num_rows)
         elif isinstance(event, PrefixBlocked):
-            activity.errors.append(f"{event.bucket}/{event.prefix}: {event.error}")
+            activity.add_error(f"{event.bucket}/{event.prefix}: {event.error}")
         elif isinstance(event, PollFinished):
             activity.polling = False
             activity.last_poll, activity.next_poll = event.at, event.next_poll
             summary = event.summary
             activity.records_per_second = summary.records / max(summary.seconds, 1e-3)
-            activity.errors += [e for e in event.summary.errors if e not in activity.errors]
+            for error in summary.errors:
+                activity.add_error(error)
             self.request_view("status")
         elif isinstance(event, PollFailed):
             activity.polling = False
-            activity.errors.append(f"poll failed: {event.error}")
+            activity.add_error(f"poll failed: {event.error}")
         self._show_status()
 
     def _alerts_changed(self, count: int) -> None:

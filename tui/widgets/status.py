@@ -12,6 +12,8 @@ from textual.widgets import Static
 from core.explorer import BucketState
 from tui.cells import clock, plain, zone_name
 
+MAX_ERRORS = 100
+
 
 @dataclass
 class Activity:
@@ -24,6 +26,13 @@ class Activity:
     newest_record: int | None = None
     problems: int = 0
     errors: list[str] = field(default_factory=list)  # poll and rule errors, newest last
+
+    def add_error(self, error: str) -> None:
+        """Remember an error once (polls repeat them), the newest MAX_ERRORS."""
+        if error in self.errors:
+            self.errors.remove(error)
+        self.errors.append(error)
+        del self.errors[:-MAX_ERRORS]
 
 
 class StatusBar(Static):
