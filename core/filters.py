@@ -136,9 +136,24 @@ def _address_clause(word: str, value: str) -> tuple[str, str, list[Any]]:
                           ) from None
     if network.version == 6:
         raise FilterError(f"'{word}': IPv6 networks are not supported yet; use an address")
-    return ("ip4({col}) BETWEEN ? AND ?",
-            "{col} IN (SELECT id FROM ix_addr WHERE ip4(address) BETWEEN ? AND ?)",
-            [int(network.network_address), int(network.broadcast_address)])
+    return _ipv4_network(network)
+
+
+def _ipv4_network(network: ipaddress.IPv4Network) -> tuple[str, str, list[Any]]:
+    """Addresses are dotted decimal strings: the network's whole octets are a string prefix
+    (cheap, and exact with its trailing dot); the integer range is only tested for the
+    octet the prefix length cuts through."""
+    octets = network.prefixlen // 8
+    prefix = "".join(f"{part}." for part in str(network.network_address).split(".")[:octets])
+    match, params = "starts_with({address}, ?)", [prefix]
+    if network.prefixlen == 0:  # every IPv4 address, no IPv6 one
+        match, params = "NOT contains({address}, ':')", []
+    elif network.prefixlen % 8:
+        match += " AND ip4({address}) BETWEEN ? AND ?"
+        params += [int(network.network_address), int(network.broadcast_address)]
+    return (match.format(address="{col}"),
+            "{col} IN (SELECT id FROM ix_addr WHERE " + match.format(address="address") + ")",
+            params)
 
 
 def _looks_like_ipv6(text: str) -> bool:

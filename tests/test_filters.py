@@ -16,6 +16,7 @@ ROWS = [
     ("c", "203.0.113.9", "10.0.1.6", 51000, 22, 6, "REJECT", "eni-2", "222"),
     ("d", "10.0.2.7", "192.0.2.1", 52000, 443, 6, "ACCEPT", "eni-3", "222"),
     ("e", None, None, None, None, None, None, "eni-3", "222"),  # a NODATA record
+    ("f", "2001:db8::5", "2001:db8::6", 40001, 443, 6, "ACCEPT", "eni-4", "333"),
 ]
 
 
@@ -43,21 +44,25 @@ def selected(con: duckdb.DuckDBPyConnection, text: str) -> set[str]:
 
 
 @pytest.mark.parametrize(("text", "expected"), [
-    ("", {"a", "b", "c", "d", "e"}),
+    ("", {"a", "b", "c", "d", "e", "f"}),
     ("10.0.1.5", {"a", "b"}),
     ("src:10.0.1.5", {"a"}),
     ("dst:10.0.1.5", {"b"}),
     ("10.0.0.0/16", {"a", "b", "c", "d"}),
     ("src:10.0.1.0/24", {"a"}),
+    ("10.0.0.0/23", {"a", "b", "c"}),  # 10.0.0.0-10.0.1.255
+    ("10.0.2.0/25", {"d"}),
+    ("0.0.0.0/0", {"a", "b", "c", "d"}),
     ("port:53", {"a", "b"}),
     ("port:22 action:reject", {"c"}),
-    ("proto:tcp", {"c", "d"}),
+    ("proto:tcp", {"c", "d", "f"}),
     ("proto:17", {"a", "b"}),
     ("!action:accept", {"c", "e"}),  # NULL action counts as "not accepted"
-    ("!10.0.0.0/16", {"e"}),
+    ("!10.0.0.0/16", {"e", "f"}),
+    ("2001:db8::5", {"f"}),
     ("eni:eni-3", {"d", "e"}),
     ("acct:222 !eni:eni-2", {"d", "e"}),
-    ("rule:vpc.portscan", {"a", "b", "c", "d", "e"}),  # alerts only: flows are not narrowed
+    ("rule:vpc.portscan", {"a", "b", "c", "d", "e", "f"}),  # alerts only: flows not narrowed
 ])
 def test_terms_select_the_expected_flows(con: duckdb.DuckDBPyConnection, text: str,
                                          expected: set[str]) -> None:
