@@ -70,10 +70,17 @@ class Explorer:
         self.con.close()
 
     def refresh(self) -> None:
-        """See the segments committed since the last refresh."""
-        self._store.define_flows_view(self.con)
-        if self.index.sync():
-            self._cache.clear()
+        """See the segments committed since the last refresh (once more if compaction removed
+        a segment between listing and reading it)."""
+        for attempt in (1, 2):
+            try:
+                self._store.define_flows_view(self.con)
+                if self.index.sync():
+                    self._cache.clear()
+                return
+            except duckdb.IOException:
+                if attempt == 2:
+                    raise
 
     def _cached(self, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
         """Flow answers only change when the index does (refresh clears them)."""
