@@ -318,3 +318,27 @@ async def test_enter_on_an_alert_shows_its_addresses_conversations(frozen_state:
         rows = app.query_one(Conversations).rows_shown
         assert {r["address"] for r in rows} == {EXFIL_DEST}
         assert [r["peer"] for r in rows] == [EXFIL_HOST]
+
+
+async def test_the_feed_stops_following_when_moved_and_counts_new_alerts(
+        frozen_state: Path, tmp_path: Path) -> None:
+    """New alerts arrive as the core's AlertsChanged event (posted here as the collector
+    would: the store is frozen, so the rows it names are already there)."""
+    from core.events import AlertsChanged
+    from tui.app import CoreMessage
+
+    async with frozen_app(frozen_state, tmp_path) as (app, pilot):
+        feed = app.query_one(AlertFeed)
+        feed.focus()
+        assert feed.following
+        await pilot.press("down")  # type: ignore[attr-defined]
+        assert not feed.following and feed.cursor_row == 1
+        changed = app.explorer.feed(app.scope, 0, 3)  # type: ignore[union-attr]
+        app.post_message(CoreMessage(AlertsChanged(changed, time.time())))
+        await until(lambda: feed.new_alerts == 3)
+        assert "3 new" in str(app.query_one("#feed-title").render())
+        assert feed.cursor_row == 1  # it did not move
+        await pilot.press("f")  # type: ignore[attr-defined]
+        await app.wait_settled()
+        assert feed.following and feed.new_alerts == 0 and feed.cursor_row == 0
+        assert "following" in str(app.query_one("#feed-title").render())
