@@ -591,6 +591,13 @@ class VpcwatchApp(App[int]):
 
     # -- the chart ----------------------------------------------------------------------
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The arrows are the chart's everywhere except in a text field (and under a modal
+        screen), where they move the text cursor."""
+        if action in ("move", "widen"):
+            return not isinstance(self.focused, Input) and len(self.screen_stack) == 1
+        return True
+
     def _cursor_index(self) -> int | None:
         axis = self.chart.axis
         if axis is None:
