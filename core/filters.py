@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "icmp6": 58, "icmpv6": 58, "gre": 47, "esp": 50}
+PROTOCOL_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 58: "icmp6"}
+PROTOCOLS = {name: number for number, name in PROTOCOL_NAMES.items()} | {"icmpv6": 58}
 ACTIONS = ("accept", "reject")
 SYNTAX = ("IP, CIDR, src:IP|CIDR, dst:IP|CIDR, port:N, proto:tcp|udp|icmp|N, "
           "action:accept|reject, rule:ID (* matches any text), level>=N, eni:ID, vpc:ID, "

@@ -10,9 +10,9 @@ from typing import Any
 
 from rich.text import Text
 
+from core.filters import PROTOCOL_NAMES
 from core.safetext import truncate
 
-PROTOCOL_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 58: "icmp6"}
 SPARK = "▁▂▃▄▅▆▇█"
 
 
