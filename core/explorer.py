@@ -71,11 +71,11 @@ class Explorer:
 
     def refresh(self) -> None:
         """See the segments committed since the last refresh (once more if compaction removed
-        a segment between listing and reading it)."""
+        a segment between listing and reading it). Nothing to redo when none changed."""
         for attempt in (1, 2):
             try:
-                self._store.define_flows_view(self.con)
                 if self.index.sync():
+                    self._store.define_flows_view(self.con)
                     self._cache.clear()
                 return
             except duckdb.IOException:
@@ -251,6 +251,12 @@ class Explorer:
                 states[(bucket, kind)] = BucketState(bucket, kind, state.counts, float(updated))
         return list(states.values())
 
+    def problem_count(self) -> int:
+        rows = self._rows(
+            "SELECT (SELECT count(*) FROM objects WHERE status IN ('quarantined', 'blocked')) "
+            "+ (SELECT count(*) FROM prefixes WHERE status <> 'ok')")
+        return int(rows[0][0])
+
     def problems(self) -> pa.Table:
         """Objects quarantined or blocked, and prefixes access was denied to."""
         return self._arrow(
@@ -258,10 +264,6 @@ class Explorer:
             "WHERE status IN ('quarantined', 'blocked') UNION ALL "
             "SELECT bucket, prefix, status, error, updated FROM prefixes WHERE status <> 'ok' "
             "ORDER BY updated DESC LIMIT 1000")
-
-    def newest_record(self) -> int | None:
-        span = self.span()
-        return span.end - 1 if span else None
 
     def read_only_sql(self, text: str) -> pa.Table:
         """Run one query (see check_read_only); at most SQL_ROW_LIMIT rows come back."""

@@ -141,8 +141,10 @@ class Store:
         if engine is not None and not read_only:
             engine.check(self.con)
 
-    def segment_names(self) -> list[str]:
-        rows = self.con.execute("SELECT name FROM segments ORDER BY created, name").fetchall()
+    def segment_names(self, con: duckdb.DuckDBPyConnection | None = None) -> list[str]:
+        """The committed segments, oldest first (read through ``con`` from another thread)."""
+        rows = (con or self.con).execute(
+            "SELECT name FROM segments ORDER BY created, name").fetchall()
         return [row[0] for row in rows]
 
     def _refresh_view(self) -> None:
@@ -150,9 +152,8 @@ class Store:
 
     def define_flows_view(self, con: duckdb.DuckDBPyConnection) -> None:
         """(Re)define the ``flows`` view of ``con`` over the segments committed now."""
-        names = [row[0] for row in con.execute(
-            "SELECT name FROM segments ORDER BY created, name").fetchall()]
-        con.execute(f"CREATE OR REPLACE TEMP VIEW flows AS {self.segments_sql(names)}")
+        con.execute("CREATE OR REPLACE TEMP VIEW flows AS "
+                    + self.segments_sql(self.segment_names(con)))
 
     def segments_sql(self, names: Sequence[str], filename: bool = False) -> str:
         """SQL for the rows of these segments, with every known column (``filename``: and

@@ -40,7 +40,7 @@ class TrafficIndex:
 
     def sync(self) -> bool:
         """Index the segments listed now; True when anything changed."""
-        listed = {row[0] for row in self.con.execute("SELECT name FROM segments").fetchall()}
+        listed = set(self._store.segment_names(self.con))
         gone, new = self.indexed - listed, sorted(listed - self.indexed)
         if gone:
             self.con.execute("DELETE FROM ix_flows WHERE segment IN (SELECT unnest(?))",

@@ -410,8 +410,9 @@ class VpcwatchApp(App[int]):
         if "status" in request.parts:
             clock = time.perf_counter()
             data.buckets = explorer.bucket_states()
-            data.newest = explorer.newest_record()
-            data.problems = explorer.problems().num_rows
+            span = explorer.span()
+            data.newest = span.end - 1 if span else None
+            data.problems = explorer.problem_count()
             data.seconds["status"] = time.perf_counter() - clock
         return data
 
@@ -521,7 +522,7 @@ class VpcwatchApp(App[int]):
         feed = self.query_one(AlertFeed)
         feed.page_offset, feed.following, feed.new_alerts = 0, True, 0
         self._show_chips()
-        self.request_view()
+        self.request_view("feed", "chart", "conversations")  # (the buckets' state is not scoped)
 
     def apply_filter_text(self, text: str) -> bool:
         """Parse and apply; on a bad term show why and change nothing."""

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import csv
 import json
 import logging
-import re
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -42,28 +40,19 @@ from core.safetext import visible
 from core.statedir import StateDirError
 from core.store import Store, StoreError, open_store
 from core.wazuh_import import WazuhImportError, import_wazuh
+from tui.logs import log_to_file, log_to_stderr
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-_SECRET = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b")
 
 
 class UsageError(Exception):
     """Bad usage or configuration: exit 2."""
 
 
-class _Redact(logging.Filter):
-    """Never let an AWS access key id, or a terminal control sequence, reach a log line."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = visible(_SECRET.sub("[access key redacted]", record.getMessage()))
-        record.args = ()
-        return True
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
+    log_to_stderr(args.verbose)
     try:
         return int(args.run(args))
     except (UsageError, ConfigError, WazuhImportError, BlocklistError) as exc:
@@ -126,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("--config", required=True, type=Path, help="the TOML configuration")
     watch.add_argument("--headless", action="store_true",
                        help="print each new or updated alert as one JSON line on stdout")
-    watch.add_argument("--no-mouse", action="store_true", help="the app ignores the mouse")
+    _no_mouse(watch)
     watch.set_defaults(run=cmd_watch)
 
     rules = commands.add_parser("rules", help="check, list or try detection rules")
@@ -153,13 +142,17 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--state-dir", type=Path, help="where the demo store goes (default: temp)")
     demo.add_argument("--headless", action="store_true",
                       help="print what each poll found instead of running the app")
-    demo.add_argument("--no-mouse", action="store_true", help="the app ignores the mouse")
+    _no_mouse(demo)
     demo.set_defaults(run=cmd_demo)
     return parser
 
 
 def _app_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help=f"default: {default_config_path()}")
+    _no_mouse(parser)
+
+
+def _no_mouse(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-mouse", action="store_true", help="the app ignores the mouse")
 
 
@@ -167,16 +160,6 @@ def _store_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--config", type=Path, help="use the state_dir of this configuration")
     group.add_argument("--state-dir", type=Path, help=f"default: {default_state_dir()}")
-
-
-def _setup_logging(verbosity: int) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_Redact())
-    handler.setFormatter(logging.Formatter("vpcwatch: %(levelname)s: %(message)s"))
-    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbosity, 2)]
-    logging.basicConfig(level=level, handlers=[handler], force=True)
-    for noisy in ("botocore", "aiobotocore", "urllib3", "werkzeug"):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
 def _state_dir(args: argparse.Namespace) -> Path:
@@ -330,22 +313,6 @@ def cmd_tui(args: argparse.Namespace) -> int:
         _warn_rule_errors(engine)
         with log_to_file(config.general.state_dir / "vpcwatch.log"):
             return run_app(store, config, mouse=not args.no_mouse)
-
-
-@contextlib.contextmanager
-def log_to_file(path: Path) -> Iterator[None]:
-    """While the app owns the terminal, log lines go to ``path`` (stderr would tear it)."""
-    root = logging.getLogger()
-    saved = root.handlers[:]
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.addFilter(_Redact())
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.handlers = [handler]
-    try:
-        yield
-    finally:
-        root.handlers = saved
-        handler.close()
 
 
 def cmd_watch(args: argparse.Namespace) -> int:

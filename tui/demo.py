@@ -16,14 +16,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.alerts import alert_documents, recent_alerts
+from core.alerts import alert_documents
 from core.collector import Collector
 from core.config import Config, parse_config
 from core.events import PollSummary
-from core.queries import peak_minute, top_conversations
+from core.explorer import Explorer, Scope
 from core.rules import load_engine
 from core.safetext import visible
-from core.store import Store, open_store
+from core.store import open_store
+from core.timeline import Axis
+from tui.cells import human_bytes
 from tui.demo_traffic import DemoObject, cloudtrail_object, flow_objects, incident_lines
 from tui.embedded_s3 import start_s3, use_emulator_credentials
 
@@ -105,7 +107,7 @@ def run_demo(polls: int = 0, state_dir: Path | None = None, pause: float = POLL_
 
 def _run_app(config: Config, feeder: Feeder, mouse: bool) -> int:
     from tui.app import run_app
-    from tui.cli import log_to_file
+    from tui.logs import log_to_file
 
     async def before_poll() -> None:
         await asyncio.to_thread(feeder.tick, time.time())
@@ -122,12 +124,13 @@ async def _poll_loop(config: Config, feeder: Feeder, polls: int, pause: float) -
         loop.add_signal_handler(sig, stop.set)
     with open_store(config.general.state_dir, engine=load_engine([])) as store:
         collector = Collector(config, store)
+        explorer = await collector.db(Explorer, store)  # used on the store's thread only
         try:
             count = 0
             while not stop.is_set() and (polls == 0 or count < polls):
                 await asyncio.to_thread(feeder.tick, time.time())
                 summary = await collector.poll()
-                report = await collector.db(_report, store, summary)
+                report = await collector.db(_report, explorer, summary)
                 print(report, flush=True)
                 count += 1
                 if polls and count == polls:
@@ -135,25 +138,27 @@ async def _poll_loop(config: Config, feeder: Feeder, polls: int, pause: float) -
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), pause)
         finally:
+            await collector.db(explorer.close)
             collector.close()
 
 
-def _report(store: Store, summary: PollSummary) -> str:
-    now = int(time.time())
-    since = now - (HISTORY_MINUTES + 5) * 60
-    [total] = store.con.execute("SELECT count(*) FROM flows").fetchall()
+def _report(explorer: Explorer, summary: PollSummary) -> str:
+    """What the poll added, the busiest minute and its top pair, the alerts of level 7+."""
+    explorer.refresh()
     line = (f"{time.strftime('%H:%M:%S', time.gmtime())} UTC  +{summary.objects['done']} objects "
-            f"+{summary.records:,} records +{summary.events} events +{summary.alerts} alerts "
-            f"(store: {total[0]:,} flows)")
-    peak = peak_minute(store, since, now + 120)
-    if peak:
-        line += f"\n  peak minute {time.strftime('%H:%M', time.gmtime(peak.minute))} UTC: "
-        line += f"{peak.bytes / 1e9:.2f} GB"
-        top = top_conversations(store, peak.minute, peak.minute + 60, limit=1)
-        if top:
-            pair = f"{visible(top[0].srcaddr)} -> {visible(top[0].dstaddr)}"
-            line += f"; top pair {pair} {top[0].bytes / 1e9:.2f} GB"
-    for alert in alert_documents(recent_alerts(store, min_level=7, limit=8)):
+            f"+{summary.records:,} records +{summary.events} events +{summary.alerts} alerts")
+    span = explorer.span()
+    if span is not None:
+        axis = Axis(span.start // 60 * 60, 60, -(-(span.end - span.start // 60 * 60) // 60))
+        minutes = explorer.histogram(Scope(), axis)
+        busiest = max(range(axis.count), key=lambda i: minutes[i])
+        minute = axis.bucket_range(busiest, busiest)
+        line += (f"\n  peak minute {time.strftime('%H:%M', time.gmtime(minute.start))} UTC: "
+                 f"{human_bytes(minutes[busiest])}")
+        for pair in explorer.conversations(Scope(range=minute), None, 1).to_pylist():
+            line += (f"; top pair {visible(pair['address'])} -> {visible(pair['peer'])} "
+                     f"{human_bytes(pair['bytes_out'] + pair['bytes_in'])}")
+    for alert in alert_documents(explorer.feed(Scope(min_level=7), 0, 8)):
         line += f"\n  [{alert['level']:>2}] {alert['rule_id']}: {visible(alert['title'])}"
     return line
 

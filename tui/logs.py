@@ -1,0 +1,51 @@
+"""Where log lines go: stderr for the command line, a file while the app owns the terminal.
+Either way no AWS access key id and no terminal control sequence reaches a line."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from core.safetext import visible
+
+_SECRET = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b")
+_NOISY = ("botocore", "aiobotocore", "urllib3", "werkzeug")
+
+
+class Redact(logging.Filter):
+    """Access key ids redacted, control characters made visible."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = visible(_SECRET.sub("[access key redacted]", record.getMessage()))
+        record.args = ()
+        return True
+
+
+def log_to_stderr(verbosity: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(Redact())
+    handler.setFormatter(logging.Formatter("vpcwatch: %(levelname)s: %(message)s"))
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbosity, 2)]
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    for noisy in _NOISY:
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+@contextlib.contextmanager
+def log_to_file(path: Path) -> Iterator[None]:
+    """While the app owns the terminal, log lines go to ``path`` (stderr would tear it)."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.addFilter(Redact())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.handlers = [handler]
+    try:
+        yield
+    finally:
+        root.handlers = saved
+        handler.close()
