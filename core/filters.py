@@ -5,7 +5,7 @@ not accepted. Terms are separated by spaces and combined with AND; ``!`` negates
 A term that cannot apply to a table (``rule:`` on flows, ``eni:`` on alerts without an
 interface in their key) is left out of that table's SQL and said so by :meth:`Filter.notes`.
 Values are always bound as parameters, never spliced into the SQL. CIDRs use the ``ip4``
-macro of ``core.rules.functions``, installed on every store connection.
+and ``ip6`` macros of ``core.rules.functions``, installed on every store connection.
 """
 
 from __future__ import annotations
@@ -136,8 +136,15 @@ def _address_clause(word: str, value: str) -> tuple[str, str, list[Any]]:
         raise FilterError(f"'{word}': not an IP address or CIDR, nor a known term ({SYNTAX})"
                           ) from None
     if network.version == 6:
-        raise FilterError(f"'{word}': IPv6 networks are not supported yet; use an address")
+        return _ipv6_network(network)
     return _ipv4_network(network)
+
+
+def _templates(match: str, params: list[Any]) -> tuple[str, str, list[Any]]:
+    """``match`` (over ``{address}``) for a flows column and for the index's address ids."""
+    return (match.format(address="{col}"),
+            "{col} IN (SELECT id FROM ix_addr WHERE " + match.format(address="address") + ")",
+            params)
 
 
 def _ipv4_network(network: ipaddress.IPv4Network) -> tuple[str, str, list[Any]]:
@@ -152,9 +159,16 @@ def _ipv4_network(network: ipaddress.IPv4Network) -> tuple[str, str, list[Any]]:
     elif network.prefixlen % 8:
         match += " AND ip4({address}) BETWEEN ? AND ?"
         params += [int(network.network_address), int(network.broadcast_address)]
-    return (match.format(address="{col}"),
-            "{col} IN (SELECT id FROM ix_addr WHERE " + match.format(address="address") + ")",
-            params)
+    return _templates(match, params)
+
+
+def _ipv6_network(network: ipaddress.IPv6Network) -> tuple[str, str, list[Any]]:
+    """IPv6 text has many forms (``::``, leading zeros, case): compare as 128-bit integers.
+    The 128-bit bounds travel as text."""
+    if network.prefixlen == 0:
+        return _templates("contains({address}, ':')", [])
+    return _templates("ip6({address}) BETWEEN ?::UHUGEINT AND ?::UHUGEINT",
+                      [str(int(network.network_address)), str(int(network.broadcast_address))])
 
 
 def _looks_like_ipv6(text: str) -> bool:

@@ -17,6 +17,7 @@ ROWS = [
     ("d", "10.0.2.7", "192.0.2.1", 52000, 443, 6, "ACCEPT", "eni-3", "222"),
     ("e", None, None, None, None, None, None, "eni-3", "222"),  # a NODATA record
     ("f", "2001:db8::5", "2001:db8::6", 40001, 443, 6, "ACCEPT", "eni-4", "333"),
+    ("g", "2600:1f18:0:ff00::1", "2001:0DB8:0:0:1::9", 443, 40002, 6, "ACCEPT", "eni-4", "333"),
 ]
 
 
@@ -44,7 +45,7 @@ def selected(con: duckdb.DuckDBPyConnection, text: str) -> set[str]:
 
 
 @pytest.mark.parametrize(("text", "expected"), [
-    ("", {"a", "b", "c", "d", "e", "f"}),
+    ("", {"a", "b", "c", "d", "e", "f", "g"}),
     ("10.0.1.5", {"a", "b"}),
     ("src:10.0.1.5", {"a"}),
     ("dst:10.0.1.5", {"b"}),
@@ -55,14 +56,21 @@ def selected(con: duckdb.DuckDBPyConnection, text: str) -> set[str]:
     ("0.0.0.0/0", {"a", "b", "c", "d"}),
     ("port:53", {"a", "b"}),
     ("port:22 action:reject", {"c"}),
-    ("proto:tcp", {"c", "d", "f"}),
+    ("proto:tcp", {"c", "d", "f", "g"}),
     ("proto:17", {"a", "b"}),
     ("!action:accept", {"c", "e"}),  # NULL action counts as "not accepted"
-    ("!10.0.0.0/16", {"e", "f"}),
+    ("!10.0.0.0/16", {"e", "f", "g"}),
     ("2001:db8::5", {"f"}),
+    ("2001:db8::/32", {"f", "g"}),  # g's destination is written uncompressed, in capitals
+    ("2001:db8::/112", {"f"}),  # 2001:db8::0-2001:db8::ffff
+    ("dst:2001:db8:0:0:1::/80", {"g"}),
+    ("src:2600:1f18::/40", {"g"}),
+    ("2600:1f18:0:fe00::/56", set()),
+    ("::/0", {"f", "g"}),
+    ("!2001:db8::/32", {"a", "b", "c", "d", "e"}),
     ("eni:eni-3", {"d", "e"}),
     ("acct:222 !eni:eni-2", {"d", "e"}),
-    ("rule:vpc.portscan", {"a", "b", "c", "d", "e", "f"}),  # alerts only: flows not narrowed
+    ("rule:vpc.portscan", {"a", "b", "c", "d", "e", "f", "g"}),  # alerts only: flows not narrowed
 ])
 def test_terms_select_the_expected_flows(con: duckdb.DuckDBPyConnection, text: str,
                                          expected: set[str]) -> None:
@@ -85,7 +93,7 @@ def test_values_are_parameters_not_sql(con: duckdb.DuckDBPyConnection) -> None:
     ("10.0.0.300", "not an IP address"),
     ("port:", "needs a value"),
     ("!", "must be followed"),
-    ("2001:db8::/32", "IPv6 networks"),
+    ("2001:db8::/129", "not an IP address or CIDR"),
 ])
 def test_bad_terms_say_why(text: str, reason: str) -> None:
     with pytest.raises(FilterError, match=reason):

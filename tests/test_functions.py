@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import random
 from pathlib import Path
 
 import duckdb
@@ -27,18 +29,41 @@ def test_address_classes() -> None:
                            [address, address]).fetchall() == [expected], address
 
 
-def test_blocklist_matches_ipv4_cidrs_and_ipv6_entries(tmp_path: Path) -> None:
+def test_blocklist_matches_ipv4_and_ipv6_addresses_and_cidrs(tmp_path: Path) -> None:
     path = tmp_path / "block.txt"
     path.write_text("# comment\n203.0.113.0/24\n198.51.100.7\n2001:db8::bad\n"
-                    "2001:db8:1::/120  # a small IPv6 network\n\n")
+                    "2001:db8:1::/120  # a small IPv6 network\n2a05:d000::/29\n\n")
     con = duckdb.connect()
-    assert install(con, read_blocklist([path])) == 2 + 1 + 256
-    hits = {a: con.execute("SELECT blocklisted(?)", [a]).fetchall()[0][0] for a in [
-        "203.0.113.1", "203.0.114.1", "198.51.100.7", "198.51.100.8", "2001:db8::bad",
-        "2001:DB8::BAD", "2001:db8:1::ff", "2001:db8:1::1:0", None]}
-    assert hits == {"203.0.113.1": True, "203.0.114.1": False, "198.51.100.7": True,
-                    "198.51.100.8": False, "2001:db8::bad": True, "2001:DB8::BAD": True,
-                    "2001:db8:1::ff": True, "2001:db8:1::1:0": False, None: False}
+    assert install(con, read_blocklist([path])) == 5
+    expected = {
+        "203.0.113.1": True, "203.0.114.1": False, "198.51.100.7": True, "198.51.100.8": False,
+        "2001:db8::bad": True, "2001:DB8::BAD": True,
+        # an address entry is compared as text (AWS writes the compressed form)
+        "2001:0db8:0000:0000:0000:0000:0000:0bad": False,
+        "2001:db8:1::ff": True, "2001:0DB8:1:0:0:0:0:FF": True, "2001:db8:1::1:0": False,
+        "2a05:d007:ffff::1": True, "2a05:d008::": False, "::ffff:203.0.113.1": False,
+        None: False,
+    }
+    hits = {a: con.execute("SELECT blocklisted(?)", [a]).fetchall()[0][0] for a in expected}
+    assert hits == expected
+
+
+def test_ip6_reads_every_text_form_of_an_address() -> None:
+    con = duckdb.connect()
+    install(con)
+    rng = random.Random(7)
+    expected: dict[str, str] = {}
+    for _ in range(2000):  # runs of zero groups, so that "::" lands anywhere
+        groups = [rng.choice((0, 0, rng.randrange(16), rng.randrange(65536))) for _ in range(8)]
+        address = ipaddress.IPv6Address(":".join(f"{g:x}" for g in groups))
+        for text in (address.compressed, address.exploded, address.compressed.upper()):
+            expected[text] = str(int(address))
+    rows = con.execute("SELECT t, ip6(t)::VARCHAR FROM unnest(?::VARCHAR[]) AS u(t)",
+                       [list(expected)]).fetchall()
+    assert dict(rows) == expected
+    for text in ("1::2::3", "2001:db8::g", "1:2:3:4:5:6:7:8:9", "12345::1", "10.0.0.1",
+                 "::ffff:1.2.3.4"):
+        assert con.execute("SELECT ip6(?)", [text]).fetchall() == [(None,)], text
 
 
 def test_a_bad_blocklist_line_names_file_and_line(tmp_path: Path) -> None:
