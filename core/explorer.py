@@ -311,8 +311,8 @@ def check_read_only(text: str) -> None:
 
 def export_rows(rows: list[dict[str, Any]], directory: Path, stem: str, fmt: str) -> Path:
     """Write ``rows`` to ``directory/stem-YYYYmmdd-HHMMSS.{csv,json}`` (JSON: one object per
-    line; CSV: lists and objects as JSON) and return the path. Values are written as they are:
-    a spreadsheet opening the CSV sees log text, formulas included, as the log wrote it."""
+    line, values exactly as stored; CSV: lists and objects as JSON, text that a spreadsheet
+    would run as a formula made inert, see _csv_cell) and return the path."""
     if fmt not in ("csv", "json"):
         raise ValueError(f"export format is csv or json, not {fmt!r}")
     directory.mkdir(parents=True, exist_ok=True)
@@ -329,6 +329,19 @@ def export_rows(rows: list[dict[str, Any]], directory: Path, stem: str, fmt: str
             return path
         writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else [])
         writer.writeheader()
-        writer.writerows({k: json.dumps(v) if isinstance(v, list | dict) else v
-                          for k, v in row.items()} for row in rows)
+        writer.writerows({k: _csv_cell(v) for k, v in row.items()} for row in rows)
     return path
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value: Any) -> Any:
+    """Log text is the attacker's: a user agent ``=HYPERLINK(...)`` must not become a live
+    formula when the CSV is opened in a spreadsheet. Text starting like a formula gets a
+    leading ``'`` (OWASP's CSV-injection advice); numbers are left alone."""
+    if isinstance(value, list | dict):
+        value = json.dumps(value)
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
