@@ -6,7 +6,9 @@ on two cores, before any grouping. The index keeps, in temp tables of one readin
 the columns the app filters and groups on, with each address replaced by an integer id
 (``ix_addr``): the same filter then takes about 20 ms and grouping by address pair is three
 times faster. :meth:`TrafficIndex.sync` follows the segment list: rows of new segments are
-added, rows of segments that compaction merged or retention dropped are deleted.
+added, rows of segments that compaction merged or retention dropped are deleted; when a sync
+removes more rows than it adds (retention, not compaction), addresses no flow uses any more
+leave ``ix_addr`` too.
 
 Memory: about 50 bytes a flow (500 MB for 10 million), in DuckDB's buffer pool (it spills
 to its temp directory beyond the memory limit).
@@ -42,18 +44,26 @@ class TrafficIndex:
         """Index the segments listed now; True when anything changed."""
         listed = set(self._store.segment_names(self.con))
         gone, new = self.indexed - listed, sorted(listed - self.indexed)
+        removed = added = 0
         if gone:
-            self.con.execute("DELETE FROM ix_flows WHERE segment IN (SELECT unnest(?))",
-                             [sorted(gone)])
+            removed = self._count("DELETE FROM ix_flows WHERE segment IN (SELECT unnest(?))",
+                                  [sorted(gone)])
             self.indexed -= gone
         if new:
-            self._add(new)
+            added = self._add(new)
             self.indexed |= set(new)
+        if removed > added:
+            self._count("DELETE FROM ix_addr WHERE id NOT IN (SELECT src FROM ix_flows WHERE "
+                        "src IS NOT NULL UNION SELECT dst FROM ix_flows WHERE dst IS NOT NULL)")
         if gone or new:
             self.version += 1
         return bool(gone or new)
 
-    def _add(self, names: Sequence[str]) -> None:
+    def _count(self, sql: str, params: list[object] | None = None) -> int:
+        """Run a DELETE or INSERT; the number of rows it changed."""
+        return int(self.con.execute(sql, params or []).fetchall()[0][0])
+
+    def _add(self, names: Sequence[str]) -> int:
         self.con.execute("CREATE OR REPLACE TEMP TABLE ix_new AS SELECT "
                          f"srcaddr, dstaddr, {INDEX_COLUMNS}, filename FROM "
                          f"({self._store.segments_sql(names, filename=True)})")
@@ -63,7 +73,7 @@ class TrafficIndex:
                 SELECT (SELECT coalesce(max(id), 0) FROM ix_addr) + row_number() OVER (), a
                 FROM (SELECT srcaddr AS a FROM ix_new UNION SELECT dstaddr FROM ix_new) n
                 WHERE a IS NOT NULL AND a NOT IN (SELECT address FROM ix_addr)""")
-            self.con.execute(f"""
+            return self._count(f"""
                 INSERT INTO ix_flows BY NAME
                 SELECT parse_filename(filename) AS segment, s.id AS src, d.id AS dst,
                        {INDEX_COLUMNS}

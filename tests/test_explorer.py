@@ -4,6 +4,7 @@ answers equal SQL over the Parquet segments, through new commits and compaction.
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -15,7 +16,7 @@ from core.scan import scan
 from core.segments import segment_dir
 from core.store import open_store
 from core.timeline import Axis
-from tests.scenarios import benign, text
+from tests.scenarios import ACCOUNT, benign, line, text
 
 
 def expected_bytes(state: Path, where: str = "true", params: list[object] | None = None) -> int:
@@ -58,6 +59,30 @@ def test_index_follows_new_segments_and_compaction(tmp_path: Path) -> None:
         web = Scope(parse_filter("dst:10.0.1.10 port:443"))
         assert sum(explorer.histogram(web, axis)) == expected_bytes(
             state, "dstaddr = ? AND (srcport = 443 OR dstport = 443)", ["10.0.1.10"])
+        explorer.close()
+
+
+def test_retention_takes_unused_addresses_out_of_the_index(tmp_path: Path) -> None:
+    day = 1_764_000_000
+    old = [line("eni-1", f"203.0.113.{h}", "10.0.1.10", 40000 + h, 443, 6, 3, 900, day)
+           for h in range(1, 6)]
+    recent = [line("eni-1", "198.51.100.7", "10.0.1.10", 40000, 443, 6, 3, 900, day + 86_400),
+              f"2 {ACCOUNT} eni-1 - - - - - - - {day + 86_400} {day + 86_460} - NODATA"]
+    state = tmp_path / "state"
+    with open_store(state) as store:
+        explorer = Explorer(store)
+        for name, lines in (("old.log", old), ("recent.log", recent)):
+            (tmp_path / name).write_bytes(text(lines))
+            scan([tmp_path / name], store, 1 << 30)
+        explorer.refresh()
+        assert explorer.index.address_id("203.0.113.1") is not None
+        assert store.prune(3600, date(2020, 1, 1), now=day + 86_400) == len(old)
+        explorer.refresh()
+        remaining = {row[0] for row in explorer.con.execute("SELECT address FROM ix_addr")
+                     .fetchall()}
+        assert remaining == {"198.51.100.7", "10.0.1.10"}
+        top = explorer.conversations(Scope(), None).select(["address", "peer"]).to_pylist()
+        assert top == [{"address": "198.51.100.7", "peer": "10.0.1.10"}]
         explorer.close()
 
 
