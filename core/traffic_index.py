@@ -53,8 +53,9 @@ class TrafficIndex:
             added = self._add(new)
             self.indexed |= set(new)
         if removed > added:
-            self._count("DELETE FROM ix_addr WHERE id NOT IN (SELECT src FROM ix_flows WHERE "
-                        "src IS NOT NULL UNION SELECT dst FROM ix_flows WHERE dst IS NOT NULL)")
+            self.con.execute("DELETE FROM ix_addr WHERE id NOT IN (SELECT src FROM ix_flows "
+                             "WHERE src IS NOT NULL UNION SELECT dst FROM ix_flows "
+                             "WHERE dst IS NOT NULL)")
         if gone or new:
             self.version += 1
         return bool(gone or new)

@@ -128,7 +128,9 @@ def read_blocklist(paths: list[Path]) -> Blocklist:
     One address or CIDR a line; ``#`` starts a comment. A bad line is an error naming the
     file and line.
     """
-    blocklist = Blocklist()
+    ranges4: list[tuple[int, int]] = []
+    addresses6: list[str] = []
+    networks6: list[tuple[int, int]] = []
     for path in paths:
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
@@ -146,9 +148,9 @@ def read_blocklist(paths: list[Path]) -> Blocklist:
                 ) from None
             bounds = (int(network.network_address), int(network.broadcast_address))
             if network.version == 4:
-                blocklist.ranges4.append(bounds)
+                ranges4.append(bounds)
             elif network.num_addresses == 1:
-                blocklist.addresses6.append(str(network.network_address))
+                addresses6.append(str(network.network_address))
             else:
-                blocklist.networks6.append(bounds)
-    return blocklist
+                networks6.append(bounds)
+    return Blocklist(ranges4, addresses6, networks6)
