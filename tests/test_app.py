@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import duckdb
@@ -21,6 +22,7 @@ from tests.conftest import Bucket
 from tui.app import DEFAULT_MIN_LEVEL, VpcwatchApp
 from tui.demo_traffic import EXFIL_DEST, EXFIL_HOST
 from tui.screens import HelpScreen, SqlScreen, TableScreen
+from tui.widgets.chart import TrafficChart
 from tui.widgets.conversations import Conversations
 from tui.widgets.feed import AlertFeed
 
@@ -292,6 +294,21 @@ async def test_mouse_on_the_timeline_applies_a_range_and_the_chip_removes_it(
         await pilot.click("#range-chip")  # type: ignore[attr-defined]
         await app.wait_settled()
         assert app.scope.range is None
+
+
+async def test_the_chart_draws_each_state_and_keeps_recent_pictures(
+        frozen_state: Path, tmp_path: Path) -> None:
+    async with frozen_app(frozen_state, tmp_path) as (app, _):
+        chart = app.query_one(TrafficChart)
+        plain = replace(app.chart, cursor=None, selection=None)
+        with_cursor = replace(plain, cursor=len(plain.values) // 2)
+        chart.show(plain, app.zone)
+        first = chart.render()
+        chart.show(with_cursor, app.zone)
+        moved = chart.render()
+        assert "cursor" in moved.plain and "cursor" not in first.plain
+        chart.show(plain, app.zone)
+        assert chart.render() is first  # the same state again: the kept picture
 
 
 async def test_copy_writes_the_selected_row(frozen_state: Path, tmp_path: Path) -> None:

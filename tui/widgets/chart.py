@@ -7,8 +7,10 @@ the mouse click or drag a range (posted as :class:`Timeline.Picked`).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import tzinfo
+from typing import Any
 
 from rich.text import Text
 from textual.events import MouseDown, MouseMove, MouseUp
@@ -22,6 +24,7 @@ from tui.cells import clock, human_bytes
 Y_TICKS = 3
 PLOT_MARGIN_ROWS = 4  # title, frame and time labels
 X_TICKS = 5
+PICTURES = 8  # recent renders kept: going back to an earlier scope redraws nothing
 
 
 @dataclass
@@ -33,6 +36,10 @@ class ChartState:
     selection: tuple[int, int] | None = None  # bucket indexes, inclusive
     zoomed: bool = False  # the axis is the applied range
 
+    def key(self) -> tuple[Any, ...]:
+        return (self.axis, tuple(self.values), tuple(self.peaks), self.cursor, self.selection,
+                self.zoomed)
+
 
 class TrafficChart(PlotextPlot):
     """Bytes per bucket; focusable so ←/→, [/], shift+←/→ and Enter are its keys."""
@@ -43,11 +50,24 @@ class TrafficChart(PlotextPlot):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.state = ChartState()
         self.zone: tzinfo | None = None
+        self._pictures: OrderedDict[tuple[Any, ...], Text] = OrderedDict()
 
     def show(self, state: ChartState, zone: tzinfo) -> None:
         self.state, self.zone = state, zone
-        self._draw()
         self.refresh()
+
+    def render(self) -> Text:
+        """plotext takes ~50 ms a picture at 160 columns: keep the last few."""
+        key = (self.state.key(), str(self.zone), self.size.width, self.size.height,
+               self.app.theme)
+        picture = self._pictures.get(key)
+        if picture is None:
+            self._draw()
+            picture = self._pictures[key] = super().render()  # type: ignore[assignment]
+            if len(self._pictures) > PICTURES:
+                self._pictures.popitem(last=False)
+        self._pictures.move_to_end(key)
+        return picture
 
     def _draw(self) -> None:
         plt, state = self.plt, self.state
