@@ -469,10 +469,11 @@ class VpcwatchApp(App[int]):
             text.append("  following", style="green")
         elif feed.new_alerts:
             text.append(f"  {feed.new_alerts:,} new (End/f follows)", style="yellow")
-        self.query_one("#feed-title", Static).update(text)
+        self.query_one("#feed-title", Static).update(text, layout=False)  # one fixed row
 
     def _show_detail(self) -> None:
-        self.query_one("#detail", Static).update(detail(self.selected_alert, self.zone))
+        self.query_one("#detail", Static).update(detail(self.selected_alert, self.zone),
+                                                 layout=False)
 
     def _show_conversations_title(self) -> None:
         focus = self.focus_address or self.scope.filter.single_address()
@@ -483,7 +484,7 @@ class VpcwatchApp(App[int]):
         if self.scope.range:
             text.append(f"  in {self._range_label(self.scope.range)}")
         text.append("  (Enter: flows, a: filter)", style="dim")
-        self.query_one("#conversations-title", Static).update(text)
+        self.query_one("#conversations-title", Static).update(text, layout=False)
 
     def _show_chart(self) -> None:
         axis = self.chart.axis
