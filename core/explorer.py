@@ -37,6 +37,7 @@ FLOW_COLUMNS = ("start", "end", "account_id", "interface_id", "srcaddr", "srcpor
                 "flow_direction", "object_key")
 SQL_ROW_LIMIT = 1000
 CACHE_ENTRIES = 64  # flow answers kept until the data changes
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # CSV cells a spreadsheet would run
 
 
 class ReadOnlyError(ValueError):
@@ -331,9 +332,6 @@ def export_rows(rows: list[dict[str, Any]], directory: Path, stem: str, fmt: str
         writer.writeheader()
         writer.writerows({k: _csv_cell(v) for k, v in row.items()} for row in rows)
     return path
-
-
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _csv_cell(value: Any) -> Any:

@@ -67,6 +67,20 @@ def write_config(
     return path
 
 
+def run_json(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
+    """Run ``vpcwatch ARGS`` (a command ending with a JSON summary line); its exit code and
+    that summary."""
+    from tui.cli import main
+
+    code = main(args)
+    return code, json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def collect_once(config: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
+    """``vpcwatch collect --once --json``: its exit code and summary."""
+    return run_json(["collect", "--config", str(config), "--once", "--json"], capsys)
+
+
 def query(state_dir: Path, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
     """Rows of ``sql`` against the store in ``state_dir``, opened read-only."""
     store = Store(state_dir, read_only=True)

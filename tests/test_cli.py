@@ -12,6 +12,7 @@ import pytest
 
 from core.statedir import StateLock
 from tests import flowgen
+from tests.conftest import run_json
 from tui.cli import main
 
 
@@ -31,8 +32,8 @@ def scan_files(tmp_path: Path) -> tuple[Path, int, int]:
 def test_scan_then_query(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folder, records, total_bytes = scan_files(tmp_path)
     state = tmp_path / "state"
-    assert main(["scan", str(folder), "--state-dir", str(state), "--json"]) == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    code, summary = run_json(["scan", str(folder), "--state-dir", str(state), "--json"], capsys)
+    assert code == 0
     assert summary["objects"]["done"] == 3
     assert (summary["records"], summary["events"]) == (records, 1)
 
@@ -44,8 +45,8 @@ def test_scan_then_query(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert list(csv.reader(io.StringIO(capsys.readouterr().out))) == [["event_name"],
                                                                       ["CreateVpc"]]
 
-    assert main(["scan", str(folder), "--state-dir", str(state), "--json"]) == 0
-    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    code, again = run_json(["scan", str(folder), "--state-dir", str(state), "--json"], capsys)
+    assert code == 0
     assert again["records"] == 0 and again["objects"]["done"] == 0
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests import flowgen
-from tests.conftest import Bucket, LineReader, query, write_config
+from tests.conftest import Bucket, LineReader, collect_once, query, write_config
 from tests.test_collect import NOW
 from tui.cli import main
 
@@ -51,8 +50,8 @@ def test_kill_9_mid_collect_then_restart_gives_exact_totals(
     [(done_before,)] = query(state, "SELECT count(*) FROM objects WHERE status='done'")
     assert 0 < done_before < OBJECTS  # killed mid-way
 
-    assert main(["collect", "--config", str(config), "--once", "--json"]) == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    code, summary = collect_once(config, capsys)
+    assert code == 0
     assert summary["objects"]["done"] == OBJECTS - done_before
 
     stored = dict(query(state, "SELECT object_key, count(*) FROM flows GROUP BY 1"))

@@ -13,7 +13,7 @@ from core.rules import load_engine
 from core.scan import scan
 from core.store import Store
 from tests import flowgen, scenarios
-from tests.conftest import Bucket, query, write_config
+from tests.conftest import Bucket, collect_once, query, write_config
 from tests.scenarios import ACCOUNT, BLOCKLIST, WINDOW_START, Scenario
 from tui.cli import main
 
@@ -205,8 +205,8 @@ def test_detections_through_the_embedded_s3(
                           default_rules=True, blocklist=["blocklist.txt"], lookback="7d",
                           retention="30d")
 
-    assert main(["collect", "--config", str(config), "--once", "--json"]) == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    code, summary = collect_once(config, capsys)
+    assert code == 0
     assert summary["errors"] == []
 
     rows = query(tmp_path / "state", "SELECT rule_id, group_key, count, bytes FROM alerts "

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests import flowgen
-from tests.conftest import Bucket, query, write_config
+from tests.conftest import Bucket, collect_once, query, write_config
 from tests.faultproxy import FaultProxy, Faults
 from tests.test_collect import NOW
 from tui.cli import main
@@ -82,8 +82,7 @@ def test_list_calls_stay_proportional_to_the_lookback_window(
                            flowgen.flow_object(flowgen.V2, 5).gz())
     config = write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
                                       "endpoint_url": proxy.url}], lookback="48h")
-    code = main(["collect", "--config", str(config), "--once", "--json"])
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    code, summary = collect_once(config, capsys)
     days = len({(datetime.now(UTC) - timedelta(hours=h)).date() for h in (0, 24, 48)})
     # AWSLogs/ once, each account's regions once, then one list per (account, region, day)
     assert proxy.requests["list"] == 1 + 2 + 2 * 2 * days
@@ -102,12 +101,10 @@ def test_an_object_denied_to_us_is_blocked_then_read_when_access_returns(
             flowgen.V2, 60).gz())
         config = write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
                                           "endpoint_url": proxy.url}])
-        main(["collect", "--config", str(config), "--once", "--json"])
-        first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        _, first = collect_once(config, capsys)
         assert first["objects"]["blocked"] == 1 and first["records"] == 60
         faults.denied_gets = ()
-        main(["collect", "--config", str(config), "--once", "--json"])
-        second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        _, second = collect_once(config, capsys)
         assert second["objects"]["done"] == 1 and second["records"] == 40
     finally:
         proxy.stop()
@@ -122,8 +119,8 @@ def test_iam_role_is_assumed_through_sts(
         "type": "vpcflow", "name": bucket.name, "endpoint_url": bucket.url,
         "iam_role_arn": f"arn:aws:iam::{A}:role/vpcwatch-reader", "external_id": "ext-1",
         "sts_endpoint": proxy.url}])
-    assert main(["collect", "--config", str(config), "--once", "--json"]) == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    code, summary = collect_once(config, capsys)
+    assert code == 0
     assert summary["records"] == 25
     assert proxy.requests["sts"] == 1
 
@@ -145,14 +142,12 @@ def test_only_logs_after_backfills_once_and_retries_what_was_left_unfinished(
         config = write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
                                           "endpoint_url": proxy.url,
                                           "only_logs_after": after}], lookback="48h")
-        main(["collect", "--config", str(config), "--once", "--json"])
-        first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        _, first = collect_once(config, capsys)
         assert first["records"] == 21 + 23 and first["objects"]["blocked"] == 1
 
         faults.denied_gets = ()
         lists_before = proxy.requests["list"]
-        main(["collect", "--config", str(config), "--once", "--json"])
-        second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        _, second = collect_once(config, capsys)
         assert second["records"] == 22 and second["objects"]["done"] == 1
         days = len({(datetime.now(UTC) - timedelta(hours=h)).date() for h in (0, 24, 48)})
         assert proxy.requests["list"] - lists_before == 1 + 1 + days  # no second backfill
