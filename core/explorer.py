@@ -20,21 +20,30 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+from numpy.typing import NDArray
 
-from core.filters import Filter
+from core.filters import Filter, IndexTest
 from core.store import Store
 from core.timeline import Axis, TimeRange
-from core.traffic_index import TrafficIndex
+from core.traffic_index import PairFigures, TrafficIndex
+from core.traffic_kernels import SPARK_BUCKETS
 
 T = TypeVar("T")
-SPARK_BUCKETS = 8
 FEED_COLUMNS = ("id", "rule_id", "level", "title", "source", "first_seen", "last_seen", "count",
                 "bytes", "packets", "srcaddr", "dstaddr", "dstport", "protocol", "group_key",
                 "mitre", "wazuh_id", "object_count", "objects", "revision")
 FLOW_COLUMNS = ("start", "end", "account_id", "interface_id", "srcaddr", "srcport", "dstaddr",
                 "dstport", "protocol", "packets", "bytes", "action", "log_status", "vpc_id",
                 "flow_direction", "object_key")
+CONVERSATION_SCHEMA = pa.schema(
+    [("address", pa.string()), ("peer", pa.string())]
+    + [(name, pa.int64()) for name in ("bytes_out", "bytes_in", "packets_out", "packets_in",
+                                       "flows", "accepted", "rejected", "first_seen",
+                                       "last_seen")]
+    + [("protocols", pa.list_(pa.int32())), ("ports", pa.list_(pa.int32())),
+       ("trend", pa.list_(pa.int64()))])
 SQL_ROW_LIMIT = 1000
 CACHE_ENTRIES = 64  # flow answers kept until the data changes
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # CSV cells a spreadsheet would run
@@ -66,6 +75,7 @@ class Explorer:
         self.index = TrafficIndex(store, self.con)
         self.index.sync()
         self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._mask: tuple[tuple[str, int], NDArray[np.bool_]] = (("", -1), np.empty(0, bool))
 
     def close(self) -> None:
         self.con.close()
@@ -140,82 +150,41 @@ class Explorer:
                             lambda: self._histogram(scope, axis))
 
     def _histogram(self, scope: Scope, axis: Axis) -> list[int]:
-        where, params = self._index_where(scope, TimeRange(axis.start, axis.end))
-        rows = self._rows(
-            f"SELECT (start - ?) // ? AS b, sum(bytes)::BIGINT FROM ix_flows WHERE {where} "
-            "GROUP BY 1", [axis.start, axis.size, *params])
-        values = [0] * axis.count
-        for bucket, total in rows:
-            if 0 <= bucket < axis.count and total is not None:
-                values[int(bucket)] = int(total)
-        return values
+        return self.index.histogram(self._kept(scope.filter), axis)
+
+    def _histogram(self, scope: Scope, axis: Axis) -> list[int]:
+        return self.index.histogram(self._kept(scope.filter), axis)
 
     def conversations(self, scope: Scope, address: str | None, limit: int = 100) -> pa.Table:
         """Per peer of ``address`` (or per address pair when None: the top talkers): bytes and
         packets each way, flows, ACCEPT/REJECT, first/last seen, protocols, the most used
         service ports and ``SPARK_BUCKETS`` byte totals over the scope's time for a sparkline.
-        "out" is from ``address`` (or from the pair's first address) to the peer."""
+        "out" is from ``address`` (or from the pair's bigger sender) to the peer. The pairs
+        are the ``limit`` with the most bytes (ties: more flows)."""
         return self._cached(("conversations", scope.filter.text, scope.range, address, limit),
                             lambda: self._conversations(scope, address, limit))
 
     def _conversations(self, scope: Scope, address: str | None, limit: int) -> pa.Table:
-        where, params = self._index_where(scope, scope.range)
-        t0, width = self._spark_axis(scope)
-        if address is None:  # a pair: the address that sent more comes first
-            me, peer, swap = "least(src, dst)", "greatest(src, dst)", "g.bytes_in > g.bytes_out"
-            params = [t0, width, *params]
-        else:
-            me_id = self.index.address_id(address)
-            me, peer, swap = "?", "CASE WHEN src = ? THEN dst ELSE src END", "false"
-            where = f"(src = ? OR dst = ?) AND {where}"
-            params = [me_id, me_id, t0, width, me_id, me_id, *params]
-        sparks = ", ".join(
-            f"coalesce(sum(bytes) FILTER (WHERE b = {i}), 0)::BIGINT" for i in range(SPARK_BUCKETS))
-        # Aggregating 10 M rows with a dozen aggregates costs seconds; so: find the pairs with
-        # one sum, aggregate their rows once into a small table, and finish from that.
-        sql = f"""
-        WITH f AS MATERIALIZED (
-          SELECT {me} AS a, {peer} AS p, src, bytes, packets, action, start, "end", protocol,
-                 least(srcport, dstport) AS port,
-                 least({SPARK_BUCKETS - 1}, greatest(0, (start - ?) // ?)) AS b
-          FROM ix_flows WHERE {where} AND src IS NOT NULL AND dst IS NOT NULL),
-        top AS (
-          SELECT a, p FROM f GROUP BY a, p
-          ORDER BY sum(bytes) DESC NULLS LAST, count(*) DESC, a, p LIMIT ?),
-        fine AS (
-          SELECT a, p, b, src = a AS out, action, protocol, port, sum(bytes) AS bytes,
-                 sum(packets) AS packets, count(*) AS flows, min(start) AS first_seen,
-                 max("end") AS last_seen
-          FROM f SEMI JOIN top USING (a, p) GROUP BY ALL),
-        ports AS (
-          SELECT a, p, list(port ORDER BY n DESC, port)[1:3] AS ports
-          FROM (SELECT a, p, port, sum(flows) AS n FROM fine GROUP BY ALL) GROUP BY a, p),
-        g AS (
-          SELECT a, p,
-            coalesce(sum(bytes) FILTER (WHERE out), 0)::BIGINT AS bytes_out,
-            coalesce(sum(bytes) FILTER (WHERE NOT out), 0)::BIGINT AS bytes_in,
-            coalesce(sum(packets) FILTER (WHERE out), 0)::BIGINT AS packets_out,
-            coalesce(sum(packets) FILTER (WHERE NOT out), 0)::BIGINT AS packets_in,
-            sum(flows)::BIGINT AS flows,
-            coalesce(sum(flows) FILTER (WHERE action = 'ACCEPT'), 0)::BIGINT AS accepted,
-            coalesce(sum(flows) FILTER (WHERE action = 'REJECT'), 0)::BIGINT AS rejected,
-            min(first_seen) AS first_seen, max(last_seen) AS last_seen,
-            list(DISTINCT protocol ORDER BY protocol) AS protocols,
-            [{sparks}] AS trend
-          FROM fine GROUP BY a, p)
-        SELECT {_swapped("aa.address", "pa.address", swap)} AS address,
-               {_swapped("pa.address", "aa.address", swap)} AS peer,
-               {_swapped("bytes_out", "bytes_in", swap)} AS bytes_out,
-               {_swapped("bytes_in", "bytes_out", swap)} AS bytes_in,
-               {_swapped("packets_out", "packets_in", swap)} AS packets_out,
-               {_swapped("packets_in", "packets_out", swap)} AS packets_in,
-               g.* EXCLUDE (a, p, trend, bytes_out, bytes_in, packets_out, packets_in),
-               ports.ports, g.trend
-        FROM g JOIN ports USING (a, p) JOIN ix_addr aa ON aa.id = g.a
-        JOIN ix_addr pa ON pa.id = g.p
-        ORDER BY g.bytes_out + g.bytes_in DESC, flows DESC, address, peer
-        """
-        return self._arrow(sql, [*params, limit])
+        keep, me = self._kept(scope.filter), -1
+        if address is not None:
+            me = self.index.address_id(address) or 0
+            if me == 0:  # never seen: no peers
+                return CONVERSATION_SCHEMA.empty_table()
+            keep = keep & self.index.select([(IndexTest(("src", "dst"), me), False)])
+        pairs = self.index.top_pairs(keep, scope.range, me, limit, self._spark_axis(scope))
+        names = self.index.addresses(sorted({i for p in pairs for i in (p.address, p.peer)}))
+        table = [_conversation(p, names, swap=me < 0) for p in pairs]
+        table.sort(key=lambda r: (-(r["bytes_out"] + r["bytes_in"]), -r["flows"], r["address"],
+                                  r["peer"]))
+        return pa.Table.from_pylist(table, schema=CONVERSATION_SCHEMA)
+
+    def _kept(self, flt: Filter) -> NDArray[np.bool_]:
+        """The index rows the filter keeps; the last answer is kept (the chart and the
+        conversations ask in turn), one mask only: it is a byte a flow."""
+        key = (flt.text, self.index.version)
+        if self._mask[0] != key:
+            self._mask = (key, self.index.select(flt.index_tests()))
+        return self._mask[1]
 
     def flows_between(self, scope: Scope, address: str, peer: str, limit: int = 500
                       ) -> pa.Table:
@@ -229,9 +198,6 @@ class Explorer:
 
     def _flow_where(self, scope: Scope, window: TimeRange | None) -> tuple[str, list[Any]]:
         return _within(*scope.filter.flows_sql(), window)
-
-    def _index_where(self, scope: Scope, window: TimeRange | None) -> tuple[str, list[Any]]:
-        return _within(*scope.filter.index_sql(), window)
 
     def _spark_axis(self, scope: Scope) -> tuple[int, int]:
         window = scope.range or self.span() or TimeRange(0, SPARK_BUCKETS)
@@ -287,8 +253,17 @@ class Explorer:
             return run()
 
 
-def _swapped(this: str, other: str, swap: str) -> str:
-    return f"CASE WHEN {swap} THEN {other} ELSE {this} END"
+def _conversation(pair: PairFigures, names: dict[int, str], swap: bool) -> dict[str, Any]:
+    """One row of the conversations pane; with ``swap``, the pair's bigger sender first."""
+    f = pair.figures
+    address, peer, out, into = names[pair.address], names[pair.peer], 0, 1
+    if swap and f[1] > f[0]:
+        address, peer, out, into = peer, address, 1, 0
+    return {"address": address, "peer": peer, "bytes_out": f[out], "bytes_in": f[into],
+            "packets_out": f[2 + out], "packets_in": f[2 + into], "flows": f[4],
+            "accepted": f[5], "rejected": f[6], "first_seen": f[7], "last_seen": f[8],
+            "protocols": pair.protocols, "ports": pair.ports,
+            "trend": f[9:9 + SPARK_BUCKETS]}
 
 
 def _within(where: str, params: list[Any], window: TimeRange | None) -> tuple[str, list[Any]]:

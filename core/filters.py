@@ -31,12 +31,23 @@ class FilterError(ValueError):
 
 
 @dataclass(frozen=True)
+class IndexTest:
+    """A flows term over the traffic index's columns (see core.traffic_index): true when one
+    of ``columns`` (one or two) equals ``value``, or, with ``ids``, holds an address id that
+    this query of ``ix_addr`` returns."""
+
+    columns: tuple[str, ...]
+    value: Any = None
+    ids: Sql | None = None
+
+
+@dataclass(frozen=True)
 class Term:
     text: str  # as typed, for display
     negated: bool
     flows: Sql | None  # None: does not apply to flows
     alerts: Sql | None  # None: does not apply to alerts
-    index: Sql | None = None  # over core.traffic_index's tables (addresses as ids)
+    index: IndexTest | None = None  # the flows test over core.traffic_index
 
 
 @dataclass(frozen=True)
@@ -54,9 +65,11 @@ class Filter:
     def alerts_sql(self) -> Sql:
         return _combine([(t.alerts, t.negated) for t in self.terms if t.alerts])
 
-    def index_sql(self) -> Sql:
-        """The flows terms over the traffic index (``ix_flows``, ``ix_addr``)."""
-        return _combine([(t.index, t.negated) for t in self.terms if t.index])
+    def index_tests(self) -> list[tuple[IndexTest, bool]]:
+        """The flows terms over the traffic index, each with its negation (combined by AND;
+        a negated term keeps the rows it does not match, NULLs included, as in SQL's
+        ``NOT coalesce(term, false)``)."""
+        return [(t.index, t.negated) for t in self.terms if t.index]
 
     def notes(self) -> list[str]:
         """Terms that narrow only one of the two tables."""
@@ -112,24 +125,24 @@ def _term(word: str) -> Term:
         raise FilterError(f"'{word}': '{key}:' needs a value ({SYNTAX})")
     if key in ("src", "dst"):
         return Term(word, negated, *_addresses(word, value, (key,)))
-    flows, alerts = _KEYED[key](word, value)
-    return Term(word, negated, flows, alerts, flows)
+    return Term(word, negated, *_KEYED[key](word, value))
 
 
-def _addresses(word: str, value: str, sides: tuple[str, ...]) -> tuple[Sql, Sql, Sql]:
-    """An address or network on any of ``sides``: SQL for flows, alerts and the index."""
-    named, indexed, params = _address_clause(word, value)
-    plain = " OR ".join(named.format(col=f"{side}addr") for side in sides)
-    ids = " OR ".join(indexed.format(col=side) for side in sides)
+def _addresses(word: str, value: str, sides: tuple[str, ...]) -> tuple[Sql, Sql, IndexTest]:
+    """An address or network on any of ``sides``: SQL for flows and alerts, and the index
+    test (the address ids the same match selects in ``ix_addr``)."""
+    match, params = _address_clause(word, value)
+    plain = " OR ".join(match.format(address=f"{side}addr") for side in sides)
     values = params * len(sides)
-    return (f"({plain})", values), (f"({plain})", values), (f"({ids})", values)
+    ids = f"SELECT id FROM ix_addr WHERE {match.format(address='address')}", params
+    return (f"({plain})", values), (f"({plain})", values), IndexTest(sides, ids=ids)
 
 
-def _address_clause(word: str, value: str) -> tuple[str, str, list[Any]]:
-    """Templates (by name, by index id) and parameters for one address or network."""
+def _address_clause(word: str, value: str) -> Sql:
+    """SQL over ``{address}`` and parameters for one address or network."""
     if _is_address(value):
         address = str(ipaddress.ip_address(value)).lower() if ":" in value else value
-        return "{col} = ?", "{col} = (SELECT id FROM ix_addr WHERE address = ?)", [address]
+        return "{address} = ?", [address]
     try:
         network = ipaddress.ip_network(value, strict=False)
     except ValueError:
@@ -140,14 +153,7 @@ def _address_clause(word: str, value: str) -> tuple[str, str, list[Any]]:
     return _ipv4_network(network)
 
 
-def _templates(match: str, params: list[Any]) -> tuple[str, str, list[Any]]:
-    """``match`` (over ``{address}``) for a flows column and for the index's address ids."""
-    return (match.format(address="{col}"),
-            "{col} IN (SELECT id FROM ix_addr WHERE " + match.format(address="address") + ")",
-            params)
-
-
-def _ipv4_network(network: ipaddress.IPv4Network) -> tuple[str, str, list[Any]]:
+def _ipv4_network(network: ipaddress.IPv4Network) -> Sql:
     """Addresses are dotted decimal strings: the network's whole octets are a string prefix
     (cheap, and exact with its trailing dot); the integer range is only tested for the
     octet the prefix length cuts through."""
@@ -159,16 +165,16 @@ def _ipv4_network(network: ipaddress.IPv4Network) -> tuple[str, str, list[Any]]:
     elif network.prefixlen % 8:
         match += " AND ip4({address}) BETWEEN ? AND ?"
         params += [int(network.network_address), int(network.broadcast_address)]
-    return _templates(match, params)
+    return match, params
 
 
-def _ipv6_network(network: ipaddress.IPv6Network) -> tuple[str, str, list[Any]]:
+def _ipv6_network(network: ipaddress.IPv6Network) -> Sql:
     """IPv6 text has many forms (``::``, leading zeros, case): compare as 128-bit integers.
     The 128-bit bounds travel as text."""
     if network.prefixlen == 0:
-        return _templates("contains({address}, ':')", [])
-    return _templates("ip6({address}) BETWEEN ?::UHUGEINT AND ?::UHUGEINT",
-                      [str(int(network.network_address)), str(int(network.broadcast_address))])
+        return "contains({address}, ':')", []
+    return ("ip6({address}) BETWEEN ?::UHUGEINT AND ?::UHUGEINT",
+            [str(int(network.network_address)), str(int(network.broadcast_address))])
 
 
 def _looks_like_ipv6(text: str) -> bool:
@@ -183,44 +189,49 @@ def _is_address(value: str) -> bool:
     return True
 
 
-def _port(word: str, value: str) -> tuple[Sql | None, Sql | None]:
+Keyed = tuple[Sql | None, Sql | None, IndexTest | None]  # flows, alerts, index
+
+
+def _port(word: str, value: str) -> Keyed:
     if not value.isdigit() or int(value) > 65535:
         raise FilterError(f"'{word}': a port is a number from 0 to 65535")
     port = int(value)
-    return ("(srcport = ? OR dstport = ?)", [port, port]), ("dstport = ?", [port])
+    return (("(srcport = ? OR dstport = ?)", [port, port]), ("dstport = ?", [port]),
+            IndexTest(("srcport", "dstport"), port))
 
 
-def _proto(word: str, value: str) -> tuple[Sql | None, Sql | None]:
+def _proto(word: str, value: str) -> Keyed:
     number = PROTOCOLS.get(value.lower())
     if number is None:
         if not value.isdigit() or int(value) > 255:
             raise FilterError(f"'{word}': a protocol is {', '.join(PROTOCOLS)} or 0-255")
         number = int(value)
-    return ("protocol = ?", [number]), ("protocol = ?", [number])
+    return ("protocol = ?", [number]), ("protocol = ?", [number]), IndexTest(("protocol",), number)
 
 
-def _action(word: str, value: str) -> tuple[Sql | None, Sql | None]:
+def _action(word: str, value: str) -> Keyed:
     if value.lower() not in ACTIONS:
         raise FilterError(f"'{word}': action is accept or reject")
     action = value.upper()
-    return ("action = ?", [action]), None
+    return ("action = ?", [action]), None, IndexTest(("action",), action)
 
 
-def _rule(word: str, value: str) -> tuple[Sql | None, Sql | None]:
+def _rule(word: str, value: str) -> Keyed:
     if not re.fullmatch(r"[A-Za-z0-9_.*-]+", value):
         raise FilterError(f"'{word}': a rule id has letters, digits, '.', '_', '-' and '*'")
     pattern = value.replace("_", "\\_").replace("*", "%")
-    return None, ("rule_id LIKE ? ESCAPE '\\'", [pattern])
+    return None, ("rule_id LIKE ? ESCAPE '\\'", [pattern]), None
 
 
-def _field(column: str) -> Callable[[str, str], tuple[Sql | None, Sql | None]]:
-    def build(word: str, value: str) -> tuple[Sql | None, Sql | None]:
+def _field(column: str) -> Callable[[str, str], Keyed]:
+    def build(word: str, value: str) -> Keyed:
         return ((f"{column} = ?", [value]),
-                (f"json_extract_string(group_key, '$.{column}') = ?", [value]))
+                (f"json_extract_string(group_key, '$.{column}') = ?", [value]),
+                IndexTest((column,), value))
     return build
 
 
-_KEYED: dict[str, Callable[[str, str], tuple[Sql | None, Sql | None]]] = {
+_KEYED: dict[str, Callable[[str, str], Keyed]] = {
     "port": _port,
     "proto": _proto,
     "action": _action,

@@ -1,86 +1,264 @@
-"""An integer-keyed copy of the flows for interactive questions (the app's read side).
+"""The flows in memory as integer columns, for the app's interactive questions (its read side).
 
 The Parquet segments stay the record. Answering "who talked to 10.0.2.45" from them means
 reading two address-string columns of every row: about 150 ms per column per 10 million rows
-on two cores, before any grouping. The index keeps, in temp tables of one reading connection,
-the columns the app filters and groups on, with each address replaced by an integer id
-(``ix_addr``): the same filter then takes about 20 ms and grouping by address pair is three
-times faster. :meth:`TrafficIndex.sync` follows the segment list: rows of new segments are
-added, rows of segments that compaction merged or retention dropped are deleted; when a sync
-removes more rows than it adds (retention, not compaction), addresses no flow uses any more
-leave ``ix_addr`` too.
+on two cores, before any grouping. The index keeps the columns the app filters and groups on
+as numpy arrays, with each address replaced by an integer id (``ix_addr``, a temp table of
+the reading connection, so that address and network terms stay SQL) and each address pair
+by a pair id; strings (action, interface, VPC, account) become small integer codes.
+Filter terms are evaluated on the arrays (:meth:`select`) and the sums run as compiled
+loops (``core.traffic_kernels``).
 
-Memory: about 50 bytes a flow (500 MB for 10 million), in DuckDB's buffer pool (it spills
-to its temp directory beyond the memory limit).
+:meth:`TrafficIndex.sync` follows the segment list: rows of new segments are added, rows of
+segments that compaction merged or retention dropped are removed; when a sync removes more
+rows than it adds (retention, not compaction), addresses no flow uses any more leave
+``ix_addr`` too. Memory: about 70 bytes a flow (700 MB for 10 million).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from numpy.typing import NDArray
 
+from core import traffic_kernels as kernels
+from core.filters import IndexTest
 from core.store import Store
+from core.timeline import Axis, TimeRange
 
-INDEX_COLUMNS = ('"start", "end", srcport, dstport, protocol, packets, bytes, action, '
-                 "interface_id, vpc_id, account_id, log_status")
-_SCHEMA = """
-CREATE OR REPLACE TEMP TABLE ix_addr (id INTEGER, address VARCHAR);
-CREATE OR REPLACE TEMP TABLE ix_flows (
-  segment VARCHAR, start BIGINT, "end" BIGINT, src INTEGER, dst INTEGER, srcport INTEGER,
-  dstport INTEGER, protocol INTEGER, packets BIGINT, bytes BIGINT, action VARCHAR,
-  interface_id VARCHAR, vpc_id VARCHAR, account_id VARCHAR, log_status VARCHAR);
-"""
+Columns = dict[str, NDArray[np.generic]]
+TEXT = ("interface_id", "vpc_id", "account_id")  # kept as codes (0: missing)
+ACTIONS = {"ACCEPT": 1, "REJECT": 2}  # the action column's codes (0: other or missing)
+DTYPES: dict[str, type[np.generic]] = {
+    "segment": np.int32, "src": np.int32, "dst": np.int32, "pair": np.int32,
+    "start": np.int64, "end": np.int64, "srcport": np.int32, "dstport": np.int32,
+    "protocol": np.int16, "packets": np.int64, "bytes": np.int64, "action": np.int8,
+    "interface_id": np.int32, "vpc_id": np.int32, "account_id": np.int32}
+TOP_PORTS = 3
+
+
+@dataclass(frozen=True)
+class PairFigures:
+    """The conversations pane's figures for one pair (see traffic_kernels.pair_details)."""
+
+    address: int  # ids; "out" is from address to peer
+    peer: int
+    figures: list[int]
+    protocols: list[int]
+    ports: list[int]
 
 
 class TrafficIndex:
     def __init__(self, store: Store, con: duckdb.DuckDBPyConnection):
         self._store, self.con = store, con
-        self.indexed: set[str] = set()
+        self.indexed: dict[str, int] = {}  # segment name -> its code in the segment column
         self.version = 0  # changes whenever the indexed rows change
-        con.execute(_SCHEMA)
+        self.columns: Columns = {name: np.empty(0, dtype) for name, dtype in DTYPES.items()}
+        self._codes: dict[str, dict[str, int]] = {c: {} for c in TEXT} | {"action": ACTIONS}
+        self._pair_keys = np.empty(0, np.int64)  # sorted (low id << 32 | high id)
+        self._pair_of_key = np.empty(0, np.int32)  # the pair id of each key
+        self.pair_ends = np.empty((0, 2), np.int32)  # low and high address id of each pair
+        self._id_limit = 0  # no indexed row has a higher address id
+        self._everything = np.ones(0, bool)
+        con.execute("CREATE OR REPLACE TEMP TABLE ix_addr (id INTEGER, address VARCHAR)")
+
+    @property
+    def rows(self) -> int:
+        return len(self.columns["start"])
+
+    # -- following the segments -----------------------------------------------------------
 
     def sync(self) -> bool:
         """Index the segments listed now; True when anything changed."""
         listed = set(self._store.segment_names(self.con))
-        gone, new = self.indexed - listed, sorted(listed - self.indexed)
+        gone, new = set(self.indexed) - listed, sorted(listed - set(self.indexed))
         removed = added = 0
         if gone:
-            removed = self._count("DELETE FROM ix_flows WHERE segment IN (SELECT unnest(?))",
-                                  [sorted(gone)])
-            self.indexed -= gone
+            removed = self._remove(gone)
         if new:
             added = self._add(new)
-            self.indexed |= set(new)
         if removed > added:
-            self.con.execute("DELETE FROM ix_addr WHERE id NOT IN (SELECT src FROM ix_flows "
-                             "WHERE src IS NOT NULL UNION SELECT dst FROM ix_flows "
-                             "WHERE dst IS NOT NULL)")
+            self._forget_unused_addresses()
         if gone or new:
             self.version += 1
         return bool(gone or new)
 
-    def _count(self, sql: str, params: list[object] | None = None) -> int:
-        """Run a DELETE or INSERT; the number of rows it changed."""
-        return int(self.con.execute(sql, params or []).fetchall()[0][0])
+    def _remove(self, names: set[str]) -> int:
+        codes = [self.indexed.pop(name) for name in names]
+        keep = ~np.isin(self.columns["segment"], codes)
+        self.columns = {name: array[keep] for name, array in self.columns.items()}
+        return int(keep.size - keep.sum())
 
     def _add(self, names: Sequence[str]) -> int:
         """Index these segments: their new addresses first, then their rows. Reading the
-        Parquet files twice costs less than copying their rows into a staging table (2.7 s
-        against 8 s for 10 million flows); the files are immutable."""
+        Parquet files twice costs less than copying their rows first; they are immutable."""
         rows = f"({self._store.segments_sql(names, filename=True)})"
         self.con.execute(f"""
             INSERT INTO ix_addr
             SELECT (SELECT coalesce(max(id), 0) FROM ix_addr) + row_number() OVER (), a
             FROM (SELECT srcaddr AS a FROM {rows} UNION SELECT dstaddr FROM {rows}) n
             WHERE a IS NOT NULL AND a NOT IN (SELECT address FROM ix_addr)""")
-        return self._count(f"""
-            INSERT INTO ix_flows BY NAME
-            SELECT parse_filename(filename) AS segment, s.id AS src, d.id AS dst,
-                   {INDEX_COLUMNS}
-            FROM {rows} n LEFT JOIN ix_addr s ON s.address = n.srcaddr
-            LEFT JOIN ix_addr d ON d.address = n.dstaddr""")
+        first = max(self.indexed.values(), default=0) + 1
+        codes = list(range(first, first + len(names)))
+        table = self.con.sql(f"""
+            SELECT k.code::INTEGER AS segment, coalesce(s.id, 0) AS src,
+                   coalesce(d.id, 0) AS dst, "start"::BIGINT AS "start", "end"::BIGINT AS "end",
+                   coalesce(srcport, -1)::INTEGER AS srcport,
+                   coalesce(dstport, -1)::INTEGER AS dstport,
+                   coalesce(protocol, -1)::SMALLINT AS protocol,
+                   coalesce(packets, 0)::BIGINT AS packets, coalesce(bytes, 0)::BIGINT AS bytes,
+                   (CASE action WHEN 'ACCEPT' THEN 1 WHEN 'REJECT' THEN 2 ELSE 0 END)::TINYINT
+                     AS action, interface_id, vpc_id, account_id
+            FROM {rows} n
+            JOIN (SELECT unnest($names) AS name, unnest($codes) AS code) k
+              ON k.name = parse_filename(n.filename)
+            LEFT JOIN ix_addr s ON s.address = n.srcaddr
+            LEFT JOIN ix_addr d ON d.address = n.dstaddr""",
+            params={"names": list(names), "codes": codes}).to_arrow_table()
+        batch = {name: self._array(name, table.column(name)) for name in table.column_names}
+        batch["pair"] = self._pairs(batch["src"], batch["dst"])
+        self.columns = batch if not self.rows else {
+            name: np.concatenate([self.columns[name], batch[name]]) for name in DTYPES}
+        self.indexed.update(zip(names, codes, strict=True))
+        self._id_limit = max(self._id_limit, int(batch["src"].max(initial=0)),
+                             int(batch["dst"].max(initial=0)))
+        return table.num_rows
+
+    def _array(self, name: str, column: pa.ChunkedArray) -> NDArray[np.generic]:
+        if name in TEXT:
+            return self._encode(name, column)
+        array = column.to_numpy()
+        assert array.dtype == DTYPES[name], (name, array.dtype)
+        return array
+
+    def _encode(self, name: str, column: pa.ChunkedArray) -> NDArray[np.generic]:
+        """Text as codes (0: missing), the same code for the same text in every batch."""
+        encoded = pc.dictionary_encode(column).combine_chunks()
+        codes = self._codes[name]
+        values = encoded.dictionary.to_pylist()
+        for value in values:
+            codes.setdefault(value, len(codes) + 1)
+        lookup = np.array([codes[v] for v in values] + [0], dtype=DTYPES[name])
+        indices = pc.fill_null(encoded.indices, len(values)).to_numpy()
+        return lookup[indices]
+
+    def _pairs(self, src: NDArray[np.int32], dst: NDArray[np.int32]) -> NDArray[np.int32]:
+        """The pair id of each row (-1 when an address is missing); new pairs get new ids."""
+        low, high = np.minimum(src, dst).astype(np.int64), np.maximum(src, dst)
+        pairs = np.full(len(src), -1, np.int32)
+        valid = low > 0
+        encoded = pc.dictionary_encode(pa.array(low[valid] << 32 | high[valid]))  # (hashing)
+        unique = encoded.dictionary.to_numpy()
+        inverse = encoded.indices.to_numpy()
+        where = np.searchsorted(self._pair_keys, unique)
+        known = where < len(self._pair_keys)
+        known[known] = self._pair_keys[where[known]] == unique[known]
+        ids = np.empty(len(unique), np.int32)
+        ids[known] = self._pair_of_key[where[known]]
+        fresh = unique[~known]
+        ids[~known] = np.arange(len(self.pair_ends), len(self.pair_ends) + len(fresh))
+        self.pair_ends = np.concatenate(
+            [self.pair_ends, np.stack([fresh >> 32, fresh & 0xFFFFFFFF], 1).astype(np.int32)])
+        keys_all = np.concatenate([self._pair_keys, fresh])
+        order = np.argsort(keys_all, kind="stable")
+        self._pair_keys = keys_all[order]
+        self._pair_of_key = np.concatenate([self._pair_of_key, ids[~known]])[order]
+        pairs[valid] = ids[inverse]
+        return pairs
+
+    def _forget_unused_addresses(self) -> None:
+        ids = self.con.execute("SELECT id FROM ix_addr").fetchnumpy()["id"]
+        used = np.zeros(int(ids.max(initial=0)) + 1, bool)
+        used[self.columns["src"]] = used[self.columns["dst"]] = True
+        unused = ids[~used[ids]]
+        self.con.execute("DELETE FROM ix_addr WHERE id IN (SELECT unnest(?))",
+                         [unused.tolist()])
 
     def address_id(self, address: str) -> int | None:
         rows = self.con.execute("SELECT id FROM ix_addr WHERE address = ?", [address]).fetchall()
         return int(rows[0][0]) if rows else None
+
+    def addresses(self, ids: Sequence[int]) -> dict[int, str]:
+        rows = self.con.execute("SELECT id, address FROM ix_addr WHERE id IN (SELECT unnest(?))",
+                                [list(ids)]).fetchall()
+        return {int(i): str(a) for i, a in rows}
+
+    # -- questions ------------------------------------------------------------------------
+
+    def select(self, tests: Sequence[tuple[IndexTest, bool]]) -> NDArray[np.bool_]:
+        """A mask of the rows that pass every test (negated ones: that fail it)."""
+        keep = self._all_rows()
+        for test, negated in tests:
+            match = self._match(test)
+            keep = keep & (~match if negated else match)
+        return keep
+
+    def _all_rows(self) -> NDArray[np.bool_]:
+        if len(self._everything) != self.rows:
+            self._everything = np.ones(self.rows, bool)
+        return self._everything
+
+    def _match(self, test: IndexTest) -> NDArray[np.bool_]:
+        """Rows where any of the test's columns matches (missing values never match)."""
+        first, last = self.columns[test.columns[0]], self.columns[test.columns[-1]]
+        if test.ids is None:
+            code = self._value_code(test.columns[0], test.value)
+            return (first == code) | (last == code)  # type: ignore[no-any-return]
+        sql, params = test.ids
+        ids = self.con.execute(sql, params).fetchnumpy()["id"]
+        wanted = np.zeros(max(int(ids.max(initial=0)), self._id_limit) + 1, bool)
+        wanted[ids] = True
+        wanted[0] = False  # (a missing address)
+        return kernels.either_in(wanted, first, last)  # type: ignore[no-any-return]
+
+    def _value_code(self, column: str, value: object) -> int:
+        if column in self._codes:
+            return self._codes[column].get(str(value), -1)  # -1: no row has it
+        return int(value)  # type: ignore[call-overload]
+
+    def histogram(self, keep: NDArray[np.bool_], axis: Axis) -> list[int]:
+        """Bytes per bucket of ``axis`` of the rows kept."""
+        values = kernels.histogram(keep, self.columns["start"], self.columns["bytes"],
+                                   axis.start, axis.size, axis.count)
+        return [int(v) for v in values]
+
+    def top_pairs(self, keep: NDArray[np.bool_], window: TimeRange | None, me: int,
+                  limit: int, spark: tuple[int, int]) -> list[PairFigures]:
+        """Of the rows kept that start in ``window``: the ``limit`` pairs with the most bytes
+        (ties: more flows, then lower ids), with their figures; each as (me, peer) when
+        ``me`` >= 0, else as (low id, high id)."""
+        c = self.columns
+        low, high = (window.start, window.end) if window else (-(2**62), 2**62)
+        total, flows = kernels.pair_totals(keep, low, high, c["start"], c["pair"], c["bytes"],
+                                           len(self.pair_ends))
+        chosen = self._chosen(total, flows, limit)
+        slot_of_pair = np.full(len(self.pair_ends), -1, np.int32)
+        slot_of_pair[chosen] = np.arange(len(chosen), dtype=np.int32)
+        figures, protocols, ports = kernels.pair_details(
+            keep, low, high, slot_of_pair, len(chosen), me, c["pair"], c["src"], c["dst"],
+            c["srcport"], c["dstport"], c["protocol"], c["action"], c["start"], c["end"],
+            c["bytes"], c["packets"], spark[0], spark[1])
+        best_ports = kernels.top_ports(ports, TOP_PORTS)
+        out = []
+        for slot, pair in enumerate(chosen.tolist()):
+            low, high = (int(v) for v in self.pair_ends[pair])
+            ends = (low, high) if me < 0 else (me, high if low == me else low)
+            out.append(PairFigures(*ends, figures[slot].tolist(),
+                                   np.flatnonzero(protocols[slot]).tolist(),
+                                   [p for p in best_ports[slot].tolist() if p >= 0]))
+        return out
+
+    def _chosen(self, total: NDArray[np.int64], flows: NDArray[np.int64], limit: int
+                ) -> NDArray[np.int64]:
+        candidates = np.flatnonzero(flows)
+        if len(candidates) > limit:  # only those that can make the cut need sorting
+            floor = np.partition(total[candidates], len(candidates) - limit)[-limit]
+            candidates = candidates[total[candidates] >= floor]
+        ends = self.pair_ends[candidates]
+        order = np.lexsort((ends[:, 1], ends[:, 0], -flows[candidates], -total[candidates]))
+        return candidates[order[:limit]]

@@ -12,10 +12,11 @@ import pytest
 
 from core.explorer import Explorer, ReadOnlyError, Scope, check_read_only, export_rows
 from core.filters import parse_filter
+from core.rules import RuleEngine
 from core.scan import scan
 from core.segments import segment_dir
 from core.store import open_store
-from core.timeline import Axis
+from core.timeline import Axis, TimeRange
 from tests.scenarios import ACCOUNT, benign, line, text
 
 
@@ -86,30 +87,102 @@ def test_retention_takes_unused_addresses_out_of_the_index(tmp_path: Path) -> No
         explorer.close()
 
 
-def test_conversations_match_sql(tmp_path: Path) -> None:
+REFERENCE = """
+WITH f AS (
+  SELECT *, {address} AS a, {peer} AS p, srcaddr = {address} AS out,
+         least(srcport, dstport) AS port,
+         least(7, greatest(0, ("start" - {t0}) // {width})) AS b
+  FROM read_parquet({files}) WHERE {where} AND srcaddr IS NOT NULL AND dstaddr IS NOT NULL),
+g AS (
+  SELECT a, p, coalesce(sum(bytes) FILTER (WHERE out), 0) AS bytes_out,
+         coalesce(sum(bytes) FILTER (WHERE NOT out), 0) AS bytes_in,
+         coalesce(sum(packets) FILTER (WHERE out), 0) AS packets_out,
+         coalesce(sum(packets) FILTER (WHERE NOT out), 0) AS packets_in, count(*) AS flows,
+         count(*) FILTER (WHERE action = 'ACCEPT') AS accepted,
+         count(*) FILTER (WHERE action = 'REJECT') AS rejected,
+         min("start") AS first_seen, max("end") AS last_seen,
+         list(DISTINCT protocol ORDER BY protocol) AS protocols,
+         [{trend}] AS trend
+  FROM f GROUP BY a, p),
+ports AS (
+  SELECT a, p, list(port ORDER BY n DESC, port)[1:3] AS ports
+  FROM (SELECT a, p, port, count(*) AS n FROM f GROUP BY ALL) GROUP BY a, p)
+SELECT a AS address, p AS peer, g.* EXCLUDE (a, p, protocols, trend), protocols, ports, trend
+FROM g JOIN ports USING (a, p)
+"""
+
+
+def reference(state: Path, scope: Scope, focus: str | None) -> list[dict]:
+    """Every row the conversations pane could show, computed in SQL from the Parquet files
+    independently of the traffic index: per peer of ``focus``, or per pair (its bigger
+    sender first); in the pane's order."""
+    files = f"'{segment_dir(state)}/*.parquet'"
+    con = duckdb.connect()
+    RuleEngine([]).install(con)
+    where, params = scope.filter.flows_sql()
+    if scope.range:
+        where += f" AND start >= {scope.range.start} AND start < {scope.range.end}"
+        t0, t1 = scope.range.start, scope.range.end
+    else:
+        [(t0, t1)] = con.execute(f'SELECT min(start), max("end") + 1 FROM {files}').fetchall()
+    if focus is None:
+        address, peer = "least(srcaddr, dstaddr)", "greatest(srcaddr, dstaddr)"
+    else:
+        address = f"'{focus}'"
+        peer = f"CASE WHEN srcaddr = {address} THEN dstaddr ELSE srcaddr END"
+        where += f" AND {address} IN (srcaddr, dstaddr)"
+    trend = ", ".join(f"coalesce(sum(bytes) FILTER (WHERE b = {i}), 0)" for i in range(8))
+    sql = REFERENCE.format(address=address, peer=peer, where=where, files=files, t0=t0,
+                           width=-(-(t1 - t0) // 8), trend=trend)
+    rows = con.sql(sql, params=params).to_arrow_table().to_pylist()
+    rows = [_bigger_sender_first(r) if focus is None else r for r in rows]
+    return sorted(rows, key=_pane_order)
+
+
+def _pane_order(row: dict) -> tuple[int, int, str, str]:
+    return -(row["bytes_out"] + row["bytes_in"]), -row["flows"], row["address"], row["peer"]
+
+
+def _bigger_sender_first(row: dict) -> dict:
+    if row["bytes_in"] <= row["bytes_out"]:
+        return row
+    return row | {"address": row["peer"], "peer": row["address"],
+                  "bytes_out": row["bytes_in"], "bytes_in": row["bytes_out"],
+                  "packets_out": row["packets_in"], "packets_in": row["packets_out"]}
+
+
+LIMIT = 12
+
+
+@pytest.mark.parametrize(("terms", "hours", "focus"), [
+    ("", None, "10.0.1.11"),
+    ("", None, None),
+    ("port:443", None, None),
+    ("!action:accept", None, None),
+    ("10.0.0.0/16 proto:udp", (1, 2), None),
+    ("", (0, 1), "10.0.2.20"),
+])
+def test_conversations_match_sql(tmp_path: Path, terms: str, hours: tuple[int, int] | None,
+                                 focus: str | None) -> None:
     path = tmp_path / "traffic.log"
     path.write_bytes(text(benign(10_000)))
     state = tmp_path / "state"
     with open_store(state) as store:
         scan([path], store, 1 << 30)
         explorer = Explorer(store)
-        rows = explorer.conversations(Scope(), "10.0.1.11", 5).to_pylist()
-        files = f"read_parquet('{segment_dir(state)}/*.parquet')"
-        expected = duckdb.connect().execute(f"""
-            SELECT CASE WHEN srcaddr = '10.0.1.11' THEN dstaddr ELSE srcaddr END AS peer,
-                   sum(bytes) FILTER (WHERE srcaddr = '10.0.1.11'),
-                   sum(bytes) FILTER (WHERE dstaddr = '10.0.1.11'), count(*)
-            FROM {files} WHERE '10.0.1.11' IN (srcaddr, dstaddr)
-            GROUP BY peer ORDER BY sum(bytes) DESC, count(*) DESC, peer LIMIT 5""").fetchall()
-        got = [(r["peer"], r["bytes_out"] or None, r["bytes_in"] or None, r["flows"])
-               for r in rows]
-        assert got == [(p, o or None, i or None, n) for p, o, i, n in expected]
-        assert all(len(r["trend"]) == 8 and sum(r["trend"]) == r["bytes_out"] + r["bytes_in"]
-                   for r in rows)
-        pairs = explorer.conversations(Scope(), None, 10).to_pylist()  # the top talkers
-        assert all(r["bytes_out"] >= r["bytes_in"] for r in pairs)  # the bigger sender first
-        totals = [r["bytes_out"] + r["bytes_in"] for r in pairs]
-        assert totals == sorted(totals, reverse=True)
+        span = explorer.span()
+        assert span is not None
+        window = None if hours is None else TimeRange(span.start + hours[0] * 3600,
+                                                      span.start + hours[1] * 3600)
+        scope = Scope(parse_filter(terms), window)
+        got = explorer.conversations(scope, focus, LIMIT).to_pylist()
+        expected = reference(state, scope, focus)
+        assert len(got) == min(LIMIT, len(expected)) > 0
+        # pairs that tie with the last one shown may be cut in either order: compare the rest
+        cut = _pane_order(expected[len(got) - 1])[:2]
+        assert [_pane_order(r)[:2] for r in got][-1] == cut
+        assert ([r for r in got if _pane_order(r)[:2] != cut]
+                == [r for r in expected[:len(got)] if _pane_order(r)[:2] != cut])
         explorer.close()
 
 
