@@ -76,7 +76,10 @@ class RowTable(ScrollView, can_focus=True):
         self.cells = rows
         self.cursor_row = min(self.cursor_row, max(0, len(rows) - 1))
         self._lines.clear()
-        self.virtual_size = Size(self._width, len(rows) + 1)
+        size = Size(self._width, len(rows) + 1)
+        if size != self.virtual_size:  # without a layout pass: only the scrollbars change
+            self.set_reactive(RowTable.virtual_size, size)
+            self._scroll_update(size)
         self.refresh()
 
     def row_at(self, index: int) -> list[Text]:
