@@ -64,7 +64,6 @@ class TrafficIndex:
         self._pair_of_key = np.empty(0, np.int32)  # the pair id of each key
         self.pair_ends = np.empty((0, 2), np.int32)  # low and high address id of each pair
         self._id_limit = 0  # no indexed row has a higher address id
-        self._everything = np.ones(0, bool)
         con.execute("CREATE OR REPLACE TEMP TABLE ix_addr (id INTEGER, address VARCHAR)")
 
     @property
@@ -192,16 +191,16 @@ class TrafficIndex:
 
     def select(self, tests: Sequence[tuple[IndexTest, bool]]) -> NDArray[np.bool_]:
         """A mask of the rows that pass every test (negated ones: that fail it)."""
-        keep = self._all_rows()
+        keep: NDArray[np.bool_] | None = None
         for test, negated in tests:
             match = self._match(test)
-            keep = keep & (~match if negated else match)
-        return keep
-
-    def _all_rows(self) -> NDArray[np.bool_]:
-        if len(self._everything) != self.rows:
-            self._everything = np.ones(self.rows, bool)
-        return self._everything
+            if negated:
+                np.logical_not(match, out=match)
+            if keep is None:
+                keep = match
+            else:
+                keep &= match
+        return np.ones(self.rows, bool) if keep is None else keep
 
     def _match(self, test: IndexTest) -> NDArray[np.bool_]:
         """Rows where any of the test's columns matches (missing values never match)."""

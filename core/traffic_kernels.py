@@ -50,8 +50,10 @@ def pair_totals(keep: Mask, low: int, high: int, start: NDArray[np.int64],
     total = np.zeros(pairs, np.int64)
     flows = np.zeros(pairs, np.int64)
     for i in range(len(keep)):
+        if not keep[i]:  # (first: the other columns are only read for the rows kept)
+            continue
         p = pair[i]
-        if keep[i] and p >= 0 and low <= start[i] < high:
+        if p >= 0 and low <= start[i] < high:
             total[p] += nbytes[i]
             flows[p] += 1
     return total, flows
@@ -80,8 +82,10 @@ def pair_details(keep: Mask, low: int, high: int, slot_of_pair: NDArray[np.int32
     protocols = np.zeros((slots, 256), np.int64)
     ports = np.zeros((slots, PORTS), np.int32)
     for i in range(len(keep)):
+        if not keep[i]:
+            continue
         p = pair[i]
-        if not keep[i] or p < 0 or slot_of_pair[p] < 0 or not low <= start[i] < high:
+        if p < 0 or slot_of_pair[p] < 0 or not low <= start[i] < high:
             continue
         g = slot_of_pair[p]
         out = src[i] == me if me >= 0 else src[i] <= dst[i]
