@@ -15,6 +15,7 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -76,8 +77,12 @@ class Explorer:
         self.index.sync()
         self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._mask: tuple[tuple[str, int], NDArray[np.bool_]] = (("", -1), np.empty(0, bool))
+        self._adder = ThreadPoolExecutor(1, thread_name_prefix="vpcwatch-sums")
+        # the one prefetched answer (see prefetch_conversations), by its cache key
+        self._started: dict[tuple[Any, ...], Future[tuple[list[PairFigures], bool]]] = {}
 
     def close(self) -> None:
+        self._adder.shutdown(wait=True, cancel_futures=True)
         self.con.close()
 
     def refresh(self) -> None:
@@ -88,6 +93,7 @@ class Explorer:
                 if self.index.sync():
                     self._store.define_flows_view(self.con)
                     self._cache.clear()
+                    self._started.clear()  # (sums of the rows before: abandoned)
                 return
             except duckdb.IOException:
                 if attempt == 2:
@@ -109,8 +115,12 @@ class Explorer:
     def feed(self, scope: Scope, offset: int = 0, limit: int = 200) -> pa.Table:
         """Alerts in scope, newest first (by last record time), rows offset..offset+limit."""
         where, params = self._alert_where(scope)
-        sql = (f"SELECT {', '.join(FEED_COLUMNS)} FROM alerts WHERE {where} "
-               "ORDER BY last_seen DESC, level DESC, id LIMIT ? OFFSET ?")
+        order = "ORDER BY last_seen DESC, level DESC, id"
+        # the page's rows first, from the few columns the filter and the order need; then
+        # their twenty columns (reading those for every row in scope cost twice as much)
+        sql = (f"WITH page AS (SELECT rowid AS r FROM alerts WHERE {where} {order} "
+               f"LIMIT ? OFFSET ?) SELECT {', '.join(FEED_COLUMNS)} FROM alerts "
+               f"WHERE rowid IN (SELECT r FROM page) {order}")
         return self._arrow(sql, [*params, limit, offset])
 
     def feed_count(self, scope: Scope) -> int:
@@ -152,28 +162,51 @@ class Explorer:
     def _histogram(self, scope: Scope, axis: Axis) -> list[int]:
         return self.index.histogram(self._kept(scope.filter), axis)
 
-    def _histogram(self, scope: Scope, axis: Axis) -> list[int]:
-        return self.index.histogram(self._kept(scope.filter), axis)
-
     def conversations(self, scope: Scope, address: str | None, limit: int = 100) -> pa.Table:
         """Per peer of ``address`` (or per address pair when None: the top talkers): bytes and
         packets each way, flows, ACCEPT/REJECT, first/last seen, protocols, the most used
         service ports and ``SPARK_BUCKETS`` byte totals over the scope's time for a sparkline.
         "out" is from ``address`` (or from the pair's bigger sender) to the peer. The pairs
         are the ``limit`` with the most bytes (ties: more flows)."""
-        return self._cached(("conversations", scope.filter.text, scope.range, address, limit),
-                            lambda: self._conversations(scope, address, limit))
+        key = ("conversations", scope.filter.text, scope.range, address, limit)
+        return self._cached(key, lambda: self._conversations(key, scope, address, limit))
 
-    def _conversations(self, scope: Scope, address: str | None, limit: int) -> pa.Table:
+    def prefetch_conversations(self, scope: Scope, address: str | None, limit: int = 100
+                               ) -> None:
+        """Start adding up the conversations on a second thread (compiled loops without the
+        GIL), so they proceed while this thread reads the feed and the histogram; the next
+        :meth:`conversations` call with the same arguments collects them."""
+        key = ("conversations", scope.filter.text, scope.range, address, limit)
+        if key not in self._cache and self._started.get(key) is None:
+            self._started = {key: self._adder.submit(self._pairs_in(scope, address, limit))}
+
+    def conversations_ready(self, scope: Scope, address: str | None, limit: int = 100
+                            ) -> bool:
+        """Whether :meth:`conversations` would answer at once (known, or added up)."""
+        key = ("conversations", scope.filter.text, scope.range, address, limit)
+        started = self._started.get(key)
+        return key in self._cache or (started is not None and started.done())
+
+    def _pairs_in(self, scope: Scope, address: str | None, limit: int
+                  ) -> Callable[[], tuple[list[PairFigures], bool]]:
+        """The sums to run for the conversations (everything that needs the connection is
+        done here, on the calling thread; the returned function needs only the arrays)."""
         keep, me = self._kept(scope.filter), -1
         if address is not None:
             me = self.index.address_id(address) or 0
             if me == 0:  # never seen: no peers
-                return CONVERSATION_SCHEMA.empty_table()
-            keep = keep & self.index.select([(IndexTest(("src", "dst"), me), False)])
-        pairs = self.index.top_pairs(keep, scope.range, me, limit, self._spark_axis(scope))
+                return lambda: ([], False)
+            if address != scope.filter.single_address():  # (else the filter is this test)
+                keep = keep & self.index.select([(IndexTest(("src", "dst"), me), False)])
+        spark = self._spark_axis(scope)
+        return lambda: (self.index.top_pairs(keep, scope.range, me, limit, spark), me < 0)
+
+    def _conversations(self, key: tuple[Any, ...], scope: Scope, address: str | None,
+                       limit: int) -> pa.Table:
+        started = self._started.pop(key, None)
+        pairs, swap = started.result() if started else self._pairs_in(scope, address, limit)()
         names = self.index.addresses(sorted({i for p in pairs for i in (p.address, p.peer)}))
-        table = [_conversation(p, names, swap=me < 0) for p in pairs]
+        table = [_conversation(p, names, swap) for p in pairs]
         table.sort(key=lambda r: (-(r["bytes_out"] + r["bytes_in"]), -r["flows"], r["address"],
                                   r["peer"]))
         return pa.Table.from_pylist(table, schema=CONVERSATION_SCHEMA)

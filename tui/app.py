@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 ALL_PARTS = frozenset({"feed", "chart", "conversations", "status"})
 AUTO_REFRESH_SECONDS = 2.0  # new data redraws at most this often
 STATUS_TICK_SECONDS = 5.0
+GC_IDLE_SECONDS = 3.0  # without a view change, before a full garbage collection
+GC_OVERDUE = 5  # full garbage collections due: run one between two views anyway
 CONVERSATION_ROWS = 40  # peers or pairs shown (the biggest by bytes)
 DEFAULT_MIN_LEVEL = 5  # hides the Wazuh-parity per-flow alerts (3, 4) until '-'
 ZOOM_MIN_SECONDS = 1800  # a range is shown in at least this much time
@@ -143,6 +145,7 @@ class ViewRequest:
     offset: int
     columns: int
     focus: str | None
+    then: frozenset[str] = frozenset()  # the parts the next step will ask for
 
 
 @dataclass
@@ -220,6 +223,9 @@ class VpcwatchApp(App[int]):
         self.applied = 0  # …and applied (tests and bench/ui.py wait on these)
         self.last_view_parts: dict[str, float] = {}
         self._settled = asyncio.Event()
+        self._gc_threshold: tuple[int, int, int] | None = None  # (while the app runs)
+        self._gc_passes = 0  # middle-generation collections at the last full one
+        self._last_request = 0.0  # monotonic time of the last view request
         self.selected_alert: dict[str, Any] | None = None
         self.last_export: Path | None = None
         self._last_auto = 0.0
@@ -260,14 +266,38 @@ class VpcwatchApp(App[int]):
             self.collector = Collector(self.config, self.store, self._publish)
             self.run_worker(self._collect(), group="collector", name="collector")
         self.explorer = await self._read(Explorer, self.store)  # builds the traffic index
-        # Everything loaded so far (modules, widgets, styles) lives as long as the app: keep
-        # it out of the garbage collector's full passes, which otherwise take up to 140 ms
-        # in the middle of a view change.
-        gc.freeze()
+        self._collect_garbage_when_idle()
         self.request_view()
+
+    def _collect_garbage_when_idle(self) -> None:
+        """The garbage collector's full passes took 50-140 ms, at moments set by allocation
+        counts: often in the middle of a view change. Everything loaded so far (modules,
+        widgets, styles) lives as long as the app and is frozen out of them; the young
+        generations are still collected as usual; a full pass is due when the middle one
+        has been collected as often as would trigger one, and runs once no view has been
+        asked for during GC_IDLE_SECONDS, or, when views keep coming (live data), between
+        two of them once GC_OVERDUE times due. (Undone on unmount: the settings are the
+        process's.)"""
+        gc.freeze()
+        self._gc_threshold = gc.get_threshold()
+        young, middle, _ = self._gc_threshold
+        gc.set_threshold(young, middle, 1 << 30)  # (no automatic full pass)
+        self._gc_passes = gc.get_stats()[1]["collections"]
+        self.set_interval(GC_IDLE_SECONDS / 3, self._full_collection)
+
+    def _full_collection(self) -> None:
+        assert self._gc_threshold is not None
+        due = (gc.get_stats()[1]["collections"] - self._gc_passes) / self._gc_threshold[2]
+        idle = time.monotonic() - self._last_request >= GC_IDLE_SECONDS
+        if self._settled.is_set() and ((due >= 1 and idle) or due >= GC_OVERDUE):
+            gc.collect()
+            self._gc_passes = gc.get_stats()[1]["collections"]
 
     def on_unmount(self) -> None:
         self._stop.set()
+        if self._gc_threshold is not None:
+            gc.set_threshold(*self._gc_threshold)
+            gc.unfreeze()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
 
@@ -344,6 +374,7 @@ class VpcwatchApp(App[int]):
     def request_view(self, *parts: str) -> None:
         """Recompute ``parts`` (default: everything) on the reader thread, then show them."""
         self.requested += 1
+        self._last_request = time.monotonic()
         self._settled.clear()
         self._pending.update(parts or ALL_PARTS)
         if not self._pumping and self.explorer is not None:
@@ -359,10 +390,12 @@ class VpcwatchApp(App[int]):
                 self._pending.clear()
                 started = time.perf_counter()
                 timings: dict[str, float] = {}
-                for step in (parts - {"conversations"}, parts & {"conversations"}):
-                    if step:
-                        await self._show_step(step, timings)
-                        timings.setdefault("first_shown", time.perf_counter() - started)
+                first, then = parts - {"conversations"}, parts & {"conversations"}
+                if first:  # (with the conversations too when they are ready by then)
+                    then -= await self._show_step(first, then, timings)
+                    timings["first_shown"] = time.perf_counter() - started
+                if then:
+                    await self._show_step(then, frozenset(), timings)
                 self.last_view_parts = timings
                 self.applied = serial
         finally:
@@ -370,23 +403,26 @@ class VpcwatchApp(App[int]):
             if self.applied >= self.requested:
                 self._settled.set()
 
-    async def _show_step(self, parts: frozenset[str], timings: dict[str, float]) -> None:
+    async def _show_step(self, parts: frozenset[str], then: frozenset[str],
+                         timings: dict[str, float]) -> frozenset[str]:
+        """Compute and show ``parts``; returns those of ``then`` shown as well."""
         try:
-            data = await self._read(self._compute, self._view_request(parts))
+            data = await self._read(self._compute, self._view_request(parts, then))
         except Exception as exc:  # a damaged segment, a full disk, a bug: say it, keep going
             log.exception("reading the view failed")
             self.notify(str(exc).splitlines()[0] if str(exc) else repr(exc), title="store",
                         severity="error", markup=False)
-            return
+            return frozenset()
         self._apply(parts, data)
         timings.update(data.seconds)
+        return then & {"conversations"} if data.conversations is not None else frozenset()
 
-    def _view_request(self, parts: frozenset[str]) -> ViewRequest:
+    def _view_request(self, parts: frozenset[str], then: frozenset[str]) -> ViewRequest:
         chart = self.query_one(TrafficChart)
         columns = max(10, chart.size.width - Y_LABEL_COLUMNS)
         focus = self.focus_address or self.scope.filter.single_address()
         offset = self.query_one(AlertFeed).page_offset
-        return ViewRequest(parts, self.scope, offset, columns, focus)
+        return ViewRequest(parts, self.scope, offset, columns, focus, then)
 
     def _compute(self, request: ViewRequest) -> ViewData:
         """On the reader thread: everything ``request.parts`` needs, from the store."""
@@ -401,6 +437,11 @@ class VpcwatchApp(App[int]):
             data.feed = explorer.feed(scope, request.offset, PAGE)
             data.feed_total = explorer.feed_count(scope)
             data.seconds["feed"] = time.perf_counter() - clock
+        if "conversations" in request.then:  # adds up on another thread meanwhile (not
+            # before the feed: DuckDB's query takes up to four times longer beside it)
+            clock = time.perf_counter()
+            explorer.prefetch_conversations(scope, request.focus, CONVERSATION_ROWS)
+            data.seconds["prefetch"] = time.perf_counter() - clock
         if "chart" in request.parts:
             clock = time.perf_counter()
             span = _with_context(scope.range) if scope.range else explorer.span()
@@ -408,7 +449,9 @@ class VpcwatchApp(App[int]):
                 data.axis = axis_for(span, request.columns)
                 data.values = explorer.histogram(scope, data.axis)
             data.seconds["chart"] = time.perf_counter() - clock
-        if "conversations" in request.parts:
+        if "conversations" in request.parts or (
+                "conversations" in request.then
+                and explorer.conversations_ready(scope, request.focus, CONVERSATION_ROWS)):
             clock = time.perf_counter()
             data.conversations = explorer.conversations(scope, request.focus, CONVERSATION_ROWS)
             data.seconds["conversations"] = time.perf_counter() - clock
