@@ -172,13 +172,17 @@ class Explorer:
         return self._cached(key, lambda: self._conversations(key, scope, address, limit))
 
     def prefetch_conversations(self, scope: Scope, address: str | None, limit: int = 100
-                               ) -> None:
+                               ) -> Future[tuple[list[PairFigures], bool]] | None:
         """Start adding up the conversations on a second thread (compiled loops without the
         GIL), so they proceed while this thread reads the feed and the histogram; the next
-        :meth:`conversations` call with the same arguments collects them."""
+        :meth:`conversations` call with the same arguments collects them. Returns the sums
+        under way (None when the answer is known already)."""
         key = ("conversations", scope.filter.text, scope.range, address, limit)
-        if key not in self._cache and self._started.get(key) is None:
+        if key in self._cache:
+            return None
+        if key not in self._started:
             self._started = {key: self._adder.submit(self._pairs_in(scope, address, limit))}
+        return self._started[key]
 
     def conversations_ready(self, scope: Scope, address: str | None, limit: int = 100
                             ) -> bool:

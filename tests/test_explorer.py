@@ -177,6 +177,13 @@ def test_conversations_match_sql(tmp_path: Path, terms: str, hours: tuple[int, i
         scope = Scope(parse_filter(terms), window)
         got = explorer.conversations(scope, focus, LIMIT).to_pylist()
         expected = reference(state, scope, focus)
+        second = Explorer(store)  # the same, added up on its second thread (as the app asks)
+        sums = second.prefetch_conversations(scope, focus, LIMIT)
+        assert sums is not None and not second.conversations_ready(Scope(), "192.0.2.99")
+        sums.result(timeout=60)
+        assert second.conversations_ready(scope, focus, LIMIT)
+        assert second.conversations(scope, focus, LIMIT).to_pylist() == got
+        second.close()
         assert len(got) == min(LIMIT, len(expected)) > 0
         # pairs that tie with the last one shown may be cut in either order: compare the rest
         cut = _pane_order(expected[len(got) - 1])[:2]
