@@ -14,7 +14,7 @@ import csv
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,7 +79,7 @@ class Explorer:
         self._mask: tuple[tuple[str, int], NDArray[np.bool_]] = (("", -1), np.empty(0, bool))
         self._adder = ThreadPoolExecutor(1, thread_name_prefix="vpcwatch-sums")
         # the one prefetched answer (see prefetch_conversations), by its cache key
-        self._started: dict[tuple[Any, ...], Future[tuple[list[PairFigures], bool]]] = {}
+        self._started: dict[tuple[Any, ...], Future[pa.Table]] = {}
 
     def close(self) -> None:
         self._adder.shutdown(wait=True, cancel_futures=True)
@@ -172,7 +172,7 @@ class Explorer:
         return self._cached(key, lambda: self._conversations(key, scope, address, limit))
 
     def prefetch_conversations(self, scope: Scope, address: str | None, limit: int = 100
-                               ) -> Future[tuple[list[PairFigures], bool]] | None:
+                               ) -> Future[pa.Table] | None:
         """Start adding up the conversations on a second thread (compiled loops without the
         GIL), so they proceed while this thread reads the feed and the histogram; the next
         :meth:`conversations` call with the same arguments collects them. Returns the sums
@@ -192,28 +192,30 @@ class Explorer:
         return key in self._cache or (started is not None and started.done())
 
     def _pairs_in(self, scope: Scope, address: str | None, limit: int
-                  ) -> Callable[[], tuple[list[PairFigures], bool]]:
-        """The sums to run for the conversations (everything that needs the connection is
-        done here, on the calling thread; the returned function needs only the arrays)."""
+                  ) -> Callable[[], pa.Table]:
+        """The work behind the conversations: what needs the connection is done here, on the
+        calling thread; the function returned needs only the index's arrays."""
         keep, me = self._kept(scope.filter), -1
         if address is not None:
             me = self.index.address_id(address) or 0
             if me == 0:  # never seen: no peers
-                return lambda: ([], False)
+                return CONVERSATION_SCHEMA.empty_table
             if address != scope.filter.single_address():  # (else the filter is this test)
                 keep = keep & self.index.select([(IndexTest(("src", "dst"), me), False)])
         spark = self._spark_axis(scope)
-        return lambda: (self.index.top_pairs(keep, scope.range, me, limit, spark), me < 0)
+        return lambda: self._table(self.index.top_pairs(keep, scope.range, me, limit, spark),
+                                   swap=me < 0)
+
+    def _table(self, pairs: list[PairFigures], swap: bool) -> pa.Table:
+        rows = [_conversation(p, self.index.names, swap) for p in pairs]
+        rows.sort(key=lambda r: (-(r["bytes_out"] + r["bytes_in"]), -r["flows"], r["address"],
+                                 r["peer"]))
+        return pa.Table.from_pylist(rows, schema=CONVERSATION_SCHEMA)
 
     def _conversations(self, key: tuple[Any, ...], scope: Scope, address: str | None,
                        limit: int) -> pa.Table:
         started = self._started.pop(key, None)
-        pairs, swap = started.result() if started else self._pairs_in(scope, address, limit)()
-        names = self.index.addresses(sorted({i for p in pairs for i in (p.address, p.peer)}))
-        table = [_conversation(p, names, swap) for p in pairs]
-        table.sort(key=lambda r: (-(r["bytes_out"] + r["bytes_in"]), -r["flows"], r["address"],
-                                  r["peer"]))
-        return pa.Table.from_pylist(table, schema=CONVERSATION_SCHEMA)
+        return started.result() if started else self._pairs_in(scope, address, limit)()
 
     def _kept(self, flt: Filter) -> NDArray[np.bool_]:
         """The index rows the filter keeps; the last answer is kept (the chart and the
@@ -290,7 +292,8 @@ class Explorer:
             return run()
 
 
-def _conversation(pair: PairFigures, names: dict[int, str], swap: bool) -> dict[str, Any]:
+def _conversation(pair: PairFigures, names: Sequence[str | None], swap: bool
+                  ) -> dict[str, Any]:
     """One row of the conversations pane; with ``swap``, the pair's bigger sender first."""
     f = pair.figures
     address, peer, out, into = names[pair.address], names[pair.peer], 0, 1

@@ -64,6 +64,7 @@ class TrafficIndex:
         self._pair_of_key = np.empty(0, np.int32)  # the pair id of each key
         self.pair_ends = np.empty((0, 2), np.int32)  # low and high address id of each pair
         self._id_limit = 0  # no indexed row has a higher address id
+        self.names: list[str | None] = [None]  # each address id's text (id 0: missing)
         con.execute("CREATE OR REPLACE TEMP TABLE ix_addr (id INTEGER, address VARCHAR)")
 
     @property
@@ -97,11 +98,14 @@ class TrafficIndex:
         """Index these segments: their new addresses first, then their rows. Reading the
         Parquet files twice costs less than copying their rows first; they are immutable."""
         rows = f"({self._store.segments_sql(names, filename=True)})"
+        [(before,)] = self.con.execute("SELECT coalesce(max(id), 0) FROM ix_addr").fetchall()
         self.con.execute(f"""
             INSERT INTO ix_addr
             SELECT (SELECT coalesce(max(id), 0) FROM ix_addr) + row_number() OVER (), a
             FROM (SELECT srcaddr AS a FROM {rows} UNION SELECT dstaddr FROM {rows}) n
             WHERE a IS NOT NULL AND a NOT IN (SELECT address FROM ix_addr)""")
+        self._name(self.con.execute("SELECT id, address FROM ix_addr WHERE id > ?", [before])
+                   .fetchall())
         first = max(self.indexed.values(), default=0) + 1
         codes = list(range(first, first + len(names)))
         table = self.con.sql(f"""
@@ -174,18 +178,20 @@ class TrafficIndex:
         ids = self.con.execute("SELECT id FROM ix_addr").fetchnumpy()["id"]
         used = np.zeros(int(ids.max(initial=0)) + 1, bool)
         used[self.columns["src"]] = used[self.columns["dst"]] = True
-        unused = ids[~used[ids]]
-        self.con.execute("DELETE FROM ix_addr WHERE id IN (SELECT unnest(?))",
-                         [unused.tolist()])
+        unused = ids[~used[ids]].tolist()
+        self.con.execute("DELETE FROM ix_addr WHERE id IN (SELECT unnest(?))", [unused])
+        self._name([(i, None) for i in unused])
+
+    def _name(self, rows: Sequence[tuple[int, str | None]]) -> None:
+        """Keep ``names`` (address by id) in step with ``ix_addr``."""
+        top = max((i for i, _ in rows), default=0)
+        self.names.extend([None] * (top + 1 - len(self.names)))
+        for i, address in rows:
+            self.names[i] = address
 
     def address_id(self, address: str) -> int | None:
         rows = self.con.execute("SELECT id FROM ix_addr WHERE address = ?", [address]).fetchall()
         return int(rows[0][0]) if rows else None
-
-    def addresses(self, ids: Sequence[int]) -> dict[int, str]:
-        rows = self.con.execute("SELECT id, address FROM ix_addr WHERE id IN (SELECT unnest(?))",
-                                [list(ids)]).fetchall()
-        return {int(i): str(a) for i, a in rows}
 
     # -- questions ------------------------------------------------------------------------
 
