@@ -63,7 +63,7 @@ ALL_PARTS = frozenset({"feed", "chart", "conversations", "status"})
 AUTO_REFRESH_SECONDS = 2.0  # new data redraws at most this often
 STATUS_TICK_SECONDS = 5.0
 GC_IDLE_SECONDS = 3.0  # without a view change, before a full garbage collection
-GC_OVERDUE = 5  # full garbage collections due: run one between two views anyway
+GC_OVERDUE = 20  # full garbage collections due: run one between two views anyway
 CONVERSATION_ROWS = 40  # peers or pairs shown (the biggest by bytes)
 DEFAULT_MIN_LEVEL = 5  # hides the Wazuh-parity per-flow alerts (3, 4) until '-'
 ZOOM_MIN_SECONDS = 1800  # a range is shown in at least this much time
@@ -435,7 +435,9 @@ class VpcwatchApp(App[int]):
         if "feed" in request.parts:
             clock = time.perf_counter()
             data.feed = explorer.feed(scope, request.offset, PAGE)
-            data.feed_total = explorer.feed_count(scope)
+            rows = data.feed.num_rows  # on the last page, the total needs no count
+            last_page = rows < PAGE and (rows > 0 or request.offset == 0)
+            data.feed_total = request.offset + rows if last_page else explorer.feed_count(scope)
             data.seconds["feed"] = time.perf_counter() - clock
         if "conversations" in request.then:  # adds up on another thread meanwhile (not
             # before the feed: DuckDB's query takes up to four times longer beside it)
