@@ -66,6 +66,7 @@ class TrafficIndex:
         self._id_limit = 0  # no indexed row has a higher address id
         self.names: list[str | None] = [None]  # each address id's text (id 0: missing)
         con.execute("CREATE OR REPLACE TEMP TABLE ix_addr (id INTEGER, address VARCHAR)")
+        kernels.warm_up()
 
     @property
     def rows(self) -> int:

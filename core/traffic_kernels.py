@@ -136,3 +136,17 @@ def top_ports(ports: NDArray[np.int32], keep: int) -> NDArray[np.int32]:
                 k -= 1
             counts[k], best[g, k] = n, port
     return best
+
+
+def warm_up() -> None:
+    """Load (or, on a machine's first run, compile) every loop now, so that the first view
+    does not wait for it (the first load takes ~0.3 s)."""
+    keep, ids = np.ones(1, np.bool_), np.zeros(1, np.int32)
+    numbers, slot = np.zeros(1, np.int64), np.zeros(1, np.int32)
+    histogram(keep, numbers, numbers, 0, 1, 1)
+    either_in(keep, ids, ids)
+    pair_totals(keep, 0, 1, numbers, ids, numbers, 1)
+    _, _, ports = pair_details(keep, 0, 1, slot, 1, -1, ids, ids, ids, ids, ids,
+                               np.zeros(1, np.int16), np.zeros(1, np.int8), numbers, numbers,
+                               numbers, numbers, 0, 1)
+    top_ports(ports, 3)
