@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -92,11 +93,41 @@ def scope_changes(app: object) -> list[tuple[str, object]]:
     return steps[:CHANGES]
 
 
-async def measure(state: Path) -> tuple[list[float], dict[str, list[float]], float, float]:
+class PaintClock:
+    """When the app's changes reach the screen. Textual paints at its next frame (at most
+    1/60 s) after a widget changed; this wraps the screen's compositor refresh to note when,
+    and reads the screen's own flags for what is still to paint (private attributes, so a
+    Textual upgrade may need this updated)."""
+
+    def __init__(self, screen: Any) -> None:
+        self.screen, self.last, self.painted = screen, 0.0, asyncio.Event()
+        paint = screen._compositor_refresh
+
+        def timed() -> None:
+            paint()
+            self.last = time.perf_counter()
+            self.painted.set()
+
+        screen._compositor_refresh = timed
+
+    async def on_screen(self, since: float) -> float:
+        """When everything applied so far is on screen: the end of the next paint when some
+        is still to paint, else of the last one (now, when nothing was painted since
+        ``since``: nothing changed on screen)."""
+        screen = self.screen
+        if screen._dirty_widgets or screen._layout_required or screen._repaint_required:
+            self.painted.clear()
+            await asyncio.wait_for(self.painted.wait(), 5.0)
+        return self.last if self.last > since else time.perf_counter()
+
+
+async def measure(state: Path) -> tuple[list[float], list[float], dict[str, list[float]], float,
+                                        float]:
     from core.filters import Filter, parse_filter
     from tui.app import VpcwatchApp
 
-    timings: list[float] = []
+    timings: list[float] = []  # to the screen painted with the new view (the target's)
+    idle_timings: list[float] = []  # to the process idle as well (Textual's pilot.pause)
     parts: dict[str, list[float]] = {}
     with open_store(state) as store:
         app = VpcwatchApp(store, None, collect=False, export_dir=state)
@@ -107,6 +138,7 @@ async def measure(state: Path) -> tuple[list[float], dict[str, list[float]], flo
                     await pilot.pause()
                 index_seconds = time.perf_counter() - opened
                 await app.wait_settled(300)  # the first sync builds the traffic index
+                clock = PaintClock(app.screen)
                 warm_up = [("filter", "port:443"), ("clear", None)]
                 for kind, value in [*warm_up, *scope_changes(app)]:
                     started = time.perf_counter()
@@ -117,8 +149,9 @@ async def measure(state: Path) -> tuple[list[float], dict[str, list[float]], flo
                     else:
                         app.set_scope(filter=Filter(), range=None)
                     await app.wait_settled(120)
-                    await pilot.pause()  # and one screen refresh
-                    timings.append(time.perf_counter() - started)
+                    timings.append(await clock.on_screen(started) - started)
+                    await pilot.pause()  # until the process is idle (checked every 20 ms)
+                    idle_timings.append(time.perf_counter() - started)
                     for part, seconds in app.last_view_parts.items():
                         parts.setdefault(part, []).append(seconds)
                 cpu, wall = time.process_time(), time.perf_counter()
@@ -127,12 +160,13 @@ async def measure(state: Path) -> tuple[list[float], dict[str, list[float]], flo
         finally:
             app.close_background()
     parts = {k: v[2:] for k, v in parts.items()}  # two warm-up changes
-    return timings[2:], parts, index_seconds, idle
+    return timings[2:], idle_timings[2:], parts, index_seconds, idle
 
 
-LABELS = {"first_shown": "feed and chart on screen (conversations follow)",
+LABELS = {"first_shown": "feed and chart computed and applied (conversations may follow)",
+          "prefetch": "conversations: sums started on the second thread",
           "refresh": "query: see new segments", "feed": "query: feed page and count",
-          "chart": "query: histogram", "conversations": "query: conversations",
+          "chart": "query: histogram", "conversations": "conversations: collected",
           "status": "query: bucket states", "apply": "widgets updated (each step)"}
 
 
@@ -141,10 +175,10 @@ def p95(values: list[float]) -> float:
     return ordered[max(0, round(0.95 * len(ordered)) - 1)]
 
 
-def render(timings: list[float], parts: dict[str, list[float]], args: argparse.Namespace,
-           build_seconds: float, index_seconds: float, idle: float) -> str:
+def render(timings: list[float], idle_timings: list[float], parts: dict[str, list[float]],
+           args: argparse.Namespace, build_seconds: float, index_seconds: float, idle: float
+           ) -> str:
     ordered = sorted(timings)
-    p50 = statistics.median(ordered)
     verdict = "met" if p95(ordered) <= TARGET_P95 else "MISSED"
     return (
         f"\n## UI: scope change to updated view ({time.strftime('%Y-%m-%d %H:%M', time.gmtime())}"
@@ -154,11 +188,16 @@ def render(timings: list[float], parts: dict[str, list[float]], args: argparse.N
         f"{platform.python_implementation()} {platform.python_version()}. Store built in "
         f"{build_seconds:.0f} s. Headless app at 160x48, no collector; {len(timings)} changes "
         "(filter by IP, port, action, CIDR, negation; a 10-minute range; clearing both), each "
-        "timed from the change to the new feed page, chart and conversations on screen.\n\n"
+        "timed from the change to the end of the screen update that shows the new feed page, "
+        "chart and conversations (Textual paints at its next frame, at most 1/60 s after a "
+        "change). The second line times to the process idle as well, as Textual's "
+        "`pilot.pause()` waits (CPU checked every 20 ms; the method of the runs before "
+        "10:00 UTC on 2026-11-29).\n\n"
         "| figure | value | target |\n|---|---|---|\n"
-        f"| p50 | {p50 * 1000:.0f} ms | |\n"
-        f"| p95 | {p95(ordered) * 1000:.0f} ms | ≤ 200 ms: {verdict} |\n"
-        f"| max | {ordered[-1] * 1000:.0f} ms | |\n"
+        f"| p50 / p95 / max, to the screen painted | {statistics.median(ordered) * 1000:.0f} / "
+        f"{p95(ordered) * 1000:.0f} / {ordered[-1] * 1000:.0f} ms | p95 ≤ 200 ms: {verdict} |\n"
+        f"| p50 / p95 / max, to the process idle | {statistics.median(idle_timings) * 1000:.0f}"
+        f" / {p95(idle_timings) * 1000:.0f} / {max(idle_timings) * 1000:.0f} ms | |\n"
         + "".join(f"| {LABELS.get(part, part)}: p50 / p95 | {statistics.median(v) * 1000:.0f} / "
                   f"{p95(v) * 1000:.0f} ms | |\n" for part, v in parts.items() if v)
         + f"| traffic index built when the app opened the store | {index_seconds:.1f} s | |\n"
@@ -179,8 +218,8 @@ def main() -> int:
         started = time.perf_counter()
         state = args.state_dir or build_store(Path(scratch), args.flows, args.alerts)
         build_seconds = time.perf_counter() - started
-        timings, parts, index_seconds, idle = asyncio.run(measure(state))
-    report = render(timings, parts, args, build_seconds, index_seconds, idle)
+        timings, idle_timings, parts, index_seconds, idle = asyncio.run(measure(state))
+    report = render(timings, idle_timings, parts, args, build_seconds, index_seconds, idle)
     print(report)
     if not args.no_write:
         with open(HERE / "RESULTS.md", "a", encoding="utf-8") as out:
