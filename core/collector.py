@@ -244,8 +244,10 @@ class Collector:
         last_commit = 0.0
         while True:
             timeout = max(0.0, deadline - loop.time()) if batch else None
-            try:
-                item = await asyncio.wait_for(queue.get(), timeout)
+            try:  # (not asyncio.wait_for: on 3.11 it can swallow a cancellation that
+                # arrives as the item does, and the poll would then never end)
+                async with asyncio.timeout(timeout):
+                    item = await queue.get()
             except TimeoutError:
                 item = _FLUSH
             if isinstance(item, ObjectResult):
@@ -287,5 +289,6 @@ def _backoff(attempt: int) -> float:
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
+        async with asyncio.timeout(seconds):
+            await stop.wait()
 

@@ -136,7 +136,8 @@ async def _poll_loop(config: Config, feeder: Feeder, polls: int, pause: float) -
                 if polls and count == polls:
                     break
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), pause)
+                    async with asyncio.timeout(pause):
+                        await stop.wait()
         finally:
             await collector.db(explorer.close)
             collector.close()
