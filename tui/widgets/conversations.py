@@ -25,7 +25,7 @@ class Conversations(RowTable):
 
     def show(self, table: pa.Table, zone: tzinfo) -> None:
         self.rows_shown = table.to_pylist()
-        self.set_rows([_cells(row, zone) for row in self.rows_shown])
+        self.set_rows(self.rows_shown, lambda row: _cells(row, zone))
 
     @property
     def selected(self) -> dict[str, Any] | None:

@@ -35,7 +35,7 @@ class AlertFeed(RowTable):
     def show(self, page: pa.Table, total: int, page_offset: int, zone: tzinfo) -> None:
         self.rows_shown = page.to_pylist()
         self.total, self.page_offset = total, page_offset
-        self.set_rows([_cells(row, zone) for row in self.rows_shown])
+        self.set_rows(self.rows_shown, lambda row: _cells(row, zone))
         if self.following and self.rows_shown:
             self.move_cursor(0)
 

@@ -2,17 +2,19 @@
 
 Textual's DataTable measures every cell of every row after each update (about 0.1 ms a cell),
 which made redrawing the feed and the conversations the largest share of a view change. Here
-columns have fixed widths, a row becomes one ``Text`` only when it is on screen, and a new
-page of rows costs nothing until it is drawn. Keys: ↑ ↓ PgUp PgDn Home, Enter (or a click)
-selects the row.
+columns have fixed widths, a row's cells are made and joined into one line only when it is
+on screen, and a new page of rows costs nothing until it is drawn. Keys: ↑ ↓ PgUp PgDn
+Home, Enter (or a click) selects the row.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar, TypeVar
 
+from rich.cells import cell_len, set_cell_size
+from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding, BindingType
@@ -21,6 +23,8 @@ from textual.geometry import Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
+
+Row = TypeVar("Row")
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,9 @@ class RowTable(ScrollView, can_focus=True):
     def __init__(self, columns: Sequence[Column], **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.columns = list(columns)
-        self.cells: list[list[Text]] = []
+        self._rows: Sequence[Any] = []
+        self._cells_of: Callable[[Any], list[Text]] = lambda row: []
+        self._cells: dict[int, list[Text]] = {}
         self.cursor_row = 0
         self._lines: dict[int, Strip] = {}
         self._width = sum(c.width + 1 for c in self.columns)
@@ -70,10 +76,12 @@ class RowTable(ScrollView, can_focus=True):
 
     @property
     def row_count(self) -> int:
-        return len(self.cells)
+        return len(self._rows)
 
-    def set_rows(self, rows: list[list[Text]]) -> None:
-        self.cells = rows
+    def set_rows(self, rows: Sequence[Row], cells: Callable[[Row], list[Text]]) -> None:
+        """Show ``rows``; ``cells`` makes a row's cells when it is first drawn."""
+        self._rows, self._cells_of = rows, cells
+        self._cells.clear()
         self.cursor_row = min(self.cursor_row, max(0, len(rows) - 1))
         self._lines.clear()
         size = Size(self._width, len(rows) + 1)
@@ -83,12 +91,14 @@ class RowTable(ScrollView, can_focus=True):
         self.refresh()
 
     def row_at(self, index: int) -> list[Text]:
-        return self.cells[index]
+        if index not in self._cells:
+            self._cells[index] = self._cells_of(self._rows[index])
+        return self._cells[index]
 
     def move_cursor(self, row: int) -> None:
-        if not self.cells:
+        if not self._rows:
             return
-        self.cursor_row = min(max(0, row), len(self.cells) - 1)
+        self.cursor_row = min(max(0, row), len(self._rows) - 1)
         self._lines.clear()
         visible = self.size.height - 1
         top = int(self.scroll_y)
@@ -105,36 +115,39 @@ class RowTable(ScrollView, can_focus=True):
         width = self.size.width
         base = self.rich_style
         if y == 0:
-            text = self._line([Text(c.label) for c in self.columns])
-            style = self.get_component_rich_style("rowtable--header")
-            return self._strip(text, base + style, scroll_x, width)
+            style = base + self.get_component_rich_style("rowtable--header")
+            header = self._strip([Text(c.label) for c in self.columns], style)
+            return header.crop_extend(scroll_x, scroll_x + width, style)
         index = scroll_y + y - 1
-        if index >= len(self.cells):
+        if index >= len(self._rows):
             return Strip.blank(width, base)
         if index not in self._lines:
             style = base
             if index == self.cursor_row:
                 style = base + self.get_component_rich_style("rowtable--cursor")
-            self._lines[index] = self._strip(self._line(self.cells[index]), style, 0, None)
+            self._lines[index] = self._strip(self.row_at(index), style)
         return self._lines[index].crop_extend(scroll_x, scroll_x + width, base)
 
-    def _line(self, cells: list[Text]) -> Text:
-        line = Text(no_wrap=True, end="")
+    def _strip(self, cells: list[Text], style: Style) -> Strip:
+        """The cells in their columns (cut with an ellipsis, padded), on the row's ``style``
+        (a cell's own colour shows over it: the level's, for one)."""
+        segments = []
         for column, cell in zip(self.columns, cells, strict=False):
-            shown = cell.copy()
-            shown.truncate(column.width, overflow="ellipsis")
-            if column.right:
-                shown.align("right", column.width)
+            if cell.spans:  # (parts styled apart: let rich lay the cell out)
+                shown = cell.copy()
+                shown.truncate(column.width, overflow="ellipsis")
+                if column.right:
+                    shown.align("right", column.width)
+                else:
+                    shown.pad_right(column.width - shown.cell_len)
+                shown.stylize_before(style)
+                segments += shown.render(self.app.console)
             else:
-                shown.pad_right(column.width - shown.cell_len)
-            line.append_text(shown)
-            line.append(" ")
-        return line
-
-    def _strip(self, text: Text, style: Style, scroll_x: int, width: int | None) -> Strip:
-        text.stylize(style)
-        strip = Strip(text.render(self.app.console), text.cell_len)
-        return strip if width is None else strip.crop_extend(scroll_x, scroll_x + width, style)
+                own = self.app.console.get_style(cell.style) if cell.style else Style.null()
+                segments.append(Segment(_fit(cell.plain, column.width, column.right),
+                                        style + own))
+            segments.append(Segment(" ", style))
+        return Strip(segments, self._width)
 
     def on_focus(self) -> None:
         self._lines.clear()
@@ -156,11 +169,20 @@ class RowTable(ScrollView, can_focus=True):
         self.move_cursor(0)
 
     def action_select(self) -> None:
-        if self.cells:
+        if self._rows:
             self.post_message(self.Selected(self, self.cursor_row))
 
     def on_click(self, event: Click) -> None:
         index = int(self.scroll_y) + event.y - 1
-        if event.y >= 1 and 0 <= index < len(self.cells):
+        if event.y >= 1 and 0 <= index < len(self._rows):
             self.move_cursor(index)
             self.post_message(self.Selected(self, index))
+
+
+def _fit(text: str, width: int, right: bool) -> str:
+    """``text`` in ``width`` cells: cut with an ellipsis (as rich's Text.truncate does) and
+    padded on the left (``right``) or on the right."""
+    if cell_len(text) > width:
+        text = set_cell_size(text, width - 1) + "…"
+    padding = " " * (width - cell_len(text))
+    return padding + text if right else text + padding
