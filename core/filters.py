@@ -33,12 +33,13 @@ class FilterError(ValueError):
 @dataclass(frozen=True)
 class IndexTest:
     """A flows term over the traffic index's columns (see core.traffic_index): true when one
-    of ``columns`` (one or two) equals ``value``, or, with ``ids``, holds an address id that
-    this query of ``ix_addr`` returns."""
+    of ``columns`` (one or two) equals ``value``; or holds the id of ``address``; or, with
+    ``ids``, an address id that this query of ``ix_addr`` returns."""
 
     columns: tuple[str, ...]
     value: Any = None
     ids: Sql | None = None
+    address: str | None = None  # or: an address id is this address's (as AWS writes it)
 
 
 @dataclass(frozen=True)
@@ -134,8 +135,12 @@ def _addresses(word: str, value: str, sides: tuple[str, ...]) -> tuple[Sql, Sql,
     match, params = _address_clause(word, value)
     plain = " OR ".join(match.format(address=f"{side}addr") for side in sides)
     values = params * len(sides)
-    ids = f"SELECT id FROM ix_addr WHERE {match.format(address='address')}", params
-    return (f"({plain})", values), (f"({plain})", values), IndexTest(sides, ids=ids)
+    if _is_address(value):  # (its one parameter: the address as AWS writes it)
+        index = IndexTest(sides, address=params[0])
+    else:
+        index = IndexTest(sides, ids=(f"SELECT id FROM ix_addr WHERE "
+                                      f"{match.format(address='address')}", params))
+    return (f"({plain})", values), (f"({plain})", values), index
 
 
 def _address_clause(word: str, value: str) -> Sql:

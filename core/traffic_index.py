@@ -65,6 +65,7 @@ class TrafficIndex:
         self.pair_ends = np.empty((0, 2), np.int32)  # low and high address id of each pair
         self._id_limit = 0  # no indexed row has a higher address id
         self.names: list[str | None] = [None]  # each address id's text (id 0: missing)
+        self._ids: dict[str, int] = {}  # and the other way
         con.execute("CREATE OR REPLACE TEMP TABLE ix_addr (id INTEGER, address VARCHAR)")
         kernels.warm_up()
 
@@ -184,15 +185,19 @@ class TrafficIndex:
         self._name([(i, None) for i in unused])
 
     def _name(self, rows: Sequence[tuple[int, str | None]]) -> None:
-        """Keep ``names`` (address by id) in step with ``ix_addr``."""
+        """Keep ``names`` (address by id) and its reverse in step with ``ix_addr``."""
         top = max((i for i, _ in rows), default=0)
         self.names.extend([None] * (top + 1 - len(self.names)))
         for i, address in rows:
+            old = self.names[i]
+            if old is not None:
+                del self._ids[old]
+            if address is not None:
+                self._ids[address] = i
             self.names[i] = address
 
     def address_id(self, address: str) -> int | None:
-        rows = self.con.execute("SELECT id FROM ix_addr WHERE address = ?", [address]).fetchall()
-        return int(rows[0][0]) if rows else None
+        return self._ids.get(address)
 
     # -- questions ------------------------------------------------------------------------
 
@@ -212,8 +217,13 @@ class TrafficIndex:
     def _match(self, test: IndexTest) -> NDArray[np.bool_]:
         """Rows where any of the test's columns matches (missing values never match)."""
         first, last = self.columns[test.columns[0]], self.columns[test.columns[-1]]
+        if test.address is not None:
+            return kernels.either_is(self.address_id(test.address) or -1,  # type: ignore[no-any-return]
+                                     first, last)
         if test.ids is None:
             code = self._value_code(test.columns[0], test.value)
+            if first.dtype == last.dtype == np.int32:
+                return kernels.either_is(code, first, last)  # type: ignore[no-any-return]
             return (first == code) | (last == code)  # type: ignore[no-any-return]
         sql, params = test.ids
         ids = self.con.execute(sql, params).fetchnumpy()["id"]

@@ -43,6 +43,15 @@ def either_in(wanted: NDArray[np.bool_], a: NDArray[np.int32], b: NDArray[np.int
 
 
 @_jit  # type: ignore[misc]
+def either_is(value: int, a: NDArray[np.int32], b: NDArray[np.int32]) -> Mask:
+    """Rows whose ``a`` or ``b`` equals ``value`` (one pass over both columns)."""
+    keep = np.empty(len(a), np.bool_)
+    for i in range(len(a)):
+        keep[i] = a[i] == value or b[i] == value
+    return keep
+
+
+@_jit  # type: ignore[misc]
 def pair_totals(keep: Mask, low: int, high: int, start: NDArray[np.int64],
                 pair: NDArray[np.int32], nbytes: NDArray[np.int64], pairs: int
                 ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
@@ -145,6 +154,7 @@ def warm_up() -> None:
     numbers, slot = np.zeros(1, np.int64), np.zeros(1, np.int32)
     histogram(keep, numbers, numbers, 0, 1, 1)
     either_in(keep, ids, ids)
+    either_is(0, ids, ids)
     pair_totals(keep, 0, 1, numbers, ids, numbers, 1)
     _, _, ports = pair_details(keep, 0, 1, slot, 1, -1, ids, ids, ids, ids, ids,
                                np.zeros(1, np.int16), np.zeros(1, np.int8), numbers, numbers,
