@@ -20,7 +20,8 @@ def rich_layout(text: str, width: int, right: bool) -> str:
     return cell.plain
 
 
-@pytest.mark.parametrize("text", ["", "x", "10.0.1.7", "a" * 40, "日本語のテキスト", "e\u0301t\u00e9"])
+@pytest.mark.parametrize("text", ["", "x", "10.0.1.7", "a" * 40, "日本語のテキスト",
+                                  "e\u0301t\u00e9"])
 @pytest.mark.parametrize("width", [1, 2, 5, 17])
 @pytest.mark.parametrize("right", [False, True])
 def test_a_cell_fits_its_column_as_rich_would(text: str, width: int, right: bool) -> None:
