@@ -168,7 +168,7 @@ class Explorer:
         service ports and ``SPARK_BUCKETS`` byte totals over the scope's time for a sparkline.
         "out" is from ``address`` (or from the pair's bigger sender) to the peer. The pairs
         are the ``limit`` with the most bytes (ties: more flows)."""
-        key = ("conversations", scope.filter.text, scope.range, address, limit)
+        key = _conversations_key(scope, address, limit)
         return self._cached(key, lambda: self._conversations(key, scope, address, limit))
 
     def prefetch_conversations(self, scope: Scope, address: str | None, limit: int = 100
@@ -177,7 +177,7 @@ class Explorer:
         GIL), so they proceed while this thread reads the feed and the histogram; the next
         :meth:`conversations` call with the same arguments collects them. Returns the sums
         under way (None when the answer is known already)."""
-        key = ("conversations", scope.filter.text, scope.range, address, limit)
+        key = _conversations_key(scope, address, limit)
         if key in self._cache:
             return None
         if key not in self._started:
@@ -187,7 +187,7 @@ class Explorer:
     def conversations_ready(self, scope: Scope, address: str | None, limit: int = 100
                             ) -> bool:
         """Whether :meth:`conversations` would answer at once (known, or added up)."""
-        key = ("conversations", scope.filter.text, scope.range, address, limit)
+        key = _conversations_key(scope, address, limit)
         started = self._started.get(key)
         return key in self._cache or (started is not None and started.done())
 
@@ -290,6 +290,10 @@ class Explorer:
         except duckdb.IOException:  # a segment compacted away since the last refresh
             self.refresh()
             return run()
+
+
+def _conversations_key(scope: Scope, address: str | None, limit: int) -> tuple[Any, ...]:
+    return ("conversations", scope.filter.text, scope.range, address, limit)
 
 
 def _conversation(pair: PairFigures, names: Sequence[str | None], swap: bool

@@ -262,8 +262,8 @@ class TrafficIndex:
         best_ports = kernels.top_ports(ports, TOP_PORTS)
         out = []
         for slot, pair in enumerate(chosen.tolist()):
-            low, high = (int(v) for v in self.pair_ends[pair])
-            ends = (low, high) if me < 0 else (me, high if low == me else low)
+            first, second = (int(v) for v in self.pair_ends[pair])
+            ends = (first, second) if me < 0 else (me, second if first == me else first)
             out.append(PairFigures(*ends, figures[slot].tolist(),
                                    np.flatnonzero(protocols[slot]).tolist(),
                                    [p for p in best_ports[slot].tolist() if p >= 0]))
