@@ -67,6 +67,8 @@ class TrafficIndex:
         self.names: list[str | None] = [None]  # each address id's text (id 0: missing)
         self._ids: dict[str, int] = {}  # and the other way
         con.execute("CREATE OR REPLACE TEMP TABLE ix_addr (id INTEGER, address VARCHAR)")
+        con.execute("CREATE OR REPLACE TEMP TABLE ix_text (kind VARCHAR, value VARCHAR, "
+                    "code INTEGER)")
         kernels.warm_up()
 
     @property
@@ -97,8 +99,9 @@ class TrafficIndex:
         return int(keep.size - keep.sum())
 
     def _add(self, names: Sequence[str]) -> int:
-        """Index these segments: their new addresses first, then their rows. Reading the
-        Parquet files twice costs less than copying their rows first; they are immutable."""
+        """Index these segments: their new addresses and texts first, then their rows, all
+        numbers by then. Reading the Parquet files again costs less than copying their rows
+        first; they are immutable."""
         rows = f"({self._store.segments_sql(names, filename=True)})"
         [(before,)] = self.con.execute("SELECT coalesce(max(id), 0) FROM ix_addr").fetchall()
         self.con.execute(f"""
@@ -108,9 +111,14 @@ class TrafficIndex:
             WHERE a IS NOT NULL AND a NOT IN (SELECT address FROM ix_addr)""")
         self._name(self.con.execute("SELECT id, address FROM ix_addr WHERE id > ?", [before])
                    .fetchall())
+        for column in TEXT:
+            self._code_texts(column, rows)
         first = max(self.indexed.values(), default=0) + 1
         codes = list(range(first, first + len(names)))
-        table = self.con.sql(f"""
+        texts = ", ".join(f"coalesce(t{i}.code, 0) AS {c}" for i, c in enumerate(TEXT))
+        joins = " ".join(f"LEFT JOIN ix_text t{i} ON t{i}.kind = '{c}' AND t{i}.value = n.{c}"
+                         for i, c in enumerate(TEXT))
+        batch = self.con.execute(f"""
             SELECT k.code::INTEGER AS segment, coalesce(s.id, 0) AS src,
                    coalesce(d.id, 0) AS dst, "start"::BIGINT AS "start", "end"::BIGINT AS "end",
                    coalesce(srcport, -1)::INTEGER AS srcport,
@@ -118,39 +126,35 @@ class TrafficIndex:
                    coalesce(protocol, -1)::SMALLINT AS protocol,
                    coalesce(packets, 0)::BIGINT AS packets, coalesce(bytes, 0)::BIGINT AS bytes,
                    (CASE action WHEN 'ACCEPT' THEN 1 WHEN 'REJECT' THEN 2 ELSE 0 END)::TINYINT
-                     AS action, interface_id, vpc_id, account_id
+                     AS action, {texts}
             FROM {rows} n
             JOIN (SELECT unnest($names) AS name, unnest($codes) AS code) k
               ON k.name = parse_filename(n.filename)
             LEFT JOIN ix_addr s ON s.address = n.srcaddr
-            LEFT JOIN ix_addr d ON d.address = n.dstaddr""",
-            params={"names": list(names), "codes": codes}).to_arrow_table()
-        batch = {name: self._array(name, table.column(name)) for name in table.column_names}
+            LEFT JOIN ix_addr d ON d.address = n.dstaddr {joins}""",
+            {"names": list(names), "codes": codes}).fetchnumpy()
+        batch = {name: np.asarray(array, dtype=DTYPES[name]) for name, array in batch.items()}
         batch["pair"] = self._pairs(batch["src"], batch["dst"])
         self.columns = batch if not self.rows else {
             name: np.concatenate([self.columns[name], batch[name]]) for name in DTYPES}
         self.indexed.update(zip(names, codes, strict=True))
         self._id_limit = max(self._id_limit, int(batch["src"].max(initial=0)),
                              int(batch["dst"].max(initial=0)))
-        return table.num_rows
+        return len(batch["start"])
 
-    def _array(self, name: str, column: pa.ChunkedArray) -> NDArray[np.generic]:
-        if name in TEXT:
-            return self._encode(name, column)
-        array = column.to_numpy()
-        assert array.dtype == DTYPES[name], (name, array.dtype)
-        return array
-
-    def _encode(self, name: str, column: pa.ChunkedArray) -> NDArray[np.generic]:
-        """Text as codes (0: missing), the same code for the same text in every batch."""
-        encoded = pc.dictionary_encode(column).combine_chunks()
-        codes = self._codes[name]
-        values = encoded.dictionary.to_pylist()
-        for value in values:
-            codes.setdefault(value, len(codes) + 1)
-        lookup = np.array([codes[v] for v in values] + [0], dtype=DTYPES[name])
-        indices = pc.fill_null(encoded.indices, len(values)).to_numpy()
-        return lookup[indices]
+    def _code_texts(self, column: str, rows: str) -> None:
+        """Give the column's new texts codes (0: missing), the same in every batch."""
+        [(before,)] = self.con.execute(
+            "SELECT coalesce(max(code), 0) FROM ix_text WHERE kind = ?", [column]).fetchall()
+        self.con.execute(f"""
+            INSERT INTO ix_text
+            SELECT ?, v, ? + row_number() OVER ()
+            FROM (SELECT DISTINCT {column} AS v FROM {rows}) n
+            WHERE v IS NOT NULL AND v NOT IN (SELECT value FROM ix_text WHERE kind = ?)""",
+                         [column, before, column])
+        self._codes[column].update(self.con.execute(
+            "SELECT value, code FROM ix_text WHERE kind = ? AND code > ?",
+            [column, before]).fetchall())
 
     def _pairs(self, src: NDArray[np.int32], dst: NDArray[np.int32]) -> NDArray[np.int32]:
         """The pair id of each row (-1 when an address is missing); new pairs get new ids."""
