@@ -82,6 +82,8 @@ def test_retention_takes_unused_addresses_out_of_the_index(tmp_path: Path) -> No
         remaining = {row[0] for row in explorer.con.execute("SELECT address FROM ix_addr")
                      .fetchall()}
         assert remaining == {"198.51.100.7", "10.0.1.10"}
+        assert explorer.index.address_id("203.0.113.1") is None  # (its lookup follows)
+        assert explorer.conversations(Scope(), "203.0.113.1").num_rows == 0
         top = explorer.conversations(Scope(), None).select(["address", "peer"]).to_pylist()
         assert top == [{"address": "198.51.100.7", "peer": "10.0.1.10"}]
         explorer.close()
