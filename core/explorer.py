@@ -2,7 +2,9 @@
 histogram, conversations, raw flows, the buckets' state, read-only SQL and exports.
 
 An Explorer owns one DuckDB cursor and must be used from one thread (the app runs it on its
-reader thread while the collector writes on its own). Everything it shows honours one
+reader thread while the collector writes on its own); the conversations' sums may run on a
+second thread of its own, which reads only the traffic index's arrays (see
+:meth:`Explorer.prefetch_conversations`). Everything it shows honours one
 :class:`Scope`: the filter bar's terms, the selected time range and the minimum level.
 Compaction can delete a segment file between two queries; a query that meets a vanished
 file redefines the ``flows`` view and runs once more.
