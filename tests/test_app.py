@@ -285,13 +285,16 @@ async def test_mouse_on_the_timeline_applies_a_range_and_the_chip_removes_it(
         timeline = app.query_one("#timeline")
         width = timeline.size.width
         first, last = width // 4, width // 2
+        await pilot.pause()  # the first view painted: the strip is where the mouse goes
         await pilot.mouse_down(timeline, offset=(first, 0))  # type: ignore[attr-defined]
         await pilot.hover(timeline, offset=(last, 0))  # type: ignore[attr-defined]
         await pilot.mouse_up(timeline, offset=(last, 0))  # type: ignore[attr-defined]
         await until(lambda: app.scope.range is not None)  # (the pick arrives as a message)
         expected = axis.bucket_range(first * axis.count // width, last * axis.count // width)
         assert app.scope.range == expected
-        await pilot.click("#range-chip")  # type: ignore[attr-defined]
+        chip = app.query_one("#range-chip")
+        await until(lambda: chip.region.width > 0)  # laid out and on screen: clickable
+        await pilot.click(chip)  # type: ignore[attr-defined]
         await until(lambda: app.scope.range is None)
 
 
