@@ -1,4 +1,5 @@
-"""The filter language of the app's filter bar, compiled to SQL for flows and for alerts.
+"""The filter language of the app's filter bar, compiled to SQL for flows and for alerts, and
+to tests over the app's traffic index (:class:`IndexTest`, evaluated by core.traffic_index).
 
 ``10.0.1.5 port:22 !action:accept`` means: flows or alerts involving 10.0.1.5, on port 22,
 not accepted. Terms are separated by spaces and combined with AND; ``!`` negates one term.
