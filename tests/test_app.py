@@ -311,6 +311,11 @@ async def test_the_chart_draws_each_state_and_keeps_recent_pictures(
         assert "cursor" in moved.plain and "cursor" not in first.plain
         chart.show(plain, app.zone)
         assert chart.render() is first  # the same state again: the kept picture
+        selected = replace(plain, selection=(0, 1))
+        prepared = chart.prepare(selected, app.zone)  # drawn, not shown
+        assert chart.render() is first and prepared is not first
+        chart.show(selected, app.zone)
+        assert chart.render() is prepared
 
 
 async def test_copy_writes_the_selected_row(frozen_state: Path, tmp_path: Path) -> None:

@@ -216,6 +216,7 @@ class VpcwatchApp(App[int]):
         self.collector: Collector | None = None
         self._stop = asyncio.Event()
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="vpcwatch-reader")
+        self._ui_loop: asyncio.AbstractEventLoop | None = None  # (the reader posts to it)
         self.explorer: Explorer | None = None
         self._pending: set[str] = set()
         self._pumping = False
@@ -256,6 +257,7 @@ class VpcwatchApp(App[int]):
         yield Footer()
 
     async def on_mount(self) -> None:
+        self._ui_loop = asyncio.get_running_loop()
         self._show_chips()
         self.query_one(AlertFeed).focus()
         self.query_one("#feed-title", Static).update(Text("reading the store…", style="dim"))
@@ -425,22 +427,17 @@ class VpcwatchApp(App[int]):
         return ViewRequest(parts, self.scope, offset, columns, focus, then)
 
     def _compute(self, request: ViewRequest) -> ViewData:
-        """On the reader thread: everything ``request.parts`` needs, from the store."""
+        """On the reader thread: everything ``request.parts`` needs, from the store. The
+        slow Python work of a view is plotext drawing the chart, so the histogram comes
+        first and the chart is drawn on the app's thread while the feed is read here and
+        the conversations add up on a third (both without the GIL)."""
         explorer, scope, data = self.explorer, request.scope, ViewData()
         assert explorer is not None
         if request.parts != {"conversations"}:  # (the second step reads what the first saw)
             clock = time.perf_counter()
             explorer.refresh()
             data.seconds["refresh"] = time.perf_counter() - clock
-        if "feed" in request.parts:
-            clock = time.perf_counter()
-            data.feed = explorer.feed(scope, request.offset, PAGE)
-            rows = data.feed.num_rows  # on the last page, the total needs no count
-            last_page = rows < PAGE and (rows > 0 or request.offset == 0)
-            data.feed_total = request.offset + rows if last_page else explorer.feed_count(scope)
-            data.seconds["feed"] = time.perf_counter() - clock
-        if "conversations" in request.then:  # adds up on another thread meanwhile (not
-            # before the feed: DuckDB's query takes up to four times longer beside it)
+        if "conversations" in request.then:
             clock = time.perf_counter()
             explorer.prefetch_conversations(scope, request.focus, CONVERSATION_ROWS)
             data.seconds["prefetch"] = time.perf_counter() - clock
@@ -450,7 +447,15 @@ class VpcwatchApp(App[int]):
             if span is not None:
                 data.axis = axis_for(span, request.columns)
                 data.values = explorer.histogram(scope, data.axis)
+                self._post(self._prepare_chart, data.axis, data.values, scope.range is not None)
             data.seconds["chart"] = time.perf_counter() - clock
+        if "feed" in request.parts:
+            clock = time.perf_counter()
+            data.feed = explorer.feed(scope, request.offset, PAGE)
+            rows = data.feed.num_rows  # on the last page, the total needs no count
+            last_page = rows < PAGE and (rows > 0 or request.offset == 0)
+            data.feed_total = request.offset + rows if last_page else explorer.feed_count(scope)
+            data.seconds["feed"] = time.perf_counter() - clock
         if "conversations" in request.parts or (
                 "conversations" in request.then
                 and explorer.conversations_ready(scope, request.focus, CONVERSATION_ROWS)):
@@ -466,6 +471,17 @@ class VpcwatchApp(App[int]):
             data.seconds["status"] = time.perf_counter() - clock
         return data
 
+    def _post(self, function: Callable[..., Any], *args: Any) -> None:
+        """From the reader thread: run ``function`` on the app's thread, without waiting."""
+        assert self._ui_loop is not None
+        with contextlib.suppress(RuntimeError):  # (the loop closed: the app has ended)
+            self._ui_loop.call_soon_threadsafe(function, *args)
+
+    def _prepare_chart(self, axis: Axis, values: list[int], zoomed: bool) -> None:
+        """Draw the chart that ``_apply`` will show (see ``TrafficChart.prepare``)."""
+        state = ChartState(axis, values, find_peaks(values), zoomed=zoomed)
+        self.query_one(TrafficChart).prepare(self._marked(state), self.zone)
+
     def _apply(self, parts: frozenset[str], data: ViewData) -> None:
         if data.feed is not None:
             feed = self.query_one(AlertFeed)
@@ -475,8 +491,8 @@ class VpcwatchApp(App[int]):
             self._show_feed_title()
             self._show_detail()
         if "chart" in parts:
-            self.chart = replace(self.chart, axis=data.axis, values=data.values,
-                                 peaks=find_peaks(data.values), zoomed=self.scope.range is not None)
+            self.chart = ChartState(data.axis, data.values, find_peaks(data.values),
+                                    zoomed=self.scope.range is not None)
             self._show_chart()
         if data.conversations is not None:
             self.query_one(Conversations).show(data.conversations, self.zone)
@@ -537,17 +553,20 @@ class VpcwatchApp(App[int]):
         self.query_one("#conversations-title", Static).update(text, layout=False)
 
     def _show_chart(self) -> None:
-        axis = self.chart.axis
-        cursor = selection = None
+        self.chart = self._marked(self.chart)
+        self.query_one(TrafficChart).show(self.chart, self.zone)
+        self.query_one(Timeline).show(self.chart)
+
+    def _marked(self, state: ChartState) -> ChartState:
+        """``state`` with the cursor and the selection as buckets of its axis."""
+        axis, cursor, selection = state.axis, None, None
         if axis is not None and self.cursor_t is not None:
             cursor = axis.index(self.cursor_t) if axis.start <= self.cursor_t < axis.end else None
         if axis is not None and self.selection is not None:
             first = axis.index(max(self.selection.start, axis.start))
             last = axis.index(min(self.selection.end, axis.end) - 1)
             selection = (first, last) if self.selection.end > axis.start else None
-        self.chart = replace(self.chart, cursor=cursor, selection=selection)
-        self.query_one(TrafficChart).show(self.chart, self.zone)
-        self.query_one(Timeline).show(self.chart)
+        return replace(state, cursor=cursor, selection=selection)
 
     def _show_chips(self) -> None:
         scope = self.scope

@@ -59,27 +59,34 @@ class TrafficChart(PlotextPlot):
             self.state, self.zone = state, zone
             self.refresh()
 
+    def prepare(self, state: ChartState, zone: tzinfo) -> Text:
+        """Draw the picture of ``state`` now and keep it, without showing it: showing it
+        later costs nothing. (The app calls this as soon as the histogram is known, so that
+        plotext draws while the feed and the conversations are still being read.)"""
+        return self._picture(state, zone)
+
     def render(self) -> Text:
+        return self._picture(self.state, self.zone)
+
+    def _picture(self, state: ChartState, zone: tzinfo | None) -> Text:
         """plotext takes ~50 ms a picture at 160 columns: keep the last few."""
-        key = (self.state.key(), str(self.zone), self.size.width, self.size.height,
-               self.app.theme)
+        key = (state.key(), str(zone), self.size.width, self.size.height, self.app.theme)
         picture = self._pictures.get(key)
         if picture is None:
-            self._draw()
+            self._draw(state, zone)
             picture = self._pictures[key] = super().render()  # type: ignore[assignment]
             if len(self._pictures) > PICTURES:
                 self._pictures.popitem(last=False)
         self._pictures.move_to_end(key)
         return picture
 
-    def _draw(self) -> None:
-        plt, state = self.plt, self.state
+    def _draw(self, state: ChartState, zone: tzinfo | None) -> None:
+        plt = self.plt
         plt.clear_figure()
         plt.xfrequency(0)
-        if state.axis is None or not state.values:
+        if state.axis is None or not state.values or zone is None:
             plt.title("no flows stored yet")
             return
-        count = len(state.values)
         peak_tops = {p.top for p in state.peaks}
         low, high = state.selection or (-1, -2)
         selected = set(range(low, high + 1))
@@ -96,34 +103,31 @@ class TrafficChart(PlotextPlot):
                 plt.bar(xs, ys, color=color, width=0.8, marker="sd")
         for top in peak_tops:
             plt.text("▲", x=top, y=state.values[top], color="red", alignment="center")
-        self._ticks(count)
-        plt.title(self._title())
+        self._ticks(state, state.axis, zone)
+        plt.title(_title(state, state.axis, zone))
 
-    def _ticks(self, count: int) -> None:
-        axis, plt = self.state.axis, self.plt
-        assert axis is not None and self.zone is not None
+    def _ticks(self, state: ChartState, axis: Axis, zone: tzinfo) -> None:
+        plt, count = self.plt, len(state.values)
         step = max(1, count // X_TICKS)
         positions = list(range(0, count, step))
-        plt.xticks(positions, [clock(axis.start + p * axis.size, self.zone, False)
+        plt.xticks(positions, [clock(axis.start + p * axis.size, zone, False)
                                for p in positions])
-        top = max(self.state.values, default=0)
+        top = max(state.values, default=0)
         if top > 0:  # as many labels as the plot has rows for (plotext drops the others)
             ticks = min(Y_TICKS, max(1, (self.size.height - PLOT_MARGIN_ROWS) // 2))
             ys = [top * k / ticks for k in range(ticks + 1)]
             plt.yticks(ys, [human_bytes(y) for y in ys])
         plt.xlim(-0.5, count - 0.5)
 
-    def _title(self) -> str:
-        axis, state = self.state.axis, self.state
-        assert axis is not None and self.zone is not None
-        minutes = axis.size // 60
-        size = f"{minutes} min" if minutes < 60 else f"{minutes // 60} h"
-        title = f"bytes per {size}; peaks: {len(state.peaks)}"
-        if state.cursor is not None:
-            t = axis.start + state.cursor * axis.size
-            title += (f"; cursor {clock(t, self.zone, False)} "
-                      f"{human_bytes(state.values[state.cursor])}")
-        return title + ("; zoomed to the range" if state.zoomed else "")
+
+def _title(state: ChartState, axis: Axis, zone: tzinfo) -> str:
+    minutes = axis.size // 60
+    size = f"{minutes} min" if minutes < 60 else f"{minutes // 60} h"
+    title = f"bytes per {size}; peaks: {len(state.peaks)}"
+    if state.cursor is not None:
+        t = axis.start + state.cursor * axis.size
+        title += f"; cursor {clock(t, zone, False)} {human_bytes(state.values[state.cursor])}"
+    return title + ("; zoomed to the range" if state.zoomed else "")
 
 
 def _in_peak(i: int, peaks: list[Peak]) -> bool:
