@@ -25,13 +25,12 @@ from typing import Any, TypeVar
 import duckdb
 import numpy as np
 import pyarrow as pa
-from numpy.typing import NDArray
 
 from core.filters import Filter, IndexTest
 from core.store import Store
 from core.timeline import Axis, TimeRange
 from core.traffic_index import PairFigures, TrafficIndex
-from core.traffic_kernels import SPARK_BUCKETS
+from core.traffic_kernels import SPARK_BUCKETS, Rows
 
 T = TypeVar("T")
 FEED_COLUMNS = ("id", "rule_id", "level", "title", "source", "first_seen", "last_seen", "count",
@@ -78,7 +77,7 @@ class Explorer:
         self.index = TrafficIndex(store, self.con)
         self.index.sync()
         self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
-        self._mask: tuple[tuple[str, int], NDArray[np.bool_]] = (("", -1), np.empty(0, bool))
+        self._kept_rows: tuple[tuple[str, int], Rows] = (("", -1), np.empty(0, np.int32))
         self._adder = ThreadPoolExecutor(1, thread_name_prefix="vpcwatch-sums")
         # the one prefetched answer (see prefetch_conversations), by its cache key
         self._started: dict[tuple[Any, ...], Future[pa.Table]] = {}
@@ -197,15 +196,16 @@ class Explorer:
                   ) -> Callable[[], pa.Table]:
         """The work behind the conversations: what needs the connection is done here, on the
         calling thread; the function returned needs only the index's arrays."""
-        keep, me = self._kept(scope.filter), -1
+        rows, me = self._kept(scope.filter), -1
         if address is not None:
             me = self.index.address_id(address) or 0
             if me == 0:  # never seen: no peers
                 return CONVERSATION_SCHEMA.empty_table
             if address != scope.filter.single_address():  # (else the filter is this test)
-                keep = keep & self.index.select([(IndexTest(("src", "dst"), me), False)])
+                rows = self.index.select([(IndexTest(("src", "dst"), address=address), False)],
+                                         within=rows)
         spark = self._spark_axis(scope)
-        return lambda: self._table(self.index.top_pairs(keep, scope.range, me, limit, spark),
+        return lambda: self._table(self.index.top_pairs(rows, scope.range, me, limit, spark),
                                    swap=me < 0)
 
     def _table(self, pairs: list[PairFigures], swap: bool) -> pa.Table:
@@ -219,13 +219,13 @@ class Explorer:
         started = self._started.pop(key, None)
         return started.result() if started else self._pairs_in(scope, address, limit)()
 
-    def _kept(self, flt: Filter) -> NDArray[np.bool_]:
+    def _kept(self, flt: Filter) -> Rows:
         """The index rows the filter keeps; the last answer is kept (the chart and the
-        conversations ask in turn), one mask only: it is a byte a flow."""
+        conversations ask in turn), one only: up to four bytes a flow."""
         key = (flt.text, self.index.version)
-        if self._mask[0] != key:
-            self._mask = (key, self.index.select(flt.index_tests()))
-        return self._mask[1]
+        if self._kept_rows[0] != key:
+            self._kept_rows = (key, self.index.select(flt.index_tests()))
+        return self._kept_rows[1]
 
     def flows_between(self, scope: Scope, address: str, peer: str, limit: int = 500
                       ) -> pa.Table:

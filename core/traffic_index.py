@@ -31,6 +31,7 @@ from core import traffic_kernels as kernels
 from core.filters import IndexTest
 from core.store import Store
 from core.timeline import Axis, TimeRange
+from core.traffic_kernels import Rows
 
 Columns = dict[str, NDArray[np.generic]]
 TEXT = ("interface_id", "vpc_id", "account_id")  # kept as codes (0: missing)
@@ -206,8 +207,10 @@ class TrafficIndex:
 
     # -- questions ------------------------------------------------------------------------
 
-    def select(self, tests: Sequence[tuple[IndexTest, bool]]) -> NDArray[np.bool_]:
-        """A mask of the rows that pass every test (negated ones: that fail it)."""
+    def select(self, tests: Sequence[tuple[IndexTest, bool]], within: Rows | None = None
+               ) -> Rows:
+        """The rows (of ``within``, default all) that pass every test (negated ones: that
+        fail it), as ascending row numbers."""
         keep: NDArray[np.bool_] | None = None
         for test, negated in tests:
             match = self._match(test)
@@ -217,7 +220,9 @@ class TrafficIndex:
                 keep = match
             else:
                 keep &= match
-        return np.ones(self.rows, bool) if keep is None else keep
+        if within is not None:
+            return within if keep is None else within[keep[within]]
+        return np.arange(self.rows, dtype=np.int32) if keep is None else kernels.rows_of(keep)
 
     def _match(self, test: IndexTest) -> NDArray[np.bool_]:
         """Rows where any of the test's columns matches (missing values never match)."""
@@ -242,26 +247,26 @@ class TrafficIndex:
             return self._codes[column].get(str(value), -1)  # -1: no row has it
         return int(value)  # type: ignore[call-overload]
 
-    def histogram(self, keep: NDArray[np.bool_], axis: Axis) -> list[int]:
-        """Bytes per bucket of ``axis`` of the rows kept."""
-        values = kernels.histogram(keep, self.columns["start"], self.columns["bytes"],
+    def histogram(self, rows: Rows, axis: Axis) -> list[int]:
+        """Bytes per bucket of ``axis`` of ``rows``."""
+        values = kernels.histogram(rows, self.columns["start"], self.columns["bytes"],
                                    axis.start, axis.size, axis.count)
         return [int(v) for v in values]
 
-    def top_pairs(self, keep: NDArray[np.bool_], window: TimeRange | None, me: int,
+    def top_pairs(self, rows: Rows, window: TimeRange | None, me: int,
                   limit: int, spark: tuple[int, int]) -> list[PairFigures]:
-        """Of the rows kept that start in ``window``: the ``limit`` pairs with the most bytes
+        """Of ``rows``, those that start in ``window``: the ``limit`` pairs with the most bytes
         (ties: more flows, then lower ids), with their figures; each as (me, peer) when
         ``me`` >= 0, else as (low id, high id)."""
         c = self.columns
         low, high = (window.start, window.end) if window else (-(2**62), 2**62)
-        total, flows = kernels.pair_totals(keep, low, high, c["start"], c["pair"], c["bytes"],
+        total, flows = kernels.pair_totals(rows, low, high, c["start"], c["pair"], c["bytes"],
                                            len(self.pair_ends))
         chosen = self._chosen(total, flows, limit)
         slot_of_pair = np.full(len(self.pair_ends), -1, np.int32)
         slot_of_pair[chosen] = np.arange(len(chosen), dtype=np.int32)
         figures, protocols, ports = kernels.pair_details(
-            keep, low, high, slot_of_pair, len(chosen), me, c["pair"], c["src"], c["dst"],
+            rows, low, high, slot_of_pair, len(chosen), me, c["pair"], c["src"], c["dst"],
             c["srcport"], c["dstport"], c["protocol"], c["action"], c["start"], c["end"],
             c["bytes"], c["packets"], spark[0], spark[1])
         best_ports = kernels.top_ports(ports, TOP_PORTS)
