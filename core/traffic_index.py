@@ -260,31 +260,15 @@ class TrafficIndex:
         ``me`` >= 0, else as (low id, high id)."""
         c = self.columns
         low, high = (window.start, window.end) if window else (-(2**62), 2**62)
-        total, flows = kernels.pair_totals(rows, low, high, c["start"], c["pair"], c["bytes"],
-                                           len(self.pair_ends))
-        chosen = self._chosen(total, flows, limit)
-        slot_of_pair = np.full(len(self.pair_ends), -1, np.int32)
-        slot_of_pair[chosen] = np.arange(len(chosen), dtype=np.int32)
-        figures, protocols, ports = kernels.pair_details(
-            rows, low, high, slot_of_pair, len(chosen), me, c["pair"], c["src"], c["dst"],
+        chosen, figures, protocols, ports = kernels.top_pairs(
+            rows, low, high, limit, me, self.pair_ends, c["pair"], c["src"], c["dst"],
             c["srcport"], c["dstport"], c["protocol"], c["action"], c["start"], c["end"],
-            c["bytes"], c["packets"], spark[0], spark[1])
-        best_ports = kernels.top_ports(ports, TOP_PORTS)
+            c["bytes"], c["packets"], spark[0], spark[1], TOP_PORTS)
+        seen = [np.flatnonzero(counts).tolist() for counts in protocols]
         out = []
-        for slot, pair in enumerate(chosen.tolist()):
-            first, second = (int(v) for v in self.pair_ends[pair])
+        for pair, numbers, kinds, best in zip(chosen.tolist(), figures.tolist(), seen,
+                                              ports.tolist(), strict=True):
+            first, second = self.pair_ends[pair].tolist()
             ends = (first, second) if me < 0 else (me, second if first == me else first)
-            out.append(PairFigures(*ends, figures[slot].tolist(),
-                                   np.flatnonzero(protocols[slot]).tolist(),
-                                   [p for p in best_ports[slot].tolist() if p >= 0]))
+            out.append(PairFigures(*ends, numbers, kinds, [p for p in best if p >= 0]))
         return out
-
-    def _chosen(self, total: NDArray[np.int64], flows: NDArray[np.int64], limit: int
-                ) -> NDArray[np.int64]:
-        candidates = np.flatnonzero(flows)
-        if len(candidates) > limit:  # only those that can make the cut need sorting
-            floor = np.partition(total[candidates], len(candidates) - limit)[-limit]
-            candidates = candidates[total[candidates] >= floor]
-        ends = self.pair_ends[candidates]
-        order = np.lexsort((ends[:, 1], ends[:, 0], -flows[candidates], -total[candidates]))
-        return candidates[order[:limit]]

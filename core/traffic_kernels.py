@@ -133,6 +133,47 @@ def pair_details(rows: Rows, low: int, high: int, slot_of_pair: NDArray[np.int32
 
 
 @_jit  # type: ignore[misc]
+def top_pairs(rows: Rows, low: int, high: int, limit: int, me: int,
+              pair_ends: NDArray[np.int32], pair: NDArray[np.int32], src: NDArray[np.int32],
+              dst: NDArray[np.int32], srcport: NDArray[np.int32], dstport: NDArray[np.int32],
+              protocol: NDArray[np.int16], action: NDArray[np.int8],
+              start: NDArray[np.int64], end: NDArray[np.int64], nbytes: NDArray[np.int64],
+              packets: NDArray[np.int64], spark_first: int, spark_width: int, ports: int
+              ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64],
+                         NDArray[np.int32]]:
+    """The conversations pane in one call: of ``rows`` that start in [low, high), the
+    ``limit`` pairs with the most bytes (ties: more flows, then lower address ids) and, per
+    pair, its figures and protocols (see ``pair_details``) and its ``ports`` service ports
+    with the most flows. (One call, so that the thread never waits for the GIL in between
+    while the app's thread draws.)"""
+    total, flows = pair_totals(rows, low, high, start, pair, nbytes, len(pair_ends))
+    chosen = _most_bytes(total, flows, pair_ends, limit)
+    slot_of_pair = np.full(len(pair_ends), -1, np.int32)
+    for slot in range(len(chosen)):
+        slot_of_pair[chosen[slot]] = slot
+    figures, protocols, counts = pair_details(
+        rows, low, high, slot_of_pair, len(chosen), me, pair, src, dst, srcport, dstport,
+        protocol, action, start, end, nbytes, packets, spark_first, spark_width)
+    return chosen, figures, protocols, top_ports(counts, ports)
+
+
+@_jit  # type: ignore[misc]
+def _most_bytes(total: NDArray[np.int64], flows: NDArray[np.int64],
+                pair_ends: NDArray[np.int32], limit: int) -> NDArray[np.int64]:
+    """The ``limit`` pairs with flows and the most bytes, ordered (ties: more flows, then
+    the lower ends)."""
+    candidates = np.flatnonzero(flows)
+    if len(candidates) > limit:  # only those that can make the cut need sorting
+        floor = np.partition(total[candidates], len(candidates) - limit)[-limit]
+        candidates = candidates[total[candidates] >= floor]
+    order = np.arange(len(candidates))  # stable sorts, the last key first
+    for key in (pair_ends[candidates, 1].astype(np.int64), pair_ends[candidates, 0].astype(
+            np.int64), -flows[candidates], -total[candidates]):
+        order = order[np.argsort(key[order], kind="mergesort")]
+    return candidates[order[:limit]]
+
+
+@_jit  # type: ignore[misc]
 def _service_port(a: int, b: int) -> int:
     """The lower of two ports, either of which may be missing (-1)."""
     if a < 0:
@@ -165,13 +206,11 @@ def warm_up() -> None:
     """Load (or, on a machine's first run, compile) every loop now, so that the first view
     does not wait for it (the first load takes ~0.3 s)."""
     keep, ids = np.ones(1, np.bool_), np.zeros(1, np.int32)
-    numbers, slot = np.zeros(1, np.int64), np.zeros(1, np.int32)
+    numbers = np.zeros(1, np.int64)
     rows = rows_of(keep)
     histogram(rows, numbers, numbers, 0, 1, 1)
     either_in(keep, ids, ids)
     either_is(0, ids, ids)
-    pair_totals(rows, 0, 1, numbers, ids, numbers, 1)
-    _, _, ports = pair_details(rows, 0, 1, slot, 1, -1, ids, ids, ids, ids, ids,
-                               np.zeros(1, np.int16), np.zeros(1, np.int8), numbers, numbers,
-                               numbers, numbers, 0, 1)
-    top_ports(ports, 3)
+    top_pairs(rows, 0, 1, 1, -1, np.zeros((1, 2), np.int32), ids, ids, ids, ids, ids,
+              np.zeros(1, np.int16), np.zeros(1, np.int8), numbers, numbers, numbers, numbers,
+              0, 1, 3)

@@ -8,6 +8,7 @@ from datetime import date
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pytest
 
 from core.explorer import Explorer, ReadOnlyError, Scope, check_read_only, export_rows
@@ -17,6 +18,7 @@ from core.scan import scan
 from core.segments import segment_dir
 from core.store import open_store
 from core.timeline import Axis, TimeRange
+from core.traffic_kernels import _most_bytes
 from tests.scenarios import ACCOUNT, benign, line, text
 
 
@@ -193,6 +195,20 @@ def test_conversations_match_sql(tmp_path: Path, terms: str, hours: tuple[int, i
         assert ([r for r in got if _pane_order(r)[:2] != cut]
                 == [r for r in expected[:len(got)] if _pane_order(r)[:2] != cut])
         explorer.close()
+
+
+@pytest.mark.parametrize("limit", [1, 12, 5000])
+def test_the_pairs_with_the_most_bytes_come_in_order(limit: int) -> None:
+    """Few distinct totals and flow counts, so that most pairs tie on both."""
+    rng = np.random.default_rng(7)
+    pairs = 2000
+    total = rng.integers(0, 4, pairs).astype(np.int64) * 1000
+    flows = rng.integers(0, 3, pairs).astype(np.int64)  # 0: no flow in scope
+    ends = rng.permutation(pairs * 2).astype(np.int32).reshape(pairs, 2)
+    ends.sort(axis=1)
+    expected = sorted((p for p in range(pairs) if flows[p]),
+                      key=lambda p: (-total[p], -flows[p], ends[p, 0], ends[p, 1]))[:limit]
+    assert _most_bytes(total, flows, ends, limit).tolist() == expected
 
 
 @pytest.mark.parametrize("sql", ["DELETE FROM alerts", "COPY alerts TO '/tmp/x.csv'",
