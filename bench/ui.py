@@ -94,10 +94,11 @@ def scope_changes(app: object) -> list[tuple[str, object]]:
 
 
 class PaintClock:
-    """When the app's changes reach the screen. Textual paints at its next frame (at most
-    1/60 s) after a widget changed; this wraps the screen's compositor refresh to note when,
-    and reads the screen's own flags for what is still to paint (private attributes, so a
-    Textual upgrade may need this updated)."""
+    """When the app's changes reach the screen. Textual paints at its next frame (1/60 s
+    clock; one to two frames after a paint that took longer than a frame) after a widget
+    changed; this wraps the screen's compositor refresh to note when, and reads the screen's
+    own flags for what is still to paint (private attributes, so a Textual upgrade may need
+    this updated)."""
 
     def __init__(self, screen: Any) -> None:
         self.screen, self.last, self.painted = screen, 0.0, asyncio.Event()
@@ -189,10 +190,10 @@ def render(timings: list[float], idle_timings: list[float], parts: dict[str, lis
         f"{build_seconds:.0f} s. Headless app at 160x48, no collector; {len(timings)} changes "
         "(filter by IP, port, action, CIDR, negation; a 10-minute range; clearing both), each "
         "timed from the change to the end of the screen update that shows the new feed page, "
-        "chart and conversations (Textual paints at its next frame, at most 1/60 s after a "
-        "change). The second line times to the process idle as well, as Textual's "
-        "`pilot.pause()` waits (CPU checked every 20 ms; the method of the runs up to "
-        "08:05 UTC on 2026-11-29).\n\n"
+        "chart and conversations (Textual paints on a 1/60 s frame clock, and one to two "
+        "frames after a paint that took longer than a frame). The second line times to the "
+        "process idle as well, as Textual's `pilot.pause()` waits (CPU checked every 20 ms; "
+        "the method of the runs up to 08:05 UTC on 2026-11-29).\n\n"
         "| figure | value | target |\n|---|---|---|\n"
         f"| p50 / p95 / max, to the screen painted | {statistics.median(ordered) * 1000:.0f} / "
         f"{p95(ordered) * 1000:.0f} / {ordered[-1] * 1000:.0f} ms | p95 ≤ 200 ms: {verdict} |\n"
