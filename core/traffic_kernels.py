@@ -9,10 +9,12 @@ index's column arrays, the rows and a time window (``start`` within [low, high))
 the rows up in one pass without the GIL. Grouping 2 million flows by address pair and then
 by a dozen details took DuckDB 190-280 ms and numpy (one pass per figure) 160 ms on two
 cores; a compiled pass takes 20-50 ms. Compiled code is cached next to this file, so only
-the first run on a machine compiles (a few seconds, on the app's reader thread).
+the first run on a machine compiles (about 7 s, on the app's reader thread).
 """
 
 from __future__ import annotations
+
+import heapq
 
 import numba
 import numpy as np
@@ -164,13 +166,25 @@ def _most_bytes(total: NDArray[np.int64], flows: NDArray[np.int64],
     the lower ends)."""
     candidates = np.flatnonzero(flows)
     if len(candidates) > limit:  # only those that can make the cut need sorting
-        floor = np.partition(total[candidates], len(candidates) - limit)[-limit]
-        candidates = candidates[total[candidates] >= floor]
+        candidates = candidates[total[candidates] >= _kth_largest(total[candidates], limit)]
     order = np.arange(len(candidates))  # stable sorts, the last key first
     for key in (pair_ends[candidates, 1].astype(np.int64), pair_ends[candidates, 0].astype(
             np.int64), -flows[candidates], -total[candidates]):
         order = order[np.argsort(key[order], kind="mergesort")]
     return candidates[order[:limit]]
+
+
+@_jit  # type: ignore[misc]
+def _kth_largest(values: NDArray[np.int64], k: int) -> int:
+    """The ``k``-th largest of ``values`` (more than ``k`` of them), through a heap of ``k``
+    (np.partition would do, but takes numba 6 s to compile)."""
+    heap = [values[0] for _ in range(0)]  # (an empty list of the values' type)
+    for value in values:
+        if len(heap) < k:
+            heapq.heappush(heap, value)
+        elif value > heap[0]:
+            heapq.heapreplace(heap, value)
+    return heap[0]
 
 
 @_jit  # type: ignore[misc]
