@@ -28,6 +28,7 @@ from rich.text import Text
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.events import Click, Resize
 from textual.message import Message
 from textual.screen import Screen
@@ -480,7 +481,8 @@ class VpcwatchApp(App[int]):
     def _prepare_chart(self, axis: Axis, values: list[int], zoomed: bool) -> None:
         """Draw the chart that ``_apply`` will show (see ``TrafficChart.prepare``)."""
         state = ChartState(axis, values, find_peaks(values), zoomed=zoomed)
-        self.query_one(TrafficChart).prepare(self._marked(state), self.zone)
+        with contextlib.suppress(NoMatches):  # (posted as the app closed)
+            self.query_one(TrafficChart).prepare(self._marked(state), self.zone)
 
     def _apply(self, parts: frozenset[str], data: ViewData) -> None:
         if data.feed is not None:
