@@ -165,7 +165,7 @@ def _most_bytes(total: NDArray[np.int64], flows: NDArray[np.int64],
     """The ``limit`` pairs with flows and the most bytes, ordered (ties: more flows, then
     the lower ends)."""
     candidates = np.flatnonzero(flows)
-    if len(candidates) > limit:  # only those that can make the cut need sorting
+    if 0 < limit < len(candidates):  # only those that can make the cut need sorting
         candidates = candidates[total[candidates] >= _kth_largest(total[candidates], limit)]
     order = np.arange(len(candidates))  # stable sorts, the last key first
     for key in (pair_ends[candidates, 1].astype(np.int64), pair_ends[candidates, 0].astype(

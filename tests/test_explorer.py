@@ -197,7 +197,7 @@ def test_conversations_match_sql(tmp_path: Path, terms: str, hours: tuple[int, i
         explorer.close()
 
 
-@pytest.mark.parametrize("limit", [1, 12, 5000])
+@pytest.mark.parametrize("limit", [0, 1, 12, 5000])
 def test_the_pairs_with_the_most_bytes_come_in_order(limit: int) -> None:
     """Few distinct totals and flow counts, so that most pairs tie on both."""
     rng = np.random.default_rng(7)
