@@ -188,7 +188,7 @@ async def test_log_text_is_shown_literally_and_triggers_nothing(
     async with frozen_app(frozen_state, tmp_path) as (app, pilot):
         feed = app.query_one(AlertFeed)
         index = next(i for i, r in enumerate(feed.rows_shown) if "[@click" in r["title"])
-        title_cell = feed.row_at(index)[3]
+        title_cell = feed.row_at(index)[[c.label for c in feed.columns].index("title")]
         assert title_cell.plain.startswith("Unauthorized CreateVpc attempt by "
                                            "arn:aws:iam::111122223333:user/[@cli")
         assert title_cell.spans == []  # no style came from the text
@@ -316,6 +316,26 @@ async def test_the_chart_draws_each_state_and_keeps_recent_pictures(
         assert chart.render() is first and prepared is not first
         chart.show(selected, app.zone)
         assert chart.render() is prepared
+
+
+async def test_h_and_l_scroll_the_focused_table_a_column_at_a_time(
+        frozen_state: Path, tmp_path: Path) -> None:
+    async with frozen_app(frozen_state, tmp_path) as (app, pilot):
+        feed = app.query_one(AlertFeed)
+        feed.focus()
+        await pilot.press("l", "l", "l")  # type: ignore[attr-defined]
+        await until(lambda: feed.render_line(0).text.startswith("src "))  # time, lvl, rule
+        assert round(feed.scroll_x) == 8 + 1 + 3 + 1 + 28 + 1
+        await pilot.press("h")  # type: ignore[attr-defined]
+        await until(lambda: feed.render_line(0).text.startswith("rule "))
+        await pilot.press(*["l"] * 20)  # type: ignore[attr-defined]
+        await until(lambda: feed.scroll_x == feed.max_scroll_x > 0)  # stops at the end
+        await pilot.press("tab")  # type: ignore[attr-defined]
+        table = app.query_one(Conversations)
+        await until(lambda: app.focused is table)
+        await pilot.press("l")  # type: ignore[attr-defined]
+        await until(lambda: table.render_line(0).text.startswith("peer "))
+        assert feed.scroll_x == feed.max_scroll_x  # (the feed stays where it was)
 
 
 async def test_copy_writes_the_selected_row(frozen_state: Path, tmp_path: Path) -> None:

@@ -87,6 +87,8 @@ KEYS: list[tuple[str, str, str, str]] = [
     ("minus", "level(-1)", "", "lower the minimum alert level"),
     ("f", "follow", "follow", "follow new alerts (also End)"),
     ("end", "follow", "", "follow new alerts"),
+    ("h", "columns(-1)", "", "feed or conversations (the focused one): a column left"),
+    ("l", "columns(1)", "", "feed or conversations (the focused one): a column right"),
     ("greater_than_sign", "page(1)", "", "feed: older page"),
     ("less_than_sign", "page(-1)", "", "feed: newer page"),
     ("a", "conversation_filter", "", "conversations: filter on the selected pair"),
@@ -769,6 +771,11 @@ class VpcwatchApp(App[int]):
         feed = self.query_one(AlertFeed)
         feed.following, feed.page_offset, feed.new_alerts = True, 0, 0
         self.request_view("feed")
+
+    def action_columns(self, step: int) -> None:
+        focused = self.focused
+        table = focused if isinstance(focused, RowTable) else self.query_one(AlertFeed)
+        table.scroll_columns(step)
 
     def action_page(self, step: int) -> None:
         feed = self.query_one(AlertFeed)

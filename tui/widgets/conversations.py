@@ -11,11 +11,12 @@ from rich.text import Text
 from tui.cells import day_clock, number, plain, protocol_name, size, sparkline
 from tui.widgets.rowtable import Column, RowTable
 
-COLUMNS = (Column("address", 17), Column("peer", 17), Column("dir", 3), Column("ports", 17),
-           Column("proto", 8), Column("bytes →", 10, True), Column("bytes ←", 10, True),
-           Column("pkts →", 11, True), Column("pkts ←", 11, True), Column("flows", 9, True),
-           Column("accept", 9, True), Column("reject", 9, True), Column("first", 14),
-           Column("last", 14), Column("trend", 8))
+# bytes each way next to the addresses: they are what a pane of 64 columns must show
+COLUMNS = (Column("address", 17), Column("peer", 17), Column("dir", 3),
+           Column("bytes →", 10, True), Column("bytes ←", 10, True), Column("flows", 9, True),
+           Column("ports", 17), Column("proto", 8), Column("pkts →", 11, True),
+           Column("pkts ←", 11, True), Column("accept", 9, True), Column("reject", 9, True),
+           Column("first", 14), Column("last", 14), Column("trend", 8))
 
 
 class Conversations(RowTable):
@@ -46,13 +47,13 @@ def _cells(row: dict[str, Any], zone: tzinfo) -> list[Text]:
         plain(row["address"], 39),
         plain(row["peer"], 39),
         Text(direction(row)),
-        plain(ports, 17),
-        plain(protocols, 12),
         size(row["bytes_out"]),
         size(row["bytes_in"]),
+        number(row["flows"]),
+        plain(ports, 17),
+        plain(protocols, 12),
         number(row["packets_out"]),
         number(row["packets_in"]),
-        number(row["flows"]),
         number(row["accepted"]),
         number(row["rejected"]),
         Text(day_clock(row["first_seen"], zone)),

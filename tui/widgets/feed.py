@@ -18,9 +18,10 @@ from tui.cells import clock, level_cell, number, plain, protocol_name, size
 from tui.widgets.rowtable import Column, RowTable
 
 PAGE = 60  # rows in the table: more than a tall terminal shows, few enough to redraw fast
+# the title last: it is a sentence, and where a narrow pane cuts it the detail line shows it
 COLUMNS = (Column("time", 8), Column("lvl", 3, right=True), Column("rule", 28),
-           Column("title", 64), Column("src", 17), Column("dst", 17), Column("port", 5, True),
-           Column("proto", 5), Column("bytes", 10, True), Column("count", 8, True))
+           Column("src", 17), Column("dst", 17), Column("port", 5, True), Column("proto", 5),
+           Column("bytes", 10, True), Column("count", 8, True), Column("title", 64))
 
 
 class AlertFeed(RowTable):
@@ -68,13 +69,13 @@ def _cells(row: dict[str, Any], zone: tzinfo) -> list[Text]:
         Text(clock(row["last_seen"], zone)),
         level_cell(row["level"]),
         plain(row["rule_id"], 28),
-        plain(row["title"], 72),
         plain(row["srcaddr"], 39),
         plain(row["dstaddr"], 39),
         plain(row["dstport"] if row["dstport"] is not None else "", 5),
         Text(protocol_name(row["protocol"])),
         size(row["bytes"]) if row["source"] == "vpcflow" else Text(""),
         number(row["count"]),
+        plain(row["title"], 72),
     ]
 
 

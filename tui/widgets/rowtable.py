@@ -4,7 +4,7 @@ Textual's DataTable measures every cell of every row after each update (about 0.
 which made redrawing the feed and the conversations the largest share of a view change. Here
 columns have fixed widths, a row's cells are made and joined into one line only when it is
 on screen, and a new page of rows costs nothing until it is drawn. Keys: ↑ ↓ PgUp PgDn
-Home, Enter (or a click) selects the row.
+Home, Enter (or a click) selects the row; the app's h and l scroll it a column sideways.
 """
 
 from __future__ import annotations
@@ -161,6 +161,17 @@ class RowTable(ScrollView, can_focus=True):
 
     def action_cursor(self, step: int) -> None:
         self.move_cursor(self.cursor_row + step)
+
+    def scroll_columns(self, step: int) -> None:
+        """Scroll sideways to the start of the next column (``step`` 1) or the previous one
+        (-1): a table is wider than its pane below about 200 columns of terminal."""
+        starts = [sum(c.width + 1 for c in self.columns[:i]) for i in range(len(self.columns))]
+        here = round(self.scroll_x)
+        if step > 0:
+            target = next((x for x in starts if x > here), here)
+        else:
+            target = max((x for x in starts if x < here), default=0)
+        self.scroll_to(x=target, animate=False)
 
     def action_page(self, step: int) -> None:
         self.move_cursor(self.cursor_row + step * max(1, self.size.height - 2))
