@@ -108,9 +108,9 @@ class TrafficIndex:
         [(before,)] = self.con.execute("SELECT coalesce(max(id), 0) FROM ix_addr").fetchall()
         self.con.execute(f"""
             INSERT INTO ix_addr
-            SELECT (SELECT coalesce(max(id), 0) FROM ix_addr) + row_number() OVER (), a
+            SELECT ? + row_number() OVER (), a
             FROM (SELECT srcaddr AS a FROM {rows} UNION SELECT dstaddr FROM {rows}) n
-            WHERE a IS NOT NULL AND a NOT IN (SELECT address FROM ix_addr)""")
+            WHERE a IS NOT NULL AND a NOT IN (SELECT address FROM ix_addr)""", [before])
         self._name(self.con.execute("SELECT id, address FROM ix_addr WHERE id > ?", [before])
                    .fetchall())
         for column in TEXT:

@@ -420,7 +420,7 @@ class VpcwatchApp(App[int]):
             return frozenset()
         self._apply(parts, data)
         timings.update(data.seconds)
-        return then & {"conversations"} if data.conversations is not None else frozenset()
+        return then if data.conversations is not None else frozenset()
 
     def _view_request(self, parts: frozenset[str], then: frozenset[str]) -> ViewRequest:
         chart = self.query_one(TrafficChart)
