@@ -1,4 +1,5 @@
-"""Stored alerts as the command line and the app show them."""
+"""Alerts as the command line and the app show them: the stored detections, and the
+Wazuh-parity alerts derived from the flows of the range asked for (``core.rules.parity``)."""
 
 from __future__ import annotations
 
@@ -6,26 +7,53 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 
+from core.rules import parity
 from core.store import Store
 
 _TIMES = ("window_start", "first_seen", "last_seen")
 
 
 def recent_alerts(store: Store, since: int | None = None, min_level: int = 0,
-                  limit: int | None = None) -> pa.Table:
-    """Alerts whose last record is at or after ``since`` (epoch seconds), newest first."""
-    sql = "SELECT * FROM alerts WHERE level >= ?"
+                  limit: int | None = None, with_parity: bool = True) -> pa.Table:
+    """Alerts whose last record is at or after ``since`` (epoch seconds), newest first: the
+    stored ones and, when ``min_level`` lets them in (and ``with_parity``), the parity alerts
+    of those flows."""
+    sql = "SELECT *, false AS derived FROM alerts WHERE level >= ?"
     params: list[Any] = [min_level]
     if since is not None:
         sql += " AND last_seen >= ?"
         params.append(since)
+    wanted = with_parity and min_level <= parity.MAX_LEVEL
+    flows = parity_flows(store.con, since, None) if wanted else None
+    if flows is not None:
+        sql += f" UNION ALL BY NAME SELECT * FROM ({parity.select(flows, min_level)})"
+        if since is not None:
+            sql += " WHERE last_seen >= ?"
+            params.append(since)
     sql += " ORDER BY last_seen DESC, level DESC, id"
     if limit is not None:
         sql += " LIMIT ?"
         params.append(limit)
     return store.con.sql(sql, params=params).to_arrow_table()
+
+
+def parity_flows(con: duckdb.DuckDBPyConnection, since: int | None, until: int | None
+                 ) -> str | None:
+    """The ``flows`` of every parity window that may hold an alert seen in [since, until)
+    (last record at or after ``since``, first before ``until``): whole windows, as
+    ``parity.select`` needs. None when there is none."""
+    bounds = []
+    if since is not None:
+        first = con.execute('SELECT min(start) FROM flows WHERE "end" >= ?', [since]).fetchall()
+        if first[0][0] is None:
+            return None
+        bounds.append(f"start >= {parity.window_floor(int(first[0][0]))}")
+    if until is not None:
+        bounds.append(f"start < {parity.window_floor(until - 1) + parity.WINDOW}")
+    return f"(SELECT * FROM flows WHERE {' AND '.join(bounds)})" if bounds else "flows"
 
 
 def alert_documents(table: pa.Table) -> list[dict[str, Any]]:
@@ -35,6 +63,7 @@ def alert_documents(table: pa.Table) -> list[dict[str, Any]]:
 
 def _document(row: dict[str, Any]) -> dict[str, Any]:
     out = dict(row)
+    out.setdefault("derived", False)  # (stored alerts as a commit reports them)
     for name in _TIMES:
         if out.get(name) is not None:
             out[name] = datetime.fromtimestamp(out[name], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -44,4 +73,5 @@ def _document(row: dict[str, Any]) -> dict[str, Any]:
     for name in ("mitre", "objects"):
         out[name] = json.loads(out[name]) if out.get(name) else []
     out["group"] = json.loads(out.pop("group_key") or "{}")
+    out["details"] = json.loads(out.get("details") or "{}")
     return out

@@ -6,6 +6,7 @@ must be treated as untrusted text by whatever shows it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from datetime import UTC, datetime
@@ -67,7 +68,7 @@ def _event_row(record: object) -> tuple[dict[str, Any], str | None]:
         return {}, "record is not a JSON object"
     event_id = record.get("eventID")
     if not isinstance(event_id, str) or not event_id:
-        return {}, "record has no eventID"
+        event_id = record_hash(record)
     try:
         when = datetime.fromisoformat(str(record.get("eventTime")).replace("Z", "+00:00"))
     except ValueError:
@@ -89,6 +90,13 @@ def _event_row(record: object) -> tuple[dict[str, Any], str | None]:
         "error_message": _text(record.get("errorMessage")),
         "record": json.dumps(record, ensure_ascii=False, separators=(",", ":")),
     }, None
+
+
+def record_hash(record: dict[str, Any]) -> str:
+    """The id of a record without ``eventID`` (format 1.0, as in AWS's own examples): a hash
+    of its canonical JSON, so a second delivery of it is recognised as the same event."""
+    canonical = json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
 def _text(value: object) -> str | None:

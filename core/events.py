@@ -84,10 +84,13 @@ class BatchCommitted:
 
 @dataclass(frozen=True)
 class AlertsChanged:
-    """Alerts created or updated by one commit, published after it (rows of ``alerts``)."""
+    """Alerts created or updated by one commit, published after it (rows of ``alerts``);
+    ``derived``: the parity alerts of the windows it touched, when the store was asked for
+    them (``Store.parity_level``)."""
 
-    alerts: pa.Table
+    alerts: pa.Table | None
     at: float
+    derived: pa.Table | None = None
 
 
 @dataclass(frozen=True)

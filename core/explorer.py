@@ -26,7 +26,9 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from core.alerts import parity_flows
 from core.filters import Filter, IndexTest
+from core.rules import parity
 from core.store import Store
 from core.timeline import Axis, TimeRange
 from core.traffic_index import PairFigures, TrafficIndex
@@ -81,6 +83,7 @@ class Explorer:
         self._adder = ThreadPoolExecutor(1, thread_name_prefix="vpcwatch-sums")
         # the one prefetched answer (see prefetch_conversations), by its cache key
         self._started: dict[tuple[Any, ...], Future[pa.Table]] = {}
+        self._parity_key: tuple[Any, ...] | None = None  # what parity_alerts holds
 
     def close(self) -> None:
         self._adder.shutdown(wait=True, cancel_futures=True)
@@ -114,19 +117,49 @@ class Explorer:
     # -- alerts -------------------------------------------------------------------------
 
     def feed(self, scope: Scope, offset: int = 0, limit: int = 200) -> pa.Table:
-        """Alerts in scope, newest first (by last record time), rows offset..offset+limit."""
+        """Alerts in scope, newest first (by last record time), rows offset..offset+limit:
+        the stored ones and, at a minimum level of 4 or lower, the parity alerts derived
+        from the flows in scope."""
         where, params = self._alert_where(scope)
         order = "ORDER BY last_seen DESC, level DESC, id"
+        columns = ", ".join(FEED_COLUMNS)
+        if self._parity_table(scope):
+            return self._arrow(
+                f"SELECT {columns} FROM alerts WHERE {where} UNION ALL "
+                f"SELECT {columns} FROM parity_alerts WHERE {where} {order} LIMIT ? OFFSET ?",
+                [*params, *params, limit, offset])
         # the page's rows first, from the few columns the filter and the order need; then
         # their twenty columns (reading those for every row in scope cost twice as much)
         sql = (f"WITH page AS (SELECT rowid AS r FROM alerts WHERE {where} {order} "
-               f"LIMIT ? OFFSET ?) SELECT {', '.join(FEED_COLUMNS)} FROM alerts "
+               f"LIMIT ? OFFSET ?) SELECT {columns} FROM alerts "
                f"WHERE rowid IN (SELECT r FROM page) {order}")
         return self._arrow(sql, [*params, limit, offset])
 
     def feed_count(self, scope: Scope) -> int:
         where, params = self._alert_where(scope)
-        return int(self._rows(f"SELECT count(*) FROM alerts WHERE {where}", params)[0][0])
+        sql = f"SELECT count(*) FROM alerts WHERE {where}"
+        if self._parity_table(scope):
+            sql = (f"SELECT ({sql}) + (SELECT count(*) FROM parity_alerts WHERE {where})")
+            params = [*params, *params]
+        return int(self._rows(sql, params)[0][0])
+
+    def _parity_table(self, scope: Scope) -> bool:
+        """Whether the feed takes in parity alerts; if so, ``parity_alerts`` holds those of
+        the scope's range (computed once per range and per change of the flows)."""
+        if scope.min_level > parity.MAX_LEVEL:
+            return False
+        key = (scope.range, self.index.version)
+        if self._parity_key != key:
+            start, end = (scope.range.start, scope.range.end) if scope.range else (None, None)
+
+            def derive() -> None:
+                flows = parity_flows(self.con, start, end) or "(SELECT * FROM flows WHERE false)"
+                self.con.execute(
+                    f"CREATE OR REPLACE TEMP TABLE parity_alerts AS {parity.select(flows)}")
+
+            self._retry(derive)
+            self._parity_key = key
+        return True
 
     def _alert_where(self, scope: Scope) -> tuple[str, list[Any]]:
         sql, params = scope.filter.alerts_sql()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -24,6 +24,10 @@ ACCOUNT = re.compile(r"^\d{12}$")
 ORG = re.compile(r"^o-[a-z0-9]{10,32}$")
 REGION = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d+$")
 HIVE_ACCOUNT = re.compile(r"^aws-account-id=(\d{12})$")
+# AWS's object names start with the account and region: 123456789012_vpcflowlogs_us-east-1_
+NAME_CONTEXT = re.compile(r"^(\d{12})_(?:vpcflowlogs|CloudTrail)_([a-z]{2}(?:-[a-z]+)+-\d+)_")
+# AWS's object names end with the 5-minute window they were delivered for: _20261129T0135Z_
+DELIVERY = re.compile(r"_(\d{8}T\d{4})Z_[^/]*$")
 HIVE_REGION = re.compile(r"^aws-region=([a-z]{2}(?:-[a-z]+)+-\d+)$")
 
 SERVICE_FOLDER = {"vpcflow": "vpcflowlogs", "cloudtrail": "CloudTrail"}
@@ -88,3 +92,21 @@ def kind_of_path(name: str) -> Kind:
     if name.endswith((".json.gz", ".json")):
         return Kind.CLOUDTRAIL
     return kind_of(name, "vpcflow")
+
+
+def delivery_time(key: str) -> int | None:
+    """The delivery window in an AWS object name (epoch seconds), or None."""
+    match = DELIVERY.search(key)
+    if match is None:
+        return None
+    try:
+        moment = datetime.strptime(match[1], "%Y%m%dT%H%M").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return int(moment.timestamp())
+
+
+def name_context(name: str) -> tuple[str | None, str | None]:
+    """The account and region an AWS object name starts with (None, None if it does not)."""
+    match = NAME_CONTEXT.match(name)
+    return (match[1], match[2]) if match else (None, None)

@@ -54,3 +54,9 @@ class ObjectResult:
     @property
     def records(self) -> int:
         return self.flows.num_rows if self.flows is not None else 0
+
+
+def constant_column(rows: int, value: str) -> pa.DictionaryArray:
+    """``value`` for each of ``rows`` rows, dictionary-encoded (one copy of the text)."""
+    zeros = pa.nulls(rows, pa.int32()).fill_null(0)
+    return pa.DictionaryArray.from_arrays(zeros, pa.array([value], pa.string()))

@@ -11,7 +11,7 @@ from core.cloudtrail_parser import parse_cloudtrail
 from core.decompress import CorruptObject, maybe_gunzip
 from core.fields import column_name
 from core.flowlog_parser import parse_parquet, parse_text
-from core.layouts import Kind
+from core.layouts import Kind, delivery_time
 from core.objects import ObjectRef, ObjectResult, Status
 
 
@@ -38,9 +38,27 @@ def read_object(
                               bad_lines=events.bad_lines, bad_reasons=events.bad_reasons)
     else:
         return ObjectResult(ref, Status.SKIPPED, error="not a flow-log or CloudTrail file")
+    if result.flows is not None:
+        result.flows = _with_key_context(result.flows, ref)
     if discard_field and discard_regex:
         _discard(result, column_name(discard_field), discard_regex)
     return result
+
+
+def _with_key_context(table: pa.Table, ref: ObjectRef) -> pa.Table:
+    """What the object's key says and a custom format may leave out: the region, and for a
+    format without ``start``/``end`` the delivery time (the key's 5-minute timestamp), so
+    its records still have a place in windows and on the chart."""
+    if "region" not in table.column_names and ref.region:
+        # (plain text, as the parsers give the region field of formats that have it)
+        table = table.append_column("region", pa.repeat(pa.scalar(ref.region), table.num_rows))
+    delivered = delivery_time(ref.key)
+    if delivered is not None:
+        for name in ("start", "end"):
+            if name not in table.column_names:
+                table = table.append_column(name, pa.repeat(delivered, table.num_rows)
+                                            .cast(pa.int64()))
+    return table
 
 
 def _discard(result: ObjectResult, column: str, pattern: re.Pattern[str]) -> None:

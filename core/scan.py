@@ -6,14 +6,12 @@ import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pyarrow as pa
-
 from core.decompress import CorruptObject
 from core.events import PollSummary
-from core.layouts import Kind, kind_of_path
+from core.layouts import Kind, kind_of_path, name_context
 from core.objects import ObjectRef, ObjectResult, Status
 from core.reader import read_object
-from core.store import Store
+from core.store import CommitStats, Store
 
 log = logging.getLogger(__name__)
 LOCAL_BUCKET = "local"
@@ -34,9 +32,9 @@ def _wanted(path: Path) -> bool:
 
 
 def scan(paths: list[Path], store: Store, max_size: int,
-         on_alerts: Callable[[pa.Table], None] | None = None) -> PollSummary:
+         on_commit: Callable[[CommitStats], None] | None = None) -> PollSummary:
     """Read every file once (a file already done with the same size and mtime is not re-read).
-    ``on_alerts`` receives the alerts each commit creates or updates."""
+    ``on_commit`` receives what each commit did (the alerts it created or updated...)."""
     summary = PollSummary()
     refs = [_ref(path) for path in local_files(paths)]
     batch: list[ObjectResult] = []
@@ -47,16 +45,17 @@ def scan(paths: list[Path], store: Store, max_size: int,
         batch.append(result)
         rows += result.records
         if rows >= COMMIT_RECORDS:
-            _commit(store, batch, summary, on_alerts)
+            _commit(store, batch, summary, on_commit)
             batch, rows = [], 0
-    _commit(store, batch, summary, on_alerts)
+    _commit(store, batch, summary, on_commit)
     return summary
 
 
 def _ref(path: Path) -> ObjectRef:
     stat = path.stat()
+    account, region = name_context(path.name)  # a file named as AWS names objects
     return ObjectRef(LOCAL_BUCKET, str(path.resolve()), f"{stat.st_size}-{stat.st_mtime_ns}",
-                     stat.st_size, kind_of_path(path.name))
+                     stat.st_size, kind_of_path(path.name), account, region)
 
 
 def _read(ref: ObjectRef, max_size: int) -> ObjectResult:
@@ -71,8 +70,8 @@ def _read(ref: ObjectRef, max_size: int) -> ObjectResult:
 
 
 def _commit(store: Store, batch: list[ObjectResult], summary: PollSummary,
-            on_alerts: Callable[[pa.Table], None] | None) -> None:
+            on_commit: Callable[[CommitStats], None] | None) -> None:
     stats = store.commit(batch)
     summary.add(batch, stats)
-    if on_alerts is not None and stats.alerts is not None:
-        on_alerts(stats.alerts)
+    if on_commit is not None:
+        on_commit(stats)

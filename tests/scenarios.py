@@ -126,7 +126,7 @@ def detections() -> list[Scenario]:
 
     lost = Scenario("skipdata")
     lost.lines = [f"2 {ACCOUNT} {DB[0]} - - - - - - - {t} {t + 60} - SKIPDATA"]
-    lost.expected = [Expected("vpc.skipdata", {"interface_id": DB[0]}, 1)]
+    lost.expected = [Expected("vpc.skipdata", {"resource": DB[0]}, 1)]
 
     blocked = Scenario("blocklisted peer")
     blocked.lines = [line(WEB[0][0], "45.33.32.156", WEB[0][1], 41000 + i, 443, 6, 5, 900, t)

@@ -15,8 +15,8 @@ import pytest
 
 from core.config import parse_config
 from core.rules import load_engine
-from core.segments import segment_dir
 from core.store import DATABASE_NAME, open_store
+from core.store.segments import segment_dir
 from tests.apptools import FROZEN_NOW, PAYLOAD_ARN, demo_objects, frozen_store, until
 from tests.conftest import Bucket
 from tui.app import DEFAULT_MIN_LEVEL, VpcwatchApp
@@ -228,14 +228,27 @@ async def test_level_keys_show_and_hide_the_parity_alerts(frozen_state: Path,
                                                           tmp_path: Path) -> None:
     con = duckdb.connect(str(frozen_state / DATABASE_NAME), read_only=True)
     counts = dict(sql(con, "SELECT level, count(*) FROM alerts GROUP BY level"))
+    # the parity alerts, derived from the flows: one per source, destination, lower port,
+    # protocol, action and 10 minutes (ACCEPT level 3, REJECT level 4)
+    segments = FLOWS.format(segments=segment_dir(frozen_state))
+    parity = dict(sql(con, f"SELECT action = 'REJECT', count(*) FROM (SELECT DISTINCT "
+                           f"srcaddr, dstaddr, least(srcport, dstport), protocol, action, "
+                           f"start // 600 FROM {segments} WHERE action IN ('ACCEPT', 'REJECT') "
+                           f"AND srcport IS NOT NULL) GROUP BY 1"))
     con.close()
     async with frozen_app(frozen_state, tmp_path) as (app, pilot):
         feed = app.query_one(AlertFeed)
         assert feed.total == sum(n for level, n in counts.items() if level >= DEFAULT_MIN_LEVEL)
-        await pilot.press("minus", "minus")  # type: ignore[attr-defined]
+        await pilot.press("minus")  # type: ignore[attr-defined]
         await app.wait_settled()
-        assert feed.total == sum(n for level, n in counts.items() if level >= 3)
-        assert counts.get(3, 0) > 0  # the parity alerts exist and are now shown
+        assert feed.total == sum(n for level, n in counts.items() if level >= 4) + parity[True]
+        await pilot.press("minus")  # type: ignore[attr-defined]
+        await app.wait_settled()
+        assert feed.total == (sum(n for level, n in counts.items() if level >= 3)
+                              + parity[True] + parity[False])
+        assert parity[True] > 0 and parity[False] > 0  # the parity alerts are now shown
+        shown = {row["rule_id"] for row in app.query_one(AlertFeed).rows_shown}
+        assert "vpc.flow.reject" in shown  # derived rows are on the page, in time order
 
 
 async def test_sql_prompt_runs_queries_and_refuses_writes(frozen_state: Path,

@@ -25,8 +25,9 @@ def test_no_core_module_imports_the_ui() -> None:
 
 
 def test_importing_every_core_module_loads_no_ui_package() -> None:
-    modules = sorted(p.stem for p in CORE.glob("*.py") if p.stem != "__init__")
-    assert "collector" in modules and "store" in modules
+    modules = sorted(".".join(p.relative_to(CORE).with_suffix("").parts).removesuffix(".__init__")
+                     for p in CORE.rglob("*.py"))
+    assert "collector" in modules and "store.database" in modules
     code = (
         "import importlib, sys\n"
         f"for name in {modules!r}: importlib.import_module('core.' + name)\n"

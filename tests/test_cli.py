@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core.statedir import StateLock
+from core.store.statedir import StateLock
 from tests import flowgen
 from tests.conftest import run_json
 from tui.cli import main

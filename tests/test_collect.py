@@ -317,11 +317,15 @@ async def test_the_core_publishes_what_it_committed_in_order(
     from core.events import AlertsChanged, BatchCommitted, PollFinished, PollStarted
     from core.rules import load_engine
     from core.store import Store
+    from tests import scenarios
 
     keys = []
     for n in range(3):
         keys.append(flowgen.flow_key("", A, "us-east-1", NOW, n))
         bucket.put(keys[-1], flowgen.flow_object(flowgen.V2, 40, seed=n).gz())
+    [scan] = [s for s in scenarios.detections() if s.name == "portscan"]  # an alert to publish
+    keys.append(flowgen.flow_key("", A, "us-east-1", NOW, 3))
+    bucket.put(keys[-1], flowgen.gzip_bytes(scenarios.text(scan.lines)))
     config = load_config(write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
                                                   "endpoint_url": bucket.url}]))
     (tmp_path / "state").mkdir()
@@ -340,6 +344,6 @@ async def test_the_core_publishes_what_it_committed_in_order(
     assert events[-1].summary is summary and events[-1].next_poll is not None
     outcomes = [o for e in events if isinstance(e, BatchCommitted) for o in e.outcomes]
     assert sorted(o.key for o in outcomes) == sorted(keys)
-    assert sum(o.records for o in outcomes) == summary.records == 120
+    assert sum(o.records for o in outcomes) == summary.records == 120 + len(scan.lines)
     alerts = [e for e in events if isinstance(e, AlertsChanged)]
     assert sum(e.alerts.num_rows for e in alerts) == summary.alerts > 0

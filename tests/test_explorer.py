@@ -15,8 +15,8 @@ from core.explorer import Explorer, ReadOnlyError, Scope, check_read_only, expor
 from core.filters import parse_filter
 from core.rules import RuleEngine
 from core.scan import scan
-from core.segments import segment_dir
 from core.store import open_store
+from core.store.segments import segment_dir
 from core.timeline import Axis, TimeRange
 from core.traffic_kernels import _most_bytes
 from tests.scenarios import ACCOUNT, benign, line, text

@@ -146,7 +146,8 @@ def test_cloudtrail_duplicates_are_stored_once_and_bad_records_counted() -> None
     assert rows[1]["error_code"] == "Client.UnauthorizedOperation"
     assert rows[0]["user_arn"] == "arn:aws:iam::123456789012:user/alice"
     assert json.loads(rows[0]["record"]) == first
-    assert parsed.bad_reasons == {"record has no eventID": 1, "record is not a JSON object": 1}
+    assert parsed.bad_reasons == {"record has no valid eventTime": 1,
+                                  "record is not a JSON object": 1}
 
 
 @pytest.mark.parametrize("payload", [b"{}", b"[1,2]", b"not json"])

@@ -102,7 +102,7 @@ window = "10m"
 having = "sum(bytes) >= 100"
 
 [[rule]]
-id = "vpc.flow.accept"
+id = "vpc.sweep"
 enabled = false
 level = 3
 title = "x"
@@ -113,7 +113,16 @@ source = "vpcflow"
     rules = {rule.id: rule for rule in engine.rules}
     assert rules["vpc.exfiltration"].level == 13
     assert rules["vpc.exfiltration"].having == "sum(bytes) >= 100"
-    assert "vpc.flow.accept" not in rules and "vpc.flow.reject" in rules
+    assert "vpc.sweep" not in rules and "vpc.portscan" in rules
+
+
+def test_the_parity_alerts_ids_are_reserved(tmp_path: Path) -> None:
+    """The Wazuh-parity alerts are derived from the flows; a rule cannot take their id."""
+    body = GOOD.replace("custom.many_rejects", "vpc.flow.reject")
+    engine = load_engine([rule_file(tmp_path, "parity.toml", body)], default_rules=False)
+    assert engine.rules == []
+    [error] = engine.errors
+    assert "rule 'vpc.flow.reject'" in error and "reserved" in error
 
 
 def test_scan_json_prints_the_alerts_before_the_summary(
@@ -145,3 +154,31 @@ def test_watch_headless_prints_each_alert_as_it_commits(tmp_path: Path, bucket: 
         assert process.wait(timeout=30) == 0
     assert alert["rule_id"] == "cloudtrail.create_vpc_denied"
     assert alert["group"] == {"event_id": "v1"} and alert["level"] == 8
+
+
+def test_watch_headless_at_level_3_prints_the_parity_alerts_each_commit_touched(
+    tmp_path: Path, bucket: Bucket
+) -> None:
+    lines = scenarios.benign(2_000)
+    bucket.put(flowgen.flow_key("", scenarios.ACCOUNT, "us-east-1", NOW, 1),
+               flowgen.gzip_bytes(scenarios.text(lines)))
+    expected = {action: scenarios.parity_groups(lines, action) for action in ("ACCEPT", "REJECT")}
+    wanted = sum(len(groups) for groups in expected.values())
+    config = write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
+                                      "endpoint_url": bucket.url}],
+                          default_rules=True, interval="1h", lookback="7d", retention="30d")
+    process = subprocess.Popen([sys.executable, "-m", "tui.cli", "watch", "--config",
+                                str(config), "--headless", "--min-level", "3"],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                               env=os.environ.copy())
+    try:
+        assert process.stdout is not None
+        reader = LineReader(process.stdout)
+        shown = [json.loads(reader.wait_for('"derived": true')) for _ in range(wanted)]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    for action, rule, level in (("ACCEPT", "vpc.flow.accept", 3), ("REJECT", "vpc.flow.reject", 4)):
+        rows = [a for a in shown if a["group"]["action"] == action]
+        assert {a["rule_id"] for a in rows} == {rule} and {a["level"] for a in rows} == {level}
+        assert sorted(a["count"] for a in rows) == sorted(expected[action].values())

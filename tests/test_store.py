@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from core import store as store_module
 from core.flowlog_parser import parse_text
 from core.layouts import Kind
 from core.objects import ObjectRef, ObjectResult, Status
-from core.segments import write_segment
-from core.store import Store
+from core.store import Store, ledger
+from core.store import segments as store_module
+from core.store.segments import write_segment
 from tests import flowgen
 
 
@@ -47,7 +47,7 @@ def test_a_failed_commit_leaves_no_rows_and_no_file(tmp_path: Path, monkeypatch)
     def fail(*_: object) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(store, "_write_ledger", fail)
+    monkeypatch.setattr(ledger, "write", fail)
     with pytest.raises(RuntimeError):
         store.commit([result(1, 10)])
     assert count(store) == 0
@@ -95,3 +95,15 @@ def test_compaction_merges_small_segments_and_keeps_every_row(
     assert store.compact() == 0
     store.close()
 
+
+
+def test_a_write_that_fails_half_way_leaves_no_transaction_open(tmp_path: Path) -> None:
+    """Every write goes through one transaction helper: before it, a failed prefix record
+    left its transaction open and every later commit failed ("cannot start a transaction
+    within a transaction")."""
+    store = Store(tmp_path)
+    with pytest.raises(Exception, match=r"(?i)conversion|unsupported|not implemented|type"):
+        store.record_prefixes("b", {"AWSLogs/1/": object()}, set())  # type: ignore[dict-item]
+    store.commit([result(1, 10)])
+    assert count(store) == 10
+    store.close()

@@ -334,7 +334,7 @@ class VpcwatchApp(App[int]):
             activity.polling = True
         elif isinstance(event, BatchCommitted):
             self._data_changed()
-        elif isinstance(event, AlertsChanged):
+        elif isinstance(event, AlertsChanged) and event.alerts is not None:
             self._alerts_changed(event.alerts.num_rows)
         elif isinstance(event, PrefixBlocked):
             activity.add_error(f"{event.bucket}/{event.prefix}: {event.error}")

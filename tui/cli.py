@@ -23,6 +23,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from core.alerts import alert_documents, recent_alerts
 from core.config import (
@@ -37,8 +38,8 @@ from core.decompress import CorruptObject
 from core.events import AlertsChanged, PollSummary, Publish
 from core.rules import BlocklistError, RuleEngine, load_engine
 from core.safetext import visible
-from core.statedir import StateDirError
 from core.store import Store, StoreError, open_store
+from core.store.statedir import StateDirError
 from core.wazuh_import import WazuhImportError, import_wazuh
 from tui.logs import log_to_file, log_to_stderr
 
@@ -102,7 +103,8 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("--json", action="store_true", help="end with a JSON summary line")
     scan.set_defaults(run=cmd_scan)
 
-    alerts = commands.add_parser("alerts", help="stored alerts, newest first")
+    alerts = commands.add_parser("alerts", help="alerts, newest first (with the parity alerts "
+                                 "derived from the flows at --min-level 4 or lower)")
     _store_options(alerts)
     alerts.add_argument("--since", default=None, help="only alerts seen within this long (1h, 2d)")
     alerts.add_argument("--min-level", type=int, default=0, choices=range(16), metavar="N",
@@ -115,6 +117,10 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("--config", required=True, type=Path, help="the TOML configuration")
     watch.add_argument("--headless", action="store_true",
                        help="print each new or updated alert as one JSON line on stdout")
+    watch.add_argument("--min-level", type=int, default=None, choices=range(16), metavar="N",
+                       help="headless: only alerts of this level or above; 4 or lower also "
+                            "prints the parity alerts each commit touched (default: every "
+                            "detection, no parity alerts)")
     _no_mouse(watch)
     watch.set_defaults(run=cmd_watch)
 
@@ -177,11 +183,12 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 async def _collect(config: Config, once: bool, as_json: bool,
-                   publish: Publish | None = None) -> int:
+                   publish: Publish | None = None, parity_level: int | None = None) -> int:
     from core.collector import Collector
 
     engine = _engine(config)
     with open_store(config.general.state_dir, engine=engine) as store:
+        store.parity_level = parity_level  # (None: no parity alerts per commit)
         _warn_rule_errors(engine)
         collector = Collector(config, store, publish)
         try:
@@ -269,10 +276,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
     config = load_config(args.config) if args.config else None
     max_size = config.general.max_object_size if config else 2**30
     engine = _engine(config)
-    alerts: list[pa.Table] = []
+    alerts: list[pa.Table | None] = []
     with open_store(_state_dir(args), engine=engine) as store:
         _warn_rule_errors(engine)
-        summary = scan(list(args.paths), store, max_size, alerts.append)
+        summary = scan(list(args.paths), store, max_size,
+                       lambda stats: alerts.append(stats.alerts))
     if args.json:
         for table in alerts:
             _print_alerts(table)
@@ -319,12 +327,18 @@ def cmd_watch(args: argparse.Namespace) -> int:
     if not args.headless:
         return cmd_tui(args)
     config = load_config(args.config)
+    min_level = args.min_level or 0
 
     def publish(event: object) -> None:
-        if isinstance(event, AlertsChanged):
-            _print_alerts(event.alerts)
+        if not isinstance(event, AlertsChanged):
+            return
+        for table in (event.alerts, event.derived):
+            if table is not None:
+                _print_alerts(table.filter(pc.greater_equal(table["level"], min_level)))
 
-    return asyncio.run(_collect(config, once=False, as_json=False, publish=publish))
+    parity_level = min_level if args.min_level is not None else None
+    return asyncio.run(_collect(config, once=False, as_json=False, publish=publish,
+                                parity_level=parity_level))
 
 
 def _checked_engine(args: argparse.Namespace, files: list[Path] | None = None) -> RuleEngine:
@@ -366,12 +380,11 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
     missing = [str(p) for p in args.paths if not p.exists()]
     if missing:
         raise UsageError(f"no such file or folder: {', '.join(missing)}")
-    alerts: list[pa.Table] = []
     with tempfile.TemporaryDirectory(prefix="vpcwatch-rule-test-") as scratch:
         store = Store(Path(scratch), engine=RuleEngine([rule], engine.blocklist))
         try:
-            scan(list(args.paths), store, 2**31, alerts.append)
-            table = recent_alerts(store)
+            scan(list(args.paths), store, 2**31)
+            table = recent_alerts(store, with_parity=False)
         finally:
             store.close()
     _print_alerts(table)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.rules.engine import ALERT_FIELDS, ALERTS_SCHEMA, RuleEngine
+from core.rules import parity
+from core.rules.engine import ALERT_FIELDS, ALERTS_SCHEMA, CONTEXT, RuleEngine
 from core.rules.functions import BlocklistError
 from core.rules.model import Rule, RuleError, RuleSet, default_rules_path, read_rule_files
 
-__all__ = ["ALERTS_SCHEMA", "ALERT_FIELDS", "BlocklistError", "Rule", "RuleEngine", "RuleError",
-           "RuleSet", "default_rules_path", "load_engine", "read_rule_files"]
+__all__ = ["ALERTS_SCHEMA", "ALERT_FIELDS", "CONTEXT", "BlocklistError", "Rule", "RuleEngine",
+           "RuleError", "RuleSet", "default_rules_path", "load_engine", "parity", "read_rule_files"]
 
 
 def load_engine(files: list[Path], default_rules: bool = True,

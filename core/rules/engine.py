@@ -36,12 +36,17 @@ window_start BIGINT, first_seen BIGINT, last_seen BIGINT,
 count BIGINT, bytes BIGINT, packets BIGINT, group_key VARCHAR,
 srcaddr VARCHAR, dstaddr VARCHAR, dstport INTEGER, protocol INTEGER,
 mitre VARCHAR, wazuh_id INTEGER, objects VARCHAR, object_count BIGINT,
-created TIMESTAMP, updated TIMESTAMP, revision INTEGER
+created TIMESTAMP, updated TIMESTAMP, revision INTEGER,
+account_id VARCHAR, region VARCHAR, event_name VARCHAR, vpc_id VARCHAR, interface_id VARCHAR,
+details VARCHAR
 );
 """
 ALERT_FIELDS = ("id", "rule_id", "level", "title", "source", "window_start", "first_seen",
                 "last_seen", "count", "bytes", "packets", "group_key", "srcaddr", "dstaddr",
-                "dstport", "protocol", "mitre", "wazuh_id", "objects", "object_count")
+                "dstport", "protocol", "mitre", "wazuh_id", "objects", "object_count",
+                "account_id", "region", "event_name", "vpc_id", "interface_id", "details")
+# Fields an alert takes from its records when they all agree (NULL when they differ).
+CONTEXT = ("account_id", "region", "event_name", "vpc_id", "interface_id")
 MAX_OBJECTS = 20  # object keys kept on an alert (object_count has them all)
 
 
@@ -57,18 +62,26 @@ class SourceShape:
     dstaddr: str
     dstport: str
     protocol: str
+    context: tuple[str, ...]  # SQL for each of CONTEXT
 
 
 SHAPES = {
     "vpcflow": SourceShape(time="start", end='"end"', bytes="bytes", packets="packets",
                            srcaddr="coalesce(pkt_srcaddr, srcaddr)",
                            dstaddr="coalesce(pkt_dstaddr, dstaddr)", dstport="dstport",
-                           protocol="protocol"),
+                           protocol="protocol",
+                           context=("account_id", "region", "NULL::VARCHAR", "vpc_id",
+                                    "interface_id")),
     "cloudtrail": SourceShape(time="epoch(event_time)::BIGINT",
                               end="epoch(event_time)::BIGINT", bytes="NULL::BIGINT",
                               packets="NULL::BIGINT", srcaddr="source_ip",
                               dstaddr="NULL::VARCHAR", dstport="NULL::INTEGER",
-                              protocol="NULL::INTEGER"),
+                              protocol="NULL::INTEGER",
+                              context=("account_id", "aws_region", "event_name",
+                                       "coalesce(json_extract_string(record, "
+                                       "'$.requestParameters.vpcId'), json_extract_string("
+                                       "record, '$.responseElements.vpc.vpcId'))",
+                                       "NULL::VARCHAR")),
 }
 # Names a title template may use, besides the rule's group_by columns.
 TITLE_FIELDS = {"srcaddr": "_src", "dstaddr": "_dst", "dstport": "_port", "protocol": "_proto",
@@ -85,9 +98,11 @@ def _literal(text: str) -> str:
 
 
 def _derived(shape: SourceShape) -> str:
+    context = "".join(f", {sql} AS _v{name}" for name, sql in zip(CONTEXT, shape.context,
+                                                                     strict=True))
     return (f"{shape.time} AS _t, {shape.end} AS _tend, {shape.bytes} AS _vbytes, "
             f"{shape.packets} AS _vpackets, {shape.srcaddr} AS _vsrc, {shape.dstaddr} AS _vdst, "
-            f"{shape.dstport} AS _vport, {shape.protocol} AS _vproto")
+            f"{shape.dstport} AS _vport, {shape.protocol} AS _vproto{context}")
 
 
 def _single(column: str, alias: str) -> str:
@@ -123,7 +138,8 @@ def _title_sql(rule: Rule) -> str:
             raise ValueError(f"title field {{{name}:{spec}}}: the only format is :size "
                              "(a byte count as 1.6 GiB)")
         groups = {key: f"_g{i}" for i, (key, _) in enumerate(rule.group_keys())}
-        column = groups.get(name) or TITLE_FIELDS.get(name)
+        fields = {key: f"_f_{key}" for key, _ in rule.fields}
+        column = groups.get(name) or fields.get(name) or TITLE_FIELDS.get(name)
         if column is None and not rule.windowed:
             column = _q(name)  # a per-record rule may show any field of its record
         if column is None:
@@ -193,6 +209,7 @@ class RuleSql:
                {_same('m._src', 'a.srcaddr')} AS _src, {_same('m._dst', 'a.dstaddr')} AS _dst,
                {_same('m._port', 'a.dstport')} AS _port,
                {_same('m._proto', 'a.protocol')} AS _proto,
+               {", ".join(f"{_same(f'm._{c}', f'a.{c}')} AS _{c}" for c in CONTEXT)},
                list_sort(list_distinct([list_min({objects}), list_max({objects})])) AS _objects,
                m._object_count + coalesce(a.object_count, 0) AS _object_count
         FROM ({self._windowed(new, new, first, last)}) AS m
@@ -206,9 +223,18 @@ class RuleSql:
         SELECT *, [object_key] AS _objects, 1 AS _n, _vbytes AS _sb, _vpackets AS _sp,
                _t AS _b, _t AS _first, _tend AS _last, _vsrc AS _src, _vdst AS _dst,
                _vport AS _port, _vproto AS _proto,
+               {", ".join(f"_v{c} AS _{c}" for c in CONTEXT)},
                1 AS _object_count, {_literal(rule.id)} || '|' || event_id AS _key,
-               json_object('event_id', event_id) AS _group
+               json_object('event_id', event_id) AS _group{self._fields()}
         FROM {self._rows(new)} WHERE ({rule.where})"""
+
+    def _fields(self) -> str:
+        """A per-event rule's ``fields``: each as ``_f_NAME``, and all as JSON (``_details``)."""
+        if not self.rule.fields:
+            return ", NULL::VARCHAR AS _details"
+        columns = "".join(f", ({expr}) AS _f_{name}" for name, expr in self.rule.fields)
+        pairs = ", ".join(f"{_literal(name)}, ({expr})" for name, expr in self.rule.fields)
+        return f"{columns}, json_object({pairs})::VARCHAR AS _details"
 
     def _touched(self, new: str) -> str:
         rule, b = self.rule, self.rule.bucket
@@ -228,7 +254,8 @@ class RuleSql:
                 f"sum(_vpackets) AS _sp, min(_t) AS _first, max(_tend) AS _last, "
                 f"{_single('_vsrc', '_src')}, {_single('_vdst', '_dst')}, "
                 f"{_single('_vport', '_port')}, {_single('_vproto', '_proto')}, "
-                f"{self._object_aggregates()}")
+                + "".join(f"{_single(f'_v{c}', f'_{c}')}, " for c in CONTEXT)
+                + self._object_aggregates())
 
     def _object_aggregates(self) -> str:
         if self.additive:
@@ -315,6 +342,7 @@ class RuleSql:
                    sum(_sp) AS _sp, min(_first) AS _first, max(_last) AS _last,
                    {_single('_src', '_src')}, {_single('_dst', '_dst')},
                    {_single('_port', '_port')}, {_single('_proto', '_proto')},
+                   {"".join(f"{_single(f'_{c}', f'_{c}')}, " for c in CONTEXT)}
                    list_sort(list_distinct(flatten(list(_objects)))) AS _objects,
                    sum(_ocount) AS _ocount
             FROM windows GROUP BY ALL
@@ -330,12 +358,13 @@ class RuleSql:
         return f"""
         SELECT md5(_key) AS id, {_literal(rule.id)} AS rule_id, {rule.level} AS level,
                {self.title} AS title, {_literal(rule.source)} AS source,
-               _b AS window_start, _first AS first_seen, _last AS last_seen,
-               _n AS count, _sb AS bytes, _sp AS packets, _group::VARCHAR AS group_key,
+               _b AS window_start, _first AS first_seen, _last AS last_seen, _n::BIGINT AS count,
+               _sb::BIGINT AS bytes, _sp::BIGINT AS packets, _group::VARCHAR AS group_key,
                _src AS srcaddr, _dst AS dstaddr, _port::INTEGER AS dstport,
                _proto::INTEGER AS protocol, {_literal(json.dumps(list(rule.mitre)))} AS mitre,
                {rule.wazuh_id} AS wazuh_id, to_json(_objects[1:{MAX_OBJECTS}])::VARCHAR AS objects,
-               _object_count AS object_count
+               _object_count::BIGINT AS object_count{"".join(f", _{c} AS {c}" for c in CONTEXT)},
+               {"NULL::VARCHAR" if rule.windowed else "_details"} AS details
         FROM ({self.alerts(stored, new, first, last)})"""
 
 

@@ -53,6 +53,15 @@ CREATE OR REPLACE TEMP MACRO is_public(a) AS CASE
   -- 1.0.0.0 to 223.255.255.255: not 0/8, multicast or reserved
   ELSE NOT is_private(a) AND regexp_matches(a, '^(22[0-3]|2[01][0-9]|1[0-9][0-9]|[1-9][0-9]?)\.')
   END;
+-- from the internet as seen from ``local``: a public IPv4 address, or a global IPv6 address
+-- outside local's /56 (the size of a VPC's IPv6 block: two addresses of one VPC are global
+-- unicast but not internet to each other)
+CREATE OR REPLACE TEMP MACRO is_internet(a, local) AS CASE
+  WHEN a IS NULL THEN NULL
+  WHEN contains(a, ':') THEN is_public(a) AND (local IS NULL OR NOT contains(local, ':')
+    OR (ip6(a) >> 72) IS DISTINCT FROM (ip6(local) >> 72))
+  ELSE is_public(a)
+  END;
 CREATE OR REPLACE TEMP MACRO is_denied(code) AS code IS NOT NULL AND (
   code LIKE '%UnauthorizedOperation' OR code IN ('AccessDenied', 'AccessDeniedException'));
 CREATE OR REPLACE TEMP MACRO is_vpc_event(name) AS name IN (
@@ -66,7 +75,8 @@ CREATE OR REPLACE TEMP MACRO is_vpc_event(name) AS name IN (
   'DeleteNetworkAclEntry', 'ReplaceNetworkAclEntry', 'ReplaceNetworkAclAssociation',
   'AuthorizeSecurityGroupIngress', 'AuthorizeSecurityGroupEgress',
   'RevokeSecurityGroupIngress', 'RevokeSecurityGroupEgress', 'CreateSecurityGroup',
-  'DeleteSecurityGroup', 'CreateFlowLogs', 'DeleteFlowLogs', 'CreateNatGateway',
+  'DeleteSecurityGroup', 'ModifySecurityGroupRules', 'CreateFlowLogs', 'DeleteFlowLogs',
+  'CreateNatGateway',
   'DeleteNatGateway', 'CreateVpcEndpoint', 'DeleteVpcEndpoints');
 """
 

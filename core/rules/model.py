@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import parse_duration
+from core.rules import parity
 
 SOURCES = ("vpcflow", "cloudtrail")
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -23,7 +24,7 @@ _KEY_EXPRESSION = re.compile(r"^(?P<expr>.+?)\s+as\s+(?P<name>[a-z_][a-z0-9_]*)$
                              re.IGNORECASE | re.DOTALL)
 ALLOWED_KEYS = ("id", "level", "title", "source", "where", "group_by", "window", "having",
                 "suppress", "baseline", "baseline_windows", "compare", "mitre", "wazuh_id",
-                "description", "enabled")
+                "description", "enabled", "fields")
 
 
 class RuleError(Exception):
@@ -47,6 +48,7 @@ class Rule:
     mitre: tuple[str, ...] = ()
     wazuh_id: int = 0
     description: str = ""
+    fields: tuple[tuple[str, str], ...] = ()  # (name, SQL over one event): per-event rules
     file: str = ""
 
     @property
@@ -126,6 +128,9 @@ def parse_rule(table: dict[str, Any], file: str, index: int) -> Rule | None:
     rule_id = table.get("id")
     if not isinstance(rule_id, str) or not _ID.match(rule_id):
         raise fail("id must be 1-64 characters: a-z, 0-9, '.', '_', '-'")
+    if rule_id in parity.IDS:
+        raise fail("this id is reserved for the Wazuh-parity alerts, which are derived from "
+                   "the flows when read (see docs/rules.md)")
     level = table.get("level")
     if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 15:
         raise fail("level must be an integer from 0 to 15")
@@ -165,6 +170,7 @@ def parse_rule(table: dict[str, Any], file: str, index: int) -> Rule | None:
     mitre = table.get("mitre", [])
     if not isinstance(mitre, list) or not all(isinstance(m, str) for m in mitre):
         raise fail("mitre must be a list of technique ids")
+    fields = _fields(table.get("fields", {}), window, fail)
     wazuh_id = table.get("wazuh_id", 0)
     if isinstance(wazuh_id, bool) or not isinstance(wazuh_id, int):
         raise fail("wazuh_id must be an integer")
@@ -175,12 +181,25 @@ def parse_rule(table: dict[str, Any], file: str, index: int) -> Rule | None:
             having=text["having"] or "true", suppress=suppress, baseline=text["baseline"],
             baseline_windows=baseline_windows, compare=text["compare"] or "true",
             mitre=tuple(mitre), wazuh_id=wazuh_id, description=text["description"] or "",
-            file=file,
+            fields=fields, file=file,
         )
         rule.title_fields()
     except ValueError as exc:
         raise fail(f"title is not a valid template: {exc}") from None
     return rule
+
+
+def _fields(value: Any, window: int | None, fail: Any) -> tuple[tuple[str, str], ...]:
+    """``fields``: a table of name = "SQL over the event", shown in the alert's ``details``
+    and usable in its title."""
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and _IDENTIFIER.match(k) and isinstance(v, str) and v.strip()
+        for k, v in value.items()
+    ):
+        raise fail("fields must be a table of name = \"SQL expression\"")
+    if value and window is not None:
+        raise fail("fields need a per-event rule (no window)")
+    return tuple(value.items())
 
 
 def _seconds(table: dict[str, Any], key: str, fail: Any) -> int | None:

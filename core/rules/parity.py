@@ -1,0 +1,116 @@
+"""The Wazuh-parity alerts (80401 ACCEPT, 80402 REJECT), derived from the flows when read.
+
+Wazuh raises one alert per flow; vpcwatch keeps Wazuh's ids and levels but aggregates: one
+alert per (source, destination, service port = the lower of the two ports, protocol, action,
+10-minute window). These rows summarise flows the store already holds exactly once, so they
+are never stored: they are computed from the flows of the range asked for, with the same
+columns and the same deterministic id (``md5`` of the key) that a stored alert would have,
+plus ``derived = true``. Grouping on the lower port matters: a server's reply goes from its
+service port to a new ephemeral port each time, and grouping on ``dstport`` would give one
+alert per reply, the flood Wazuh users have now.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+WINDOW = 600  # seconds: the alerts' window
+
+
+@dataclass(frozen=True)
+class ParityRule:
+    id: str
+    action: str
+    level: int
+    wazuh_id: int
+
+
+RULES = (ParityRule("vpc.flow.accept", "ACCEPT", 3, 80401),
+         ParityRule("vpc.flow.reject", "REJECT", 4, 80402))
+IDS = frozenset(rule.id for rule in RULES)
+MAX_LEVEL = max(rule.level for rule in RULES)  # a minimum level above this hides them all
+TITLE = "AWS VPC Flow: [{action}] {srcaddr} -> {dstaddr} port {port} ({count} flows)"
+
+# The key columns, as the stored parity rules grouped them.
+_KEYS = (("srcaddr", "srcaddr"), ("dstaddr", "dstaddr"),
+         ("port", "least(srcport, dstport)"), ("protocol", "protocol"), ("action", "action"))
+
+
+def rules_at(min_level: int) -> tuple[ParityRule, ...]:
+    return tuple(rule for rule in RULES if rule.level >= min_level)
+
+
+def window_floor(t: int) -> int:
+    return t // WINDOW * WINDOW
+
+
+def _single(column: str, alias: str) -> str:
+    """The column's value when every row agrees on it, else NULL."""
+    return (f"CASE WHEN min({column}) = max({column}) AND count({column}) = count(*) "
+            f"THEN min({column}) END AS {alias}")
+
+
+def _case(attribute: str) -> str:
+    arms = " ".join(f"WHEN '{r.action}' THEN {_sql_value(getattr(r, attribute))}" for r in RULES)
+    return f"CASE _g4 {arms} END"
+
+
+def _sql_value(value: object) -> str:
+    return f"'{value}'" if isinstance(value, str) else str(value)
+
+
+def touched(flows: str) -> str:
+    """The (key, window) of every parity alert the records of relation ``flows`` fall in."""
+    keys = ", ".join(f"{expr} AS _g{i}" for i, (_, expr) in enumerate(_KEYS))
+    return (f"(SELECT DISTINCT {keys}, start // {WINDOW} * {WINDOW} AS _b FROM {flows} "
+            "WHERE action IN ('ACCEPT', 'REJECT') AND start IS NOT NULL)")
+
+
+def select(flows: str, min_level: int = 0, touched: str | None = None) -> str:
+    """Parity alert rows, in the alerts table's columns plus ``derived``, of the flows of
+    relation ``flows`` (which must hold whole windows: a window's alert is only right with all
+    of its flows). ``touched``: a relation of (_g0.._g4, _b) keys; only those alerts."""
+    actions = ", ".join(f"'{rule.action}'" for rule in rules_at(min_level)) or "NULL"
+    keys = ", ".join(f"{expr} AS _g{i}" for i, (_, expr) in enumerate(_KEYS))
+    not_null = " AND ".join(f"_g{i} IS NOT NULL" for i in range(len(_KEYS)))
+    groups = ", ".join(f"_g{i}" for i in range(len(_KEYS)))
+    join = ""
+    if touched is not None:
+        on = " AND ".join(f"f.{g} = t.{g}" for g in [*groups.split(", "), "_b"])
+        join = f"SEMI JOIN {touched} AS t ON {on}"
+    key_parts = ", ".join([_case("id")] + [f"coalesce(_g{i}::VARCHAR, '')"
+                                           for i in range(len(_KEYS))] + ["_b::VARCHAR"])
+    group_json = "json_object(" + ", ".join(f"'{name}', _g{i}" for i, (name, _)
+                                             in enumerate(_KEYS)) + ")"
+    title = ("'AWS VPC Flow: [' || _g4 || '] ' || _g0 || ' -> ' || _g1 || ' port ' "
+             "|| _g2 || ' (' || _n || ' flows)'")
+    return f"""
+    WITH f AS (
+        SELECT {keys}, start // {WINDOW} * {WINDOW} AS _b, start, "end", bytes, packets,
+               coalesce(pkt_srcaddr, srcaddr) AS _vsrc, coalesce(pkt_dstaddr, dstaddr) AS _vdst,
+               dstport, account_id, region, vpc_id, interface_id, object_key
+        FROM {flows} WHERE action IN ({actions}) AND start IS NOT NULL
+    ),
+    g AS (
+        SELECT {groups}, _b, count(*) AS _n, sum(bytes) AS _sb, sum(packets) AS _sp,
+               min(start) AS _first, max("end") AS _last,
+               {_single('_vsrc', '_src')}, {_single('_vdst', '_dst')},
+               {_single('dstport', '_port')}, {_single('account_id', '_account')},
+               {_single('region', '_region')},
+               {_single('vpc_id', '_vpc')}, {_single('interface_id', '_eni')},
+               list_sort(list_distinct([min(object_key), max(object_key)])) AS _objects,
+               count(DISTINCT object_key) AS _object_count
+        FROM f {join} WHERE {not_null} GROUP BY {groups}, _b
+    )
+    SELECT md5(concat_ws('|', {key_parts})) AS id, {_case("id")} AS rule_id,
+           {_case("level")}::INTEGER AS level, {title} AS title, 'vpcflow' AS source,
+           _b AS window_start, _first AS first_seen, _last AS last_seen, _n AS count,
+           _sb::BIGINT AS bytes, _sp::BIGINT AS packets, {group_json}::VARCHAR AS group_key,
+           _src AS srcaddr, _dst AS dstaddr, _port::INTEGER AS dstport,
+           _g3::INTEGER AS protocol, '[]' AS mitre, {_case("wazuh_id")}::INTEGER AS wazuh_id,
+           to_json(_objects)::VARCHAR AS objects, _object_count AS object_count,
+           _account AS account_id, _region AS region, NULL::VARCHAR AS event_name,
+           _vpc AS vpc_id, _eni AS interface_id, NULL::VARCHAR AS details,
+           NULL::TIMESTAMP AS created, NULL::TIMESTAMP AS updated, 0 AS revision,
+           true AS derived
+    FROM g"""

@@ -1,0 +1,12 @@
+"""The store: the state directory, its DuckDB file and its Parquet segments of flows.
+
+``Store`` (in ``database``) is what the rest of vpcwatch uses; the other modules each hold
+one part of it: ``ledger`` (what became of each object), ``segments`` (the flow files and
+their list), ``detections`` (the alerts rules write), ``retention``, ``schema`` (tables and
+upgrades), ``transaction`` (the one way to write), ``statedir`` (the directory and its lock).
+"""
+
+from core.store.database import DATABASE_NAME, CommitStats, Store, StoreError, open_store
+from core.store.ledger import Candidate
+
+__all__ = ["DATABASE_NAME", "Candidate", "CommitStats", "Store", "StoreError", "open_store"]

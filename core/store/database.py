@@ -1,0 +1,267 @@
+"""The store: a DuckDB file (ledger, CloudTrail events, segment list, alerts) and Parquet
+segments of flow records.
+
+Flow records live in Parquet segments (see ``core.store.segments``), queried through the
+``flows`` view; everything else lives in ``vpcwatch.duckdb``. Exactly-once rests on one rule:
+an object's rows and its ledger entry are committed in the same transaction (the segment that
+holds the rows is listed in that transaction). Several objects are committed together (group
+commit) because a commit costs milliseconds; a crash loses the whole uncommitted batch,
+whose objects are still ``pending`` (or absent) in the ledger and are read again. Use a Store
+from one thread at a time.
+
+This module ties the parts together; each part has its own module: ``ledger``, ``segments``,
+``detections`` (the rules and the alerts they write), ``retention``, ``schema``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from core.objects import ObjectRef, ObjectResult, Status, constant_column
+from core.rules import RuleEngine
+from core.store import detections, ledger, retention, schema
+from core.store.ledger import Candidate
+from core.store.segments import Segments, remove, remove_unlisted, segment_dir
+from core.store.statedir import StateLock, prepare
+from core.store.transaction import transaction
+
+log = logging.getLogger(__name__)
+DATABASE_NAME = "vpcwatch.duckdb"
+
+
+@dataclass
+class CommitStats:
+    records: int = 0
+    events: int = 0
+    alerts: pa.Table | None = None  # alert rows this commit created or changed
+    rule_errors: list[str] = field(default_factory=list)
+    parity: pa.Table | None = None  # derived parity alerts of the windows it touched
+
+
+class StoreError(Exception):
+    """The store cannot be opened or used (locked by another program, corrupt, read-only)."""
+
+
+class Store:
+    def __init__(self, state_dir: Path, read_only: bool = False,
+                 engine: RuleEngine | None = None):
+        self.segment_dir = segment_dir(state_dir)
+        self.engine = engine
+        # set (to a minimum level) by whoever wants each commit's parity alerts (watch)
+        self.parity_level: int | None = None
+        path = state_dir / DATABASE_NAME
+        try:
+            self.con = duckdb.connect(str(path), read_only=read_only)
+        except duckdb.Error as exc:
+            raise StoreError(f"{path}: cannot open the store: {exc}") from None
+        self.segments = Segments(self.con, self.segment_dir)
+        try:
+            if read_only:
+                schema.check_readable(schema.version(self.con), read_only=True)
+            else:
+                schema.create(self.con)
+        except schema.SchemaError as exc:
+            self.con.close()
+            raise StoreError(f"{path}: {exc}") from None
+        if not read_only:
+            # Checkpoints rewrite storage: keep them out of the per-batch commit path and
+            # run them between polls instead (see checkpoint()).
+            self.con.execute("SET checkpoint_threshold = '1GB'")
+            self.con.execute("SET parquet_metadata_cache = true")
+            removed = remove_unlisted(self.segment_dir, set(self.segment_names()))
+            if removed:
+                log.info("removed %d segment files no commit listed", len(removed))
+        self._refresh_view()
+        (engine or RuleEngine([])).install(self.con)  # the SQL functions, for queries too
+        if engine is not None and not read_only:
+            engine.check(self.con)
+
+    def segment_names(self, con: duckdb.DuckDBPyConnection | None = None) -> list[str]:
+        """The committed segments, oldest first (read through ``con`` from another thread)."""
+        return self.segments.names(con)
+
+    def _refresh_view(self) -> None:
+        self.define_flows_view(self.con)
+
+    def define_flows_view(self, con: duckdb.DuckDBPyConnection) -> None:
+        """(Re)define the ``flows`` view of ``con`` over the segments committed now."""
+        con.execute("CREATE OR REPLACE TEMP VIEW flows AS "
+                    + self.segments_sql(self.segment_names(con)))
+
+    def segments_sql(self, names: Sequence[str], filename: bool = False) -> str:
+        """SQL for the rows of these segments, with every known column (``filename``: and
+        the file each row is in)."""
+        return self.segments.sql(names, filename)
+
+    def reading_cursor(self) -> duckdb.DuckDBPyConnection:
+        """A connection for another thread (the app's reader): the same database, with its
+        own ``flows`` view (see define_flows_view) and the rules' SQL functions."""
+        con = self.con.cursor()
+        self.define_flows_view(con)
+        (self.engine or RuleEngine([])).install(con)
+        return con
+
+    def close(self) -> None:
+        self.con.close()
+
+    # -- the ledger -----------------------------------------------------------------------
+
+    def candidates(self, listed: Sequence[ObjectRef]) -> list[Candidate]:
+        """The listed objects that must be read: new, changed, pending or blocked ones."""
+        return ledger.candidates(self.con, listed)
+
+    def record_prefixes(self, bucket: str, blocked: dict[str, str], ok: set[str]) -> None:
+        ledger.record_prefixes(self.con, bucket, blocked, ok)
+
+    def unfinished_before(self, bucket: str, day: date) -> list[Candidate]:
+        return ledger.unfinished_before(self.con, bucket, day)
+
+    def backfilled_through(self, bucket_label: str) -> date | None:
+        return ledger.backfilled_through(self.con, bucket_label)
+
+    def set_backfilled_through(self, bucket_label: str, day: date) -> None:
+        ledger.set_backfilled_through(self.con, bucket_label, day)
+
+    # -- committing -----------------------------------------------------------------------
+
+    def commit(self, results: Sequence[ObjectResult]) -> CommitStats:
+        """Store the rows of every result, the alerts they raise and their ledger entries,
+        in one transaction."""
+        if not results:
+            return CommitStats()
+        flows = _flow_batch(results)
+        events = _event_batch(results)
+        written = [self.segments.add(flows)] if flows is not None else []
+        additive = not any(result.replaces for result in results)
+        fresh, rule_errors = detections.evaluate(self.con, self.engine, flows, events,
+                                                 additive, self._stored_between)
+        replaced: list[str] = []
+        try:
+            with transaction(self.con):
+                if flows is not None:
+                    self.segments.list(written[0], flows)
+                for result in results:
+                    if result.replaces:
+                        self.con.execute(
+                            "DELETE FROM cloudtrail WHERE bucket = ? AND object_key = ?",
+                            [result.ref.bucket, result.ref.key])
+                        replaced += self.segments.drop_object_rows(result.ref, written)
+                inserted = self._insert_events(events)
+                changed = detections.upsert(self.con, fresh)
+                ledger.write(self.con, results)
+        except BaseException:
+            remove(self.segment_dir, written)
+            raise
+        remove(self.segment_dir, replaced)
+        self._refresh_view()
+        records = flows.num_rows if flows is not None else 0
+        derived = None
+        if flows is not None and self.parity_level is not None:
+            derived = detections.parity_of(self.con, flows, self.parity_level)
+        return CommitStats(records, inserted, changed, rule_errors, derived)
+
+    def _stored_between(self, source: str, first: int, last: int) -> bool:
+        """Whether committed records of ``source`` may have a time in [first, last)."""
+        return source != "vpcflow" or bool(self.segments.between(first, last))
+
+    def _insert_events(self, batch: pa.Table | None) -> int:
+        if batch is None:
+            return 0
+        self.con.register("event_batch", batch)
+        try:
+            # CloudTrail delivers some events twice, even in different objects: store once.
+            inserted = self.con.execute(
+                """
+                INSERT INTO cloudtrail BY NAME
+                SELECT * EXCLUDE (n) FROM (
+                    SELECT *, row_number() OVER (PARTITION BY event_id) AS n FROM event_batch
+                ) WHERE n = 1 AND event_id NOT IN (SELECT event_id FROM cloudtrail)
+                """
+            ).fetchall()
+        finally:
+            self.con.unregister("event_batch")
+        return int(inserted[0][0])
+
+    # -- upkeep ---------------------------------------------------------------------------
+
+    def prune(self, retention_seconds: float, listed_from: date, now: float | None = None) -> int:
+        """Drop what is older than the retention period (see ``retention.prune``). Returns
+        the flow records dropped."""
+        cutoff = int((now or time.time()) - retention_seconds)
+        old = retention.prune(self.con, cutoff, listed_from)
+        remove(self.segment_dir, [name for name, _ in old])
+        self._refresh_view()
+        return sum(records for _, records in old)
+
+    def compact(self) -> int:
+        """Merge small segments into one (queries open every file). Returns files merged."""
+        merged = self.segments.compact()
+        if merged:
+            self._refresh_view()
+        return merged
+
+    def checkpoint(self) -> None:
+        self.con.execute("CHECKPOINT")
+
+    def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        cursor = self.con.execute(sql)
+        columns = [d[0] for d in cursor.description] if cursor.description else []
+        return columns, cursor.fetchall()
+
+
+def _batch(results: Sequence[ObjectResult], attribute: str) -> pa.Table | None:
+    """The ``flows`` or ``events`` rows of every result that is done, with their origin."""
+    tables = [
+        _with_origin(table, r.ref)
+        for r in results
+        if (table := getattr(r, attribute)) is not None and table.num_rows
+        and r.status is Status.DONE
+    ]
+    return pa.concat_tables(tables, promote_options="permissive") if tables else None
+
+
+def _flow_batch(results: Sequence[ObjectResult]) -> pa.Table | None:
+    return _batch(results, "flows")
+
+
+def _event_batch(results: Sequence[ObjectResult]) -> pa.Table | None:
+    """Events with plain text origins: the rules' SQL lists and compares them."""
+    batch = _batch(results, "events")
+    if batch is None:
+        return None
+    return batch.cast(pa.schema([f.with_type(pa.string()) if pa.types.is_dictionary(f.type)
+                                 else f for f in batch.schema]))
+
+
+def _with_origin(table: pa.Table, ref: ObjectRef) -> pa.Table:
+    """Add the bucket and key columns, dictionary-encoded (one value per object: no copies)."""
+    for name, value in (("bucket", ref.bucket), ("object_key", ref.key)):
+        table = table.append_column(name, constant_column(table.num_rows, value))
+    return table
+
+
+@contextlib.contextmanager
+def open_store(state_dir: Path, read_only: bool = False, engine: RuleEngine | None = None
+               ) -> Iterator[Store]:
+    """The store of ``state_dir``, with the directory's lock held while it is open."""
+    if read_only:
+        if not (state_dir / DATABASE_NAME).exists():
+            raise StoreError(f"{state_dir}: no store yet; run vpcwatch collect or scan first")
+    else:
+        prepare(state_dir)
+    with StateLock(state_dir, exclusive=not read_only):
+        store = Store(state_dir, read_only=read_only, engine=engine)
+        try:
+            yield store
+        finally:
+            store.close()

@@ -1,0 +1,98 @@
+"""Detections: run the rules over a commit's new records and write the alerts that changed.
+
+Rules are evaluated before the commit's transaction begins (the store has one writer, so
+nothing changes meanwhile); ``upsert`` then writes, inside the transaction, the alerts that
+are new or whose figures changed (``revision`` counts the changes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from core.rules import RuleEngine, parity
+from core.store.schema import EMPTY_FLOWS, NOW
+
+# A stored alert is rewritten (and published again) only when one of these changed.
+_ALERT_CHANGES = ("count", "bytes", "packets", "first_seen", "last_seen", "object_count",
+                  "title", "level", "srcaddr", "dstaddr", "dstport", "protocol")
+
+
+def evaluate(con: duckdb.DuckDBPyConnection, engine: RuleEngine | None,
+             flows: pa.Table | None, events: pa.Table | None, additive: bool,
+             stored_between: Callable[[str, int, int], bool]
+             ) -> tuple[pa.Table | None, list[str]]:
+    """Run the rules over the stored records plus the new ones (not yet committed)."""
+    if engine is None or not engine.sql or (flows is None and events is None):
+        return None, []
+    relations: dict[str, tuple[str, str]] = {}
+    if flows is not None:
+        con.register("new_flows_arrow", flows)
+        con.execute("CREATE OR REPLACE TEMP VIEW new_flows AS " + EMPTY_FLOWS
+                    + " UNION ALL BY NAME SELECT * FROM new_flows_arrow")
+        con.execute("CREATE OR REPLACE TEMP VIEW rule_flows AS SELECT * FROM flows "
+                    "UNION ALL BY NAME SELECT * FROM new_flows")
+        relations["vpcflow"] = ("rule_flows", "new_flows")
+    if events is not None:
+        con.register("new_events", events)
+        con.execute("CREATE OR REPLACE TEMP VIEW rule_events AS SELECT * FROM cloudtrail "
+                    "UNION ALL BY NAME SELECT * FROM new_events "
+                    "WHERE event_id NOT IN (SELECT event_id FROM cloudtrail)")
+        relations["cloudtrail"] = ("rule_events", "new_events")
+    try:
+        return engine.evaluate(con, relations, stored_between, additive)
+    finally:
+        for name in ("new_flows_arrow", "new_events"):
+            with contextlib.suppress(duckdb.Error):
+                con.unregister(name)
+
+
+def upsert(con: duckdb.DuckDBPyConnection, fresh: pa.Table | None) -> pa.Table | None:
+    """Write the alerts that are new or differ from their stored version (inside the
+    caller's transaction); return them."""
+    if fresh is None:
+        return None
+    con.register("fresh_alerts", fresh)
+    # One event delivered in two objects of a batch raises its per-event alerts twice.
+    duplicates = pc.count_distinct(fresh["id"]).as_py() != fresh.num_rows
+    unique = "(SELECT DISTINCT ON (id) * FROM fresh_alerts)" if duplicates else "fresh_alerts"
+    try:
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE changed_alerts AS
+            SELECT f.*, coalesce(a.created, {NOW}) AS created, {NOW} AS updated,
+                   coalesce(a.revision, 0) + 1 AS revision
+            FROM {unique} f LEFT JOIN alerts a ON a.id = f.id
+            WHERE a.id IS NULL OR {" OR ".join(
+                f"a.{c} IS DISTINCT FROM f.{c}" for c in _ALERT_CHANGES)}
+            """
+        )
+    finally:
+        con.unregister("fresh_alerts")
+    con.execute("DELETE FROM alerts WHERE id IN (SELECT id FROM changed_alerts)")
+    con.execute("INSERT INTO alerts BY NAME SELECT * FROM changed_alerts")
+    changed = con.sql("SELECT * FROM changed_alerts").to_arrow_table()
+    return changed if changed.num_rows else None
+
+
+def parity_of(con: duckdb.DuckDBPyConnection, committed: pa.Table, min_level: int
+              ) -> pa.Table | None:
+    """The parity alerts of the windows ``committed`` (flows that were just committed) falls
+    in, with their figures so far: from every stored flow of those windows."""
+    con.register("committed_flows_arrow", committed)
+    try:
+        new = f"({EMPTY_FLOWS} UNION ALL BY NAME SELECT * FROM committed_flows_arrow)"
+        low, high = con.execute(f"SELECT min(start), max(start) FROM {new}").fetchall()[0]
+        if low is None:
+            return None
+        flows = (f"(SELECT * FROM flows WHERE start >= {parity.window_floor(low)} "
+                 f"AND start < {parity.window_floor(high) + parity.WINDOW})")
+        rows = con.sql(f"{parity.select(flows, min_level, parity.touched(new))} "
+                       "ORDER BY window_start, id").to_arrow_table()
+    finally:
+        con.unregister("committed_flows_arrow")
+    return rows if rows.num_rows else None

@@ -1,0 +1,166 @@
+"""The ledger: what became of every object listed (``objects``), the prefixes S3 refused to
+list (``prefixes``), and how far a backfill got (``meta``). Objects' entries are written in
+the commit that stores their rows (see ``core.store.database``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from core.layouts import Kind
+from core.objects import ObjectRef, ObjectResult, Status
+from core.store.schema import NOW
+from core.store.transaction import transaction
+
+_LEDGER_SCHEMA = pa.schema(
+    [
+        ("bucket", pa.string()),
+        ("key", pa.string()),
+        ("etag", pa.string()),
+        ("size", pa.int64()),
+        ("kind", pa.string()),
+        ("account_id", pa.string()),
+        ("region", pa.string()),
+        ("key_day", pa.date32()),
+        ("status", pa.string()),
+        ("attempts", pa.int32()),
+        ("last_error", pa.string()),
+        ("records", pa.int64()),
+        ("bad_lines", pa.int64()),
+        ("bad_reasons", pa.string()),
+        ("discarded", pa.int64()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A listed object the ledger says must be read."""
+
+    ref: ObjectRef
+    attempts: int  # attempts made in earlier polls
+    replaces: bool  # it was done with another ETag: its old rows go
+
+
+def candidates(con: duckdb.DuckDBPyConnection, listed: Sequence[ObjectRef]) -> list[Candidate]:
+    """The listed objects that must be read: new, changed, pending or blocked ones."""
+    if not listed:
+        return []
+    table = pa.table(
+        {
+            "i": pa.array(range(len(listed)), pa.int64()),
+            "bucket": [ref.bucket for ref in listed],
+            "key": [ref.key for ref in listed],
+            "etag": [ref.etag for ref in listed],
+        }
+    )
+    con.register("listed", table)
+    try:
+        rows = con.execute(
+            """
+            SELECT l.i, coalesce(o.attempts, 0), o.status = 'done' AND o.etag <> l.etag
+            FROM listed l LEFT JOIN objects o ON o.bucket = l.bucket AND o.key = l.key
+            WHERE o.key IS NULL OR o.etag <> l.etag OR o.status IN ('pending', 'blocked')
+            ORDER BY l.i
+            """
+        ).fetchall()
+    finally:
+        con.unregister("listed")
+    return [Candidate(listed[i], attempts, bool(replaces)) for i, attempts, replaces in rows]
+
+
+def write(con: duckdb.DuckDBPyConnection, results: Sequence[ObjectResult]) -> None:
+    """The results' ledger entries (inside the caller's transaction), keeping first_seen."""
+    ledger = pa.Table.from_pylist([_row(result) for result in results], schema=_LEDGER_SCHEMA)
+    con.register("ledger_batch", ledger)
+    try:
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE ledger_first_seen AS
+            SELECT o.bucket, o.key, o.first_seen FROM objects o
+            JOIN ledger_batch b ON o.bucket = b.bucket AND o.key = b.key
+            """
+        )
+        con.execute(
+            "DELETE FROM objects o USING ledger_batch b "
+            "WHERE o.bucket = b.bucket AND o.key = b.key"
+        )
+        con.execute(
+            f"""
+            INSERT INTO objects BY NAME
+            SELECT b.*, coalesce(f.first_seen, {NOW}) AS first_seen, {NOW} AS updated
+            FROM ledger_batch b
+            LEFT JOIN ledger_first_seen f ON f.bucket = b.bucket AND f.key = b.key
+            """
+        )
+    finally:
+        con.unregister("ledger_batch")
+
+
+def record_prefixes(con: duckdb.DuckDBPyConnection, bucket: str, blocked: dict[str, str],
+                    ok: set[str]) -> None:
+    """Remember which prefixes S3 refused to list (and forget those it listed again)."""
+    with transaction(con):
+        con.execute(
+            "DELETE FROM prefixes WHERE bucket = ? AND list_contains(?, prefix)",
+            [bucket, [*blocked, *ok]],
+        )
+        for prefix, error in blocked.items():
+            con.execute(f"INSERT INTO prefixes VALUES (?, ?, 'blocked', ?, {NOW})",
+                        [bucket, prefix, error])
+
+
+def unfinished_before(con: duckdb.DuckDBPyConnection, bucket: str, day: date
+                      ) -> list[Candidate]:
+    """Pending or blocked objects of ``bucket`` dated before ``day``: no listing will show
+    them again, so they are retried from the ledger."""
+    rows = con.execute(
+        "SELECT key, etag, size, kind, account_id, region, key_day, attempts FROM objects "
+        "WHERE bucket = ? AND status IN ('pending', 'blocked') AND key_day < ?",
+        [bucket, day],
+    ).fetchall()
+    return [
+        Candidate(ObjectRef(bucket, key, etag, size, Kind(kind), account, region, key_day),
+                  attempts, replaces=False)
+        for key, etag, size, kind, account, region, key_day, attempts in rows
+    ]
+
+
+def backfilled_through(con: duckdb.DuckDBPyConnection, bucket_label: str) -> date | None:
+    rows = con.execute(
+        "SELECT value FROM meta WHERE key = ?", [f"backfilled:{bucket_label}"]
+    ).fetchall()
+    return date.fromisoformat(rows[0][0]) if rows else None
+
+
+def set_backfilled_through(con: duckdb.DuckDBPyConnection, bucket_label: str, day: date
+                           ) -> None:
+    con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                [f"backfilled:{bucket_label}", str(day)])
+
+
+def _row(result: ObjectResult) -> dict[str, Any]:
+    ref = result.ref
+    return {
+        "bucket": ref.bucket,
+        "key": ref.key,
+        "etag": ref.etag,
+        "size": ref.size,
+        "kind": ref.kind.value,
+        "account_id": ref.account_id,
+        "region": ref.region,
+        "key_day": ref.day,
+        "status": result.status.value,
+        "attempts": result.attempts,
+        "last_error": result.error,
+        "records": result.records if result.status is Status.DONE else 0,
+        "bad_lines": result.bad_lines,
+        "bad_reasons": json.dumps(dict(result.bad_reasons)) if result.bad_reasons else None,
+        "discarded": result.discarded,
+    }

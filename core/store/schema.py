@@ -1,0 +1,94 @@
+"""The DuckDB file's tables, its schema version, and the upgrade of older stores."""
+
+from __future__ import annotations
+
+import logging
+
+import duckdb
+
+from core.fields import KNOWN_FIELDS, column_name, sql_type
+from core.rules import ALERTS_SCHEMA, CONTEXT, parity
+from core.store.transaction import transaction
+
+log = logging.getLogger(__name__)
+# 1: the first; 2: parity alerts derived when read, not stored; alerts carry their context
+SCHEMA_VERSION = 2
+
+TABLES = """
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE IF NOT EXISTS segments (
+name VARCHAR, records BIGINT, min_start BIGINT, max_end BIGINT, created TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS cloudtrail (
+event_id VARCHAR, event_time TIMESTAMP, event_source VARCHAR, event_name VARCHAR,
+aws_region VARCHAR, source_ip VARCHAR, user_agent VARCHAR, user_arn VARCHAR,
+user_type VARCHAR, account_id VARCHAR, error_code VARCHAR, error_message VARCHAR,
+record VARCHAR, bucket VARCHAR, object_key VARCHAR
+);
+CREATE TABLE IF NOT EXISTS objects (
+bucket VARCHAR, key VARCHAR, etag VARCHAR, size BIGINT, kind VARCHAR,
+account_id VARCHAR, region VARCHAR, key_day DATE, status VARCHAR, attempts INTEGER,
+last_error VARCHAR, records BIGINT, bad_lines BIGINT, bad_reasons VARCHAR,
+discarded BIGINT, first_seen TIMESTAMP, updated TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS prefixes (
+bucket VARCHAR, prefix VARCHAR, status VARCHAR, error VARCHAR, updated TIMESTAMP
+);
+"""
+
+# The flows view always has every known column, whatever the segments hold.
+EMPTY_FLOWS = "SELECT " + ", ".join(
+    [f'NULL::{sql_type(f)} AS "{column_name(f)}"' for f in KNOWN_FIELDS]
+    + ["NULL::VARCHAR AS bucket", "NULL::VARCHAR AS object_key"]
+) + " WHERE false"
+NOW = "(now() AT TIME ZONE 'UTC')"
+
+
+class SchemaError(Exception):
+    """The store was written by another version of vpcwatch than this one can use."""
+
+
+def create(con: duckdb.DuckDBPyConnection) -> None:
+    """Create what is missing and bring an older store up to SCHEMA_VERSION."""
+    with transaction(con):
+        found = version(con) if _has_meta(con) else None
+        con.execute(TABLES)
+        con.execute(ALERTS_SCHEMA)
+        if found is None:
+            con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+            return
+        check_readable(found)
+        if found < 2:
+            _upgrade_to_2(con)
+        con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                    [str(SCHEMA_VERSION)])
+
+
+def check_readable(found: int, read_only: bool = False) -> None:
+    if found > SCHEMA_VERSION:
+        raise SchemaError(f"written by a newer vpcwatch (schema {found}; this one reads "
+                          f"{SCHEMA_VERSION} and older)")
+    if read_only and found < SCHEMA_VERSION:
+        raise SchemaError(f"written by an older vpcwatch (schema {found}): open it once for "
+                          "writing to upgrade it (vpcwatch collect, scan or the app)")
+
+
+def _upgrade_to_2(con: duckdb.DuckDBPyConnection) -> None:
+    """Parity alerts leave the table (they are derived from the flows now); detections stay
+    and gain their context columns (NULL for alerts raised before)."""
+    for column in (*CONTEXT, "details"):
+        con.execute(f"ALTER TABLE alerts ADD COLUMN IF NOT EXISTS {column} VARCHAR")
+    removed = con.execute("DELETE FROM alerts WHERE list_contains(?, rule_id)",
+                          [sorted(parity.IDS)]).fetchall()[0][0]
+    log.info("store upgraded to schema 2: %d parity alert rows removed (now derived "
+             "from the flows when read)", removed)
+
+
+def _has_meta(con: duckdb.DuckDBPyConnection) -> bool:
+    return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'meta' "
+                            "AND NOT temporary").fetchall()[0][0])
+
+
+def version(con: duckdb.DuckDBPyConnection) -> int:
+    rows = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+    return int(rows[0][0]) if rows else SCHEMA_VERSION

@@ -1,0 +1,208 @@
+"""Flow records on disk: immutable Parquet segment files in ``state_dir/flows/``.
+
+Why files and not a DuckDB table: a flow-log batch is append-only, and writing a Parquet
+file costs about half of a DuckDB insert into the 58-column ``flows`` schema (most columns
+are NULL for most formats), and it runs outside the store's single thread. DuckDB queries
+the files through the ``flows`` view.
+
+A segment is written under a temporary name, fsynced, then renamed. It only *exists* once
+the ``segments`` table in the DuckDB file lists it, in the same transaction as the ledger
+entries of the objects it holds. A file the table does not list (a crash between the rename
+and the commit, or after a rewrite's commit but before the old files were removed) is
+deleted when the store is next opened for writing.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from core.objects import ObjectRef
+from core.store.schema import EMPTY_FLOWS, NOW
+from core.store.transaction import transaction
+
+SEGMENT_DIR = "flows"
+_PREFIX = "seg-"
+_TMP_PREFIX = ".tmp-"
+_ADDRESSES = {"srcaddr", "dstaddr", "pkt_srcaddr", "pkt_dstaddr"}
+COMPACT_BELOW = 262_144  # segments smaller than this are merged…
+COMPACT_AT = 8  # …once there are this many of them
+COMPACT_MAX_ROWS = 4_000_000  # rows merged at once (bounds the memory compaction takes)
+
+
+def segment_dir(state_dir: Path) -> Path:
+    return state_dir / SEGMENT_DIR
+
+
+def write_segment(directory: Path, table: pa.Table) -> str:
+    """Write ``table`` atomically; return the new segment's file name."""
+    directory.mkdir(mode=0o700, exist_ok=True)
+    name = f"{_PREFIX}{uuid.uuid4().hex}.parquet"
+    temporary = directory / f"{_TMP_PREFIX}{name}"
+    pq.write_table(
+        table,
+        temporary,
+        compression="snappy",
+        row_group_size=1 << 20,
+        # Measured: 20% faster than dictionary-encoding and min/max-ing every column.
+        # Addresses rarely repeat within a segment; times and ports are what filters prune on.
+        use_dictionary=[f.name for f in table.schema
+                        if not pa.types.is_integer(f.type) and f.name not in _ADDRESSES],
+        write_statistics=[f.name for f in table.schema if pa.types.is_integer(f.type)],
+    )
+    with open(temporary, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.rename(temporary, directory / name)
+    _fsync_dir(directory)
+    return name
+
+
+def read_segment(directory: Path, name: str) -> pa.Table:
+    return pq.read_table(directory / name)
+
+
+def remove_unlisted(directory: Path, listed: set[str]) -> list[str]:
+    """Delete segment files the store does not list (and leftover temporary files)."""
+    if not directory.is_dir():
+        return []
+    removed = []
+    for path in directory.iterdir():
+        if path.name.startswith(_TMP_PREFIX) or (
+            path.name.startswith(_PREFIX) and path.name not in listed
+        ):
+            path.unlink()
+            removed.append(path.name)
+    if removed:
+        _fsync_dir(directory)
+    return removed
+
+
+def remove(directory: Path, names: list[str]) -> None:
+    for name in names:
+        (directory / name).unlink(missing_ok=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+# -- the segment list (the ``segments`` table): what exists for readers -----------------------
+
+
+class Segments:
+    """The committed segments of one store: their list in the DuckDB file and their files."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, directory: Path):
+        self.con = con
+        self.directory = directory
+
+    def names(self, con: duckdb.DuckDBPyConnection | None = None) -> list[str]:
+        """The committed segments, oldest first (read through ``con`` from another thread)."""
+        rows = (con or self.con).execute(
+            "SELECT name FROM segments ORDER BY created, name").fetchall()
+        return [row[0] for row in rows]
+
+    def sql(self, names: Sequence[str], filename: bool = False) -> str:
+        """SQL for the rows of these segments, with every known column (``filename``: and
+        the file each row is in)."""
+        files = self.files_literal(names)
+        if not files:
+            return EMPTY_FLOWS
+        option = ", filename=true" if filename else ""
+        return (f"{EMPTY_FLOWS} UNION ALL BY NAME "
+                f"SELECT * FROM read_parquet({files}, union_by_name=true{option})")
+
+    def between(self, first: int, last: int) -> list[str]:
+        """The segments that may hold a flow starting in [first, last)."""
+        rows = self.con.execute(
+            "SELECT name FROM segments WHERE min_start < ? AND max_end >= ? "
+            "ORDER BY created, name", [last, first]).fetchall()
+        return [row[0] for row in rows]
+
+    def files_literal(self, names: Sequence[str]) -> str:
+        """A SQL list literal of segment paths ('' when there are none)."""
+        if not names:
+            return ""
+        quoted = (str(self.directory / n).replace("'", "''") for n in names)
+        return "[" + ", ".join(f"'{path}'" for path in quoted) + "]"
+
+    def add(self, table: pa.Table) -> str:
+        """Write ``table`` as a new segment file (not yet listed: see ``list``)."""
+        return write_segment(self.directory, table)
+
+    def list(self, name: str, table: pa.Table) -> None:
+        """List a written segment (inside the caller's transaction): it now exists."""
+        self.con.execute(
+            f"INSERT INTO segments VALUES (?, ?, ?, ?, {NOW})",
+            [name, table.num_rows, _bound(table, "start", "min"), _bound(table, "end", "max")],
+        )
+
+    def drop_object_rows(self, ref: ObjectRef, written: list[str]) -> list[str]:
+        """Rewrite the segments holding rows of ``ref`` without them (inside the caller's
+        transaction; new files are appended to ``written``); return the old names.
+
+        Only for an object whose content changed after it was read (AWS never does this).
+        """
+        holding = [name for name in self._holding(ref) if name not in written]
+        for name in holding:
+            table = read_segment(self.directory, name)
+            other = pc.invert(pc.and_(pc.equal(table["bucket"].cast(pa.string()), ref.bucket),
+                                      pc.equal(table["object_key"].cast(pa.string()), ref.key)))
+            kept = table.filter(other)
+            self.con.execute("DELETE FROM segments WHERE name = ?", [name])
+            if kept.num_rows:
+                written.append(self.add(kept))
+                self.list(written[-1], kept)
+        return holding
+
+    def _holding(self, ref: ObjectRef) -> list[str]:
+        files = self.files_literal(self.names())
+        if not files:
+            return []
+        rows = self.con.execute(
+            f"SELECT DISTINCT filename FROM read_parquet({files}, filename=true, "
+            "union_by_name=true) WHERE bucket = ? AND object_key = ?",
+            [ref.bucket, ref.key],
+        ).fetchall()
+        return [Path(row[0]).name for row in rows]
+
+    def compact(self) -> int:
+        """Merge small segments into one (queries open every file). Returns files merged."""
+        small = self.con.execute(
+            "SELECT name, sum(records) OVER (ORDER BY created, name) FROM segments "
+            "WHERE records < ? ORDER BY created, name",
+            [COMPACT_BELOW],
+        ).fetchall()
+        names = [name for name, running in small if running <= COMPACT_MAX_ROWS]
+        if len(names) < COMPACT_AT:
+            return 0
+        tables = [read_segment(self.directory, name) for name in names]
+        merged = pa.concat_tables(tables, promote_options="permissive")
+        new = self.add(merged)
+        try:
+            with transaction(self.con):
+                self.con.execute("DELETE FROM segments WHERE list_contains(?, name)", [names])
+                self.list(new, merged)
+        except BaseException:
+            remove(self.directory, [new])
+            raise
+        remove(self.directory, names)
+        return len(names)
+
+
+def _bound(table: pa.Table, column: str, which: str) -> int | None:
+    if column not in table.column_names:
+        return None
+    value = pc.min_max(table[column])[which].as_py()
+    return int(value) if value is not None else None

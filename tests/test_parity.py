@@ -1,0 +1,130 @@
+"""The Wazuh-parity alerts are derived from the flows when read: the same rows the stored
+parity rules gave, for any range; an older store is upgraded; watch prints them per commit."""
+
+from __future__ import annotations
+
+import json
+import random
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.alerts import alert_documents, recent_alerts
+from core.rules import load_engine
+from core.scan import scan
+from core.store import CommitStats, Store, StoreError
+from tests import scenarios
+
+FIXTURES = Path(__file__).parent / "fixtures"
+# Columns a stored alert had in schema 1, and that a derived one must give alike (created,
+# updated and revision are when it was written: a derived alert has none).
+SCHEMA_1_FIGURES = ("id", "rule_id", "level", "title", "source", "window_start", "first_seen",
+                    "last_seen", "count", "bytes", "packets", "srcaddr", "dstaddr", "dstport",
+                    "protocol", "mitre", "wazuh_id", "objects", "object_count", "group")
+
+
+def old_store(tmp_path: Path) -> Path:
+    """A store written by vpcwatch at commit c646e89 (schema 1, parity alerts stored):
+    ``vpcwatch scan`` of 300 benign flows, a port scan and two CloudTrail events; see
+    fixtures/README.md."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    with tarfile.open(FIXTURES / "store-v1.tar.gz") as archive:
+        archive.extractall(state, filter="data")
+    return state
+
+
+def figures(documents: list[dict[str, Any]]) -> list[str]:
+    return sorted(json.dumps({k: d[k] for k in SCHEMA_1_FIGURES}) for d in documents)
+
+
+def test_a_store_of_schema_1_is_upgraded_and_derives_what_it_stored(tmp_path: Path) -> None:
+    state = old_store(tmp_path)
+    with pytest.raises(StoreError, match="older vpcwatch"):  # reading alone cannot upgrade
+        Store(state, read_only=True)
+    store = Store(state, engine=load_engine([]))
+    try:
+        assert store.con.execute("SELECT value FROM meta WHERE key = 'schema_version'"
+                                 ).fetchall() == [("2",)]
+        stored = store.con.execute("SELECT rule_id FROM alerts ORDER BY 1").fetchall()
+        assert stored == [("cloudtrail.create_vpc",), ("cloudtrail.create_vpc_denied",),
+                          ("vpc.portscan",)]  # detections stay, parity rows left
+        now = alert_documents(recent_alerts(store, None, 0))
+    finally:
+        store.close()
+    # what `vpcwatch alerts --json --min-level 0` printed from that store at c646e89
+    before = [json.loads(line) for line in
+              (FIXTURES / "store-v1-alerts.jsonl").read_text().splitlines()]
+    assert len(before) == 391
+    assert figures(now) == figures(before)
+    assert [d["id"] for d in now] == [d["id"] for d in before]  # the same order
+    assert {d["derived"] for d in now if d["rule_id"].startswith("vpc.flow.")} == {True}
+    assert Store(state, read_only=True).close() is None  # upgraded: readable now
+
+
+def scanned(tmp_path: Path, files: dict[str, list[str]]) -> Store:
+    """A store (default rules) with ``files`` scanned in order, one commit each."""
+    (tmp_path / "state").mkdir()
+    store = Store(tmp_path / "state", engine=load_engine([]))
+    for name, lines in files.items():
+        (tmp_path / name).write_bytes(scenarios.text(lines))
+        scan([tmp_path / name], store, 2**30)
+    return store
+
+
+def test_any_range_gives_whole_windows_with_the_figures_of_all_their_flows(tmp_path: Path
+                                                                          ) -> None:
+    lines = scenarios.benign(20_000)
+    store = scanned(tmp_path, {"a.log": lines[::2], "b.log": lines[1::2]})
+    try:
+        everything = recent_alerts(store, None, 3).to_pylist()
+        ends = sorted({a["last_seen"] for a in everything})
+        for since in (ends[0], ends[len(ends) // 3], ends[-1], ends[-1] + 1):
+            part = recent_alerts(store, since, 3).to_pylist()
+            assert part == [a for a in everything if a["last_seen"] >= since]
+        assert recent_alerts(store, None, 4).to_pylist() == [
+            a for a in everything if a["level"] >= 4]
+        assert recent_alerts(store, None, 5).num_rows == 0  # no detection in benign traffic
+    finally:
+        store.close()
+    accepted = scenarios.parity_groups(lines, "ACCEPT")
+    parity = [a for a in everything if a["rule_id"] == "vpc.flow.accept"]
+    assert sorted(a["count"] for a in parity) == sorted(accepted.values())
+
+
+def test_a_commit_reports_the_parity_alerts_of_the_windows_it_touched(tmp_path: Path) -> None:
+    """What `watch --headless --min-level 3` prints: after each commit, every parity alert
+    whose window the commit's flows fall in, with its figures so far."""
+    lines = scenarios.benign(4_000)
+    coin = random.Random(7)  # both commits fall in the same windows, often on the same keys
+    halves: list[list[str]] = [[], []]
+    for text in lines:
+        halves[coin.random() < 0.5].append(text)
+    first, second = halves
+    store = scanned(tmp_path, {"first.log": first})
+    store.parity_level = 3
+    try:
+        (tmp_path / "second.log").write_bytes(scenarios.text(second))
+        reported: list[CommitStats] = []
+        scan([tmp_path / "second.log"], store, 2**30, reported.append)
+        [stats] = reported
+        everything = {a["id"]: a for a in recent_alerts(store, None, 3).to_pylist()}
+    finally:
+        store.close()
+    assert stats.parity is not None
+    rows = stats.parity.to_pylist()
+    in_second = {(*key, action): n for action in ("ACCEPT", "REJECT")
+                 for key, n in scenarios.parity_groups(second, action).items()}
+    assert len(rows) == len(in_second)
+    keys = {row["id"]: (row["srcaddr"], row["dstaddr"], json.loads(row["group_key"])["port"],
+                        str(row["protocol"]), row["window_start"],
+                        json.loads(row["group_key"])["action"]) for row in rows}
+    assert set(keys.values()) == set(in_second)
+    for row in rows:  # figures so far: the flows of both commits in that window
+        assert row == everything[row["id"]]
+    every = {(*key, action): n for action in ("ACCEPT", "REJECT")
+             for key, n in scenarios.parity_groups(lines, action).items()}
+    assert {keys[row["id"]]: row["count"] for row in rows} == {k: every[k] for k in in_second}
+    assert sum(row["count"] for row in rows) > sum(in_second.values())
