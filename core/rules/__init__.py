@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.rules import parity
-from core.rules.engine import ALERT_FIELDS, ALERTS_SCHEMA, CONTEXT, RuleEngine
+from core.rules.engine import RuleEngine
 from core.rules.functions import BlocklistError
 from core.rules.model import Rule, RuleError, RuleSet, default_rules_path, read_rule_files
+from core.rules.sqlparts import ALERT_FIELDS, ALERTS_SCHEMA, CONTEXT
 
 __all__ = ["ALERTS_SCHEMA", "ALERT_FIELDS", "CONTEXT", "BlocklistError", "Rule", "RuleEngine",
            "RuleError", "RuleSet", "default_rules_path", "load_engine", "parity", "read_rule_files"]

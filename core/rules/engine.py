@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-import string
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -26,91 +24,18 @@ import pyarrow as pa
 
 from core.rules import functions
 from core.rules.model import Rule
+from core.rules.per_event import PerEventRules
+from core.rules.sqlparts import (
+    CONTEXT,
+    MAX_OBJECTS,
+    SHAPES,
+    derived,
+    literal,
+    single,
+    title_sql,
+)
 
 log = logging.getLogger(__name__)
-
-ALERTS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS alerts (
-id VARCHAR, rule_id VARCHAR, level INTEGER, title VARCHAR, source VARCHAR,
-window_start BIGINT, first_seen BIGINT, last_seen BIGINT,
-count BIGINT, bytes BIGINT, packets BIGINT, group_key VARCHAR,
-srcaddr VARCHAR, dstaddr VARCHAR, dstport INTEGER, protocol INTEGER,
-mitre VARCHAR, wazuh_id INTEGER, objects VARCHAR, object_count BIGINT,
-created TIMESTAMP, updated TIMESTAMP, revision INTEGER,
-account_id VARCHAR, region VARCHAR, event_name VARCHAR, vpc_id VARCHAR, interface_id VARCHAR,
-details VARCHAR
-);
-"""
-ALERT_FIELDS = ("id", "rule_id", "level", "title", "source", "window_start", "first_seen",
-                "last_seen", "count", "bytes", "packets", "group_key", "srcaddr", "dstaddr",
-                "dstport", "protocol", "mitre", "wazuh_id", "objects", "object_count",
-                "account_id", "region", "event_name", "vpc_id", "interface_id", "details")
-# Fields an alert takes from its records when they all agree (NULL when they differ).
-CONTEXT = ("account_id", "region", "event_name", "vpc_id", "interface_id")
-MAX_OBJECTS = 20  # object keys kept on an alert (object_count has them all)
-
-
-@dataclass(frozen=True)
-class SourceShape:
-    """How a source's rows map onto the fields every alert has."""
-
-    time: str
-    end: str
-    bytes: str
-    packets: str
-    srcaddr: str
-    dstaddr: str
-    dstport: str
-    protocol: str
-    context: tuple[str, ...]  # SQL for each of CONTEXT
-
-
-SHAPES = {
-    "vpcflow": SourceShape(time="start", end='"end"', bytes="bytes", packets="packets",
-                           srcaddr="coalesce(pkt_srcaddr, srcaddr)",
-                           dstaddr="coalesce(pkt_dstaddr, dstaddr)", dstport="dstport",
-                           protocol="protocol",
-                           context=("account_id", "region", "NULL::VARCHAR", "vpc_id",
-                                    "interface_id")),
-    "cloudtrail": SourceShape(time="epoch(event_time)::BIGINT",
-                              end="epoch(event_time)::BIGINT", bytes="NULL::BIGINT",
-                              packets="NULL::BIGINT", srcaddr="source_ip",
-                              dstaddr="NULL::VARCHAR", dstport="NULL::INTEGER",
-                              protocol="NULL::INTEGER",
-                              context=("account_id", "aws_region", "event_name",
-                                       "coalesce(json_extract_string(record, "
-                                       "'$.requestParameters.vpcId'), json_extract_string("
-                                       "record, '$.responseElements.vpc.vpcId'))",
-                                       "NULL::VARCHAR")),
-}
-# Names a title template may use, besides the rule's group_by columns.
-TITLE_FIELDS = {"srcaddr": "_src", "dstaddr": "_dst", "dstport": "_port", "protocol": "_proto",
-                "count": "_n", "bytes": "_sb", "packets": "_sp", "window_start": "_b",
-                "first_seen": "_first", "last_seen": "_last"}
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _derived(shape: SourceShape) -> str:
-    context = "".join(f", {sql} AS _v{name}" for name, sql in zip(CONTEXT, shape.context,
-                                                                     strict=True))
-    return (f"{shape.time} AS _t, {shape.end} AS _tend, {shape.bytes} AS _vbytes, "
-            f"{shape.packets} AS _vpackets, {shape.srcaddr} AS _vsrc, {shape.dstaddr} AS _vdst, "
-            f"{shape.dstport} AS _vport, {shape.protocol} AS _vproto{context}")
-
-
-def _single(column: str, alias: str) -> str:
-    """The column's value when every row agrees on it, else NULL (min = max is far cheaper
-    than a DISTINCT aggregate)."""
-    return (f"CASE WHEN min({column}) = max({column}) AND count({column}) = count(*) "
-            f"THEN min({column}) END AS {alias}")
-
 
 # Passed as the stored relation: add the new records to the stored alerts (additive rules).
 ADD_TO_STORED_ALERTS = "<stored alerts>"
@@ -127,29 +52,6 @@ def _same(new: str, old: str) -> str:
     return f"CASE WHEN a.id IS NULL THEN {new} WHEN {new} = {old} THEN {new} END"
 
 
-def _title_sql(rule: Rule) -> str:
-    parts = []
-    for literal, name, spec, _ in string.Formatter().parse(rule.title):
-        if literal:
-            parts.append(_literal(literal))
-        if name is None:
-            continue
-        if spec not in ("", "size"):
-            raise ValueError(f"title field {{{name}:{spec}}}: the only format is :size "
-                             "(a byte count as 1.6 GiB)")
-        groups = {key: f"_g{i}" for i, (key, _) in enumerate(rule.group_keys())}
-        fields = {key: f"_f_{key}" for key, _ in rule.fields}
-        column = groups.get(name) or fields.get(name) or TITLE_FIELDS.get(name)
-        if column is None and not rule.windowed:
-            column = _q(name)  # a per-record rule may show any field of its record
-        if column is None:
-            raise ValueError(f"title field {{{name}}} is not a group_by column or one of "
-                             f"{', '.join(sorted(TITLE_FIELDS))}")
-        shown = f"format_bytes({column}::BIGINT)" if spec == "size" else f"{column}::VARCHAR"
-        parts.append(f"coalesce({shown}, '-')")
-    return " || ".join(parts) or "''"
-
-
 class RuleSql:
     """The SQL of one rule, for given relations of stored and new records.
 
@@ -161,7 +63,7 @@ class RuleSql:
     def __init__(self, rule: Rule):
         self.rule = rule
         self.shape = SHAPES[rule.source]
-        self.title = _title_sql(rule)
+        self.title = title_sql(rule)
         self.keys = rule.group_keys()
         self.g = [f"_g{i}" for i in range(len(self.keys))]
 
@@ -169,7 +71,7 @@ class RuleSql:
         """``relation`` with the derived fields and group keys, optionally filtered."""
         keys = "".join(f", ({expr}) AS _g{i}" for i, (_, expr) in enumerate(self.keys))
         where = f" WHERE {condition}" if condition else ""
-        return f"(SELECT *, {_derived(self.shape)}{keys} FROM {relation}{where})"
+        return f"(SELECT *, {derived(self.shape)}{keys} FROM {relation}{where})"
 
     def bounds(self, new: str) -> str:
         """The first and last record time of the new records (not only those the rule
@@ -188,8 +90,6 @@ class RuleSql:
                 and rule.having.strip().lower() == "true")
 
     def alerts(self, stored: str, new: str, first: int, last: int) -> str:
-        if not self.rule.windowed:
-            return self._per_record(new)
         if self.rule.baseline:
             return self._baseline(stored, new, first, last)
         if stored == ADD_TO_STORED_ALERTS:
@@ -215,26 +115,7 @@ class RuleSql:
         FROM ({self._windowed(new, new, first, last)}) AS m
         LEFT JOIN alerts AS a ON a.id = md5(m._key)"""
 
-    # -- the three kinds of rule ------------------------------------------------------
-
-    def _per_record(self, new: str) -> str:
-        rule = self.rule
-        return f"""
-        SELECT *, [object_key] AS _objects, 1 AS _n, _vbytes AS _sb, _vpackets AS _sp,
-               _t AS _b, _t AS _first, _tend AS _last, _vsrc AS _src, _vdst AS _dst,
-               _vport AS _port, _vproto AS _proto,
-               {", ".join(f"_v{c} AS _{c}" for c in CONTEXT)},
-               1 AS _object_count, {_literal(rule.id)} || '|' || event_id AS _key,
-               json_object('event_id', event_id) AS _group{self._fields()}
-        FROM {self._rows(new)} WHERE ({rule.where})"""
-
-    def _fields(self) -> str:
-        """A per-event rule's ``fields``: each as ``_f_NAME``, and all as JSON (``_details``)."""
-        if not self.rule.fields:
-            return ", NULL::VARCHAR AS _details"
-        columns = "".join(f", ({expr}) AS _f_{name}" for name, expr in self.rule.fields)
-        pairs = ", ".join(f"{_literal(name)}, ({expr})" for name, expr in self.rule.fields)
-        return f"{columns}, json_object({pairs})::VARCHAR AS _details"
+    # -- the two kinds of windowed rule ------------------------------------------------
 
     def _touched(self, new: str) -> str:
         rule, b = self.rule, self.rule.bucket
@@ -252,9 +133,9 @@ class RuleSql:
         groups = "".join(f"{g}, " for g in self.g)
         return (f"{groups}_t // {w} * {w} AS _w, count(*) AS _n, sum(_vbytes) AS _sb, "
                 f"sum(_vpackets) AS _sp, min(_t) AS _first, max(_tend) AS _last, "
-                f"{_single('_vsrc', '_src')}, {_single('_vdst', '_dst')}, "
-                f"{_single('_vport', '_port')}, {_single('_vproto', '_proto')}, "
-                + "".join(f"{_single(f'_v{c}', f'_{c}')}, " for c in CONTEXT)
+                f"{single('_vsrc', '_src')}, {single('_vdst', '_dst')}, "
+                f"{single('_vport', '_port')}, {single('_vproto', '_proto')}, "
+                + "".join(f"{single(f'_v{c}', f'_{c}')}, " for c in CONTEXT)
                 + self._object_aggregates())
 
     def _object_aggregates(self) -> str:
@@ -330,19 +211,19 @@ class RuleSql:
         """Firing windows of one key and bucket become one alert."""
         rule, b = self.rule, self.rule.bucket
         groups = "".join(f"{g}, " for g in self.g)
-        key_parts = ", ".join([_literal(rule.id)]
+        key_parts = ", ".join([literal(rule.id)]
                               + [f"coalesce({g}::VARCHAR, '')" for g in self.g]
                               + ["_b::VARCHAR"])
         group_json = ("json_object(" + ", ".join(
-            f"{_literal(name)}, _g{i}" for i, (name, _) in enumerate(self.keys)) + ")"
+            f"{literal(name)}, _g{i}" for i, (name, _) in enumerate(self.keys)) + ")"
                       ) if self.keys else "'{}'"
         return f"""
         , merged AS (
             SELECT {groups}_w // {b} * {b} AS _b, sum(_n) AS _n, sum(_sb) AS _sb,
                    sum(_sp) AS _sp, min(_first) AS _first, max(_last) AS _last,
-                   {_single('_src', '_src')}, {_single('_dst', '_dst')},
-                   {_single('_port', '_port')}, {_single('_proto', '_proto')},
-                   {"".join(f"{_single(f'_{c}', f'_{c}')}, " for c in CONTEXT)}
+                   {single('_src', '_src')}, {single('_dst', '_dst')},
+                   {single('_port', '_port')}, {single('_proto', '_proto')},
+                   {"".join(f"{single(f'_{c}', f'_{c}')}, " for c in CONTEXT)}
                    list_sort(list_distinct(flatten(list(_objects)))) AS _objects,
                    sum(_ocount) AS _ocount
             FROM windows GROUP BY ALL
@@ -356,57 +237,68 @@ class RuleSql:
         """Alert rows, in the alerts table's columns."""
         rule = self.rule
         return f"""
-        SELECT md5(_key) AS id, {_literal(rule.id)} AS rule_id, {rule.level} AS level,
-               {self.title} AS title, {_literal(rule.source)} AS source,
+        SELECT md5(_key) AS id, {literal(rule.id)} AS rule_id, {rule.level} AS level,
+               {self.title} AS title, {literal(rule.source)} AS source,
                _b AS window_start, _first AS first_seen, _last AS last_seen, _n::BIGINT AS count,
                _sb::BIGINT AS bytes, _sp::BIGINT AS packets, _group::VARCHAR AS group_key,
                _src AS srcaddr, _dst AS dstaddr, _port::INTEGER AS dstport,
-               _proto::INTEGER AS protocol, {_literal(json.dumps(list(rule.mitre)))} AS mitre,
+               _proto::INTEGER AS protocol, {literal(json.dumps(list(rule.mitre)))} AS mitre,
                {rule.wazuh_id} AS wazuh_id, to_json(_objects[1:{MAX_OBJECTS}])::VARCHAR AS objects,
                _object_count::BIGINT AS object_count{"".join(f", _{c} AS {c}" for c in CONTEXT)},
-               {"NULL::VARCHAR" if rule.windowed else "_details"} AS details
+               NULL::VARCHAR AS details
         FROM ({self.alerts(stored, new, first, last)})"""
 
 
 class RuleEngine:
-    """The loaded rules, ready to run over a store connection."""
+    """The loaded rules, ready to run over a store connection: windowed rules one query each,
+    per-event rules one query per source for all of them (see ``per_event``)."""
 
     def __init__(self, rules: list[Rule], blocklist: list[Path] | None = None):
         self.blocklist = blocklist or []
         # read now: a bad blocklist stops vpcwatch before it touches the state directory
         self.blocklist_entries = functions.read_blocklist(self.blocklist)
-        self.sql: list[RuleSql] = []
+        self.sql: list[RuleSql] = []  # windowed rules
+        self.per_event: list[Rule] = []
         self.errors: list[str] = []
         for rule in rules:
             try:
-                self.sql.append(RuleSql(rule))
+                sql = RuleSql(rule)  # (checks the title of every kind of rule)
             except ValueError as exc:
                 self.errors.append(f"{rule.file}: rule {rule.id!r}: {exc}")
+                continue
+            if rule.windowed:
+                self.sql.append(sql)
+            else:
+                self.per_event.append(rule)
 
     @property
     def rules(self) -> list[Rule]:
-        return [sql.rule for sql in self.sql]
+        return [sql.rule for sql in self.sql] + self.per_event
 
     def install(self, con: duckdb.DuckDBPyConnection) -> None:
         functions.install(con, self.blocklist_entries)
 
     def check(self, con: duckdb.DuckDBPyConnection) -> None:
         """Compile every rule against empty relations; drop (and report) those that fail."""
-        good = []
-        for sql in self.sql:
-            relations = {"vpcflow": ("flows", "flows"), "cloudtrail": ("cloudtrail", "cloudtrail")}
-            stored, new = relations[sql.rule.source]
+        relations = {"vpcflow": ("flows", "flows"), "cloudtrail": ("cloudtrail", "cloudtrail")}
+
+        def compiles(rule: Rule, *queries: str) -> bool:
             try:
-                con.execute("EXPLAIN " + sql.bounds(new))
-                con.execute("EXPLAIN " + sql.select(stored, new, 0, 1))
-                if sql.additive:
-                    con.execute("EXPLAIN " + sql.select(ADD_TO_STORED_ALERTS, new, 0, 1))
+                for query in queries:
+                    con.execute("EXPLAIN " + query)
             except duckdb.Error as exc:
                 message = str(exc).splitlines()[0]
-                self.errors.append(f"{sql.rule.file}: rule {sql.rule.id!r}: {message}")
-                continue
-            good.append(sql)
-        self.sql = good
+                self.errors.append(f"{rule.file}: rule {rule.id!r}: {message}")
+                return False
+            return True
+
+        self.sql = [sql for sql in self.sql if compiles(
+            sql.rule, sql.bounds(relations[sql.rule.source][1]),
+            sql.select(*relations[sql.rule.source], 0, 1),
+            *([sql.select(ADD_TO_STORED_ALERTS, relations[sql.rule.source][1], 0, 1)]
+              if sql.additive else []))]
+        self.per_event = [rule for rule in self.per_event if compiles(
+            rule, PerEventRules([rule]).select(relations[rule.source][1]))]
 
     def evaluate(self, con: duckdb.DuckDBPyConnection, relations: dict[str, tuple[str, str]],
                  stored_between: Callable[[str, int, int], bool] | None = None,
@@ -418,6 +310,10 @@ class RuleEngine:
         stored records were replaced, adding to stored alerts would count them twice)."""
         tables: list[pa.Table] = []
         errors: list[str] = []
+        for source, (_, new) in relations.items():
+            rules = [rule for rule in self.per_event if rule.source == source]
+            if rules:
+                self._run(con, PerEventRules(rules).select(new), rules, tables, errors)
         bounds: dict[str, tuple[int | None, int | None]] = {}
         for sql in self.sql:
             if sql.rule.source not in relations:
@@ -426,25 +322,39 @@ class RuleEngine:
             try:
                 if sql.rule.source not in bounds:
                     bounds[sql.rule.source] = con.execute(sql.bounds(new)).fetchall()[0]
-                low, high = bounds[sql.rule.source]
-                if low is None or high is None:
-                    continue
-                b = sql.rule.bucket
-                first, last = low // b * b, high // b * b
-                begin = first - (sql.rule.baseline_windows * (sql.rule.window or 0)
-                                 if sql.rule.baseline else 0)
-                end = last + b
-                if stored_between is not None and not stored_between(sql.rule.source, begin, end):
-                    stored = new
-                elif additive and sql.additive:
-                    stored = ADD_TO_STORED_ALERTS
-                query = sql.select(stored, new, first, end)
-                tables.append(con.sql(query).to_arrow_table())
             except duckdb.Error as exc:
-                message = f"rule {sql.rule.id!r} failed: {str(exc).splitlines()[0]}"
-                log.error("%s", message)
-                errors.append(message)
+                errors.append(_failed([sql.rule], exc))
+                continue
+            low, high = bounds[sql.rule.source]
+            if low is None or high is None:
+                continue
+            b = sql.rule.bucket
+            first, last = low // b * b, high // b * b
+            begin = first - (sql.rule.baseline_windows * (sql.rule.window or 0)
+                             if sql.rule.baseline else 0)
+            end = last + b
+            if stored_between is not None and not stored_between(sql.rule.source, begin, end):
+                stored = new
+            elif additive and sql.additive:
+                stored = ADD_TO_STORED_ALERTS
+            self._run(con, sql.select(stored, new, first, end), [sql.rule], tables, errors)
         tables = [t for t in tables if t.num_rows]
         if not tables:
             return None, errors
         return pa.concat_tables(tables, promote_options="permissive"), errors
+
+    @staticmethod
+    def _run(con: duckdb.DuckDBPyConnection, query: str, rules: list[Rule],
+             tables: list[pa.Table], errors: list[str]) -> None:
+        """Run one query of alert rows; a failure is reported (naming its rules), not raised."""
+        try:
+            tables.append(con.sql(query).to_arrow_table())
+        except duckdb.Error as exc:
+            message = _failed(rules, exc)
+            log.error("%s", message)
+            errors.append(message)
+
+
+def _failed(rules: list[Rule], exc: duckdb.Error) -> str:
+    names = ", ".join(repr(rule.id) for rule in rules)
+    return f"rule{'s' if len(rules) > 1 else ''} {names} failed: {str(exc).splitlines()[0]}"

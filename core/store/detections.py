@@ -27,7 +27,7 @@ def evaluate(con: duckdb.DuckDBPyConnection, engine: RuleEngine | None,
              stored_between: Callable[[str, int, int], bool]
              ) -> tuple[pa.Table | None, list[str]]:
     """Run the rules over the stored records plus the new ones (not yet committed)."""
-    if engine is None or not engine.sql or (flows is None and events is None):
+    if engine is None or not engine.rules or (flows is None and events is None):
         return None, []
     relations: dict[str, tuple[str, str]] = {}
     if flows is not None:
