@@ -3,8 +3,8 @@ to tests over the app's traffic index (:class:`IndexTest`, evaluated by core.tra
 
 ``10.0.1.5 port:22 !action:accept`` means: flows or alerts involving 10.0.1.5, on port 22,
 not accepted. Terms are separated by spaces and combined with AND; ``!`` negates one term.
-A term that cannot apply to a table (``rule:`` on flows, ``eni:`` on alerts without an
-interface in their key) is left out of that table's SQL and said so by :meth:`Filter.notes`.
+A term that cannot apply to a table (``rule:`` on flows, ``action:`` on alerts) is left out
+of that table's SQL and said so by :meth:`Filter.notes`.
 Values are always bound as parameters, never spliced into the SQL. CIDRs use the ``ip4``
 and ``ip6`` macros of ``core.rules.functions``, installed on every store connection.
 """
@@ -237,8 +237,10 @@ def _rule(word: str, value: str) -> Keyed:
 
 def _field(column: str) -> Callable[[str, str], Keyed]:
     def build(word: str, value: str) -> Keyed:
+        # an alert's own column (alerts say where they happened), else its key (older alerts)
         return ((f"{column} = ?", [value]),
-                (f"json_extract_string(group_key, '$.{column}') = ?", [value]),
+                (f"coalesce({column}, json_extract_string(group_key, '$.{column}')) = ?",
+                 [value]),
                 IndexTest((column,), value))
     return build
 

@@ -11,7 +11,7 @@ import pytest
 
 from core.explorer import Explorer
 from core.filters import FilterError, parse_filter
-from core.rules import RuleEngine
+from core.rules import ALERTS_SCHEMA, RuleEngine
 from core.scan import scan
 from core.store import open_store
 from tests.scenarios import text as log_text
@@ -143,3 +143,23 @@ def test_alert_terms_and_notes() -> None:
 def test_ipv6_addresses_are_addresses() -> None:
     _, params = parse_filter("2001:DB8::1").flows_sql()
     assert params == ["2001:db8::1", "2001:db8::1"]  # compressed lower case, as AWS writes
+
+
+def test_account_vpc_and_interface_terms_apply_to_alerts() -> None:
+    """Alerts carry account_id, vpc_id and interface_id; older ones only in their key."""
+    con = duckdb.connect()
+    con.execute(ALERTS_SCHEMA)
+    con.execute("""INSERT INTO alerts (id, account_id, vpc_id, interface_id, group_key) VALUES
+        ('own', '111', 'vpc-1', 'eni-1', '{}'),
+        ('keyed', NULL, NULL, NULL, '{"interface_id": "eni-1", "account_id": "111"}'),
+        ('other', '222', 'vpc-2', 'eni-2', '{"interface_id": "eni-1"}')""")
+
+    def ids(text: str) -> set[str]:
+        where, params = parse_filter(text).alerts_sql()
+        rows = con.execute(f"SELECT id FROM alerts WHERE {where}", params).fetchall()
+        return {row[0] for row in rows}
+
+    assert ids("acct:111") == {"own", "keyed"}
+    assert ids("eni:eni-1") == {"own", "keyed"}  # the alert's own interface comes first
+    assert ids("vpc:vpc-2") == {"other"}
+    assert ids("!acct:111") == {"other"}
