@@ -37,7 +37,8 @@ from core.traffic_kernels import SPARK_BUCKETS, Rows
 T = TypeVar("T")
 FEED_COLUMNS = ("id", "rule_id", "level", "title", "source", "first_seen", "last_seen", "count",
                 "bytes", "packets", "srcaddr", "dstaddr", "dstport", "protocol", "group_key",
-                "mitre", "wazuh_id", "object_count", "objects", "revision")
+                "mitre", "wazuh_id", "object_count", "objects", "revision", "account_id",
+                "region", "vpc_id", "interface_id", "details")
 FLOW_COLUMNS = ("start", "end", "account_id", "interface_id", "srcaddr", "srcport", "dstaddr",
                 "dstport", "protocol", "packets", "bytes", "action", "log_status", "vpc_id",
                 "flow_direction", "object_key")
@@ -148,8 +149,7 @@ class Explorer:
         the scope's range (computed once per range and per change of the flows)."""
         if scope.min_level > parity.MAX_LEVEL:
             return False
-        key = (scope.range, self.index.version)
-        if self._parity_key != key:
+        if self._parity_key != (scope.range, self.index.version):
             start, end = (scope.range.start, scope.range.end) if scope.range else (None, None)
 
             def derive() -> None:
@@ -157,8 +157,8 @@ class Explorer:
                 self.con.execute(
                     f"CREATE OR REPLACE TEMP TABLE parity_alerts AS {parity.select(flows)}")
 
-            self._retry(derive)
-            self._parity_key = key
+            self._retry(derive)  # (a retry refreshes the index: the key is read after it)
+            self._parity_key = (scope.range, self.index.version)
         return True
 
     def _alert_where(self, scope: Scope) -> tuple[str, list[Any]]:

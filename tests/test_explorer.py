@@ -230,3 +230,40 @@ def test_exports_write_every_row(tmp_path: Path) -> None:
         "a,b,c", '1,"[""x"", ""y""]",\'=cmd()', "-2,[],", "3,[],\'@SUM(A1)", "4,[],a=b"]
     assert [json.loads(line) for line in json_path.read_text().splitlines()] == rows
     assert export_rows(rows, tmp_path, "t", "csv") != csv_path  # same second: a new name
+
+
+def test_the_feed_at_level_3_derives_the_parity_alerts_of_its_range_and_follows_commits(
+    tmp_path: Path,
+) -> None:
+    from tests.scenarios import parity_groups
+
+    lines = benign(6_000)
+    first, later = lines[:4_000], lines[4_000:]
+    expected_all = sum(len(parity_groups(lines, a)) for a in ("ACCEPT", "REJECT"))
+    state = tmp_path / "state"
+    with open_store(state) as store:
+        explorer = Explorer(store)
+        (tmp_path / "first.log").write_bytes(text(first))
+        scan([tmp_path / "first.log"], store, 1 << 30)
+        explorer.refresh()
+        level_3 = Scope(min_level=3)
+        assert explorer.feed_count(level_3) == sum(len(parity_groups(first, a))
+                                                   for a in ("ACCEPT", "REJECT"))
+        (tmp_path / "later.log").write_bytes(text(later))
+        scan([tmp_path / "later.log"], store, 1 << 30)
+        explorer.refresh()
+        assert explorer.feed_count(level_3) == expected_all  # the new flows are in
+        assert explorer.feed_count(Scope(min_level=4)) == len(parity_groups(lines, "REJECT"))
+        assert explorer.feed_count(Scope(min_level=5)) == 0
+        # a range: the alerts seen in it (last record at or after its start, first before its
+        # end), each with the figures of its whole window
+        start = int(lines[len(lines) // 2].split()[10]) // 600 * 600 + 120
+        window = TimeRange(start, start + 300)
+        page = explorer.feed(Scope(min_level=3, range=window), 0, 10_000).to_pylist()
+        everything = {a["id"]: a for a in explorer.feed(level_3, 0, 10_000).to_pylist()}
+        assert page and all(a["last_seen"] >= window.start and a["first_seen"] < window.end
+                            for a in page)
+        assert all(a == everything[a["id"]] for a in page)
+        assert len(page) == sum(1 for a in everything.values() if a["last_seen"] >= window.start
+                                and a["first_seen"] < window.end)
+        explorer.close()

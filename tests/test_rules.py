@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from core.rules import load_engine
+from core.scan import scan
 from core.store import Store
 from tests import flowgen, scenarios
 from tests.conftest import Bucket, LineReader, write_config
@@ -182,3 +183,31 @@ def test_watch_headless_at_level_3_prints_the_parity_alerts_each_commit_touched(
         rows = [a for a in shown if a["group"]["action"] == action]
         assert {a["rule_id"] for a in rows} == {rule} and {a["level"] for a in rows} == {level}
         assert sorted(a["count"] for a in rows) == sorted(expected[action].values())
+
+
+def test_a_per_event_rule_failing_at_run_time_spares_the_others(tmp_path: Path) -> None:
+    """The per-event rules run as one query; one that fails on some value (a cast, here) is
+    reported and skipped for that batch, and the others still raise their alerts."""
+    bad = rule_file(tmp_path, "bad.toml", """
+[[rule]]
+id = "custom.bad_cast"
+level = 5
+title = "never"
+source = "cloudtrail"
+where = "CAST(event_name AS INTEGER) > 0"
+""")
+    engine = load_engine([bad])
+    (tmp_path / "state").mkdir()
+    store = Store(tmp_path / "state", engine=engine)
+    assert engine.errors == []  # it compiles: it fails only on a value
+    trail = tmp_path / "t.json.gz"
+    trail.write_bytes(flowgen.trail_object([flowgen.trail_event(
+        "CreateVpc", event_id="v1", error="Client.UnauthorizedOperation")]))
+    try:
+        summary = scan([trail], store, 2**30)
+        rules = store.con.execute("SELECT rule_id FROM alerts").fetchall()
+    finally:
+        store.close()
+    assert rules == [("cloudtrail.create_vpc_denied",)]
+    [error] = summary.errors
+    assert error.startswith("rule 'custom.bad_cast' failed: Conversion Error")

@@ -11,7 +11,7 @@ import pytest
 from core.flowlog_parser import parse_text
 from core.layouts import Kind
 from core.objects import ObjectRef, ObjectResult, Status
-from core.store import Store, ledger
+from core.store import DATABASE_NAME, Store, StoreError, ledger
 from core.store import segments as store_module
 from core.store.segments import write_segment
 from tests import flowgen
@@ -96,7 +96,6 @@ def test_compaction_merges_small_segments_and_keeps_every_row(
     store.close()
 
 
-
 def test_a_write_that_fails_half_way_leaves_no_transaction_open(tmp_path: Path) -> None:
     """Every write goes through one transaction helper: before it, a failed prefix record
     left its transaction open and every later commit failed ("cannot start a transaction
@@ -107,3 +106,12 @@ def test_a_write_that_fails_half_way_leaves_no_transaction_open(tmp_path: Path) 
     store.commit([result(1, 10)])
     assert count(store) == 10
     store.close()
+
+
+def test_a_store_file_without_tables_is_a_clear_error_for_readers(tmp_path: Path) -> None:
+    """DuckDB creates the file at once: a crash before the tables were made leaves it empty."""
+    import duckdb
+
+    duckdb.connect(str(tmp_path / DATABASE_NAME)).close()
+    with pytest.raises(StoreError, match=DATABASE_NAME):
+        Store(tmp_path, read_only=True)

@@ -16,10 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from datetime import date, datetime
-from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -35,13 +32,14 @@ from core.config import (
     parse_duration,
 )
 from core.decompress import CorruptObject
-from core.events import AlertsChanged, PollSummary, Publish
-from core.rules import BlocklistError, RuleEngine, load_engine
+from core.events import AlertsChanged, Publish
+from core.rules import BlocklistError, RuleEngine, load_engine, parity
 from core.safetext import visible
 from core.store import Store, StoreError, open_store
 from core.store.statedir import StateDirError
 from core.wazuh_import import WazuhImportError, import_wazuh
 from tui.logs import log_to_file, log_to_stderr
+from tui.output import json_value, print_alerts, report, warn_rule_errors
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -189,12 +187,12 @@ async def _collect(config: Config, once: bool, as_json: bool,
     engine = _engine(config)
     with open_store(config.general.state_dir, engine=engine) as store:
         store.parity_level = parity_level  # (None: no parity alerts per commit)
-        _warn_rule_errors(engine)
+        warn_rule_errors(engine)
         collector = Collector(config, store, publish)
         try:
             if once:
                 summary = await collector.poll()
-                _report(summary, as_json)
+                report(summary, as_json)
                 return EXIT_FAILED if summary.errors else EXIT_OK
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
@@ -214,33 +212,6 @@ def _engine(config: Config | None) -> RuleEngine:
     return load_engine(list(general.rules), general.default_rules, list(general.blocklist))
 
 
-def _warn_rule_errors(engine: RuleEngine) -> None:
-    """Rules that did not load are named once at start-up; the others run."""
-    for error in engine.errors:
-        print(f"vpcwatch: rule not loaded: {visible(error)}", file=sys.stderr)
-
-
-def _print_alerts(table: pa.Table | None) -> None:
-    if table is None:
-        return
-    for document in alert_documents(table):
-        print(json.dumps(document, default=_json_value), flush=True)
-
-
-def _report(summary: PollSummary, as_json: bool) -> None:
-    for error in summary.errors:
-        print(f"vpcwatch: error: {visible(error)}", file=sys.stderr)
-    for prefix in summary.blocked_prefixes:
-        print(f"vpcwatch: blocked (access denied): {visible(prefix)}", file=sys.stderr)
-    if as_json:
-        print(json.dumps(summary.as_json()), flush=True)
-        return
-    objects = ", ".join(f"{count} {status}" for status, count in summary.objects.items())
-    print(f"objects: {objects}; records: {summary.records}; bad lines: {summary.bad_lines}; "
-          f"events: {summary.events}; alerts: {summary.alerts}; bytes: {summary.bytes}; "
-          f"{summary.seconds:.1f} s")
-
-
 def cmd_query(args: argparse.Namespace) -> int:
     with open_store(_state_dir(args), read_only=True) as store:
         try:
@@ -249,7 +220,7 @@ def cmd_query(args: argparse.Namespace) -> int:
             raise UsageError(f"query failed: {str(exc).splitlines()[0]}") from None
     if args.format == "json":  # JSON escapes every control and non-ASCII character
         for row in rows:
-            print(json.dumps(dict(zip(columns, row, strict=True)), default=_json_value))
+            print(json.dumps(dict(zip(columns, row, strict=True)), default=json_value))
         return EXIT_OK
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(columns)
@@ -257,14 +228,6 @@ def cmd_query(args: argparse.Namespace) -> int:
         rows = [[visible(v) if isinstance(v, str) else v for v in row] for row in rows]
     writer.writerows(rows)
     return EXIT_OK
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return float(value)
-    return str(value)
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
@@ -278,13 +241,13 @@ def cmd_scan(args: argparse.Namespace) -> int:
     engine = _engine(config)
     alerts: list[pa.Table | None] = []
     with open_store(_state_dir(args), engine=engine) as store:
-        _warn_rule_errors(engine)
+        warn_rule_errors(engine)
         summary = scan(list(args.paths), store, max_size,
                        lambda stats: alerts.append(stats.alerts))
     if args.json:
         for table in alerts:
-            _print_alerts(table)
-    _report(summary, args.json)
+            print_alerts(table)
+    report(summary, args.json)
     return EXIT_OK
 
 
@@ -299,7 +262,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     with open_store(_state_dir(args), read_only=True) as store:
         table = recent_alerts(store, since, args.min_level, args.limit)
     if args.json:
-        _print_alerts(table)
+        print_alerts(table)
         return EXIT_OK
     for alert in alert_documents(table):
         where = " ".join(str(alert[k]) for k in ("srcaddr", "dstaddr") if alert.get(k))
@@ -318,7 +281,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
     config = load_config(path)
     engine = _engine(config)
     with open_store(config.general.state_dir, engine=engine) as store:
-        _warn_rule_errors(engine)
+        warn_rule_errors(engine)
         with log_to_file(config.general.state_dir / "vpcwatch.log"):
             return run_app(store, config, mouse=not args.no_mouse)
 
@@ -334,9 +297,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
             return
         for table in (event.alerts, event.derived):
             if table is not None:
-                _print_alerts(table.filter(pc.greater_equal(table["level"], min_level)))
+                print_alerts(table.filter(pc.greater_equal(table["level"], min_level)))
 
-    parity_level = min_level if args.min_level is not None else None
+    wanted = args.min_level is not None and min_level <= parity.MAX_LEVEL
+    parity_level = min_level if wanted else None
     return asyncio.run(_collect(config, once=False, as_json=False, publish=publish,
                                 parity_level=parity_level))
 
@@ -363,7 +327,7 @@ def cmd_rules_check(args: argparse.Namespace) -> int:
 
 def cmd_rules_list(args: argparse.Namespace) -> int:
     engine = _checked_engine(args)
-    _warn_rule_errors(engine)
+    warn_rule_errors(engine)
     for rule in sorted(engine.rules, key=lambda r: (r.source, -r.level, r.id)):
         window = f"{rule.window}s" if rule.window else "record"
         print(f"{rule.level:>2}  {rule.source:<10} {rule.id:<38} {window:>7}  {rule.title}")
@@ -387,7 +351,7 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
             table = recent_alerts(store, with_parity=False)
         finally:
             store.close()
-    _print_alerts(table)
+    print_alerts(table)
     print(f"rule {rule.id}: {table.num_rows} alerts", file=sys.stderr)
     return EXIT_OK
 

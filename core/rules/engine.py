@@ -82,9 +82,8 @@ class RuleSql:
     def additive(self) -> bool:
         """Whether a stored alert plus the new records' alert gives the recomputed alert:
         no threshold, no baseline, one window per alert; only counts, sums and min/max.
-        Such rules (the parity rules: one alert per few flows) keep the first and last object
-        of an alert and count them, instead of listing up to 20: listing cost more than
-        everything else the parity rules do."""
+        Such rules keep the first and last object of an alert and count them, instead of
+        listing up to 20: with one alert per few flows, listing cost more than the rest."""
         rule = self.rule
         return (rule.windowed and not rule.baseline and rule.bucket == rule.window
                 and rule.having.strip().lower() == "true")
@@ -312,8 +311,9 @@ class RuleEngine:
         errors: list[str] = []
         for source, (_, new) in relations.items():
             rules = [rule for rule in self.per_event if rule.source == source]
-            if rules:
-                self._run(con, PerEventRules(rules).select(new), rules, tables, errors)
+            if rules and not self._run(con, PerEventRules(rules).select(new), rules, tables):
+                for rule in rules:  # one of them failed: each alone, to keep the others
+                    self._run(con, PerEventRules([rule]).select(new), [rule], tables, errors)
         bounds: dict[str, tuple[int | None, int | None]] = {}
         for sql in self.sql:
             if sql.rule.source not in relations:
@@ -345,14 +345,18 @@ class RuleEngine:
 
     @staticmethod
     def _run(con: duckdb.DuckDBPyConnection, query: str, rules: list[Rule],
-             tables: list[pa.Table], errors: list[str]) -> None:
-        """Run one query of alert rows; a failure is reported (naming its rules), not raised."""
+             tables: list[pa.Table], errors: list[str] | None = None) -> bool:
+        """Run one query of alert rows. A failure is reported in ``errors`` (naming its
+        rules), not raised; without ``errors`` the caller handles it. Returns success."""
         try:
             tables.append(con.sql(query).to_arrow_table())
         except duckdb.Error as exc:
-            message = _failed(rules, exc)
-            log.error("%s", message)
-            errors.append(message)
+            if errors is not None:
+                message = _failed(rules, exc)
+                log.error("%s", message)
+                errors.append(message)
+            return False
+        return True
 
 
 def _failed(rules: list[Rule], exc: duckdb.Error) -> str:

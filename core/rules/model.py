@@ -9,13 +9,14 @@ from __future__ import annotations
 import re
 import string
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from core.config import parse_duration
-from core.rules import parity
+from core.rules.parity import IDS as PARITY_IDS
 
 SOURCES = ("vpcflow", "cloudtrail")
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -128,7 +129,7 @@ def parse_rule(table: dict[str, Any], file: str, index: int) -> Rule | None:
     rule_id = table.get("id")
     if not isinstance(rule_id, str) or not _ID.match(rule_id):
         raise fail("id must be 1-64 characters: a-z, 0-9, '.', '_', '-'")
-    if rule_id in parity.IDS:
+    if rule_id in PARITY_IDS:
         raise fail("this id is reserved for the Wazuh-parity alerts, which are derived from "
                    "the flows when read (see docs/rules.md)")
     level = table.get("level")
@@ -189,7 +190,8 @@ def parse_rule(table: dict[str, Any], file: str, index: int) -> Rule | None:
     return rule
 
 
-def _fields(value: Any, window: int | None, fail: Any) -> tuple[tuple[str, str], ...]:
+def _fields(value: Any, window: int | None, fail: Callable[[str], RuleError]
+            ) -> tuple[tuple[str, str], ...]:
     """``fields``: a table of name = "SQL over the event", shown in the alert's ``details``
     and usable in its title."""
     if not isinstance(value, dict) or not all(

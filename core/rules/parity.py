@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.rules.sqlparts import single
+
 WINDOW = 600  # seconds: the alerts' window
 
 
@@ -29,7 +31,6 @@ RULES = (ParityRule("vpc.flow.accept", "ACCEPT", 3, 80401),
          ParityRule("vpc.flow.reject", "REJECT", 4, 80402))
 IDS = frozenset(rule.id for rule in RULES)
 MAX_LEVEL = max(rule.level for rule in RULES)  # a minimum level above this hides them all
-TITLE = "AWS VPC Flow: [{action}] {srcaddr} -> {dstaddr} port {port} ({count} flows)"
 
 # The key columns, as the stored parity rules grouped them.
 _KEYS = (("srcaddr", "srcaddr"), ("dstaddr", "dstaddr"),
@@ -44,12 +45,6 @@ def window_floor(t: int) -> int:
     return t // WINDOW * WINDOW
 
 
-def _single(column: str, alias: str) -> str:
-    """The column's value when every row agrees on it, else NULL."""
-    return (f"CASE WHEN min({column}) = max({column}) AND count({column}) = count(*) "
-            f"THEN min({column}) END AS {alias}")
-
-
 def _case(attribute: str) -> str:
     arms = " ".join(f"WHEN '{r.action}' THEN {_sql_value(getattr(r, attribute))}" for r in RULES)
     return f"CASE _g4 {arms} END"
@@ -59,9 +54,12 @@ def _sql_value(value: object) -> str:
     return f"'{value}'" if isinstance(value, str) else str(value)
 
 
+_KEY_COLUMNS = ", ".join(f"{expr} AS _g{i}" for i, (_, expr) in enumerate(_KEYS))
+
+
 def touched(flows: str) -> str:
     """The (key, window) of every parity alert the records of relation ``flows`` fall in."""
-    keys = ", ".join(f"{expr} AS _g{i}" for i, (_, expr) in enumerate(_KEYS))
+    keys = _KEY_COLUMNS
     return (f"(SELECT DISTINCT {keys}, start // {WINDOW} * {WINDOW} AS _b FROM {flows} "
             "WHERE action IN ('ACCEPT', 'REJECT') AND start IS NOT NULL)")
 
@@ -71,7 +69,7 @@ def select(flows: str, min_level: int = 0, touched: str | None = None) -> str:
     relation ``flows`` (which must hold whole windows: a window's alert is only right with all
     of its flows). ``touched``: a relation of (_g0.._g4, _b) keys; only those alerts."""
     actions = ", ".join(f"'{rule.action}'" for rule in rules_at(min_level)) or "NULL"
-    keys = ", ".join(f"{expr} AS _g{i}" for i, (_, expr) in enumerate(_KEYS))
+    keys = _KEY_COLUMNS
     not_null = " AND ".join(f"_g{i} IS NOT NULL" for i in range(len(_KEYS)))
     groups = ", ".join(f"_g{i}" for i in range(len(_KEYS)))
     join = ""
@@ -94,10 +92,10 @@ def select(flows: str, min_level: int = 0, touched: str | None = None) -> str:
     g AS (
         SELECT {groups}, _b, count(*) AS _n, sum(bytes) AS _sb, sum(packets) AS _sp,
                min(start) AS _first, max("end") AS _last,
-               {_single('_vsrc', '_src')}, {_single('_vdst', '_dst')},
-               {_single('dstport', '_port')}, {_single('account_id', '_account')},
-               {_single('region', '_region')},
-               {_single('vpc_id', '_vpc')}, {_single('interface_id', '_eni')},
+               {single('_vsrc', '_src')}, {single('_vdst', '_dst')},
+               {single('dstport', '_port')}, {single('account_id', '_account')},
+               {single('region', '_region')},
+               {single('vpc_id', '_vpc')}, {single('interface_id', '_eni')},
                list_sort(list_distinct([min(object_key), max(object_key)])) AS _objects,
                count(DISTINCT object_key) AS _object_count
         FROM f {join} WHERE {not_null} GROUP BY {groups}, _b

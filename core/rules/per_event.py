@@ -27,8 +27,9 @@ class PerEventRules:
         return f"CASE _rule {arms} END"
 
     def _fields(self) -> str:
-        return "".join(f", ({expr}) AS _f{i}_{name}" for i, rule in enumerate(self.rules)
-                       for name, expr in rule.fields)
+        """Each rule's fields, computed for the events it matched only."""
+        return "".join(f", CASE WHEN _rule = {i} THEN ({expr}) END AS _f{i}_{name}"
+                       for i, rule in enumerate(self.rules) for name, expr in rule.fields)
 
     def _details(self) -> str:
         values = []
@@ -49,11 +50,12 @@ class PerEventRules:
         WITH events AS (
             SELECT *, {derived(shape)}, _vsrc AS _src, _vdst AS _dst, _vport AS _port,
                    _vproto AS _proto, 1 AS _n, _vbytes AS _sb, _vpackets AS _sp, _t AS _b,
-                   _t AS _first, _tend AS _last{self._fields()}
+                   _t AS _first, _tend AS _last
             FROM {new}
         ),
         matched AS (
-            SELECT * FROM events, range({len(self.rules)}) AS r(_rule) WHERE {matches}
+            SELECT *{self._fields()}
+            FROM events, range({len(self.rules)}) AS r(_rule) WHERE {matches}
         )
         SELECT md5({ids} || '|' || event_id) AS id, {ids} AS rule_id,
                {self._case([str(r.level) for r in self.rules])}::INTEGER AS level,

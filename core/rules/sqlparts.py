@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from core.rules.model import Rule
+if TYPE_CHECKING:  # (model imports parity, which uses these pieces)
+    from core.rules.model import Rule
 
 ALERTS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (

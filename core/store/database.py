@@ -70,9 +70,9 @@ class Store:
                 schema.check_readable(schema.version(self.con), read_only=True)
             else:
                 schema.create(self.con)
-        except schema.SchemaError as exc:
+        except (schema.SchemaError, duckdb.Error) as exc:
             self.con.close()
-            raise StoreError(f"{path}: {exc}") from None
+            raise StoreError(f"{path}: {str(exc).splitlines()[0]}") from None
         if not read_only:
             # Checkpoints rewrite storage: keep them out of the per-batch commit path and
             # run them between polls instead (see checkpoint()).
@@ -149,7 +149,7 @@ class Store:
         try:
             with transaction(self.con):
                 if flows is not None:
-                    self.segments.list(written[0], flows)
+                    self.segments.enlist(written[0], flows)
                 for result in results:
                     if result.replaces:
                         self.con.execute(
@@ -167,7 +167,10 @@ class Store:
         records = flows.num_rows if flows is not None else 0
         derived = None
         if flows is not None and self.parity_level is not None:
-            derived = detections.parity_of(self.con, flows, self.parity_level)
+            try:  # (committed already: a failure here is reported, never raised)
+                derived = detections.parity_of(self.con, flows, self.parity_level)
+            except duckdb.Error as exc:
+                rule_errors.append(f"parity alerts failed: {str(exc).splitlines()[0]}")
         return CommitStats(records, inserted, changed, rule_errors, derived)
 
     def _stored_between(self, source: str, first: int, last: int) -> bool:

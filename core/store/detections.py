@@ -14,12 +14,13 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from core.rules import RuleEngine, parity
+from core.rules import CONTEXT, RuleEngine, parity
 from core.store.schema import EMPTY_FLOWS, NOW
 
 # A stored alert is rewritten (and published again) only when one of these changed.
 _ALERT_CHANGES = ("count", "bytes", "packets", "first_seen", "last_seen", "object_count",
-                  "title", "level", "srcaddr", "dstaddr", "dstport", "protocol")
+                  "title", "level", "srcaddr", "dstaddr", "dstport", "protocol", *CONTEXT,
+                  "details")
 
 
 def evaluate(con: duckdb.DuckDBPyConnection, engine: RuleEngine | None,

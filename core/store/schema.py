@@ -90,5 +90,6 @@ def _has_meta(con: duckdb.DuckDBPyConnection) -> bool:
 
 
 def version(con: duckdb.DuckDBPyConnection) -> int:
+    """The store's schema version (a store without one predates the versions: 1)."""
     rows = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
-    return int(rows[0][0]) if rows else SCHEMA_VERSION
+    return int(rows[0][0]) if rows else 1

@@ -138,10 +138,10 @@ class Segments:
         return "[" + ", ".join(f"'{path}'" for path in quoted) + "]"
 
     def add(self, table: pa.Table) -> str:
-        """Write ``table`` as a new segment file (not yet listed: see ``list``)."""
+        """Write ``table`` as a new segment file (not yet listed: see ``enlist``)."""
         return write_segment(self.directory, table)
 
-    def list(self, name: str, table: pa.Table) -> None:
+    def enlist(self, name: str, table: pa.Table) -> None:
         """List a written segment (inside the caller's transaction): it now exists."""
         self.con.execute(
             f"INSERT INTO segments VALUES (?, ?, ?, ?, {NOW})",
@@ -163,7 +163,7 @@ class Segments:
             self.con.execute("DELETE FROM segments WHERE name = ?", [name])
             if kept.num_rows:
                 written.append(self.add(kept))
-                self.list(written[-1], kept)
+                self.enlist(written[-1], kept)
         return holding
 
     def _holding(self, ref: ObjectRef) -> list[str]:
@@ -193,7 +193,7 @@ class Segments:
         try:
             with transaction(self.con):
                 self.con.execute("DELETE FROM segments WHERE list_contains(?, name)", [names])
-                self.list(new, merged)
+                self.enlist(new, merged)
         except BaseException:
             remove(self.directory, [new])
             raise

@@ -88,7 +88,16 @@ def detail(row: dict[str, Any] | None, zone: tzinfo) -> Text:
     text.append(f"level {row['level']}  {clock(row['first_seen'], zone)}"
                 f"–{clock(row['last_seen'], zone)}  count {row['count']:,}  ")
     text.append(plain(row["title"], 300))
+    where = [row.get(name) for name in ("account_id", "region", "vpc_id", "interface_id")]
+    if any(where):
+        text.append("  in ")
+        text.append(plain(" ".join(str(value) for value in where if value), 200))
+    if row.get("details"):
+        text.append("  ")
+        text.append(plain(row["details"], 300))
     text.append("  key ")
     text.append(plain(row["group_key"], 200))
     text.append(f"  objects {row.get('object_count') or 0}")
+    if row.get("revision") == 0:
+        text.append("  (derived from the flows)", style="dim")
     return text
