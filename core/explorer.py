@@ -1,5 +1,5 @@
 """The read side of the store for an interactive user: the alert feed, the bytes-over-time
-histogram, conversations, raw flows, the buckets' state, read-only SQL and exports.
+histogram, conversations, raw flows, the buckets' state and read-only SQL (exports: core.export).
 
 An Explorer owns one DuckDB cursor and must be used from one thread (the app runs it on its
 reader thread while the collector writes on its own); the conversations' sums may run on a
@@ -12,22 +12,19 @@ file redefines the ``flows`` view and runs once more.
 
 from __future__ import annotations
 
-import csv
 import json
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
-from core.alerts import parity_flows
 from core.filters import Filter, IndexTest
+from core.parity_feed import ParityFeed
 from core.rules import parity
 from core.store import Store
 from core.timeline import Axis, TimeRange
@@ -51,7 +48,6 @@ CONVERSATION_SCHEMA = pa.schema(
        ("trend", pa.list_(pa.int64()))])
 SQL_ROW_LIMIT = 1000
 CACHE_ENTRIES = 64  # flow answers kept until the data changes
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # CSV cells a spreadsheet would run
 
 
 class ReadOnlyError(ValueError):
@@ -84,7 +80,7 @@ class Explorer:
         self._adder = ThreadPoolExecutor(1, thread_name_prefix="vpcwatch-sums")
         # the one prefetched answer (see prefetch_conversations), by its cache key
         self._started: dict[tuple[Any, ...], Future[pa.Table]] = {}
-        self._parity_key: tuple[Any, ...] | None = None  # what parity_alerts holds
+        self._parity = ParityFeed(self.con)  # the parity alerts the feed shows
 
     def close(self) -> None:
         self._adder.shutdown(wait=True, cancel_futures=True)
@@ -120,11 +116,11 @@ class Explorer:
     def feed(self, scope: Scope, offset: int = 0, limit: int = 200) -> pa.Table:
         """Alerts in scope, newest first (by last record time), rows offset..offset+limit:
         the stored ones and, at a minimum level of 4 or lower, the parity alerts derived
-        from the flows in scope."""
+        from the flows in scope (as far back as this page needs, see core.parity_feed)."""
         where, params = self._alert_where(scope)
         order = "ORDER BY last_seen DESC, level DESC, id"
         columns = ", ".join(FEED_COLUMNS)
-        if self._parity_table(scope):
+        if self._parity_table(scope, offset + limit):
             return self._arrow(
                 f"SELECT {columns} FROM alerts WHERE {where} UNION ALL "
                 f"SELECT {columns} FROM parity_alerts WHERE {where} {order} LIMIT ? OFFSET ?",
@@ -137,28 +133,39 @@ class Explorer:
         return self._arrow(sql, [*params, limit, offset])
 
     def feed_count(self, scope: Scope) -> int:
+        """Alerts in scope; with parity alerts not yet derived for the whole range, a lower
+        bound (see feed_count_is_partial)."""
         where, params = self._alert_where(scope)
         sql = f"SELECT count(*) FROM alerts WHERE {where}"
-        if self._parity_table(scope):
+        if self._parity_table(scope, 0):
             sql = (f"SELECT ({sql}) + (SELECT count(*) FROM parity_alerts WHERE {where})")
             params = [*params, *params]
         return int(self._rows(sql, params)[0][0])
 
-    def _parity_table(self, scope: Scope) -> bool:
+    def feed_count_is_partial(self, scope: Scope) -> bool:
+        """Whether feed_count(scope) is a lower bound: parity alerts of the range's older
+        part are not derived yet (no page asked for them)."""
+        derived = self._parity.derived
+        return (scope.min_level <= parity.MAX_LEVEL and derived is not None
+                and derived.key == self._parity_key(scope) and not derived.complete)
+
+    def _parity_key(self, scope: Scope) -> tuple[Any, ...]:
+        return (scope.range, self.index.version)
+
+    def _parity_table(self, scope: Scope, need: int) -> bool:
         """Whether the feed takes in parity alerts; if so, ``parity_alerts`` holds those of
-        the scope's range (computed once per range and per change of the flows)."""
+        the scope's range, newest first, at least ``need`` of them in scope when there are."""
         if scope.min_level > parity.MAX_LEVEL:
             return False
-        if self._parity_key != (scope.range, self.index.version):
-            start, end = (scope.range.start, scope.range.end) if scope.range else (None, None)
+        where, params = self._alert_where(scope)
 
-            def derive() -> None:
-                flows = parity_flows(self.con, start, end) or "(SELECT * FROM flows WHERE false)"
-                self.con.execute(
-                    f"CREATE OR REPLACE TEMP TABLE parity_alerts AS {parity.select(flows)}")
+        def in_scope() -> int:
+            return int(self.con.execute(f"SELECT count(*) FROM parity_alerts WHERE {where}",
+                                        params).fetchall()[0][0])
 
-            self._retry(derive)  # (a retry refreshes the index: the key is read after it)
-            self._parity_key = (scope.range, self.index.version)
+        # (a retry refreshes the index: the key is read again inside it)
+        self._retry(lambda: self._parity.ensure(self._parity_key(scope),
+                                                scope.range or self.span(), need, in_scope))
         return True
 
     def _alert_where(self, scope: Scope) -> tuple[str, list[Any]]:
@@ -362,38 +369,3 @@ def check_read_only(text: str) -> None:
     if kind != "SELECT":  # (EXPLAIN ANALYZE would run what it explains: not allowed)
         raise ReadOnlyError(f"only queries run here: SELECT, WITH, FROM, VALUES, DESCRIBE, "
                             f"SHOW, SUMMARIZE (this is {kind})")
-
-
-def export_rows(rows: list[dict[str, Any]], directory: Path, stem: str, fmt: str) -> Path:
-    """Write ``rows`` to ``directory/stem-YYYYmmdd-HHMMSS.{csv,json}`` (JSON: one object per
-    line, values exactly as stored; CSV: lists and objects as JSON, text that a spreadsheet
-    would run as a formula made inert, see _csv_cell) and return the path."""
-    if fmt not in ("csv", "json"):
-        raise ValueError(f"export format is csv or json, not {fmt!r}")
-    directory.mkdir(parents=True, exist_ok=True)
-    name = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    path = directory / f"{name}.{fmt}"
-    n = 1
-    while path.exists():
-        n += 1
-        path = directory / f"{name}-{n}.{fmt}"
-    with path.open("x", newline="", encoding="utf-8") as out:
-        if fmt == "json":
-            for row in rows:
-                out.write(json.dumps(row, default=str) + "\n")
-            return path
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else [])
-        writer.writeheader()
-        writer.writerows({k: _csv_cell(v) for k, v in row.items()} for row in rows)
-    return path
-
-
-def _csv_cell(value: Any) -> Any:
-    """Log text is the attacker's: a user agent ``=HYPERLINK(...)`` must not become a live
-    formula when the CSV is opened in a spreadsheet. Text starting like a formula gets a
-    leading ``'`` (OWASP's CSV-injection advice); numbers are left alone."""
-    if isinstance(value, list | dict):
-        value = json.dumps(value)
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value

@@ -11,7 +11,8 @@ import duckdb
 import numpy as np
 import pytest
 
-from core.explorer import Explorer, ReadOnlyError, Scope, check_read_only, export_rows
+from core.explorer import Explorer, ReadOnlyError, Scope, check_read_only
+from core.export import export_rows
 from core.filters import parse_filter
 from core.rules import RuleEngine
 from core.scan import scan
@@ -232,38 +233,59 @@ def test_exports_write_every_row(tmp_path: Path) -> None:
     assert export_rows(rows, tmp_path, "t", "csv") != csv_path  # same second: a new name
 
 
-def test_the_feed_at_level_3_derives_the_parity_alerts_of_its_range_and_follows_commits(
+def test_the_feed_at_level_3_derives_the_parity_alerts_newest_first_and_follows_commits(
     tmp_path: Path,
 ) -> None:
+    from core.alerts import recent_alerts
     from tests.scenarios import parity_groups
 
     lines = benign(6_000)
     first, later = lines[:4_000], lines[4_000:]
-    expected_all = sum(len(parity_groups(lines, a)) for a in ("ACCEPT", "REJECT"))
+    level_3 = Scope(min_level=3)
+
+    def expected(part: list[str]) -> int:
+        return sum(len(parity_groups(part, action)) for action in ("ACCEPT", "REJECT"))
+
+    def complete_order(store: object) -> list[str]:  # every alert derived, in feed order
+        return recent_alerts(store, None, 3)["id"].to_pylist()  # type: ignore[arg-type]
+
     state = tmp_path / "state"
     with open_store(state) as store:
         explorer = Explorer(store)
         (tmp_path / "first.log").write_bytes(text(first))
         scan([tmp_path / "first.log"], store, 1 << 30)
         explorer.refresh()
-        level_3 = Scope(min_level=3)
-        assert explorer.feed_count(level_3) == sum(len(parity_groups(first, a))
-                                                   for a in ("ACCEPT", "REJECT"))
+        # the first page derives the last 20 minutes only: the same page, a partial count
+        page = explorer.feed(level_3, 0, 60)["id"].to_pylist()
+        assert page == complete_order(store)[:60]
+        assert explorer.feed_count_is_partial(level_3)
+        assert 60 <= explorer.feed_count(level_3) < expected(first)
+        # a deep page reaches further back; the whole range gives the exact count
+        deep = explorer.feed(level_3, 1_000, 60)["id"].to_pylist()
+        assert deep == complete_order(store)[1_000:1_060]
+        explorer.feed(level_3, 0, 100_000)
+        assert not explorer.feed_count_is_partial(level_3)
+        assert explorer.feed_count(level_3) == expected(first)
         (tmp_path / "later.log").write_bytes(text(later))
         scan([tmp_path / "later.log"], store, 1 << 30)
         explorer.refresh()
-        assert explorer.feed_count(level_3) == expected_all  # the new flows are in
-        assert explorer.feed_count(Scope(min_level=4)) == len(parity_groups(lines, "REJECT"))
+        assert explorer.feed(level_3, 0, 60)["id"].to_pylist() == complete_order(store)[:60]
+        explorer.feed(level_3, 0, 100_000)
+        assert explorer.feed_count(level_3) == expected(lines)  # the new flows are in
         assert explorer.feed_count(Scope(min_level=5)) == 0
         # a range: the alerts seen in it (last record at or after its start, first before its
         # end), each with the figures of its whole window
         start = int(lines[len(lines) // 2].split()[10]) // 600 * 600 + 120
         window = TimeRange(start, start + 300)
-        page = explorer.feed(Scope(min_level=3, range=window), 0, 10_000).to_pylist()
-        everything = {a["id"]: a for a in explorer.feed(level_3, 0, 10_000).to_pylist()}
-        assert page and all(a["last_seen"] >= window.start and a["first_seen"] < window.end
-                            for a in page)
-        assert all(a == everything[a["id"]] for a in page)
-        assert len(page) == sum(1 for a in everything.values() if a["last_seen"] >= window.start
-                                and a["first_seen"] < window.end)
+        in_range = Scope(min_level=3, range=window)
+        shown = explorer.feed(in_range, 0, 10_000).to_pylist()
+        everything = {a["id"]: a for a in explorer.feed(level_3, 0, 100_000).to_pylist()}
+        assert shown and all(a["last_seen"] >= window.start and a["first_seen"] < window.end
+                             for a in shown)
+        assert all(a == everything[a["id"]] for a in shown)
+        assert len(shown) == sum(1 for a in everything.values()
+                                 if a["last_seen"] >= window.start
+                                 and a["first_seen"] < window.end)
+        assert explorer.feed(Scope(min_level=4), 0, 100_000).num_rows == len(
+            parity_groups(lines, "REJECT"))
         explorer.close()

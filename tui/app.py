@@ -46,7 +46,8 @@ from core.events import (
     PollStarted,
     PrefixBlocked,
 )
-from core.explorer import BucketState, Explorer, ReadOnlyError, Scope, export_rows
+from core.explorer import BucketState, Explorer, ReadOnlyError, Scope
+from core.export import export_rows
 from core.filters import Filter, FilterError, parse_filter
 from core.store import Store
 from core.timeline import Axis, Peak, TimeRange, axis_for, find_peaks
@@ -155,6 +156,7 @@ class ViewRequest:
 class ViewData:
     feed: pa.Table | None = None
     feed_total: int = 0
+    feed_partial: bool = False  # feed_total is a lower bound (parity alerts: see Explorer)
     axis: Axis | None = None
     values: list[int] = field(default_factory=list)
     conversations: pa.Table | None = None
@@ -458,6 +460,7 @@ class VpcwatchApp(App[int]):
             rows = data.feed.num_rows  # on the last page, the total needs no count
             last_page = rows < PAGE and (rows > 0 or request.offset == 0)
             data.feed_total = request.offset + rows if last_page else explorer.feed_count(scope)
+            data.feed_partial = not last_page and explorer.feed_count_is_partial(scope)
             data.seconds["feed"] = time.perf_counter() - clock
         if "conversations" in request.parts or (
                 "conversations" in request.then
@@ -490,6 +493,7 @@ class VpcwatchApp(App[int]):
         if data.feed is not None:
             feed = self.query_one(AlertFeed)
             feed.show(data.feed, data.feed_total, feed.page_offset, self.zone)
+            feed.total_partial = data.feed_partial
             if feed.following:
                 feed.new_alerts = 0
             self._show_feed_title()
@@ -534,7 +538,8 @@ class VpcwatchApp(App[int]):
         feed = self.query_one(AlertFeed)
         first = feed.page_offset + 1 if feed.rows_shown else 0
         last = feed.page_offset + len(feed.rows_shown)
-        text = Text(f"Alerts {first:,}–{last:,} of {feed.total:,}", style="bold")
+        more = "+" if feed.total_partial else ""  # (older parity alerts not derived yet)
+        text = Text(f"Alerts {first:,}–{last:,} of {feed.total:,}{more}", style="bold")
         if feed.following and self.scope.range is None:
             text.append("  following", style="green")
         elif feed.new_alerts:
@@ -780,7 +785,7 @@ class VpcwatchApp(App[int]):
     def action_page(self, step: int) -> None:
         feed = self.query_one(AlertFeed)
         offset = feed.page_offset + step * PAGE
-        if 0 <= offset < max(feed.total, 1):
+        if offset >= 0 and (offset < max(feed.total, 1) or feed.total_partial):
             feed.page_offset, feed.following = offset, offset == 0 and feed.following
             self.request_view("feed")
 

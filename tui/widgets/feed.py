@@ -29,6 +29,7 @@ class AlertFeed(RowTable):
         super().__init__(COLUMNS, **kwargs)
         self.rows_shown: list[dict[str, Any]] = []
         self.total = 0
+        self.total_partial = False  # total is a lower bound
         self.page_offset = 0
         self.following = True
         self.new_alerts = 0

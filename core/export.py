@@ -1,0 +1,46 @@
+"""Exports of what the app shows: CSV for people and spreadsheets, JSON lines for scripts."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # CSV cells a spreadsheet would run
+
+
+def export_rows(rows: list[dict[str, Any]], directory: Path, stem: str, fmt: str) -> Path:
+    """Write ``rows`` to ``directory/stem-YYYYmmdd-HHMMSS.{csv,json}`` (JSON: one object per
+    line, values exactly as stored; CSV: lists and objects as JSON, text that a spreadsheet
+    would run as a formula made inert, see _csv_cell) and return the path."""
+    if fmt not in ("csv", "json"):
+        raise ValueError(f"export format is csv or json, not {fmt!r}")
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path = directory / f"{name}.{fmt}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = directory / f"{name}-{n}.{fmt}"
+    with path.open("x", newline="", encoding="utf-8") as out:
+        if fmt == "json":
+            for row in rows:
+                out.write(json.dumps(row, default=str) + "\n")
+            return path
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else [])
+        writer.writeheader()
+        writer.writerows({k: _csv_cell(v) for k, v in row.items()} for row in rows)
+    return path
+
+
+def _csv_cell(value: Any) -> Any:
+    """Log text is the attacker's: a user agent ``=HYPERLINK(...)`` must not become a live
+    formula when the CSV is opened in a spreadsheet. Text starting like a formula gets a
+    leading ``'`` (OWASP's CSV-injection advice); numbers are left alone."""
+    if isinstance(value, list | dict):
+        value = json.dumps(value)
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
