@@ -124,13 +124,13 @@ class PaintClock:
 
 # The feed at level 3 shows the Wazuh-parity alerts, derived from the flows in scope.
 LEVEL_3_STEPS = [
-    ("level 3, whole day (derives the day's parity alerts)",
+    ("level 3, no range (the newest parity alerts, as the page needs)",
      {"min_level": 3, "filter": "", "range": None}),
     ("level 3, a filter", {"filter": "port:443"}),
     ("level 3, a 10-minute range", {"range": TimeRange(DAY_START + 7200, DAY_START + 7800)}),
     ("back to level 5", {"min_level": 5, "range": None, "filter": ""}),
 ]
-level_3: dict[str, tuple[float, int]] = {}  # seconds, and the feed's total then
+level_3: dict[str, tuple[float, str]] = {}  # seconds, and the feed's total then
 
 
 async def measure(state: Path) -> tuple[list[float], list[float], dict[str, list[float]], float,
@@ -175,8 +175,9 @@ async def measure(state: Path) -> tuple[list[float], list[float], dict[str, list
                     app.set_scope(**{key: parse_filter(value) if key == "filter" else value
                                      for key, value in change.items()})
                     await app.wait_settled(300)
+                    feed = app.query_one(AlertFeed)
                     level_3[name] = (await clock.on_screen(started) - started,
-                                     app.query_one(AlertFeed).total)
+                                     f"{feed.total:,}{'+' if feed.total_partial else ''}")
                     await pilot.pause()
         finally:
             app.close_background()
@@ -266,7 +267,7 @@ def main() -> int:
         timings, idle_timings, parts, index_seconds, idle = asyncio.run(measure(state))
     report = render(timings, idle_timings, parts, args, build_seconds, index_seconds, idle)
     report += "".join(f"| feed at {name}: to the screen painted | {seconds * 1000:,.0f} ms "
-                      f"({total:,} alerts in scope) | |\n"
+                      f"({total} alerts in scope) | |\n"
                       for name, (seconds, total) in level_3.items())
     targets = {"10 minutes": 0.2, "24 hours": 2.0}
     for name, seconds in reads.items():
