@@ -273,8 +273,8 @@ class Collector:
             for r in batch
         )
         self.publish(BatchCommitted(outcomes, stats.records, stats.events, time.time()))
-        if stats.alerts is not None or stats.parity is not None:
-            self.publish(AlertsChanged(stats.alerts, time.time(), stats.parity))
+        if stats.alerts is not None or stats.derived is not None:
+            self.publish(AlertsChanged(stats.alerts, time.time(), stats.derived))
 
 
 def _first(group: BaseExceptionGroup[Any]) -> BaseException:

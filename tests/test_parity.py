@@ -113,8 +113,8 @@ def test_a_commit_reports_the_parity_alerts_of_the_windows_it_touched(tmp_path: 
         everything = {a["id"]: a for a in recent_alerts(store, None, 3).to_pylist()}
     finally:
         store.close()
-    assert stats.parity is not None
-    rows = stats.parity.to_pylist()
+    assert stats.derived is not None
+    rows = stats.derived.to_pylist()
     in_second = {(*key, action): n for action in ("ACCEPT", "REJECT")
                  for key, n in scenarios.parity_groups(second, action).items()}
     assert len(rows) == len(in_second)

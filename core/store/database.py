@@ -45,7 +45,7 @@ class CommitStats:
     events: int = 0
     alerts: pa.Table | None = None  # alert rows this commit created or changed
     rule_errors: list[str] = field(default_factory=list)
-    parity: pa.Table | None = None  # derived parity alerts of the windows it touched
+    derived: pa.Table | None = None  # the parity alerts of the windows it touched
 
 
 class StoreError(Exception):
