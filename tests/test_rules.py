@@ -77,6 +77,7 @@ def test_rules_check_list_and_test_commands(tmp_path: Path,
     assert main(["rules", "list"]) == 0
     listed = capsys.readouterr().out
     assert "vpc.portscan" in listed and "cloudtrail.create_vpc_denied" in listed
+    assert "vpc.flow.accept" in listed and "derived from the flows" in listed
 
     probe = tmp_path / "probe.log"
     probe.write_bytes(scenarios.text([

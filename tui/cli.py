@@ -331,6 +331,10 @@ def cmd_rules_list(args: argparse.Namespace) -> int:
     for rule in sorted(engine.rules, key=lambda r: (r.source, -r.level, r.id)):
         window = f"{rule.window}s" if rule.window else "record"
         print(f"{rule.level:>2}  {rule.source:<10} {rule.id:<38} {window:>7}  {rule.title}")
+    for derived in parity.RULES:  # not rules: derived from the flows when read
+        print(f"{derived.level:>2}  {'vpcflow':<10} {derived.id:<38} {parity.WINDOW:>6}s  "
+              f"Wazuh {derived.wazuh_id}: [{derived.action}] per source, destination, service "
+              "port, protocol (derived from the flows when read)")
     return EXIT_OK
 
 
