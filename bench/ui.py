@@ -243,9 +243,10 @@ def parity_reads(state: Path) -> dict[str, float]:
             seconds, rows = [], 0
             for _ in range(3):
                 started = time.perf_counter()
-                flows = parity_flows(store.con, start, end)
+                flows = parity_flows(store.con, store.segments, start, end)
                 assert flows is not None
-                rows = store.con.sql(parity.select(flows)).to_arrow_table().num_rows
+                rows = store.con.sql(parity.select(flows, seen_since=start, seen_until=end)
+                                     ).to_arrow_table().num_rows
                 seconds.append(time.perf_counter() - started)
             found[f"{name} ({rows:,} alerts)"] = statistics.median(seconds)
     return found

@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from core.rules import parity
 from core.store import Store
+from core.store.segments import Segments
 
 _TIMES = ("window_start", "first_seen", "last_seen")
 
@@ -27,12 +28,10 @@ def recent_alerts(store: Store, since: int | None = None, min_level: int = 0,
         sql += " AND last_seen >= ?"
         params.append(since)
     wanted = with_parity and min_level <= parity.MAX_LEVEL
-    flows = parity_flows(store.con, since, None) if wanted else None
+    flows = parity_flows(store.con, store.segments, since, None) if wanted else None
     if flows is not None:
-        sql += f" UNION ALL BY NAME SELECT * FROM ({parity.select(flows, min_level)})"
-        if since is not None:
-            sql += " WHERE last_seen >= ?"
-            params.append(since)
+        derived = parity.select(flows, min_level, seen_since=since)
+        sql += f" UNION ALL BY NAME SELECT * FROM ({derived})"
     sql += " ORDER BY last_seen DESC, level DESC, id"
     if limit is not None:
         sql += " LIMIT ?"
@@ -40,20 +39,26 @@ def recent_alerts(store: Store, since: int | None = None, min_level: int = 0,
     return store.con.sql(sql, params=params).to_arrow_table()
 
 
-def parity_flows(con: duckdb.DuckDBPyConnection, since: int | None, until: int | None
-                 ) -> str | None:
-    """The ``flows`` of every parity window that may hold an alert seen in [since, until)
+def parity_flows(con: duckdb.DuckDBPyConnection, segments: Segments, since: int | None,
+                 until: int | None) -> str | None:
+    """The flows of every parity window that may hold an alert seen in [since, until)
     (last record at or after ``since``, first before ``until``): whole windows, as
-    ``parity.select`` needs. None when there is none."""
-    bounds = []
-    if since is not None:
-        first = con.execute('SELECT min(start) FROM flows WHERE "end" >= ?', [since]).fetchall()
-        if first[0][0] is None:
-            return None
-        bounds.append(f"start >= {parity.window_floor(int(first[0][0]))}")
-    if until is not None:
-        bounds.append(f"start < {parity.window_floor(until - 1) + parity.WINDOW}")
-    return f"(SELECT * FROM flows WHERE {' AND '.join(bounds)})" if bounds else "flows"
+    ``parity.select`` needs; the caller keeps the alerts seen in the range. Read from the
+    segments that may hold them only (half the time of the ``flows`` view over every
+    segment, for 10 minutes of 10 M flows). None when there is none. ``con``: the caller's
+    connection (its thread's)."""
+    low = 0
+    if since is not None:  # from the window of the first flow still running at ``since``
+        crossing = segments.sql(segments.between(since, since + 1, con=con))
+        first = con.execute(f'SELECT min(start) FROM ({crossing}) WHERE start < ? '
+                            'AND "end" >= ?', [since, since]).fetchall()[0][0]
+        low = parity.window_floor(min(since, int(first)) if first is not None else since)
+    high = None if until is None else parity.window_floor(until - 1) + parity.WINDOW
+    names = segments.between(low, high, con=con)
+    if not names:
+        return None
+    bounds = f"start >= {low}" + ("" if high is None else f" AND start < {high}")
+    return f"(SELECT * FROM ({segments.sql(names)}) WHERE {bounds})"
 
 
 def alert_documents(table: pa.Table) -> list[dict[str, Any]]:

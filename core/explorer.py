@@ -80,7 +80,7 @@ class Explorer:
         self._adder = ThreadPoolExecutor(1, thread_name_prefix="vpcwatch-sums")
         # the one prefetched answer (see prefetch_conversations), by its cache key
         self._started: dict[tuple[Any, ...], Future[pa.Table]] = {}
-        self._parity = ParityFeed(self.con)  # the parity alerts the feed shows
+        self._parity = ParityFeed(self.con, store.segments)  # the parity alerts the feed shows
 
     def close(self) -> None:
         self._adder.shutdown(wait=True, cancel_futures=True)

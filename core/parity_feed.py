@@ -21,6 +21,7 @@ import duckdb
 
 from core.alerts import parity_flows
 from core.rules import parity
+from core.store.segments import Segments
 from core.timeline import TimeRange
 
 FIRST_SPAN = 2 * parity.WINDOW  # seconds derived first, back from the end of the range
@@ -39,8 +40,9 @@ class Derived:
 class ParityFeed:
     """``parity_alerts`` on one connection, kept as long as the range and the flows are."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection):
+    def __init__(self, con: duckdb.DuckDBPyConnection, segments: Segments):
         self.con = con
+        self.segments = segments
         self.derived: Derived | None = None
 
     def ensure(self, key: tuple[Any, ...], bounds: TimeRange | None, need: int,
@@ -63,9 +65,9 @@ class ParityFeed:
             flows = None
         else:
             complete = since <= bounds.start
-            flows = parity_flows(self.con, since, bounds.end)
-        rows = parity.select(flows or "(SELECT * FROM flows WHERE false)")
-        self.con.execute(f"CREATE OR REPLACE TEMP TABLE parity_alerts AS SELECT * FROM ({rows}) "
-                         "WHERE last_seen >= ?", [since])
+            flows = parity_flows(self.con, self.segments, since, bounds.end)
+        rows = parity.select(flows or "(SELECT * FROM flows WHERE false)", seen_since=since,
+                             seen_until=bounds.end if bounds else None)
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE parity_alerts AS {rows}")
         self.derived = Derived(key, since, complete)
         return self.derived

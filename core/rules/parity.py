@@ -57,6 +57,12 @@ def _sql_value(value: object) -> str:
 _KEY_COLUMNS = ", ".join(f"{expr} AS _g{i}" for i, (_, expr) in enumerate(_KEYS))
 
 
+def _seen(since: int | None, until: int | None) -> str:
+    tests = ([f'max("end") >= {int(since)}'] if since is not None else []) + (
+        [f"min(start) < {int(until)}"] if until is not None else [])
+    return f"HAVING {' AND '.join(tests)}" if tests else ""
+
+
 def touched(flows: str) -> str:
     """The (key, window) of every parity alert the records of relation ``flows`` fall in."""
     keys = _KEY_COLUMNS
@@ -64,10 +70,13 @@ def touched(flows: str) -> str:
             "WHERE action IN ('ACCEPT', 'REJECT') AND start IS NOT NULL)")
 
 
-def select(flows: str, min_level: int = 0, touched: str | None = None) -> str:
+def select(flows: str, min_level: int = 0, touched: str | None = None,
+           seen_since: int | None = None, seen_until: int | None = None) -> str:
     """Parity alert rows, in the alerts table's columns plus ``derived``, of the flows of
     relation ``flows`` (which must hold whole windows: a window's alert is only right with all
-    of its flows). ``touched``: a relation of (_g0.._g4, _b) keys; only those alerts."""
+    of its flows). ``touched``: a relation of (_g0.._g4, _b) keys; only those alerts.
+    ``seen_since``/``seen_until``: only alerts seen in that range (last record at or after
+    the one, first before the other), chosen before their text is made."""
     actions = ", ".join(f"'{rule.action}'" for rule in rules_at(min_level)) or "NULL"
     keys = _KEY_COLUMNS
     not_null = " AND ".join(f"_g{i} IS NOT NULL" for i in range(len(_KEYS)))
@@ -98,7 +107,7 @@ def select(flows: str, min_level: int = 0, touched: str | None = None) -> str:
                {single('vpc_id', '_vpc')}, {single('interface_id', '_eni')},
                list_sort(list_distinct([min(object_key), max(object_key)])) AS _objects,
                count(DISTINCT object_key) AS _object_count
-        FROM f {join} WHERE {not_null} GROUP BY {groups}, _b
+        FROM f {join} WHERE {not_null} GROUP BY {groups}, _b {_seen(seen_since, seen_until)}
     )
     SELECT md5(concat_ws('|', {key_parts})) AS id, {_case("id")} AS rule_id,
            {_case("level")}::INTEGER AS level, {title} AS title, 'vpcflow' AS source,

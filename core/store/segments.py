@@ -123,11 +123,13 @@ class Segments:
         return (f"{EMPTY_FLOWS} UNION ALL BY NAME "
                 f"SELECT * FROM read_parquet({files}, union_by_name=true{option})")
 
-    def between(self, first: int, last: int) -> list[str]:
-        """The segments that may hold a flow starting in [first, last)."""
-        rows = self.con.execute(
-            "SELECT name FROM segments WHERE min_start < ? AND max_end >= ? "
-            "ORDER BY created, name", [last, first]).fetchall()
+    def between(self, first: int, last: int | None = None,
+                con: duckdb.DuckDBPyConnection | None = None) -> list[str]:
+        """The segments that may hold a flow starting in [first, last) (``last`` None: no
+        end), read through ``con`` from another thread."""
+        rows = (con or self.con).execute(
+            "SELECT name FROM segments WHERE (? IS NULL OR min_start < ?) AND max_end >= ? "
+            "ORDER BY created, name", [last, last, first]).fetchall()
         return [row[0] for row in rows]
 
     def files_literal(self, names: Sequence[str]) -> str:
