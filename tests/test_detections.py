@@ -208,6 +208,12 @@ TRAIL = [
      ["cloudtrail.vpc_api_denied"]),
     ("AuthorizeSecurityGroupIngress", "Client.UnauthorizedOperation",
      {"groupId": "sg-1", "cidrIp": "0.0.0.0/0"}, ["cloudtrail.vpc_api_denied"]),
+    # refused changes are refusals, not changes; reading is not a change
+    ("DeleteVpc", "Client.UnauthorizedOperation", {}, ["cloudtrail.vpc_api_denied"]),
+    ("ModifyVpcAttribute", "Client.UnauthorizedOperation", {}, ["cloudtrail.vpc_api_denied"]),
+    ("AttachInternetGateway", "Client.UnauthorizedOperation", {}, ["cloudtrail.vpc_api_denied"]),
+    ("DeleteNetworkAclEntry", "Client.UnauthorizedOperation", {}, ["cloudtrail.vpc_api_denied"]),
+    ("DescribeVpcs", None, {}, []),
 ]
 # What the alerts say: the resource and the change (event index: rule, title)
 TITLES = {
