@@ -71,3 +71,33 @@ def test_a_bad_blocklist_line_names_file_and_line(tmp_path: Path) -> None:
     path.write_text("10.0.0.0/8\nnot-an-address\n")
     with pytest.raises(BlocklistError, match=r"block.txt:2: 'not-an-address'"):
         read_blocklist([path])
+
+
+def test_is_internet_means_outside_the_local_addresses_vpc_block() -> None:
+    """IPv6: a global address in another /56 (the size of a VPC's block) is the internet;
+    in the same /56 it is not. Checked against Python's ipaddress on random pairs."""
+    con = duckdb.connect()
+    install(con)
+    install(con)  # (twice on one connection: the function is there already)
+    rng = random.Random(56)
+    pairs = [("2001:db8:1234:a100:8d6e:3477:df66:f105", "2001:db8:1234:a102:3304:8879:34cf:4071"),
+             ("8.8.8.8", "10.0.0.1"), ("10.1.1.1", "10.0.0.1"), ("2600::1", None),
+             ("2600:1f18::1", "10.0.0.1"), ("fd00::1", "2600:1f18::1")]
+    for _ in range(300):
+        base = rng.getrandbits(56) << 72 | 0x2600 << 112
+        other = base ^ (rng.getrandbits(64) if rng.random() < 0.5 else rng.getrandbits(80))
+        pairs.append((str(ipaddress.IPv6Address(base | rng.getrandbits(72))),
+                      str(ipaddress.IPv6Address(other))))
+    for address, local in pairs:
+        a = ipaddress.ip_address(address)
+        public = a.is_global and not a.is_multicast
+        if a.version == 6 and local is not None and ":" in local:
+            same = (int(a) >> 72) == (int(ipaddress.ip_address(local)) >> 72)
+            expected = public and not same
+        else:
+            expected = public
+        assert con.execute("SELECT is_internet(?, ?)", [address, local]).fetchall() == [
+            (expected,)], (address, local)
+    cursor = con.cursor()  # another connection of the app's reader: the same functions
+    install(cursor)
+    assert cursor.execute("SELECT is_internet('2600::1', '2600::2')").fetchall() == [(False,)]
