@@ -1,0 +1,93 @@
+"""The app's tools: export, copy, SQL, problems, help and the command palette's entries.
+Mixed into :class:`tui.app.VpcwatchApp`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+from rich.text import Text
+from textual.app import SystemCommand
+from textual.screen import Screen
+
+from core.alerts import alert_documents
+from core.explorer import ReadOnlyError
+from core.export import export_rows
+from tui.keys import KEYS, key_label
+from tui.screens import HelpScreen, SqlScreen, TableScreen
+from tui.widgets.conversations import Conversations
+from tui.widgets.feed import AlertFeed
+
+
+class Tools:
+    def action_export(self, fmt: str) -> None:
+        self._background("export", self._export(fmt))
+
+    async def _export(self, fmt: str) -> Path:
+        explorer = self.explorer
+        assert explorer is not None
+        if self.focused is self.query_one(Conversations):
+            rows, stem = self.query_one(Conversations).rows_shown, "vpcwatch-conversations"
+        else:
+            table = await self._read(explorer.feed, self.scope, 0, 10_000_000)
+            rows, stem = alert_documents(table), "vpcwatch-alerts"
+        path = await asyncio.to_thread(export_rows, rows, self.export_dir, stem, fmt)
+        self.notify(f"{len(rows):,} rows written to {path}", title="export", markup=False)
+        self.last_export = path
+        return path
+
+    def action_copy(self) -> None:
+        table = self.focused if isinstance(self.focused, Conversations) else self.query_one(
+            AlertFeed)
+        row = table.selected  # type: ignore[union-attr]
+        if row is None:
+            return
+        text = "\t".join("" if v is None else str(v) for v in row.values())
+        self.copy_to_clipboard(text)  # OSC 52: base64, so the row's text cannot escape it
+        path = self.export_dir / "vpcwatch-copied.txt"
+        path.write_text(text + "\n", encoding="utf-8")
+        self.notify(f"copied (OSC 52); also written to {path}", markup=False)
+
+    def action_sql(self) -> None:
+        screen = SqlScreen(lambda text: self._background("sql", self._sql(screen, text)))
+        self.push_screen(screen)
+
+    async def _sql(self, screen: SqlScreen, text: str) -> None:
+        assert self.explorer is not None
+        try:
+            result = await self._read(self.explorer.read_only_sql, text)
+        except (ReadOnlyError, duckdb.Error) as exc:
+            screen.show(None, str(exc).splitlines()[0] if str(exc) else repr(exc))
+            return
+        screen.show(result, None)
+
+    def action_problems(self) -> None:
+        self._background("problems", self._problems())
+
+    async def _problems(self) -> None:
+        assert self.explorer is not None
+        table = await self._read(self.explorer.problems)
+        rows = table.to_pylist() + [{"bucket": "", "key": "", "status": "error", "error": e,
+                                     "updated": None} for e in self.activity.errors]
+        data = pa.Table.from_pylist(rows) if rows else table
+        await self.push_screen(TableScreen(Text(f"{len(rows)} problems (Esc closes)"), data))
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen([(key_label(k), d) for k, _, _, d in KEYS]))
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Filter by IP…", "open the filter bar", self.action_open_filter)
+        yield SystemCommand("Jump to biggest peak", "select the chart's biggest peak",
+                            self.action_biggest_peak)
+        yield SystemCommand("Export view… (CSV)", "the feed, or the focused conversations",
+                            lambda: self.action_export("csv"))
+        yield SystemCommand("Export view… (JSON)", "the feed, or the focused conversations",
+                            lambda: self.action_export("json"))
+        yield SystemCommand("SQL on the store…", "read-only", self.action_sql)
+        yield SystemCommand("Problems", "quarantined objects, denied prefixes, errors",
+                            self.action_problems)

@@ -1,0 +1,216 @@
+"""The view pump: what the screen shows is read on a reader thread, a step at a time.
+
+A change of scope (filter, time range, level) or new data asks for parts of the view (feed,
+chart, conversations, status); the pump computes what is pending with one
+:class:`core.explorer.Explorer` on the reader thread, so the store's writer and the
+keyboard never wait for each other, and the app applies each step in one go. Mixed into
+:class:`tui.app.VpcwatchApp`, which owns the widgets and ``_apply``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pyarrow as pa
+
+from core.explorer import BucketState, Scope
+from core.timeline import Axis, TimeRange, axis_for
+from tui.widgets.chart import TrafficChart
+from tui.widgets.feed import PAGE, AlertFeed
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+ALL_PARTS = frozenset({"feed", "chart", "conversations", "status"})
+GC_IDLE_SECONDS = 3.0  # without a view change, before a full garbage collection
+GC_OVERDUE = 20  # full garbage collections due: run one between two views anyway
+CONVERSATION_ROWS = 40  # peers or pairs shown (the biggest by bytes)
+ZOOM_MIN_SECONDS = 1800  # a range is shown in at least this much time
+Y_LABEL_COLUMNS = 12  # what plotext's y-axis labels take from the chart's width
+
+
+@dataclass(frozen=True)
+class ViewRequest:
+    parts: frozenset[str]
+    scope: Scope
+    offset: int
+    columns: int
+    focus: str | None
+    then: frozenset[str] = frozenset()  # the parts the next step will ask for
+
+
+@dataclass
+class ViewData:
+    feed: pa.Table | None = None
+    feed_total: int = 0
+    feed_partial: bool = False  # feed_total is a lower bound (parity alerts: see Explorer)
+    axis: Axis | None = None
+    values: list[int] = field(default_factory=list)
+    conversations: pa.Table | None = None
+    buckets: list[BucketState] | None = None
+    newest: int | None = None
+    problems: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)  # per part, for bench/ui.py
+
+
+class ViewPump:
+    """The app's reading side (see the module's docstring)."""
+
+    def request_view(self, *parts: str) -> None:
+        """Recompute ``parts`` (default: everything) on the reader thread, then show them."""
+        self.requested += 1
+        self._last_request = time.monotonic()
+        self._settled.clear()
+        self._pending.update(parts or ALL_PARTS)
+        if not self._pumping and self.explorer is not None:
+            self._pumping = True
+            self.run_worker(self._pump(), group="view", name="view")
+
+    async def _pump(self) -> None:
+        """Compute and show what is pending until nothing is. The conversations (the slowest
+        question) come in a second step, so the feed and the chart never wait for them."""
+        try:
+            while self._pending:
+                serial, parts = self.requested, frozenset(self._pending)
+                self._pending.clear()
+                started = time.perf_counter()
+                timings: dict[str, float] = {}
+                first, then = parts - {"conversations"}, parts & {"conversations"}
+                if first:  # (with the conversations too when they are ready by then)
+                    then -= await self._show_step(first, then, timings)
+                    timings["first_shown"] = time.perf_counter() - started
+                if then:
+                    await self._show_step(then, frozenset(), timings)
+                self.last_view_parts = timings
+                self.applied = serial
+        finally:
+            self._pumping = False
+            if self.applied >= self.requested:
+                self._settled.set()
+
+    async def _show_step(self, parts: frozenset[str], then: frozenset[str],
+                         timings: dict[str, float]) -> frozenset[str]:
+        """Compute and show ``parts``; returns those of ``then`` shown as well."""
+        try:
+            data = await self._read(self._compute, self._view_request(parts, then))
+        except Exception as exc:  # a damaged segment, a full disk, a bug: say it, keep going
+            log.exception("reading the view failed")
+            self.notify(str(exc).splitlines()[0] if str(exc) else repr(exc), title="store",
+                        severity="error", markup=False)
+            return frozenset()
+        self._apply(parts, data)
+        timings.update(data.seconds)
+        return then if data.conversations is not None else frozenset()
+
+    def _view_request(self, parts: frozenset[str], then: frozenset[str]) -> ViewRequest:
+        chart = self.query_one(TrafficChart)
+        columns = max(10, chart.size.width - Y_LABEL_COLUMNS)
+        focus = self.focus_address or self.scope.filter.single_address()
+        offset = self.query_one(AlertFeed).page_offset
+        return ViewRequest(parts, self.scope, offset, columns, focus, then)
+
+    def _compute(self, request: ViewRequest) -> ViewData:
+        """On the reader thread: everything ``request.parts`` needs, from the store. The
+        slow Python work of a view is plotext drawing the chart, so the histogram comes
+        first and the chart is drawn on the app's thread while the feed is read here and
+        the conversations add up on a third (both without the GIL)."""
+        explorer, scope, data = self.explorer, request.scope, ViewData()
+        assert explorer is not None
+        if request.parts != {"conversations"}:  # (the second step reads what the first saw)
+            clock = time.perf_counter()
+            explorer.refresh()
+            data.seconds["refresh"] = time.perf_counter() - clock
+        if "conversations" in request.then:
+            clock = time.perf_counter()
+            explorer.prefetch_conversations(scope, request.focus, CONVERSATION_ROWS)
+            data.seconds["prefetch"] = time.perf_counter() - clock
+        if "chart" in request.parts:
+            clock = time.perf_counter()
+            span = _with_context(scope.range) if scope.range else explorer.span()
+            if span is not None:
+                data.axis = axis_for(span, request.columns)
+                data.values = explorer.histogram(scope, data.axis)
+                self._post(self._prepare_chart, data.axis, data.values, scope.range is not None)
+            data.seconds["chart"] = time.perf_counter() - clock
+        if "feed" in request.parts:
+            clock = time.perf_counter()
+            data.feed = explorer.feed(scope, request.offset, PAGE)
+            rows = data.feed.num_rows  # on the last page, the total needs no count
+            last_page = rows < PAGE and (rows > 0 or request.offset == 0)
+            data.feed_total = request.offset + rows if last_page else explorer.feed_count(scope)
+            data.feed_partial = not last_page and explorer.feed_count_is_partial(scope)
+            data.seconds["feed"] = time.perf_counter() - clock
+        if "conversations" in request.parts or (
+                "conversations" in request.then
+                and explorer.conversations_ready(scope, request.focus, CONVERSATION_ROWS)):
+            clock = time.perf_counter()
+            data.conversations = explorer.conversations(scope, request.focus, CONVERSATION_ROWS)
+            data.seconds["conversations"] = time.perf_counter() - clock
+        if "status" in request.parts:
+            clock = time.perf_counter()
+            data.buckets = explorer.bucket_states()
+            span = explorer.span()
+            data.newest = span.end - 1 if span else None
+            data.problems = explorer.problem_count()
+            data.seconds["status"] = time.perf_counter() - clock
+        return data
+
+    def _post(self, function: Callable[..., Any], *args: Any) -> None:
+        """From the reader thread: run ``function`` on the app's thread, without waiting."""
+        assert self._ui_loop is not None
+        with contextlib.suppress(RuntimeError):  # (the loop closed: the app has ended)
+            self._ui_loop.call_soon_threadsafe(function, *args)
+
+    def _background(self, what: str, work: Awaitable[Any]) -> None:
+        """Run ``work`` as a worker whose failure is shown and logged, never fatal."""
+        async def guarded() -> None:
+            try:
+                await work
+            except Exception as exc:
+                log.exception("%s failed", what)
+                self.notify(f"{what} failed: {exc}", severity="error", markup=False)
+
+        self.run_worker(guarded(), group=what)
+
+    async def _read(self, function: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._reader, function, *args)
+
+    async def wait_settled(self, timeout: float = 30.0) -> None:
+        """Until every requested view is shown (for tests and the UI benchmark)."""
+        await asyncio.wait_for(self._settled.wait(), timeout)
+
+    def _collect_garbage_when_idle(self) -> None:
+        """The garbage collector's full passes took 50-140 ms, at moments set by allocation
+        counts: often in the middle of a view change. Everything loaded so far (modules,
+        widgets, styles) lives as long as the app and is frozen out of them; the young
+        generations are still collected as usual; a full pass is due when the middle one
+        has been collected as often as would trigger one, and runs once no view has been
+        asked for during GC_IDLE_SECONDS, or, when views keep coming (live data), between
+        two of them once GC_OVERDUE times due. (Undone on unmount: the settings are the
+        process's.)"""
+        gc.freeze()
+        self._gc_threshold = gc.get_threshold()
+        young, middle, _ = self._gc_threshold
+        gc.set_threshold(young, middle, 1 << 30)  # (no automatic full pass)
+        self._gc_passes = gc.get_stats()[1]["collections"]
+        self.set_interval(GC_IDLE_SECONDS / 3, self._full_collection)
+
+    def _full_collection(self) -> None:
+        assert self._gc_threshold is not None
+        due = (gc.get_stats()[1]["collections"] - self._gc_passes) / self._gc_threshold[2]
+        idle = time.monotonic() - self._last_request >= GC_IDLE_SECONDS
+        if self._settled.is_set() and ((due >= 1 and idle) or due >= GC_OVERDUE):
+            gc.collect()
+            self._gc_passes = gc.get_stats()[1]["collections"]
+
+
+def _with_context(span: TimeRange) -> TimeRange:
+    """A range shown with some time around it, so a one-minute peak is not one wide bar."""
+    pad = max(0, ZOOM_MIN_SECONDS - (span.end - span.start)) // 2
+    return TimeRange(span.start - pad, span.end + pad)
