@@ -33,11 +33,12 @@ from core.events import (
     PrefixBlocked,
     Publish,
 )
-from core.layouts import Kind, days_between
+from core.layouts import Kind, days_between, kinds_of, logs_prefix
 from core.objects import ObjectResult, Status
 from core.reader import read_object
 from core.s3 import AccessDenied, Gone, S3Bucket, describe, open_bucket
 from core.store import Candidate, Store
+from core.store.ledger import Scope
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -154,7 +155,7 @@ class Collector:
                 log.info("%s: %d objects listed, %d to read", bucket.label,
                          len(listing.objects), len(candidates))
                 # pending or blocked objects whose day has left the window: still retried
-                candidates += await self.db(self.store.unfinished_before, bucket.name, first)
+                candidates += await self.db(self.store.unfinished_before, _scope(bucket), first)
                 await self._read_all(s3, bucket, candidates, queue)
                 if first < window and not listing.failed and not listing.blocked:
                     # recorded once this poll's commits are done (see poll())
@@ -292,3 +293,8 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
         async with asyncio.timeout(seconds):
             await stop.wait()
 
+
+def _scope(bucket: BucketConfig) -> Scope:
+    """The objects this entry lists, as the ledger knows them."""
+    return Scope(bucket.name, logs_prefix(bucket), kinds_of(bucket.type),
+                 bucket.aws_account_id, bucket.regions)

@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from core.layouts import ACCOUNT, ORG, REGION
+from core.layouts import ACCOUNT, ORG, REGION, logs_prefix
 
 BUCKET_TYPES = ("vpcflow", "cloudtrail")
 CREDENTIAL_KEYS = (
@@ -378,7 +378,27 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
     buckets = tuple(
         _bucket(source, table, f"bucket[{index}]") for index, table in enumerate(buckets_table)
     )
+    _refuse_overlaps(source, buckets)
     return Config(general=general, buckets=buckets, source=Path(source))
+
+
+def _refuse_overlaps(source: str, buckets: tuple[BucketConfig, ...]) -> None:
+    """Two entries that would list the same objects would read them twice: refused."""
+    def meet(one: tuple[str, ...], other: tuple[str, ...]) -> bool:
+        return not one or not other or bool(set(one) & set(other))
+
+    for j, later in enumerate(buckets):
+        for i, earlier in enumerate(buckets[:j]):
+            if (earlier.type, earlier.name) != (later.type, later.name):
+                continue
+            a, b = logs_prefix(earlier), logs_prefix(later)
+            if ((a.startswith(b) or b.startswith(a))
+                    and meet(earlier.aws_account_id, later.aws_account_id)
+                    and meet(earlier.regions, later.regions)):
+                raise ConfigError(
+                    f"{source}: bucket[{j}]: lists the same objects as bucket[{i}] (same type, "
+                    "name and path, accounts and regions that overlap); merge the two, or give "
+                    "them different path, aws_account_id or regions")
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

@@ -87,6 +87,11 @@ def kind_of(key: str, service: str) -> Kind:
     return Kind.OTHER
 
 
+def kinds_of(service: str) -> tuple[Kind, ...]:
+    """The kinds of object a bucket entry of this type reads."""
+    return (Kind.CLOUDTRAIL,) if service == "cloudtrail" else (Kind.TEXT, Kind.PARQUET)
+
+
 def kind_of_path(name: str) -> Kind:
     """The kind of a local file, for ``vpcwatch scan``."""
     if name.endswith((".json.gz", ".json")):

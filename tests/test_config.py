@@ -133,3 +133,29 @@ def test_a_bad_blocklist_exits_2_before_the_state_dir_exists(
     assert main(["collect", "--config", str(config), "--once"]) == 2
     assert "block.txt:1: '10.0.0.0/33' is not an IP address or CIDR" in capsys.readouterr().err
     assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize(("second", "overlaps"), [
+    ('type = "cloudtrail"\nname = "logs"', False),  # the example config's pair
+    ('type = "vpcflow"\nname = "logs"', True),
+    ('type = "vpcflow"\nname = "logs"\naws_organization_id = "o-a1b2c3d4e5"', True),
+    ('type = "vpcflow"\nname = "logs"\npath = "other"', False),
+    ('type = "vpcflow"\nname = "logs"\naws_account_id = ["222222222222"]', False),
+    ('type = "vpcflow"\nname = "logs"\naws_account_id = ["111111111111", "333333333333"]',
+     True),
+    ('type = "vpcflow"\nname = "logs"\nregions = ["eu-west-1"]', False),
+    ('type = "vpcflow"\nname = "other-logs"', False),
+])
+def test_two_entries_that_would_list_the_same_objects_are_refused(
+    second: str, overlaps: bool
+) -> None:
+    first = 'type = "vpcflow"\nname = "logs"\naws_account_id = ["111111111111"]\n' \
+            'regions = ["us-east-1"]'
+    text = f"[[bucket]]\n{first}\n[[bucket]]\n{second}\n"
+    if not overlaps:
+        assert len(parse_config(text, "conf.toml").buckets) == 2
+        return
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "conf.toml")
+    assert str(caught.value).startswith(
+        "conf.toml: bucket[1]: lists the same objects as bucket[0]")

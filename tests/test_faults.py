@@ -153,3 +153,34 @@ def test_only_logs_after_backfills_once_and_retries_what_was_left_unfinished(
         assert proxy.requests["list"] - lists_before == 1 + 1 + days  # no second backfill
     finally:
         proxy.stop()
+
+
+def test_two_entries_sharing_a_bucket_retry_an_unfinished_object_once(
+    tmp_path: Path, bucket: Bucket, s3_server: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """config.example.toml's layout: flow logs and CloudTrail in one bucket, two entries.
+    An object blocked before the lookback is retried from the ledger by its own entry only
+    (it was read by both: done 2, 80 rows and 4 ledger rows for one 40-record object)."""
+    faults = Faults(denied_gets=("_denied",))
+    proxy = FaultProxy(s3_server.url, faults).start()  # type: ignore[attr-defined]
+    try:
+        old = NOW - timedelta(days=5)
+        denied = flowgen.flow_key("", A, "us-east-1", old, 2).replace(".log.gz", "_denied.log.gz")
+        bucket.put(denied, flowgen.flow_object(flowgen.V2, 40).gz())
+        after = (NOW - timedelta(days=12)).date().isoformat()
+        config = write_config(tmp_path, [
+            {"type": "vpcflow", "name": bucket.name, "endpoint_url": proxy.url,
+             "only_logs_after": after},
+            {"type": "cloudtrail", "name": bucket.name, "endpoint_url": proxy.url,
+             "only_logs_after": after}], lookback="48h")
+        _, first = collect_once(config, capsys)
+        assert first["objects"]["blocked"] == 1
+
+        faults.denied_gets = ()
+        _, second = collect_once(config, capsys)
+        assert second["objects"]["done"] == 1 and second["records"] == 40
+        state = tmp_path / "state"
+        assert query(state, "SELECT count(*) FROM flows") == [(40,)]
+        assert query(state, "SELECT count(*) FROM objects") == [(1,)]
+    finally:
+        proxy.stop()

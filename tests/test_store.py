@@ -115,3 +115,12 @@ def test_a_store_file_without_tables_is_a_clear_error_for_readers(tmp_path: Path
     duckdb.connect(str(tmp_path / DATABASE_NAME)).close()
     with pytest.raises(StoreError, match=DATABASE_NAME):
         Store(tmp_path, read_only=True)
+
+
+def test_a_commit_with_two_results_for_one_object_is_refused(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    with pytest.raises(ValueError, match="two results for s3://b/key-1"):
+        store.commit([result(1, 10), result(1, 10)])
+    assert count(store) == 0
+    assert count(store, "SELECT count(*) FROM objects") == 0
+    store.close()

@@ -123,8 +123,8 @@ class Store:
     def record_prefixes(self, bucket: str, blocked: dict[str, str], ok: set[str]) -> None:
         ledger.record_prefixes(self.con, bucket, blocked, ok)
 
-    def unfinished_before(self, bucket: str, day: date) -> list[Candidate]:
-        return ledger.unfinished_before(self.con, bucket, day)
+    def unfinished_before(self, scope: ledger.Scope, day: date) -> list[Candidate]:
+        return ledger.unfinished_before(self.con, scope, day)
 
     def backfilled_through(self, bucket_label: str) -> date | None:
         return ledger.backfilled_through(self.con, bucket_label)
@@ -136,9 +136,15 @@ class Store:
 
     def commit(self, results: Sequence[ObjectResult]) -> CommitStats:
         """Store the rows of every result, the alerts they raise and their ledger entries,
-        in one transaction."""
+        in one transaction. Two results for one object are refused (ValueError): they
+        would store its rows twice."""
         if not results:
             return CommitStats()
+        keys = [(result.ref.bucket, result.ref.key) for result in results]
+        if len(set(keys)) != len(keys):
+            twice = sorted({key for key in keys if keys.count(key) > 1})
+            raise ValueError("one commit with two results for "
+                             + ", ".join(f"s3://{b}/{k}" for b, k in twice))
         flows = _flow_batch(results)
         events = _event_batch(results)
         written = [self.segments.add(flows)] if flows is not None else []

@@ -116,18 +116,35 @@ def record_prefixes(con: duckdb.DuckDBPyConnection, bucket: str, blocked: dict[s
                         [bucket, prefix, error])
 
 
-def unfinished_before(con: duckdb.DuckDBPyConnection, bucket: str, day: date
+@dataclass(frozen=True)
+class Scope:
+    """The objects one ``[[bucket]]`` entry lists: two entries may share a bucket (flow logs
+    and CloudTrail, or two accounts' roles), and each must retry only its own objects."""
+
+    bucket: str
+    prefix: str  # every key the entry lists starts with it
+    kinds: tuple[Kind, ...]
+    accounts: tuple[str, ...] = ()  # () for every account
+    regions: tuple[str, ...] = ()  # () for every region
+
+
+def unfinished_before(con: duckdb.DuckDBPyConnection, scope: Scope, day: date
                       ) -> list[Candidate]:
-    """Pending or blocked objects of ``bucket`` dated before ``day``: no listing will show
+    """Pending or blocked objects of ``scope`` dated before ``day``: no listing will show
     them again, so they are retried from the ledger."""
     rows = con.execute(
         "SELECT key, etag, size, kind, account_id, region, key_day, attempts FROM objects "
-        "WHERE bucket = ? AND status IN ('pending', 'blocked') AND key_day < ?",
-        [bucket, day],
+        "WHERE bucket = ? AND starts_with(key, ?) AND list_contains(?, kind) "
+        "AND (len(?) = 0 OR list_contains(?, account_id)) "
+        "AND (len(?) = 0 OR list_contains(?, region)) "
+        "AND status IN ('pending', 'blocked') AND key_day < ?",
+        [scope.bucket, scope.prefix, [kind.value for kind in scope.kinds],
+         list(scope.accounts), list(scope.accounts), list(scope.regions), list(scope.regions),
+         day],
     ).fetchall()
     return [
-        Candidate(ObjectRef(bucket, key, etag, size, Kind(kind), account, region, key_day),
-                  attempts, replaces=False)
+        Candidate(ObjectRef(scope.bucket, key, etag, size, Kind(kind), account, region,
+                            key_day), attempts, replaces=False)
         for key, etag, size, kind, account, region, key_day, attempts in rows
     ]
 
