@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # CSV cells a spreadsheet would run
+FORMULA_STARTS = ("=", "+", "-", "@")  # after any leading space: a cell a spreadsheet runs
 
 
 def export_rows(rows: list[dict[str, Any]], directory: Path, stem: str, fmt: str) -> Path:
@@ -38,9 +38,11 @@ def export_rows(rows: list[dict[str, Any]], directory: Path, stem: str, fmt: str
 def _csv_cell(value: Any) -> Any:
     """Log text is the attacker's: a user agent ``=HYPERLINK(...)`` must not become a live
     formula when the CSV is opened in a spreadsheet. Text starting like a formula gets a
-    leading ``'`` (OWASP's CSV-injection advice); numbers are left alone."""
+    leading ``'`` (OWASP's CSV-injection advice), and so does text starting with white
+    space (a spreadsheet skips `` =1+1`` or ``\\n=1+1`` to the formula); numbers are left
+    alone."""
     if isinstance(value, list | dict):
         value = json.dumps(value)
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+    if isinstance(value, str) and (value[:1].isspace() or value.startswith(FORMULA_STARTS)):
         return "'" + value
     return value

@@ -8,19 +8,29 @@ clipboard, title sequences, cursor moves) and bidi controls reorder what the rea
 from __future__ import annotations
 
 import re
+import unicodedata
 
-# C0 controls, DEL, C1 controls, and the Unicode bidi formatting characters
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# Controls (C0, DEL, C1), format characters (bidi controls, zero-width spaces and joiners,
+# the byte-order mark, tag characters: what makes a look-alike ARN or address), line and
+# paragraph separators, surrogates (undecodable bytes) and unassigned code points.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Cn"})
+_NOT_PRINTABLE_ASCII = re.compile("[^\x20-\x7e]")  # the candidates: checked one by one
 
 
 def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    char = match.group()
+    if unicodedata.category(char) not in _UNSAFE_CATEGORIES:
+        return char
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def visible(text: str) -> str:
-    """``text`` with every control and bidi character replaced by a visible escape."""
-    return _UNSAFE.sub(_escape, text)
+    """``text`` with every control, format (bidi, zero-width) and separator character
+    replaced by a visible escape."""
+    return _NOT_PRINTABLE_ASCII.sub(_escape, text)
 
 
 def truncate(text: str, width: int) -> str:

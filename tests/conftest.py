@@ -6,13 +6,16 @@ import json
 import os
 import queue
 import threading
+import unicodedata
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import boto3
 import pytest
+from rich.text import Text
+from textual.content import Content
 
 from core.store import Store
 from tui.embedded_s3 import EmbeddedS3, start_s3, use_emulator_credentials
@@ -111,3 +114,25 @@ class LineReader:
                 count -= 1
                 if count == 0:
                     return line
+
+
+def unsafe_in(text: object) -> list[str]:
+    """The characters of ``text`` that could act on a terminal or hide (newline aside)."""
+    if not isinstance(text, str):
+        return []
+    return sorted({c for c in text if c != "\n"
+                   and unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Cs")})
+
+
+@pytest.fixture
+def text_guard(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail where a rich Text or a Textual Content is made from, or appended, text with
+    unsafe characters: a path around ``tui.cells.plain`` fails where it is."""
+    def guarded(original: Callable[..., Any]) -> Callable[..., Any]:
+        def check(self: object, text: object = "", *args: Any, **kwargs: Any) -> Any:
+            assert unsafe_in(text) == [], f"unsafe text reached a widget: {text!r}"
+            return original(self, text, *args, **kwargs)
+        return check
+
+    for cls, method in ((Text, "__init__"), (Text, "append"), (Content, "__init__")):
+        monkeypatch.setattr(cls, method, guarded(getattr(cls, method)))

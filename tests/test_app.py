@@ -27,6 +27,8 @@ from tui.widgets.chart import TrafficChart
 from tui.widgets.conversations import Conversations
 from tui.widgets.feed import AlertFeed
 
+# Every app test runs with the guard: no Text made from unsafe characters (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("text_guard")
 FLOWS = "read_parquet('{segments}/*.parquet', union_by_name=true)"
 
 

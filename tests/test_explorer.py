@@ -222,13 +222,15 @@ def test_the_sql_prompt_refuses_what_is_not_a_query(sql: str) -> None:
 
 def test_exports_write_every_row(tmp_path: Path) -> None:
     rows = [{"a": 1, "b": ["x", "y"], "c": "=cmd()"}, {"a": -2, "b": [], "c": None},
-            {"a": 3, "b": [], "c": "@SUM(A1)"}, {"a": 4, "b": [], "c": "a=b"}]
+            {"a": 3, "b": [], "c": "@SUM(A1)"}, {"a": 4, "b": [], "c": "a=b"},
+            {"a": 5, "b": [], "c": " =1+1"}, {"a": 6, "b": [], "c": "\n=1+1"}]
     csv_path = export_rows(rows, tmp_path, "t", "csv")
     json_path = export_rows(rows, tmp_path, "t", "json")
     assert csv_path != json_path and csv_path.suffix == ".csv"
     # text that a spreadsheet would run as a formula is made inert; numbers stay numbers
     assert csv_path.read_text().splitlines() == [
-        "a,b,c", '1,"[""x"", ""y""]",\'=cmd()', "-2,[],", "3,[],\'@SUM(A1)", "4,[],a=b"]
+        "a,b,c", '1,"[""x"", ""y""]",\'=cmd()', "-2,[],", "3,[],\'@SUM(A1)", "4,[],a=b",
+        "5,[],' =1+1", "6,[],\"'", "=1+1\""]
     assert [json.loads(line) for line in json_path.read_text().splitlines()] == rows
     assert export_rows(rows, tmp_path, "t", "csv") != csv_path  # same second: a new name
 

@@ -19,7 +19,13 @@ from tui.cli import main
         ("csi \x9b31m c1", "csi \\x9b31m c1"),
         ("user\u202egpj.exe", "user\\u202egpj.exe"),
         ("tab\tnew\nline", "tab\\x09new\\x0aline"),
-        ("héllo ✓", "héllo ✓"),
+        ("héllo ✓ 日本 😀", "héllo ✓ 日本 😀"),
+        # look-alikes: zero-width space, joiner, word joiner, byte-order mark, a tag letter
+        ("arn:aws:iam::1\u200b11:user/a\u200db", "arn:aws:iam::1\\u200b11:user/a\\u200db"),
+        ("10.0.0.1\u2060\ufeff", "10.0.0.1\\u2060\\ufeff"),
+        ("admin\U000e0041", "admin\\U000e0041"),
+        ("line\u2028sep \x85nel", "line\\u2028sep \\x85nel"),
+        ("bad \udcff byte", "bad \\udcff byte"),  # an undecodable byte (surrogateescape)
     ],
 )
 def test_visible(raw: str, shown: str) -> None:
@@ -51,3 +57,23 @@ def test_query_output_on_a_terminal_shows_escapes_literally(
     main(["query", "--state-dir", str(state), "--format", "json", sql])
     line = capsys.readouterr().out
     assert "\x1b" not in line and json.loads(line)["user_agent"] == agent
+
+
+def test_log_lines_and_tracebacks_show_escapes_and_hide_access_keys(tmp_path) -> None:
+    import logging
+
+    from tui.logs import log_to_file
+
+    path = tmp_path / "vpcwatch.log"
+    log = logging.getLogger("vpcwatch.test")
+    with log_to_file(path):
+        log.warning("object %s", "key\x1b]52;c;SGk=\x07")
+        try:
+            raise ValueError("bad value \x1b[2J from AKIAABCDEFGHIJKLMNOP")
+        except ValueError:
+            log.exception("reading failed")
+    text = path.read_text()
+    assert "\x1b" not in text and "\x07" not in text
+    assert "key\\x1b]52;c;SGk=\\x07" in text
+    assert "ValueError: bad value \\x1b[2J from [access key redacted]" in text
+    assert "Traceback (most recent call last):\n" in text  # still one line per line

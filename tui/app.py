@@ -346,7 +346,7 @@ class VpcwatchApp(ChartKeys, FeedKeys, Tools, ViewPump, App[int]):
         try:
             new = parse_filter(text)
         except FilterError as exc:
-            self.query_one("#filter-error", Static).update(Text(str(exc)))
+            self.query_one("#filter-error", Static).update(plain(exc, None))
             return False
         self.query_one("#filter-error", Static).update("")
         self.focus_address = self.selected_alert = None
@@ -373,7 +373,7 @@ class VpcwatchApp(ChartKeys, FeedKeys, Tools, ViewPump, App[int]):
             message = ""
         except FilterError as exc:
             message = str(exc)
-        self.query_one("#filter-error", Static).update(Text(message))
+        self.query_one("#filter-error", Static).update(plain(message, None))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "filter-input" and self.apply_filter_text(event.value):

@@ -11,14 +11,18 @@ from typing import Any
 from rich.text import Text
 
 from core.filters import PROTOCOL_NAMES
-from core.safetext import truncate
+from core.safetext import truncate, visible
 
 SPARK = "▁▂▃▄▅▆▇█"
 
 
-def plain(value: Any, width: int = 40, style: str = "") -> Text:
-    """Untrusted ``value`` as literal text, at most ``width`` characters."""
-    return Text("" if value is None else truncate(str(value), width), style=style)
+def plain(value: Any, width: int | None = 40, style: str = "") -> Text:
+    """Untrusted ``value`` as literal text, at most ``width`` characters (None: all of it).
+    The one way text that is not a literal of this code reaches a widget."""
+    if value is None:
+        return Text("", style=style)
+    text = visible(str(value)) if width is None else truncate(str(value), width)
+    return Text(text, style=style)
 
 
 def level_cell(level: int | None) -> Text:

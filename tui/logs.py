@@ -25,10 +25,19 @@ class Redact(logging.Filter):
         return True
 
 
+class SafeFormatter(logging.Formatter):
+    """Tracebacks too: each line made visible (the lines stay lines, so a traceback reads
+    as one); access key ids redacted."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = _SECRET.sub("[access key redacted]", super().format(record))
+        return "\n".join(visible(line) for line in text.split("\n"))
+
+
 def log_to_stderr(verbosity: int) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(Redact())
-    handler.setFormatter(logging.Formatter("vpcwatch: %(levelname)s: %(message)s"))
+    handler.setFormatter(SafeFormatter("vpcwatch: %(levelname)s: %(message)s"))
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbosity, 2)]
     logging.basicConfig(level=level, handlers=[handler], force=True)
     for noisy in _NOISY:
@@ -42,7 +51,7 @@ def log_to_file(path: Path) -> Iterator[None]:
     saved = root.handlers[:]
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.addFilter(Redact())
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.handlers = [handler]
     try:
         yield

@@ -21,7 +21,7 @@ MAX_CELL = 60
 def fill_table(table: DataTable[Any], data: pa.Table) -> None:
     """Replace ``table``'s content with ``data``; every cell literal text (never markup)."""
     table.clear(columns=True)
-    table.add_columns(*data.column_names)
+    table.add_columns(*[plain(name, MAX_CELL) for name in data.column_names])
     for row in data.to_pylist():
         table.add_row(*[plain(v, MAX_CELL) for v in row.values()])
 
@@ -90,7 +90,7 @@ class SqlScreen(Closable):
     def show(self, result: pa.Table | None, error: str | None) -> None:
         status = self.query_one("#sql-status", Static)
         if error is not None:
-            status.update(Text(error, style="red"))
+            status.update(plain(error, None, style="red"))
             return
         assert result is not None
         status.update(Text(f"{result.num_rows} rows"))

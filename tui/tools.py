@@ -17,6 +17,7 @@ from textual.screen import Screen
 from core.alerts import alert_documents
 from core.explorer import ReadOnlyError
 from core.export import export_rows
+from core.safetext import visible
 from tui.keys import KEYS, key_label
 from tui.screens import HelpScreen, SqlScreen, TableScreen
 from tui.widgets.conversations import Conversations
@@ -36,7 +37,7 @@ class Tools:
             table = await self._read(explorer.feed, self.scope, 0, 10_000_000)
             rows, stem = alert_documents(table), "vpcwatch-alerts"
         path = await asyncio.to_thread(export_rows, rows, self.export_dir, stem, fmt)
-        self.notify(f"{len(rows):,} rows written to {path}", title="export", markup=False)
+        self.notify(visible(f"{len(rows):,} rows written to {path}"), title="export", markup=False)
         self.last_export = path
         return path
 
@@ -50,7 +51,7 @@ class Tools:
         self.copy_to_clipboard(text)  # OSC 52: base64, so the row's text cannot escape it
         path = self.export_dir / "vpcwatch-copied.txt"
         path.write_text(text + "\n", encoding="utf-8")
-        self.notify(f"copied (OSC 52); also written to {path}", markup=False)
+        self.notify(visible(f"copied (OSC 52); also written to {path}"), markup=False)
 
     def action_sql(self) -> None:
         screen = SqlScreen(lambda text: self._background("sql", self._sql(screen, text)))

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import pyarrow as pa
 
 from core.explorer import BucketState, Scope
+from core.safetext import visible
 from core.timeline import Axis, TimeRange, axis_for
 from tui.widgets.chart import TrafficChart
 from tui.widgets.feed import PAGE, AlertFeed
@@ -101,8 +102,8 @@ class ViewPump:
             data = await self._read(self._compute, self._view_request(parts, then))
         except Exception as exc:  # a damaged segment, a full disk, a bug: say it, keep going
             log.exception("reading the view failed")
-            self.notify(str(exc).splitlines()[0] if str(exc) else repr(exc), title="store",
-                        severity="error", markup=False)
+            self.notify(visible(str(exc).splitlines()[0] if str(exc) else repr(exc)),
+                        title="store", severity="error", markup=False)
             return frozenset()
         self._apply(parts, data)
         timings.update(data.seconds)
@@ -174,7 +175,7 @@ class ViewPump:
                 await work
             except Exception as exc:
                 log.exception("%s failed", what)
-                self.notify(f"{what} failed: {exc}", severity="error", markup=False)
+                self.notify(visible(f"{what} failed: {exc}"), severity="error", markup=False)
 
         self.run_worker(guarded(), group=what)
 
