@@ -46,12 +46,7 @@ CONVERSATION_SCHEMA = pa.schema(
                                        "last_seen")]
     + [("protocols", pa.list_(pa.int32())), ("ports", pa.list_(pa.int32())),
        ("trend", pa.list_(pa.int64()))])
-SQL_ROW_LIMIT = 1000
 CACHE_ENTRIES = 64  # flow answers kept until the data changes
-
-
-class ReadOnlyError(ValueError):
-    """The SQL prompt runs one query, never a statement that writes or changes settings."""
 
 
 @dataclass(frozen=True)
@@ -313,11 +308,6 @@ class Explorer:
             "SELECT bucket, prefix, status, error, updated FROM prefixes WHERE status <> 'ok' "
             "ORDER BY updated DESC LIMIT 1000")
 
-    def read_only_sql(self, text: str) -> pa.Table:
-        """Run one query (see check_read_only); at most SQL_ROW_LIMIT rows come back."""
-        check_read_only(text)
-        return self._retry(lambda: self.con.sql(text).limit(SQL_ROW_LIMIT).to_arrow_table())
-
     # -- helpers ------------------------------------------------------------------------
 
     def _rows(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
@@ -356,16 +346,3 @@ def _within(where: str, params: list[Any], window: TimeRange | None) -> tuple[st
     if window is None:
         return where, params
     return f"{where} AND start >= ? AND start < ?", [*params, window.start, window.end]
-
-
-def check_read_only(text: str) -> None:
-    try:
-        statements = duckdb.extract_statements(text)
-    except duckdb.Error as exc:
-        raise ReadOnlyError(str(exc).splitlines()[0]) from None
-    if len(statements) != 1:
-        raise ReadOnlyError(f"one statement at a time ({len(statements)} given)")
-    kind = statements[0].type.name
-    if kind != "SELECT":  # (EXPLAIN ANALYZE would run what it explains: not allowed)
-        raise ReadOnlyError(f"only queries run here: SELECT, WITH, FROM, VALUES, DESCRIBE, "
-                            f"SHOW, SUMMARIZE (this is {kind})")

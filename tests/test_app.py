@@ -287,6 +287,26 @@ async def test_sql_prompt_runs_queries_and_refuses_writes(frozen_state: Path,
         assert result.get_row_at(0)[0].plain == str(total)
 
 
+async def test_sql_prompt_reads_no_file_and_a_slow_query_leaves_the_app_working(
+        frozen_state: Path, tmp_path: Path) -> None:
+    """The prompt runs in the sandbox (tests/test_sandbox.py has every refusal), on a thread
+    of its own: the views keep updating while a query runs, and Esc interrupts it."""
+    async with frozen_app(frozen_state, tmp_path) as (app, pilot):
+        await pilot.press("colon")  # type: ignore[attr-defined]
+        screen = app.screen
+        assert isinstance(screen, SqlScreen)
+        status = screen.query_one("#sql-status")
+        screen.run("SELECT * FROM read_text('/etc/passwd')")
+        await until(lambda: "disabled by configuration" in str(status.render()))
+        screen.run("SELECT count(*) FROM range(1000000000000) a")
+        await until(lambda: app.sandbox is not None and app.sandbox.busy)
+        app.request_view()
+        await app.wait_settled()  # the views were read and shown meanwhile
+        assert app.sandbox.busy
+        await pilot.press("escape")  # type: ignore[attr-defined]  # closes: interrupts it
+        await until(lambda: not app.sandbox.busy)
+
+
 async def test_enter_on_a_conversation_shows_its_flows(frozen_state: Path,
                                                        tmp_path: Path) -> None:
     async with frozen_app(frozen_state, tmp_path) as (app, pilot):

@@ -59,7 +59,7 @@ def test_query_is_read_only_and_errors_are_one_line(
     capsys.readouterr()
     assert main(["query", "--state-dir", str(state), "DELETE FROM objects"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "read-only" in err[0]
+    assert len(err) == 1 and "only queries run here" in err[0]
     assert main(["query", "--state-dir", str(state), "SELEC 1"]) == 2
     assert main(["query", "--state-dir", str(tmp_path / "none"), "SELECT 1"]) == 1
 

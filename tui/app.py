@@ -45,6 +45,7 @@ from core.events import (
 )
 from core.explorer import BucketState, Explorer, Scope
 from core.filters import Filter, FilterError, parse_filter
+from core.sandbox import Sandbox
 from core.store import Store
 from core.timeline import Axis, TimeRange, find_peaks
 from tui.cells import clock, plain, zone_name
@@ -109,6 +110,7 @@ class VpcwatchApp(ChartKeys, FeedKeys, Tools, ViewPump, App[int]):
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="vpcwatch-reader")
         self._ui_loop: asyncio.AbstractEventLoop | None = None  # (the reader posts to it)
         self.explorer: Explorer | None = None
+        self.sandbox: Sandbox | None = None  # user SQL (the `:` prompt), made on first use
         self._pending: set[str] = set()
         self._pumping = False
         self.requested = 0  # view requests made…
@@ -177,6 +179,9 @@ class VpcwatchApp(ChartKeys, FeedKeys, Tools, ViewPump, App[int]):
             self.collector.close()
         if self.explorer is not None:
             self._reader.submit(self.explorer.close).result()
+        if self.sandbox is not None:
+            self.sandbox.interrupt()
+            self._reader.submit(self.sandbox.close).result()
         self._reader.shutdown(wait=True)
 
     def on_resize(self, event: Resize) -> None:

@@ -35,6 +35,7 @@ from core.decompress import CorruptObject
 from core.events import AlertsChanged, Publish
 from core.rules import BlocklistError, RuleEngine, load_engine, parity
 from core.safetext import visible
+from core.sandbox import TIMEOUT, QueryStopped, ReadOnlyError, Sandbox
 from core.store import Store, StoreError, open_store
 from core.store.statedir import StateDirError
 from core.wazuh_import import WazuhImportError, import_wazuh
@@ -42,6 +43,17 @@ from tui.logs import log_to_file, log_to_stderr
 from tui.output import json_value, print_alerts, report, warn_rule_errors
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _seconds(text: str) -> float:
+    """A positive number of seconds (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
 
 
 class UsageError(Exception):
@@ -92,7 +104,10 @@ def _parser() -> argparse.ArgumentParser:
     _store_options(query)
     query.add_argument("--format", choices=("csv", "json"), default="csv",
                        help="csv with a header (default), or one JSON object per line")
-    query.add_argument("sql", help='for example: "SELECT count(*) FROM flows"')
+    query.add_argument("--timeout", type=_seconds, default=TIMEOUT, metavar="SECONDS",
+                       help=f"stop the query after this long (default {TIMEOUT:g})")
+    query.add_argument("sql", help='one query, for example: "SELECT count(*) FROM flows"; '
+                       "it reads the store's tables and nothing else (see README)")
     query.set_defaults(run=cmd_query)
 
     scan = commands.add_parser("scan", help="read local log files and folders into the store")
@@ -214,10 +229,14 @@ def _engine(config: Config | None) -> RuleEngine:
 
 def cmd_query(args: argparse.Namespace) -> int:
     with open_store(_state_dir(args), read_only=True) as store:
+        sandbox = Sandbox(store)
         try:
-            columns, rows = store.query(args.sql)
-        except duckdb.Error as exc:
+            table = sandbox.run(args.sql, timeout=args.timeout)
+        except (ReadOnlyError, QueryStopped, duckdb.Error) as exc:
             raise UsageError(f"query failed: {str(exc).splitlines()[0]}") from None
+        finally:
+            sandbox.close()
+    columns, rows = table.column_names, [tuple(row.values()) for row in table.to_pylist()]
     if args.format == "json":  # JSON escapes every control and non-ASCII character
         for row in rows:
             print(json.dumps(dict(zip(columns, row, strict=True)), default=json_value))

@@ -72,9 +72,13 @@ class TableScreen(Closable):
 class SqlScreen(Closable):
     """``:`` — one read-only query against the store; the result as a table."""
 
-    def __init__(self, run: Callable[[str], Any]):
+    def __init__(self, run: Callable[[str], Any], stop: Callable[[], None]):
         super().__init__()
-        self.run = run  # async: the app runs it on its reader thread and calls show()
+        self.run = run  # async: the app runs it on the sandbox's thread and calls show()
+        self.stop = stop  # interrupts a query still running (when the screen closes)
+
+    def on_unmount(self) -> None:
+        self.stop()
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="modal"):

@@ -15,13 +15,15 @@ from textual.app import SystemCommand
 from textual.screen import Screen
 
 from core.alerts import alert_documents
-from core.explorer import ReadOnlyError
 from core.export import export_rows
 from core.safetext import visible
+from core.sandbox import QueryStopped, ReadOnlyError, Sandbox
 from tui.keys import KEYS, key_label
 from tui.screens import HelpScreen, SqlScreen, TableScreen
 from tui.widgets.conversations import Conversations
 from tui.widgets.feed import AlertFeed
+
+SQL_ROW_LIMIT = 1000  # rows the SQL prompt shows
 
 
 class Tools:
@@ -54,17 +56,26 @@ class Tools:
         self.notify(visible(f"copied (OSC 52); also written to {path}"), markup=False)
 
     def action_sql(self) -> None:
-        screen = SqlScreen(lambda text: self._background("sql", self._sql(screen, text)))
+        screen = SqlScreen(lambda text: self._background("sql", self._sql(screen, text)),
+                           self._stop_sql)
         self.push_screen(screen)
 
     async def _sql(self, screen: SqlScreen, text: str) -> None:
-        assert self.explorer is not None
+        """Run on the sandbox's own thread (core.sandbox): a slow query never holds up the
+        views; the previous one, if still running, is interrupted."""
+        if self.sandbox is None:
+            self.sandbox = await self._read(Sandbox, self.store)
+        self._stop_sql()
         try:
-            result = await self._read(self.explorer.read_only_sql, text)
-        except (ReadOnlyError, duckdb.Error) as exc:
+            result = await asyncio.to_thread(self.sandbox.run, text, SQL_ROW_LIMIT)
+        except (ReadOnlyError, QueryStopped, duckdb.Error) as exc:
             screen.show(None, str(exc).splitlines()[0] if str(exc) else repr(exc))
             return
         screen.show(result, None)
+
+    def _stop_sql(self) -> None:
+        if self.sandbox is not None:
+            self.sandbox.interrupt()
 
     def action_problems(self) -> None:
         self._background("problems", self._problems())

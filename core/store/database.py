@@ -22,7 +22,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -221,11 +220,6 @@ class Store:
 
     def checkpoint(self) -> None:
         self.con.execute("CHECKPOINT")
-
-    def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-        cursor = self.con.execute(sql)
-        columns = [d[0] for d in cursor.description] if cursor.description else []
-        return columns, cursor.fetchall()
 
 
 def _batch(results: Sequence[ObjectResult], attribute: str) -> pa.Table | None:

@@ -1,0 +1,127 @@
+"""User SQL (the app's ``:`` prompt and ``vpcwatch query``): one policy for both.
+
+The store's own connection can read and write any file the user can, install extensions
+over the network and checkpoint the live store. User SQL never runs there: it runs on a
+DuckDB database of its own, in memory, that
+- reads no file but the store's segments (``enable_external_access`` off, the segment
+  directory the one allowed directory), installs and loads no extension, and has its
+  configuration locked, so no ``SET`` undoes any of this;
+- sees ``flows`` (a view over the committed segments) and copies of the store's tables the
+  query names (``alerts``, ``cloudtrail``, ``objects``, ``prefixes``), taken when it starts;
+- runs one query at a time, interrupted when it runs past its timeout (or by ``interrupt``
+  from another thread: the app's Esc), with its memory bounded.
+Only one statement, and only a query, is accepted (``check_read_only``).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import duckdb
+import pyarrow as pa
+
+from core.rules import RuleEngine
+from core.rules.sqlparts import literal
+from core.store import Store
+
+TABLES = ("alerts", "cloudtrail", "objects", "prefixes")  # besides flows
+TIMEOUT = 60.0  # seconds
+MEMORY_LIMIT = "1GB"
+
+
+class ReadOnlyError(ValueError):
+    """The SQL prompt runs one query, never a statement that writes or changes settings."""
+
+
+class QueryStopped(RuntimeError):
+    """The query ran past its timeout, or was interrupted."""
+
+
+def check_read_only(text: str) -> None:
+    try:
+        statements = duckdb.extract_statements(text)
+    except duckdb.Error as exc:
+        raise ReadOnlyError(str(exc).splitlines()[0]) from None
+    if len(statements) != 1:
+        raise ReadOnlyError(f"one statement at a time ({len(statements)} given)")
+    kind = statements[0].type.name
+    if kind != "SELECT":  # (EXPLAIN ANALYZE would run what it explains: not allowed)
+        raise ReadOnlyError(f"only queries run here: SELECT, WITH, FROM, VALUES, DESCRIBE, "
+                            f"SHOW, SUMMARIZE (this is {kind})")
+
+
+class Sandbox:
+    """A locked-down database for user SQL over ``store`` (see the module's docstring).
+    ``run`` may be called from any thread, one query at a time."""
+
+    def __init__(self, store: Store, memory_limit: str = MEMORY_LIMIT):
+        self._store = store
+        self._source = store.con.cursor()  # reads the store's tables (under self._lock)
+        self._lock = threading.Lock()
+        self.con = duckdb.connect(":memory:", config={
+            "autoinstall_known_extensions": False, "autoload_known_extensions": False,
+            "memory_limit": memory_limit})
+        (store.engine or RuleEngine([])).install(self.con)  # the rules' SQL functions
+        allowed = str(store.segment_dir).rstrip("/") + "/"
+        self.con.execute(f"SET allowed_directories = [{literal(allowed)}]")
+        self.con.execute("SET enable_external_access = false")
+        self.con.execute("SET lock_configuration = true")
+
+    def run(self, text: str, limit: int | None = None, timeout: float = TIMEOUT) -> pa.Table:
+        """The query's rows (at most ``limit``); ReadOnlyError for anything but one query,
+        QueryStopped past ``timeout`` seconds or when interrupted, duckdb.Error otherwise."""
+        check_read_only(text)
+        with self._lock:
+            self._prepare(text)
+            timer = threading.Timer(timeout, self.con.interrupt)
+            timer.start()
+            try:
+                relation = self.con.sql(text)
+                if relation is None:
+                    return pa.table({})
+                return (relation.limit(limit) if limit else relation).to_arrow_table()
+            except duckdb.InterruptException:
+                if timer.finished.is_set():
+                    raise QueryStopped(f"stopped after {timeout:g} s (the query timeout)"
+                                       ) from None
+                raise QueryStopped("interrupted") from None
+            finally:
+                timer.cancel()
+                self._release()
+
+    @property
+    def busy(self) -> bool:
+        """Whether a query is running."""
+        return self._lock.locked()
+
+    def interrupt(self) -> None:
+        """Stop the query running now, if any (from another thread)."""
+        if self.busy:
+            self.con.interrupt()
+
+    def close(self) -> None:
+        with self._lock:
+            self.con.close()
+            self._source.close()
+
+    def _prepare(self, text: str) -> None:
+        """``flows`` over the segments committed now, and copies of the tables ``text`` names.
+        (The names come from this database's parser, which reads no file: external access
+        is off.)"""
+        names = {name.lower() for name in self.con.get_table_names(text)}
+        if "flows" in names:
+            store = self._store
+            sql = store.segments_sql(store.segment_names(self._source))
+            self.con.execute(f"CREATE TEMP VIEW flows AS {sql}")
+        for table in TABLES:
+            if table in names:
+                self.con.register(table, self._source.sql(f"SELECT * FROM {table}")
+                                  .to_arrow_table())
+
+    def _release(self) -> None:
+        """Forget the query's view and copies (their memory, and names the parser would
+        otherwise expand next time)."""
+        self.con.execute("DROP VIEW IF EXISTS flows")
+        for table in TABLES:
+            self.con.unregister(table)
+

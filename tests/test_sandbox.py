@@ -1,0 +1,123 @@
+"""User SQL runs in a sandbox (core/sandbox.py), one policy for `vpcwatch query` and the app's
+`:` prompt: it reads the store's tables and segments and nothing else, writes nothing,
+installs nothing, cannot change its settings, and stops at its timeout."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from core.sandbox import QueryStopped, ReadOnlyError, Sandbox, check_read_only
+from core.store import DATABASE_NAME, open_store
+from core.store.segments import segment_dir
+from tests import flowgen
+from tui.cli import main
+
+SECRET_LINE = "not for vpcwatch users"
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("sandbox")
+    logs = root / "logs"
+    logs.mkdir()
+    (logs / "a.log").write_bytes(flowgen.flow_object(flowgen.V2, 50, seed=3).text())
+    (logs / "t.json.gz").write_bytes(flowgen.trail_object(
+        [flowgen.trail_event("CreateVpc", event_id="e1")]))
+    (root / "secret.txt").write_text(SECRET_LINE + "\n")
+    assert main(["scan", str(logs), "--state-dir", str(root / "state")]) == 0
+    return root / "state"
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# Each reproduced on the previous version, where `query` and `:` ran on the store's connection.
+ATTACKS = [
+    "SELECT * FROM read_text('{secret}')",
+    "SELECT * FROM read_csv('{secret}')",
+    "SELECT * FROM glob('{root}/*')",
+    "SELECT * FROM read_text('{segments}/../{database}')",  # outside the segments, via ..
+    "SELECT * FROM read_csv('https://example.com/x.csv')",  # would auto-install httpfs
+    "SELECT * FROM read_parquet('s3://bucket/x.parquet')",
+]
+REFUSED_STATEMENTS = [
+    "COPY (SELECT 1) TO '{root}/written.csv'", "INSTALL httpfs", "LOAD httpfs",
+    "ATTACH '{root}/other.db'", "SET enable_external_access = true", "CHECKPOINT",
+    "DELETE FROM alerts", "SELECT 1; SELECT 2", "EXPLAIN ANALYZE DELETE FROM alerts",
+]
+
+
+def _fill(sql: str, state: Path) -> str:
+    return sql.format(secret=state.parent / "secret.txt", root=state.parent,
+                      segments=segment_dir(state), database=DATABASE_NAME)
+
+
+@pytest.mark.parametrize("sql", ATTACKS + REFUSED_STATEMENTS)
+def test_query_refuses_files_network_extensions_and_writes(
+        sql: str, state: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = digest(state / DATABASE_NAME)
+    assert main(["query", "--state-dir", str(state), _fill(sql, state)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("vpcwatch: query failed: ")
+    assert SECRET_LINE not in captured.out + captured.err
+    assert not (state.parent / "written.csv").exists()
+    assert not (state.parent / "other.db").exists()
+    assert digest(state / DATABASE_NAME) == before
+
+
+def test_setting_changes_are_refused_even_inside_a_query(state: Path) -> None:
+    """`SET` is not a query (check_read_only), and the sandbox's settings are locked anyway:
+    its own connection cannot turn file access back on."""
+    with pytest.raises(ReadOnlyError):
+        check_read_only("SET enable_external_access = true")
+    with open_store(state, read_only=True) as store:
+        sandbox = Sandbox(store)
+        try:
+            with pytest.raises(duckdb.Error, match="locked"):
+                sandbox.con.execute("SET enable_external_access = true")
+            with pytest.raises(duckdb.Error, match="disabled by configuration"):
+                sandbox.run(_fill("SELECT * FROM read_text('{secret}')", state))
+        finally:
+            sandbox.close()
+
+
+def test_the_stores_tables_and_functions_are_there(
+        state: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # the figures, read straight from the files, without vpcwatch
+    con = duckdb.connect()
+    [(flows, total)] = con.execute(
+        f"SELECT count(*), sum(bytes) FROM read_parquet('{segment_dir(state)}/*.parquet')"
+    ).fetchall()
+    con.close()
+    sql = ("SELECT (SELECT count(*) FROM flows) AS flows, (SELECT sum(bytes) FROM flows) AS b, "
+           "(SELECT count(*) FROM objects) AS objects, (SELECT count(*) FROM cloudtrail) AS ct, "
+           "(SELECT count(*) FROM alerts) >= 0 AS alerts, is_private('10.1.2.3') AS private")
+    capsys.readouterr()
+    assert main(["query", "--state-dir", str(state), "--format", "json", sql]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row == {"flows": flows, "b": total, "objects": 2, "ct": 1, "alerts": True,
+                   "private": True}
+    assert flows == 50
+
+
+def test_a_query_past_its_timeout_is_stopped(
+        state: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    endless = "SELECT count(*) FROM range(1000000000000) a"
+    assert main(["query", "--state-dir", str(state), "--timeout", "0.5", endless]) == 2
+    assert "stopped after 0.5 s (the query timeout)" in capsys.readouterr().err
+    with open_store(state, read_only=True) as store:
+        sandbox = Sandbox(store)
+        try:
+            with pytest.raises(QueryStopped):
+                sandbox.run(endless, timeout=0.2)
+            assert sandbox.run("SELECT 42 AS n").to_pylist() == [{"n": 42}]  # usable after
+            for _ in range(2):  # (the second once found the first one's view in its way)
+                assert sandbox.run("SELECT count(*) AS n FROM flows").to_pylist() == [{"n": 50}]
+        finally:
+            sandbox.close()
