@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.layouts import ACCOUNT, ORG, REGION, logs_prefix
+from core.permissions import shared_write_problem
 
 BUCKET_TYPES = ("vpcflow", "cloudtrail")
 CREDENTIAL_KEYS = (
@@ -405,11 +406,11 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
-        mode = file.stat().st_mode
+        problem = shared_write_problem(file)
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{file}: not UTF-8 text") from None
-    if mode & 0o002:
-        raise ConfigError(f"{file}: writable by every user; run: chmod o-w {file}")
+    if problem:
+        raise ConfigError(f"{file}: {problem}")
     return parse_config(text, str(file), file.resolve().parent)

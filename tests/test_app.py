@@ -398,6 +398,18 @@ async def test_copy_writes_the_selected_row(frozen_state: Path, tmp_path: Path) 
         assert copied.split("\t")[0] == row["id"] and row["title"] in copied
 
 
+async def test_copy_never_writes_through_a_planted_link(frozen_state: Path,
+                                                       tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    (tmp_path / "vpcwatch-copied.txt").symlink_to(victim)
+    async with frozen_app(frozen_state, tmp_path) as (app, pilot):
+        await pilot.press("c")  # type: ignore[attr-defined]  # (the action is synchronous)
+        assert app.is_running
+    assert victim.read_text() == "keep me\n"
+    assert (tmp_path / "vpcwatch-copied.txt").is_symlink()
+
+
 async def test_enter_on_an_alert_shows_its_addresses_conversations(frozen_state: Path,
                                                                    tmp_path: Path) -> None:
     async with frozen_app(frozen_state, tmp_path) as (app, pilot):

@@ -16,6 +16,7 @@ from textual.screen import Screen
 
 from core.alerts import alert_documents
 from core.export import export_rows
+from core.permissions import write_private
 from core.safetext import visible
 from core.sandbox import QueryStopped, ReadOnlyError, Sandbox
 from tui.keys import KEYS, key_label
@@ -52,7 +53,12 @@ class Tools:
         text = "\t".join("" if v is None else str(v) for v in row.values())
         self.copy_to_clipboard(text)  # OSC 52: base64, so the row's text cannot escape it
         path = self.export_dir / "vpcwatch-copied.txt"
-        path.write_text(text + "\n", encoding="utf-8")
+        try:
+            write_private(path, text + "\n")
+        except OSError as exc:
+            self.notify(visible(f"copied (OSC 52); not written to {path}: {exc.strerror}"),
+                        severity="warning", markup=False)
+            return
         self.notify(visible(f"copied (OSC 52); also written to {path}"), markup=False)
 
     def action_sql(self) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import parse_duration
+from core.permissions import shared_write_problem
 from core.rules.parity import IDS as PARITY_IDS
 
 SOURCES = ("vpcflow", "cloudtrail")
@@ -89,6 +90,10 @@ def read_rule_files(paths: list[Path]) -> RuleSet:
     by_id: dict[str, Rule] = {}
     for path in paths:
         try:
+            problem = shared_write_problem(path)
+            if problem:  # a rule is SQL vpcwatch runs: another user must not write it
+                result.errors.append(f"{path}: refused, {problem}")
+                continue
             document = tomllib.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
             result.errors.append(f"{path}: cannot read: {exc.strerror}")

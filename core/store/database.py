@@ -31,7 +31,7 @@ from core.rules import RuleEngine
 from core.store import detections, ledger, retention, schema
 from core.store.ledger import Candidate
 from core.store.segments import Segments, remove, remove_unlisted, segment_dir
-from core.store.statedir import StateLock, prepare
+from core.store.statedir import StateLock, make_private, prepare
 from core.store.transaction import transaction
 
 log = logging.getLogger(__name__)
@@ -260,6 +260,7 @@ def open_store(state_dir: Path, read_only: bool = False, engine: RuleEngine | No
     if read_only:
         if not (state_dir / DATABASE_NAME).exists():
             raise StoreError(f"{state_dir}: no store yet; run vpcwatch collect or scan first")
+        make_private(state_dir)
     else:
         prepare(state_dir)
     with StateLock(state_dir, exclusive=not read_only):

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import socket
 import stat
 import sys
 from pathlib import Path
 from types import TracebackType
+
+log = logging.getLogger(__name__)
 
 LOCK_NAME = "vpcwatch.lock"
 
@@ -18,18 +21,36 @@ class StateDirError(Exception):
 
 
 def prepare(path: Path) -> Path:
-    """Create ``path`` 0700 if needed; refuse a symlink or a directory others can write."""
+    """Create ``path`` 0700 if needed, then ``make_private``."""
     if path.is_symlink():
         raise StateDirError(f"{path}: the state directory is a symlink; give its real path")
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        mode = path.stat().st_mode
     except OSError as exc:
         raise StateDirError(f"{path}: cannot create the state directory: {exc.strerror}") from None
-    if not stat.S_ISDIR(mode):
+    return make_private(path)
+
+
+def make_private(path: Path) -> Path:
+    """Refuse a state directory that is a symlink, not ours, or writable by others; one that
+    others can read or enter (an existing 0755 directory) is made 0700, with a warning: the
+    store and its segments hold every flow and event. Readers check too."""
+    try:
+        info = path.lstat()
+    except OSError as exc:
+        raise StateDirError(f"{path}: cannot use the state directory: {exc.strerror}") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise StateDirError(f"{path}: the state directory is a symlink; give its real path")
+    if not stat.S_ISDIR(info.st_mode):
         raise StateDirError(f"{path}: the state directory is not a directory")
-    if mode & 0o022:
+    if info.st_uid != os.getuid():
+        raise StateDirError(f"{path}: the state directory belongs to another user")
+    if info.st_mode & 0o022:
         raise StateDirError(f"{path}: writable by other users; run: chmod go-w {path}")
+    if info.st_mode & 0o077:
+        os.chmod(path, 0o700)
+        log.warning("%s: the state directory was readable by other users; made it private "
+                    "(0700)", path)
     return path
 
 

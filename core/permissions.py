@@ -1,0 +1,54 @@
+"""Files vpcwatch trusts, and files it writes.
+
+A configuration, a rule file (SQL that vpcwatch runs) or a blocklist that another user can
+change is another user's way in: each is refused when others may write it. Files vpcwatch
+writes for the user (a copied row) are written private and never through a link planted
+where they go.
+"""
+
+from __future__ import annotations
+
+import errno
+import grp
+import os
+import pwd
+import stat
+from pathlib import Path
+
+
+def shared_write_problem(path: Path) -> str | None:
+    """Why ``path`` may be changed by another user (with the command that fixes it), or None.
+
+    Writable by its group counts only when the group is not the owner's private group (the
+    group named after the user, with no other member, as ``useradd`` makes by default and a
+    0002 umask leaves group-writable)."""
+    info = path.stat()
+    if info.st_mode & stat.S_IWOTH:
+        return f"writable by every user; run: chmod o-w {path}"
+    if info.st_mode & stat.S_IWGRP and not _private_group(info.st_gid, info.st_uid):
+        return f"writable by its group; run: chmod g-w {path}"
+    return None
+
+
+def _private_group(gid: int, uid: int) -> bool:
+    try:
+        group, user = grp.getgrgid(gid), pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return user.pw_gid == gid and group.gr_name == user.pw_name and set(group.gr_mem) <= {
+        user.pw_name}
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` (mode 0600), refusing to follow a symlink there: a link
+    planted in a shared directory would otherwise have its target overwritten."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "is a symbolic link; not written through it",
+                          str(path)) from None
+        raise
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)

@@ -1,0 +1,105 @@
+"""Files vpcwatch trusts are refused when another user may write them; files it writes are
+private and never written through a link; the state directory is kept private."""
+
+from __future__ import annotations
+
+import grp
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from core.permissions import shared_write_problem, write_private
+from tests import flowgen
+from tui.cli import main
+
+RULE = """[[rule]]
+id = "mine.reject"
+level = 5
+title = "refused {srcaddr}"
+source = "vpcflow"
+where = "action = 'REJECT'"
+group_by = ["srcaddr"]
+window = "5m"
+"""
+
+
+def other_group() -> int | None:
+    """A group that is not the owner's private group (None if this user cannot chown)."""
+    for name in ("daemon", "adm", "users", "nogroup"):
+        try:
+            return grp.getgrnam(name).gr_gid
+        except KeyError:
+            continue
+    return None
+
+
+@pytest.mark.parametrize("mode", [0o666, 0o602])
+def test_a_rule_file_others_can_write_is_refused(
+        mode: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rules = tmp_path / "mine.toml"
+    rules.write_text(RULE)
+    os.chmod(rules, 0o644)
+    assert main(["rules", "check", str(rules)]) == 0
+    capsys.readouterr()
+    os.chmod(rules, mode)
+    assert main(["rules", "check", str(rules)]) == 1
+    assert f"{rules}: refused, writable by every user; run: chmod o-w {rules}" in (
+        capsys.readouterr().err)
+
+
+def test_a_file_writable_by_a_shared_group_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text(RULE)
+    os.chmod(path, 0o664)
+    assert shared_write_problem(path) is None  # the owner's own (private) group
+    gid = other_group()
+    try:
+        os.chown(path, -1, gid if gid is not None else -1)
+    except PermissionError:
+        pytest.skip("this user cannot give a file to another group")
+    if gid is None:
+        pytest.skip("no shared group on this machine")
+    assert shared_write_problem(path) == f"writable by its group; run: chmod g-w {path}"
+
+
+def test_a_blocklist_others_can_write_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "block.txt").write_text("203.0.113.9\n")
+    os.chmod(tmp_path / "block.txt", 0o666)
+    config = tmp_path / "c.toml"
+    config.write_text(f'[general]\nstate_dir = "{tmp_path / "state"}"\n'
+                      'blocklist = ["block.txt"]\n[[bucket]]\ntype = "vpcflow"\nname = "b-1"\n')
+    assert main(["collect", "--config", str(config), "--once"]) == 2
+    assert "block.txt: refused, writable by every user" in capsys.readouterr().err
+    assert not (tmp_path / "state").exists()
+
+
+def test_write_private_refuses_a_link_and_writes_0600(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    (tmp_path / "link").symlink_to(victim)
+    with pytest.raises(OSError, match="symbolic link"):
+        write_private(tmp_path / "link", "log text")
+    assert victim.read_text() == "keep"
+    write_private(tmp_path / "new", "text")
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o600
+
+
+def test_a_state_directory_others_can_read_is_made_private(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    os.chmod(state, 0o755)
+    logs = tmp_path / "a.log"
+    logs.write_bytes(flowgen.flow_object(flowgen.V2, 5).text())
+    assert main(["scan", str(logs), "--state-dir", str(state)]) == 0
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    assert "made it private" in capsys.readouterr().err
+    os.chmod(state, 0o750)  # readers check too
+    assert main(["query", "--state-dir", str(state), "SELECT count(*) FROM flows"]) == 0
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    os.chmod(state, 0o770)  # writable by others: refused, left as it is
+    assert main(["scan", str(logs), "--state-dir", str(state)]) == 1
+    assert "writable by other users" in capsys.readouterr().err
