@@ -255,7 +255,7 @@ class Collector:
                 if not batch:
                     deadline = loop.time() + max(general.commit_interval, 2 * last_commit)
                 batch.append(item)
-                rows += item.records
+                rows += item.rows
             if batch and (item is None or item is _FLUSH or rows >= general.commit_records):
                 started = loop.time()
                 await self._commit(batch, summary)

@@ -53,7 +53,13 @@ class ObjectResult:
 
     @property
     def records(self) -> int:
+        """Flow records."""
         return self.flows.num_rows if self.flows is not None else 0
+
+    @property
+    def rows(self) -> int:
+        """Flow records and CloudTrail events: what the ledger counts for the object."""
+        return self.records + (self.events.num_rows if self.events is not None else 0)
 
 
 def constant_column(rows: int, value: str) -> pa.DictionaryArray:

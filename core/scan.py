@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -35,6 +36,7 @@ def scan(paths: list[Path], store: Store, max_size: int,
          on_commit: Callable[[CommitStats], None] | None = None) -> PollSummary:
     """Read every file once (a file already done with the same size and mtime is not re-read).
     ``on_commit`` receives what each commit did (the alerts it created or updated...)."""
+    started = time.monotonic()
     summary = PollSummary()
     refs = [_ref(path) for path in local_files(paths)]
     batch: list[ObjectResult] = []
@@ -43,11 +45,12 @@ def scan(paths: list[Path], store: Store, max_size: int,
         result = _read(candidate.ref, max_size)
         result.replaces = candidate.replaces
         batch.append(result)
-        rows += result.records
+        rows += result.rows
         if rows >= COMMIT_RECORDS:
             _commit(store, batch, summary, on_commit)
             batch, rows = [], 0
     _commit(store, batch, summary, on_commit)
+    summary.seconds = time.monotonic() - started
     return summary
 
 

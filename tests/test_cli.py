@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 
 from core.store.statedir import StateLock
 from tests import flowgen
-from tests.conftest import run_json
+from tests.conftest import query, run_json
 from tui.cli import main
 
 
@@ -36,6 +38,9 @@ def test_scan_then_query(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert code == 0
     assert summary["objects"]["done"] == 3
     assert (summary["records"], summary["events"]) == (records, 1)
+    assert summary["seconds"] > 0 and isinstance(summary["bytes"], int)
+    ledger = dict(query(state, "SELECT regexp_extract(key, '[^/]+$'), records FROM objects"))
+    assert ledger == {"a.log.gz": 120, "b.log": 80, "trail.json.gz": 1}  # events count too
 
     assert main(["query", "--state-dir", str(state), "--format", "json",
                  "SELECT count(*) AS n, sum(bytes) AS b FROM flows"]) == 0
@@ -155,3 +160,32 @@ def test_no_command_opens_the_app_and_without_a_config_says_what_to_do(
     assert main([]) == 2
     err = capsys.readouterr().err
     assert str(tmp_path / "vpcwatch" / "config.toml") in err and "vpcwatch demo" in err
+
+
+def test_scan_exits_1_when_a_file_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "good.log").write_bytes(flowgen.flow_object(flowgen.V2, 5).text())
+    (tmp_path / "bad.log.gz").write_bytes(b"not gzip")
+    code, summary = run_json(["scan", str(tmp_path), "--state-dir", str(tmp_path / "s"),
+                              "--json"], capsys)
+    assert summary["objects"]["quarantined"] == 1 and summary["objects"]["done"] == 1
+    assert code == 1
+
+
+def test_a_reader_that_leaves_early_ends_the_output_quietly(tmp_path: Path) -> None:
+    """`vpcwatch alerts | head -1`: no "Broken pipe" message; the exit status a shell gives a
+    tool that SIGPIPE ended (128 + 13)."""
+    log = tmp_path / "many.log"
+    log.write_bytes(flowgen.flow_object(flowgen.V2, 3000, seed=5).text())
+    state = tmp_path / "state"
+    assert main(["scan", str(log), "--state-dir", str(state)]) == 0
+    vpcwatch = Path(sys.executable).with_name("vpcwatch")
+    process = subprocess.Popen([str(vpcwatch), "alerts", "--state-dir", str(state), "--json",
+                                "--min-level", "3"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    assert json.loads(process.stdout.readline())["id"]
+    process.stdout.close()  # as `head -1` does after its line
+    assert process.wait(timeout=60) == 141
+    assert process.stderr.read() == b""
+

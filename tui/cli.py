@@ -11,6 +11,7 @@ import asyncio
 import csv
 import json
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -33,6 +34,7 @@ from core.config import (
 )
 from core.decompress import CorruptObject
 from core.events import AlertsChanged, Publish
+from core.objects import Status
 from core.rules import BlocklistError, RuleEngine, load_engine, parity
 from core.safetext import visible
 from core.sandbox import TIMEOUT, QueryStopped, ReadOnlyError, Sandbox
@@ -43,6 +45,7 @@ from tui.logs import log_to_file, log_to_stderr
 from tui.output import json_value, print_alerts, report, warn_rule_errors
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a tool SIGPIPE ended
 
 
 def _seconds(text: str) -> float:
@@ -69,6 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError, WazuhImportError, BlocklistError) as exc:
         print(f"vpcwatch: {visible(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # the reader left (`| head -1`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (the final flush)
+        return EXIT_BROKEN_PIPE
     except (StateDirError, StoreError, CorruptObject, OSError) as exc:
         print(f"vpcwatch: {visible(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
@@ -267,7 +273,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
         for table in alerts:
             print_alerts(table)
     report(summary, args.json)
-    return EXIT_OK
+    refused = sum(summary.objects[s.value] for s in (Status.QUARANTINED, Status.PENDING))
+    return EXIT_FAILED if refused or summary.errors else EXIT_OK
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:

@@ -176,7 +176,7 @@ def _row(result: ObjectResult) -> dict[str, Any]:
         "status": result.status.value,
         "attempts": result.attempts,
         "last_error": result.error,
-        "records": result.records if result.status is Status.DONE else 0,
+        "records": result.rows if result.status is Status.DONE else 0,
         "bad_lines": result.bad_lines,
         "bad_reasons": json.dumps(dict(result.bad_reasons)) if result.bad_reasons else None,
         "discarded": result.discarded,
