@@ -36,7 +36,7 @@ from core.events import (
 from core.layouts import Kind, days_between, kinds_of, logs_prefix
 from core.objects import ObjectResult, Status
 from core.reader import read_object
-from core.s3 import AccessDenied, Gone, S3Bucket, describe, open_bucket
+from core.s3 import TRANSIENT_ERRORS, AccessDenied, Gone, S3Bucket, describe, open_bucket
 from core.store import Candidate, Store
 from core.store.ledger import Scope
 
@@ -162,7 +162,7 @@ class Collector:
                     self._backfilled.append((bucket.label, window - timedelta(days=1)))
         except Exception as exc:  # one bucket's failure (bad credentials...) spares the others
             message = f"{bucket.label}: {describe(exc)}"
-            log.error("%s", message)
+            log.error("%s", message, exc_info=not isinstance(exc, TRANSIENT_ERRORS))
             summary.errors.append(message)
 
     async def _read_all(
@@ -207,11 +207,15 @@ class Collector:
             except Gone as exc:
                 return ObjectResult(ref, Status.SKIPPED, cand.attempts + attempt,
                                     f"deleted before it was read: {exc}")
-            except Exception as exc:  # throttling, 5xx, timeouts, resets, short bodies
+            except TRANSIENT_ERRORS as exc:  # throttling, 5xx, timeouts, resets, short bodies
                 transient += 1
                 log.info("%s: attempt %d failed: %s", ref.key, attempt, describe(exc))
                 if transient >= TRANSIENT_TRIES:
                     return ObjectResult(ref, Status.PENDING, cand.attempts + attempt, describe(exc))
+            except Exception as exc:  # a bug: shown with its traceback, the object set aside
+                log.exception("s3://%s/%s: internal error", ref.bucket, ref.key)
+                return ObjectResult(ref, Status.QUARANTINED, cand.attempts + attempt,
+                                    f"internal error: {describe(exc)}")
             else:
                 result.attempts = cand.attempts + attempt
                 result.replaces = cand.replaces

@@ -31,7 +31,7 @@ from core.layouts import (
     logs_prefix,
 )
 from core.objects import ObjectRef
-from core.s3 import AccessDenied, S3Bucket, describe
+from core.s3 import TRANSIENT_ERRORS, AccessDenied, S3Bucket, describe
 
 log = logging.getLogger(__name__)
 LIST_CONCURRENCY = 8
@@ -120,9 +120,13 @@ async def _guarded(listing: Listing, prefix: str, call: Callable[[], Awaitable[T
         log.warning("access denied listing %s: %s", prefix, exc)
         listing.blocked[prefix] = str(exc)
         return None
-    except Exception as exc:  # transient after botocore's retries: listed again next poll
+    except TRANSIENT_ERRORS as exc:  # after botocore's retries: listed again next poll
         log.warning("cannot list %s: %s", prefix, describe(exc))
         listing.failed[prefix] = describe(exc)
+        return None
+    except Exception as exc:  # a bug: its traceback in the log, the poll's errors say so
+        log.exception("listing %s: internal error", prefix)
+        listing.failed[prefix] = f"internal error: {describe(exc)}"
         return None
     listing.listed_ok.add(prefix)
     return result

@@ -14,9 +14,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from core.config import BucketConfig, GeneralConfig
 
@@ -40,6 +41,14 @@ class Gone(Exception):
 
 class ShortBody(Exception):
     """The body ended before Content-Length bytes arrived (botocore does not retry this)."""
+
+
+# What S3 and the network raise for a failure that may pass: S3's error responses (those
+# that mean "denied" or "gone" are sorted out by raise_meaning), botocore's connection,
+# timeout and credential errors, aiohttp's, and a short body. Anything else is a bug: the
+# caller logs its traceback instead of retrying it for ever.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    ClientError, BotoCoreError, aiohttp.ClientError, ShortBody, TimeoutError, ConnectionError)
 
 
 @dataclass(frozen=True)

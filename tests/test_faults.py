@@ -184,3 +184,35 @@ def test_two_entries_sharing_a_bucket_retry_an_unfinished_object_once(
         assert query(state, "SELECT count(*) FROM objects") == [(1,)]
     finally:
         proxy.stop()
+
+
+def test_a_bug_while_reading_an_object_quarantines_it_with_its_traceback(
+    tmp_path: Path, bucket: Bucket, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not an S3 or network error: it is not retried for ever as a transient one. (The bug
+    is injected by replacing the parser: a real one cannot be written on purpose.)"""
+    import core.collector
+
+    bug_key = flowgen.flow_key("", A, "us-east-1", NOW, 1).replace(".log.gz", "_bug.log.gz")
+    bucket.put(bug_key, flowgen.flow_object(flowgen.V2, 10).gz())
+    bucket.put(flowgen.flow_key("", A, "us-east-1", NOW, 2), flowgen.flow_object(
+        flowgen.V2, 30).gz())
+    real = core.collector.read_object
+
+    def buggy(ref, *args):  # type: ignore[no-untyped-def]
+        if "_bug" in ref.key:
+            raise KeyError("a bug")
+        return real(ref, *args)
+
+    monkeypatch.setattr(core.collector, "read_object", buggy)
+    config = write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
+                                      "endpoint_url": bucket.url}])
+    main(["collect", "--config", str(config), "--once", "--json"])
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert summary["objects"]["quarantined"] == 1 and summary["records"] == 30
+    assert "internal error" in captured.err and "Traceback" in captured.err
+    [(status, error, attempts)] = query(tmp_path / "state", "SELECT status, last_error, "
+                                        "attempts FROM objects WHERE key LIKE '%_bug%'")
+    assert (status, error, attempts) == ("quarantined", "internal error: KeyError: 'a bug'", 1)
