@@ -42,6 +42,12 @@ class PollSummary:
             if result.status is Status.DONE:
                 self.bytes += result.ref.size
 
+    @property
+    def incomplete(self) -> bool:
+        """An error, or an object not read (pending, quarantined or blocked): exit 1."""
+        unread = (Status.PENDING, Status.QUARANTINED, Status.BLOCKED)
+        return bool(self.errors or any(self.objects[s.value] for s in unread))
+
     def as_json(self) -> dict[str, Any]:
         return {
             "objects": dict(self.objects),

@@ -1,7 +1,8 @@
 """A small fault-injecting HTTP proxy on 127.0.0.1 in front of the S3 emulator.
 
 moto cannot produce throttling, 5xx, resets or stalls; this proxy does, for the keys whose
-name contains a marker, a given number of times. Every fault it injects is counted, so a
+name contains a marker (GETs) and for the listings whose prefix contains one (LIST), a given
+number of times. Every fault it injects is counted, so a
 test can check that the faults really happened.
 """
 
@@ -25,6 +26,7 @@ class Faults:
     """marker in key -> (fault, how many times). Faults: slowdown, error500, reset, stall."""
 
     by_marker: dict[str, tuple[str, int]] = field(default_factory=dict)
+    list_markers: dict[str, tuple[str, int]] = field(default_factory=dict)  # marker in prefix
     denied_prefixes: tuple[str, ...] = ()  # lists and gets under these: 403
     denied_gets: tuple[str, ...] = ()  # gets of keys containing these: 403
     stall_seconds: float = 30.0
@@ -36,7 +38,9 @@ class FaultProxy:
         self.faults = faults
         self.injected: Counter[str] = Counter()
         self.requests: Counter[str] = Counter()  # list, get, sts
-        self._left = {marker: count for marker, (_, count) in faults.by_marker.items()}
+        self._left = {("get", marker): count for marker, (_, count) in faults.by_marker.items()}
+        self._left.update({("list", marker): count
+                           for marker, (_, count) in faults.list_markers.items()})
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -75,24 +79,27 @@ class FaultProxy:
         await self._session.close()
         await runner.cleanup()
 
-    def _fault_for(self, key: str) -> str | None:
-        for marker, (fault, _) in self.faults.by_marker.items():
-            if marker in key and self._left[marker] > 0:
-                self._left[marker] -= 1
-                self.injected[fault] += 1
+    def _fault_for(self, kind: str, target: str) -> str | None:
+        markers = self.faults.by_marker if kind == "get" else self.faults.list_markers
+        for marker, (fault, _) in markers.items():
+            if marker in target and self._left.get((kind, marker), 0) > 0:
+                self._left[(kind, marker)] -= 1
+                self.injected[fault if kind == "get" else f"list {fault}"] += 1
                 return fault
         return None
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         _, _, rest = request.path.lstrip("/").partition("/")
         target = rest or request.query.get("prefix", "")
-        self.requests[_kind(request, rest)] += 1
+        kind = _kind(request, rest)
+        self.requests[kind] += 1
         if any(target.startswith(p) for p in self.faults.denied_prefixes) or (
             rest and any(marker in rest for marker in self.faults.denied_gets)
         ):
             self.injected["denied"] += 1
             return _error(403, "AccessDenied", "Access Denied")
-        fault = self._fault_for(rest) if rest and request.method == "GET" else None
+        fault = (self._fault_for("get", rest) if rest and request.method == "GET"
+                 else self._fault_for("list", target) if kind == "list" else None)
         if fault == "slowdown":
             return _error(503, "SlowDown", "Please reduce your request rate.")
         if fault == "error500":

@@ -216,3 +216,65 @@ def test_a_bug_while_reading_an_object_quarantines_it_with_its_traceback(
     [(status, error, attempts)] = query(tmp_path / "state", "SELECT status, last_error, "
                                         "attempts FROM objects WHERE key LIKE '%_bug%'")
     assert (status, error, attempts) == ("quarantined", "internal error: KeyError: 'a bug'", 1)
+
+
+def test_listing_faults_are_retried_and_a_failed_listing_never_reads_as_empty(
+    tmp_path: Path, bucket: Bucket, s3_server: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Throttling, a 500, a reset and a stall on ListObjectsV2 of A's day: retried, and every
+    object read. B's day listing throttled on every try: the poll says it could not list
+    that prefix (exit 1), B's object is not in the ledger (never 'done' for an empty
+    listing), and the next poll, with the throttling over, reads it."""
+    day = NOW.strftime("%Y/%m/%d")
+    a_day, b_day = f"{A}/vpcflowlogs/us-east-1/{day}", f"{B}/vpcflowlogs/us-east-1/{day}"
+    faults = Faults(list_markers={a_day + "/": ("slowdown", 1), f"{a_day}": ("reset", 1),
+                                  f"us-east-1/{day}/": ("stall", 1), b_day: ("slowdown", 10**6)},
+                    stall_seconds=5)
+    proxy = FaultProxy(s3_server.url, faults).start()  # type: ignore[attr-defined]
+    try:
+        for n in range(3):
+            bucket.put(flowgen.flow_key("", A, "us-east-1", NOW, n), flowgen.flow_object(
+                flowgen.V2, 10 + n).gz())
+        b_key = flowgen.flow_key("", B, "us-east-1", NOW, 9)
+        bucket.put(b_key, flowgen.flow_object(flowgen.V2, 40).gz())
+        config = write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
+                                          "endpoint_url": proxy.url}],
+                              read_timeout="1s", connect_timeout="1s", lookback="1h")
+        code, first = collect_once(config, capsys)
+        assert proxy.injected["list slowdown"] > 1 and proxy.injected["list reset"] == 1
+        assert proxy.injected["list stall"] == 1
+        assert first["records"] == 10 + 11 + 12 and first["objects"]["done"] == 3
+        assert code == 1 and any(b_day in e and "SlowDown" in e for e in first["errors"])
+        state = tmp_path / "state"
+        assert query(state, "SELECT count(*) FROM objects WHERE key = ?", [b_key]) == [(0,)]
+
+        faults.list_markers = {}
+        code, second = collect_once(config, capsys)
+        assert (code, second["records"], second["objects"]["done"]) == (0, 40, 1)
+    finally:
+        proxy.stop()
+
+
+def test_an_object_failing_every_try_stays_pending_then_is_read(
+    tmp_path: Path, bucket: Bucket, s3_server: object, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import core.collector
+
+    monkeypatch.setattr(core.collector, "BACKOFF_BASE", 0.01)  # the path, not the waiting
+    faults = Faults(by_marker={"_flaky": ("reset", 10**6)})
+    proxy = FaultProxy(s3_server.url, faults).start()  # type: ignore[attr-defined]
+    try:
+        key = flowgen.flow_key("", A, "us-east-1", NOW, 1).replace(".log.gz", "_flaky.log.gz")
+        bucket.put(key, flowgen.flow_object(flowgen.V2, 25).gz())
+        config = write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
+                                          "endpoint_url": proxy.url}], read_timeout="1s")
+        code, first = collect_once(config, capsys)
+        assert first["objects"]["pending"] == 1 and code == 1
+        [(status, attempts)] = query(tmp_path / "state", "SELECT status, attempts FROM objects")
+        assert (status, attempts) == ("pending", core.collector.TRANSIENT_TRIES)
+        faults.by_marker = {}
+        code, second = collect_once(config, capsys)
+        assert (code, second["records"], second["objects"]["done"]) == (0, 25, 1)
+    finally:
+        proxy.stop()

@@ -34,7 +34,6 @@ from core.config import (
 )
 from core.decompress import CorruptObject
 from core.events import AlertsChanged, Publish
-from core.objects import Status
 from core.rules import BlocklistError, RuleEngine, load_engine, parity
 from core.safetext import visible
 from core.sandbox import TIMEOUT, QueryStopped, ReadOnlyError, Sandbox
@@ -214,7 +213,7 @@ async def _collect(config: Config, once: bool, as_json: bool,
             if once:
                 summary = await collector.poll()
                 report(summary, as_json)
-                return EXIT_FAILED if summary.errors else EXIT_OK
+                return EXIT_FAILED if summary.incomplete else EXIT_OK
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -273,8 +272,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         for table in alerts:
             print_alerts(table)
     report(summary, args.json)
-    refused = sum(summary.objects[s.value] for s in (Status.QUARANTINED, Status.PENDING))
-    return EXIT_FAILED if refused or summary.errors else EXIT_OK
+    return EXIT_FAILED if summary.incomplete else EXIT_OK
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
