@@ -12,10 +12,12 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 from aiobotocore.config import AioConfig
+from aiobotocore.credentials import AioDeferredRefreshableCredentials
 from aiobotocore.session import AioSession
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -137,27 +139,43 @@ async def open_bucket(bucket: BucketConfig, general: GeneralConfig) -> AsyncIter
         s3={"addressing_style": "path"} if bucket.endpoint_url else None,
     )
     region = session.get_config_variable("region") or "us-east-1"
-    credentials = await _assumed_role(session, bucket, region) if bucket.iam_role_arn else {}
+    if bucket.iam_role_arn:
+        session = _role_session(session, bucket, region)
     async with session.create_client(
-        "s3", region_name=region, endpoint_url=bucket.endpoint_url, config=config, **credentials
+        "s3", region_name=region, endpoint_url=bucket.endpoint_url, config=config
     ) as client:
         yield S3Bucket(client, bucket.name)
 
 
-async def _assumed_role(session: AioSession, bucket: BucketConfig, region: str) -> dict[str, str]:
-    """Temporary credentials for ``iam_role_arn``, held in memory only."""
+def clock() -> datetime:
+    """Now, for the role's credentials (a function of its own so that a test can move it)."""
+    return datetime.now(UTC)
+
+
+def _role_session(source: AioSession, bucket: BucketConfig, region: str) -> AioSession:
+    """A session whose credentials are ``iam_role_arn``'s, assumed with ``source``'s on first
+    use and again before they expire, so a poll longer than ``iam_role_duration`` (a long
+    backfill) goes on; held in memory only."""
     params: dict[str, Any] = {"RoleArn": bucket.iam_role_arn, "RoleSessionName": "vpcwatch"}
     if bucket.external_id:
         params["ExternalId"] = bucket.external_id
     if bucket.iam_role_duration:
         params["DurationSeconds"] = bucket.iam_role_duration
-    async with session.create_client(
-        "sts", region_name=region, endpoint_url=bucket.sts_endpoint
-    ) as sts:
-        answer = await sts.assume_role(**params)
-    creds = answer["Credentials"]
-    return {
-        "aws_access_key_id": creds["AccessKeyId"],
-        "aws_secret_access_key": creds["SecretAccessKey"],
-        "aws_session_token": creds["SessionToken"],
-    }
+
+    async def assume() -> dict[str, str]:
+        async with source.create_client("sts", region_name=region,
+                                        endpoint_url=bucket.sts_endpoint) as sts:
+            answer = await sts.assume_role(**params)
+        creds = answer["Credentials"]
+        return {"access_key": creds["AccessKeyId"], "secret_key": creds["SecretAccessKey"],
+                "token": creds["SessionToken"], "expiry_time": creds["Expiration"].isoformat()}
+
+    credentials = AioDeferredRefreshableCredentials(assume, "assume-role", time_fetcher=clock)
+    # botocore renews 15 minutes before expiry (10 minutes: it must): for a 15-minute role
+    # that would be before every request. Renew in the last third of the role's life.
+    life = bucket.iam_role_duration or 3600
+    credentials._advisory_refresh_timeout = min(15 * 60, life // 3)
+    credentials._mandatory_refresh_timeout = min(10 * 60, life // 6)
+    session = AioSession()
+    session._credentials = credentials  # (botocore's way to give a session refreshing ones)
+    return session

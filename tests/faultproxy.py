@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ class FaultProxy:
         self.faults = faults
         self.injected: Counter[str] = Counter()
         self.requests: Counter[str] = Counter()  # list, get, sts
+        self.access_keys: list[str] = []  # the access key id each S3 request was signed with
         self._left = {("get", marker): count for marker, (_, count) in faults.by_marker.items()}
         self._left.update({("list", marker): count
                            for marker, (_, count) in faults.list_markers.items()})
@@ -93,6 +95,9 @@ class FaultProxy:
         target = rest or request.query.get("prefix", "")
         kind = _kind(request, rest)
         self.requests[kind] += 1
+        signed = re.search(r"Credential=([A-Z0-9]+)/", request.headers.get("Authorization", ""))
+        if signed and kind != "sts":
+            self.access_keys.append(signed[1])
         if any(target.startswith(p) for p in self.faults.denied_prefixes) or (
             rest and any(marker in rest for marker in self.faults.denied_gets)
         ):

@@ -278,3 +278,37 @@ def test_an_object_failing_every_try_stays_pending_then_is_read(
         assert (code, second["records"], second["objects"]["done"]) == (0, 25, 1)
     finally:
         proxy.stop()
+
+
+async def test_role_credentials_are_assumed_again_before_they_expire(
+    bucket: Bucket, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poll longer than iam_role_duration (a long backfill) keeps reading: the role is
+    assumed again as its credentials near their end. Time is moved on by the credentials'
+    clock (core.s3.clock), not waited for; S3 requests go through the proxy, which records
+    the access key each was signed with (the emulator's STS gives a new key each time)."""
+    import core.s3
+    from core.config import GeneralConfig, parse_config
+
+    key = flowgen.flow_key("", A, "us-east-1", NOW, 1)
+    bucket.put(key, flowgen.flow_object(flowgen.V2, 5).gz())
+    config = parse_config(
+        f'[[bucket]]\ntype = "vpcflow"\nname = "{bucket.name}"\nendpoint_url = "{proxy.url}"\n'
+        f'sts_endpoint = "{proxy.url}"\niam_role_arn = "arn:aws:iam::{A}:role/reader"\n'
+        'iam_role_duration = "15m"\n')
+    started = datetime.now(UTC)
+    now = started
+    monkeypatch.setattr(core.s3, "clock", lambda: now)
+    async with core.s3.open_bucket(config.buckets[0], GeneralConfig()) as s3:
+        await s3.fetch(key)
+        now = started + timedelta(minutes=6)  # two thirds of its life left: kept
+        await s3.fetch(key)
+        assert proxy.requests["sts"] == 1
+        now = started + timedelta(minutes=11)  # in its last third: assumed again
+        await s3.fetch(key)
+        # 30 s before the new ones end (the emulator dates them from the real time): again
+        now = started + timedelta(minutes=14, seconds=30)
+        await s3.fetch(key)
+    assert proxy.requests["sts"] == 3
+    first, second, third, fourth = proxy.access_keys
+    assert first == second and len({second, third, fourth}) == 3
