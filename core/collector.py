@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from core.config import BucketConfig, Config
@@ -34,11 +34,12 @@ from core.events import (
     Publish,
 )
 from core.layouts import Kind, days_between, kinds_of, logs_prefix
+from core.listing_plan import plan
 from core.objects import ObjectResult, Status
 from core.reader import read_object
 from core.s3 import TRANSIENT_ERRORS, AccessDenied, Gone, S3Bucket, describe, open_bucket
 from core.store import Candidate, Store
-from core.store.ledger import Scope
+from core.store.ledger import ListingMarks, Scope
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -58,7 +59,7 @@ class Collector:
         self._parsers = ThreadPoolExecutor(2, thread_name_prefix="vpcwatch-parse")
         self._halt = asyncio.Event()  # set when a bad object must stop the poll
         self._errors: list[str] = []
-        self._backfilled: list[tuple[str, date]] = []
+        self._listed: list[tuple[str, ListingMarks]] = []  # saved once a poll's commits are done
 
     def close(self) -> None:
         self._parsers.shutdown(wait=True, cancel_futures=True)
@@ -93,7 +94,7 @@ class Collector:
         summary = PollSummary()
         self._halt = asyncio.Event()
         self._errors = summary.errors
-        self._backfilled = []
+        self._listed = []
         started = time.monotonic()
         self.publish(PollStarted(tuple(b.label for b in self.config.buckets), time.time()))
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.config.general.concurrency * 2)
@@ -108,8 +109,8 @@ class Collector:
                 await queue.put(None)
         except ExceptionGroup as group:
             raise _first(group) from None
-        for label, day in self._backfilled:
-            await self.db(self.store.set_backfilled_through, label, day)
+        for label, marks in self._listed:
+            await self.db(self.store.set_listing_marks, label, marks)
         window = datetime.now(UTC) - timedelta(seconds=self.config.general.lookback)
         await self.db(self.store.prune, self.config.general.retention, window.date())
         await self.db(self.store.compact)
@@ -119,31 +120,15 @@ class Collector:
         self.publish(PollFinished(summary, time.time(), next_at))
         return summary
 
-    def _window(self, bucket: BucketConfig) -> tuple[date, date]:
-        """The first day this poll lists, and the day the lookback window starts.
-
-        Every poll lists the lookback window. Days between ``only_logs_after`` and the window
-        are listed until one poll has listed them all (a backfill, as Wazuh does on its first
-        run); the store remembers how far that got.
-        """
-        window = (datetime.now(UTC) - timedelta(seconds=self.config.general.lookback)).date()
-        start = bucket.only_logs_after
-        if start is None:
-            return window, window
-        if start >= window:
-            return start, start
-        done = self.store.backfilled_through(bucket.label)
-        first = start if done is None else max(start, done + timedelta(days=1))
-        return min(first, window), window
-
     async def _poll_bucket(
         self, bucket: BucketConfig, queue: asyncio.Queue[Any], summary: PollSummary
     ) -> None:
         try:
             async with open_bucket(bucket, self.config.general) as s3:
-                first, window = await self.db(self._window, bucket)
-                today = datetime.now(UTC).date()
-                listing = await list_bucket(s3, bucket, days_between(first, today))
+                now = datetime.now(UTC)
+                marks = await self.db(self.store.listing_marks, bucket.label)
+                days = plan(bucket, self.config.general, marks, now)
+                listing = await list_bucket(s3, bucket, days_between(days.first, now.date()))
                 for prefix, error in listing.blocked.items():
                     summary.blocked_prefixes.append(f"s3://{bucket.name}/{prefix}")
                     self.publish(PrefixBlocked(bucket.name, prefix, error))
@@ -154,12 +139,18 @@ class Collector:
                 candidates = await self.db(self.store.candidates, listing.objects)
                 log.info("%s: %d objects listed, %d to read", bucket.label,
                          len(listing.objects), len(candidates))
-                # pending or blocked objects whose day has left the window: still retried
-                candidates += await self.db(self.store.unfinished_before, _scope(bucket), first)
+                late = days.late(candidates)
+                summary.late += len(late)
+                for candidate in late:
+                    log.warning("late object (delivered after its day left the lookback "
+                                "window): s3://%s/%s", bucket.name, candidate.ref.key)
+                # pending or blocked objects whose day was not listed: still retried
+                candidates += await self.db(self.store.unfinished_before, _scope(bucket),
+                                            days.first)
                 await self._read_all(s3, bucket, candidates, queue)
-                if first < window and not listing.failed and not listing.blocked:
-                    # recorded once this poll's commits are done (see poll())
-                    self._backfilled.append((bucket.label, window - timedelta(days=1)))
+                if not listing.failed and not listing.blocked:
+                    # saved once this poll's commits are done (see poll())
+                    self._listed.append((bucket.label, days.marks_after(marks, now)))
         except Exception as exc:  # one bucket's failure (bad credentials...) spares the others
             message = f"{bucket.label}: {describe(exc)}"
             log.error("%s", message, exc_info=not isinstance(exc, TRANSIENT_ERRORS))

@@ -77,6 +77,7 @@ class GeneralConfig:
     state_dir: Path = field(default_factory=lambda: default_state_dir())
     lookback: float = 48 * 3600.0
     retention: float = 7 * 86400.0
+    relist_interval: float = 86400.0  # how often the whole retention window is listed again
     concurrency: int = 8
     max_attempts: int = 3
     max_object_size: int = 2**30
@@ -259,6 +260,8 @@ def _general(source: str, table: dict[str, Any], base: Path) -> GeneralConfig:
         state_dir=r.get("state_dir", defaults.state_dir, state_dir, "a directory path"),
         lookback=r.get("lookback", defaults.lookback, _min_duration(3600), duration + " (≥ 1h)"),
         retention=r.get("retention", defaults.retention, _min_duration(3600), duration + " (≥ 1h)"),
+        relist_interval=r.get("relist_interval", defaults.relist_interval, _min_duration(3600),
+                              duration + " (≥ 1h)"),
         concurrency=r.get("concurrency", 8, _bounded_int(1, 64), "an integer from 1 to 64"),
         max_attempts=r.get("max_attempts", 3, _bounded_int(1, 20), "an integer from 1 to 20"),
         max_object_size=r.get("max_object_size", defaults.max_object_size, parse_size,

@@ -26,6 +26,7 @@ class PollSummary:
     bytes: int = 0
     events: int = 0
     alerts: int = 0  # alerts created or updated
+    late: int = 0  # objects found by a relist in days the lookback no longer lists
     blocked_prefixes: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -56,6 +57,7 @@ class PollSummary:
             "bytes": self.bytes,
             "events": self.events,
             "alerts": self.alerts,
+            "late": self.late,
             "blocked_prefixes": sorted(self.blocked_prefixes),
             "errors": self.errors,
             "seconds": round(self.seconds, 3),

@@ -347,3 +347,42 @@ async def test_the_core_publishes_what_it_committed_in_order(
     assert sum(o.records for o in outcomes) == summary.records == 120 + len(scan.lines)
     alerts = [e for e in events if isinstance(e, AlertsChanged)]
     assert sum(e.alerts.num_rows for e in alerts) == summary.alerts > 0
+
+
+def test_a_relist_finds_objects_delivered_after_their_day_left_the_lookback(
+    tmp_path: Path, bucket: Bucket, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A collector that has run for a week (its listing marks say so: first day listed six
+    days ago, last relist two hours ago, relisting hourly), lookback 48 h, retention 7 d. An
+    object dated four days ago arrives: the lookback never lists that day again, so only the
+    relist finds it, reads it and counts it late. An object dated ten days ago (older than
+    retention) is not read; the next poll does not relist."""
+    from core.store import open_store
+    from core.store.ledger import ListingMarks
+
+    config = write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
+                                      "endpoint_url": bucket.url}],
+                          lookback="48h", retention="7d", relist_interval="1h")
+    label = f"vpcflow:{bucket.name}"
+    with open_store(tmp_path / "state") as store:
+        store.set_listing_marks(label, ListingMarks(
+            listed_from=(NOW - timedelta(days=6)).date(),
+            relisted_at=(NOW - timedelta(hours=2)).timestamp()))
+    bucket.put(flowgen.flow_key("", A, "us-east-1", NOW, 1), flowgen.flow_object(
+        flowgen.V2, 10).gz())
+    late_key = flowgen.flow_key("", A, "us-east-1", NOW - timedelta(days=4), 2)
+    bucket.put(late_key, flowgen.flow_object(flowgen.V2, 20).gz())
+    bucket.put(flowgen.flow_key("", A, "us-east-1", NOW - timedelta(days=10), 3),
+               flowgen.flow_object(flowgen.V2, 40).gz())
+
+    main(["collect", "--config", str(config), "--once", "--json"])
+    captured = capsys.readouterr()
+    first = json.loads(captured.out.strip().splitlines()[-1])
+    assert (first["records"], first["late"]) == (10 + 20, 1)
+    assert f"late object (delivered after its day left the lookback window): " \
+           f"s3://{bucket.name}/{late_key}" in captured.err
+
+    main(["collect", "--config", str(config), "--once", "--json"])
+    second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (second["records"], second["late"]) == (0, 0)
+    assert store_rows(config, "SELECT count(*) FROM flows") == [(30,)]

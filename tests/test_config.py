@@ -33,6 +33,7 @@ def test_every_option_is_read() -> None:
 interval = "90s"
 run_on_start = false
 state_dir = "relative/state"
+relist_interval = "6h"
 [[bucket]]
 type = "vpcflow"
 name = "my-logs"
@@ -55,6 +56,7 @@ discard_regex = "^REJECT$"
     bucket = config.buckets[0]
     assert config.general.interval == 90 and config.general.run_on_start is False
     assert config.general.state_dir == Path("/base/relative/state")
+    assert config.general.relist_interval == 6 * 3600
     assert bucket.path == "vpc" and bucket.aws_account_id == ("123456789012", "210987654321")
     assert bucket.only_logs_after == date(2026, 1, 5)
     assert bucket.iam_role_duration == 3600
@@ -65,6 +67,7 @@ discard_regex = "^REJECT$"
     ("line", "section", "key", "allowed"),
     [
         ('interval = "soon"', "general", "interval", "duration"),
+        ('relist_interval = "5m"', "general", "relist_interval", "≥ 1h"),
         ("concurrency = 0", "general", "concurrency", "1 to 64"),
         ("skip_on_error = 3", "general", "skip_on_error", "true or false"),
         ('colour = "blue"', "general", "colour", "allowed keys"),

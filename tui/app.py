@@ -212,6 +212,7 @@ class VpcwatchApp(ChartKeys, FeedKeys, Tools, ViewPump, App[int]):
             activity.last_poll, activity.next_poll = event.at, event.next_poll
             summary = event.summary
             activity.records_per_second = summary.records / max(summary.seconds, 1e-3)
+            activity.late += summary.late
             for error in summary.errors:
                 activity.add_error(error)
             self.request_view("status")

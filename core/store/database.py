@@ -125,11 +125,11 @@ class Store:
     def unfinished_before(self, scope: ledger.Scope, day: date) -> list[Candidate]:
         return ledger.unfinished_before(self.con, scope, day)
 
-    def backfilled_through(self, bucket_label: str) -> date | None:
-        return ledger.backfilled_through(self.con, bucket_label)
+    def listing_marks(self, bucket_label: str) -> ledger.ListingMarks:
+        return ledger.listing_marks(self.con, bucket_label)
 
-    def set_backfilled_through(self, bucket_label: str, day: date) -> None:
-        ledger.set_backfilled_through(self.con, bucket_label, day)
+    def set_listing_marks(self, bucket_label: str, marks: ledger.ListingMarks) -> None:
+        ledger.set_listing_marks(self.con, bucket_label, marks)
 
     # -- committing -----------------------------------------------------------------------
 

@@ -149,17 +149,41 @@ def unfinished_before(con: duckdb.DuckDBPyConnection, scope: Scope, day: date
     ]
 
 
-def backfilled_through(con: duckdb.DuckDBPyConnection, bucket_label: str) -> date | None:
-    rows = con.execute(
-        "SELECT value FROM meta WHERE key = ?", [f"backfilled:{bucket_label}"]
-    ).fetchall()
-    return date.fromisoformat(rows[0][0]) if rows else None
+@dataclass(frozen=True)
+class ListingMarks:
+    """How far one bucket entry's listing got (see ``core.listing_plan``)."""
+
+    backfilled_through: date | None = None  # the last day of a finished backfill
+    listed_from: date | None = None  # the first day any poll listed
+    relisted_at: float | None = None  # when the last relist finished (epoch seconds)
 
 
-def set_backfilled_through(con: duckdb.DuckDBPyConnection, bucket_label: str, day: date
-                           ) -> None:
-    con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                [f"backfilled:{bucket_label}", str(day)])
+_MARKS = {"backfilled_through": "backfilled", "listed_from": "listed_from",
+          "relisted_at": "relisted"}
+
+
+def listing_marks(con: duckdb.DuckDBPyConnection, label: str) -> ListingMarks:
+    values = dict(con.execute(
+        "SELECT key, value FROM meta WHERE list_contains(?, key)",
+        [[f"{name}:{label}" for name in _MARKS.values()]]).fetchall())
+
+    def get(field: str) -> str | None:
+        return values.get(f"{_MARKS[field]}:{label}")
+
+    backfilled, listed, relisted = (get(f) for f in _MARKS)
+    return ListingMarks(
+        date.fromisoformat(backfilled) if backfilled else None,
+        date.fromisoformat(listed) if listed else None,
+        float(relisted) if relisted else None)
+
+
+def set_listing_marks(con: duckdb.DuckDBPyConnection, label: str, marks: ListingMarks) -> None:
+    with transaction(con):
+        for field, name in _MARKS.items():
+            value = getattr(marks, field)
+            if value is not None:
+                con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                            [f"{name}:{label}", str(value)])
 
 
 def _row(result: ObjectResult) -> dict[str, Any]:

@@ -25,6 +25,7 @@ class Activity:
     records_per_second: float = 0.0
     newest_record: int | None = None
     problems: int = 0
+    late: int = 0  # objects found by relists since the app started (see core.listing_plan)
     errors: list[str] = field(default_factory=list)  # poll and rule errors, newest last
 
     def add_error(self, error: str) -> None:
@@ -53,6 +54,8 @@ def status_text(buckets: list[BucketState], activity: Activity, zone: tzinfo,
     lag = _lag(activity.newest_record, now)
     text.append(f"lag {lag}  ", style="yellow" if lag.endswith("h") else "")
     text.append(zone_name(zone), style="bold")
+    if activity.late:
+        text.append(f"  {activity.late} late", style="yellow")
     if activity.problems or activity.errors:
         text.append(f"  ! {activity.problems + len(activity.errors)} problems", style="bold red")
     for state in buckets:
