@@ -33,7 +33,7 @@ from core.events import (
     PrefixBlocked,
     Publish,
 )
-from core.layouts import Kind, days_between, kinds_of, logs_prefix
+from core.layouts import Kind, days_between, kinds_of
 from core.listing_plan import plan
 from core.objects import ObjectResult, Status
 from core.reader import read_object
@@ -291,5 +291,5 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
 
 def _scope(bucket: BucketConfig) -> Scope:
     """The objects this entry lists, as the ledger knows them."""
-    return Scope(bucket.name, logs_prefix(bucket), kinds_of(bucket.type),
+    return Scope(bucket.name, bucket.logs_prefix, kinds_of(bucket.type),
                  bucket.aws_account_id, bucket.regions)

@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from core.layouts import ACCOUNT, ORG, REGION, logs_prefix
+from core.names import ACCOUNT, ORG, REGION, parse_duration
 from core.permissions import shared_write_problem
 
 BUCKET_TYPES = ("vpcflow", "cloudtrail")
@@ -31,8 +31,6 @@ CREDENTIAL_KEYS = (
     "aws_session_token",
     "session_token",
 )
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _SIZE_UNITS = {"": 1, "b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "kb": 10**3,
                "mb": 10**6, "gb": 10**9}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
@@ -67,6 +65,12 @@ class BucketConfig:
     @property
     def label(self) -> str:
         return f"{self.type}:{self.name}/{self.path}".rstrip("/")
+
+    @property
+    def logs_prefix(self) -> str:
+        """The prefix under which accounts (or organizations) are listed, ending in '/'."""
+        parts = [self.path, "AWSLogs", self.path_suffix, self.aws_organization_id or ""]
+        return "/".join(part for part in parts if part) + "/"
 
 
 @dataclass(frozen=True)
@@ -105,22 +109,6 @@ def default_config_path() -> Path:
 def default_state_dir() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "vpcwatch"
-
-
-def parse_duration(value: object) -> float:
-    """``"10m"`` -> 600.0. Plain numbers are seconds. Raises ValueError."""
-    if isinstance(value, bool):
-        raise ValueError(value)
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value))
-        if not match:
-            raise ValueError(value)
-        seconds = float(match[1]) * _UNITS[match[2] or "s"]
-    if seconds < 0:
-        raise ValueError(value)
-    return seconds
 
 
 def parse_size(value: object) -> int:
@@ -395,7 +383,7 @@ def _refuse_overlaps(source: str, buckets: tuple[BucketConfig, ...]) -> None:
         for i, earlier in enumerate(buckets[:j]):
             if (earlier.type, earlier.name) != (later.type, later.name):
                 continue
-            a, b = logs_prefix(earlier), logs_prefix(later)
+            a, b = earlier.logs_prefix, later.logs_prefix
             if ((a.startswith(b) or b.startswith(a))
                     and meet(earlier.aws_account_id, later.aws_account_id)
                     and meet(earlier.regions, later.regions)):

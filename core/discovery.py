@@ -18,18 +18,15 @@ from typing import TypeVar
 
 from core.config import BucketConfig
 from core.layouts import (
-    ACCOUNT,
     HIVE_ACCOUNT,
     HIVE_REGION,
-    ORG,
-    REGION,
     SERVICE_FOLDER,
     Partition,
     default_partition,
     hive_partition,
     kind_of,
-    logs_prefix,
 )
+from core.names import ACCOUNT, ORG, REGION
 from core.objects import ObjectRef
 from core.s3 import TRANSIENT_ERRORS, AccessDenied, S3Bucket, describe
 
@@ -73,7 +70,7 @@ async def list_bucket(s3: S3Bucket, bucket: BucketConfig, days: list[date]) -> L
 
 async def find_partitions(s3: S3Bucket, bucket: BucketConfig, listing: Listing) -> list[Partition]:
     """Every (account, region) folder of the bucket, in either key layout."""
-    top = logs_prefix(bucket)
+    top = bucket.logs_prefix
     children = await _guarded(listing, top, lambda: s3.children(top)) or []
     if not bucket.aws_organization_id:  # organization trails put o-xxxx/ before accounts
         for org in (name for name in children if ORG.match(name)):

@@ -15,14 +15,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # config imports this module's patterns
-    from core.config import BucketConfig
-
-ACCOUNT = re.compile(r"^\d{12}$")
-ORG = re.compile(r"^o-[a-z0-9]{10,32}$")
-REGION = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d+$")
 HIVE_ACCOUNT = re.compile(r"^aws-account-id=(\d{12})$")
 # AWS's object names start with the account and region: 123456789012_vpcflowlogs_us-east-1_
 NAME_CONTEXT = re.compile(r"^(\d{12})_(?:vpcflowlogs|CloudTrail)_([a-z]{2}(?:-[a-z]+)+-\d+)_")
@@ -55,12 +48,6 @@ class Partition:
         if self.hive:
             return f"{self.root}year={day:%Y}/month={day:%m}/day={day:%d}/"
         return f"{self.root}{day:%Y}/{day:%m}/{day:%d}/"
-
-
-def logs_prefix(bucket: BucketConfig) -> str:
-    """The prefix under which accounts (or organizations) are listed, ending in '/'."""
-    parts = [bucket.path, "AWSLogs", bucket.path_suffix, bucket.aws_organization_id or ""]
-    return "/".join(part for part in parts if part) + "/"
 
 
 def default_partition(parent: str, account: str, service: str, region: str) -> Partition:

@@ -30,10 +30,10 @@ from core.config import (
     default_config_path,
     default_state_dir,
     load_config,
-    parse_duration,
 )
 from core.decompress import CorruptObject
 from core.events import AlertsChanged, Publish
+from core.names import parse_duration
 from core.rules import BlocklistError, RuleEngine, load_engine, parity
 from core.safetext import visible
 from core.sandbox import TIMEOUT, QueryStopped, ReadOnlyError, Sandbox

@@ -25,15 +25,8 @@ import pyarrow as pa
 from core.rules import functions
 from core.rules.model import Rule
 from core.rules.per_event import PerEventRules
-from core.rules.sqlparts import (
-    CONTEXT,
-    MAX_OBJECTS,
-    SHAPES,
-    derived,
-    literal,
-    single,
-    title_sql,
-)
+from core.rules.sqlparts import CONTEXT, MAX_OBJECTS, SHAPES, derived, literal, single
+from core.rules.titles import title_sql
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from core.config import parse_duration
+from core.names import parse_duration
 from core.permissions import shared_write_problem
 from core.rules.parity import IDS as PARITY_IDS
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 
 from core.rules.model import Rule
-from core.rules.sqlparts import CONTEXT, SHAPES, derived, literal, title_sql
+from core.rules.sqlparts import CONTEXT, SHAPES, derived, literal
+from core.rules.titles import title_sql
 
 
 class PerEventRules:

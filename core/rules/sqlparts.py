@@ -1,14 +1,9 @@
-"""The SQL pieces every rule is made of: the alerts table, how each source's records map
-onto the fields every alert has, and titles."""
+"""The SQL pieces every rule is made of: the alerts table, and how each source's records map
+onto the fields every alert has (titles are in ``titles``)."""
 
 from __future__ import annotations
 
-import string
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # (model imports parity, which uses these pieces)
-    from core.rules.model import Rule
 
 ALERTS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -64,12 +59,6 @@ SHAPES = {
                                        "record, '$.responseElements.vpc.vpcId'))",
                                        "NULL::VARCHAR")),
 }
-# Names a title template may use, besides the rule's group_by columns.
-TITLE_FIELDS = {"srcaddr": "_src", "dstaddr": "_dst", "dstport": "_port", "protocol": "_proto",
-                "count": "_n", "bytes": "_sb", "packets": "_sp", "window_start": "_b",
-                "first_seen": "_first", "last_seen": "_last"}
-
-
 def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -91,28 +80,3 @@ def single(column: str, alias: str) -> str:
     than a DISTINCT aggregate)."""
     return (f"CASE WHEN min({column}) = max({column}) AND count({column}) = count(*) "
             f"THEN min({column}) END AS {alias}")
-
-
-def title_sql(rule: Rule, field_prefix: str = "_f_") -> str:
-    """SQL for the rule's title; a per-event rule's ``fields`` are columns named
-    ``field_prefix`` + name."""
-    parts = []
-    for text, name, spec, _ in string.Formatter().parse(rule.title):
-        if text:
-            parts.append(literal(text))
-        if name is None:
-            continue
-        if spec not in ("", "size"):
-            raise ValueError(f"title field {{{name}:{spec}}}: the only format is :size "
-                             "(a byte count as 1.6 GiB)")
-        groups = {key: f"_g{i}" for i, (key, _) in enumerate(rule.group_keys())}
-        fields = {key: f"{field_prefix}{key}" for key, _ in rule.fields}
-        column = groups.get(name) or fields.get(name) or TITLE_FIELDS.get(name)
-        if column is None and not rule.windowed:
-            column = quote(name)  # a per-record rule may show any field of its record
-        if column is None:
-            raise ValueError(f"title field {{{name}}} is not a group_by column or one of "
-                             f"{', '.join(sorted(TITLE_FIELDS))}")
-        shown = f"format_bytes({column}::BIGINT)" if spec == "size" else f"{column}::VARCHAR"
-        parts.append(f"coalesce({shown}, '-')")
-    return " || ".join(parts) or "''"

@@ -1,0 +1,29 @@
+"""Names and durations as AWS and the configuration write them: leaf definitions that the
+configuration, the key layouts and the rules share (so none of them imports another)."""
+
+from __future__ import annotations
+
+import re
+
+ACCOUNT = re.compile(r"^\d{12}$")
+ORG = re.compile(r"^o-[a-z0-9]{10,32}$")
+REGION = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d+$")
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+
+
+def parse_duration(value: object) -> float:
+    """``"10m"`` -> 600.0. Plain numbers are seconds. Raises ValueError."""
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(value)
+        seconds = float(match[1]) * _UNITS[match[2] or "s"]
+    if seconds < 0:
+        raise ValueError(value)
+    return seconds
