@@ -48,8 +48,9 @@ def parse_text(data: bytes) -> ParsedFlows:
     """Parse a flow-log text object whose first line is its header."""
     header_end = data.find(b"\n")
     first_line = data if header_end < 0 else data[:header_end]
-    if first_line.endswith(b"\r"):  # CRLF line ends: one pass to drop them all
+    if first_line.endswith(b"\r") and header_end >= 0:  # CRLF ends: one pass drops them all
         return parse_text(data.replace(b"\r\n", b"\n"))
+    first_line = first_line.rstrip(b"\r")  # (one line, ended by a lone CR)
     fields = _header_fields(first_line)
     body: bytes | memoryview = data  # a view, not a copy, of the records
     if fields is None:

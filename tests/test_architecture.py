@@ -63,7 +63,7 @@ def test_no_import_circles() -> None:
 
         def visit(node: str) -> list[str] | None:
             if node in path:
-                return path[path.index(node):] + [node]
+                return [*path[path.index(node):], node]
             path.append(node)
             for nxt in sorted(graph[node]):
                 if nxt not in done and (found := visit(nxt)):
