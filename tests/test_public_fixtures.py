@@ -12,7 +12,7 @@ from tests.conftest import query
 from tui.cli import main
 
 PUBLIC = Path(__file__).parent / "fixtures" / "public"
-# file: (records stored, bad lines and why), counted by hand from the files
+# file: (records or events stored, bad lines and why), counted by hand from the files
 EXPECTED = {
     "aws-docs-vpcflow-default-v2.log": (7, {}),
     "aws-docs-vpcflow-tcp-flag-sequence-v3.log": (8, {}),
@@ -21,8 +21,8 @@ EXPECTED = {
                                                    "expected 6 fields, got 17": 1}),
     "aws-docs-vpcflow-transit-gateway-vpc-side-v3.log": (4, {}),
     "aws-docs-vpcflow-traffic-path-v5.log": (2, {}),
-    "aws-docs-cloudtrail-ec2-eventversion-1.0.json": (0, {}),
-    "aws-docs-cloudtrail-iam-eventversion-1.0.json": (0, {}),
+    "aws-docs-cloudtrail-ec2-eventversion-1.0.json": (3, {}),
+    "aws-docs-cloudtrail-iam-eventversion-1.0.json": (2, {}),
 }
 
 
