@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-ingest bench-ui clean
+.PHONY: demo test lint bench bench-ingest bench-ui soak clean
 
 # Reinstall only when pyproject.toml changes (a full install takes about 100 s).
 $(STAMP): pyproject.toml
@@ -30,6 +30,9 @@ bench-ingest: $(STAMP)
 
 bench-ui: $(STAMP)
 	$(BIN)/python bench/ui.py
+
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache snapshot_report.html

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import re
 import threading
 from collections import Counter
@@ -28,6 +29,10 @@ class Faults:
 
     by_marker: dict[str, tuple[str, int]] = field(default_factory=dict)
     list_markers: dict[str, tuple[str, int]] = field(default_factory=dict)  # marker in prefix
+    # fault -> probability, for every GET of an object / every listing (a soak's weather)
+    get_rates: dict[str, float] = field(default_factory=dict)
+    list_rates: dict[str, float] = field(default_factory=dict)
+    seed: int = 0
     denied_prefixes: tuple[str, ...] = ()  # lists and gets under these: 403
     denied_gets: tuple[str, ...] = ()  # gets of keys containing these: 403
     stall_seconds: float = 30.0
@@ -47,6 +52,7 @@ class FaultProxy:
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._release: asyncio.Event | None = None
+        self._random = random.Random(faults.seed)
         self.url = ""
 
     def start(self) -> FaultProxy:
@@ -82,6 +88,13 @@ class FaultProxy:
         await runner.cleanup()
 
     def _fault_for(self, kind: str, target: str) -> str | None:
+        rates = self.faults.get_rates if kind == "get" else self.faults.list_rates
+        draw = self._random.random()
+        for fault, rate in rates.items():
+            if draw < rate:
+                self.injected[fault if kind == "get" else f"list {fault}"] += 1
+                return fault
+            draw -= rate
         markers = self.faults.by_marker if kind == "get" else self.faults.list_markers
         for marker, (fault, _) in markers.items():
             if marker in target and self._left.get((kind, marker), 0) > 0:

@@ -26,6 +26,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from core import killpoints
 from core.objects import ObjectRef, ObjectResult, Status, constant_column
 from core.rules import RuleEngine
 from core.store import detections, ledger, retention, schema
@@ -147,6 +148,7 @@ class Store:
         flows = _flow_batch(results)
         events = _event_batch(results)
         written = [self.segments.add(flows)] if flows is not None else []
+        killpoints.reached("segment-written")
         additive = not any(result.replaces for result in results)
         fresh, rule_errors = detections.evaluate(self.con, self.engine, flows, events,
                                                  additive, self._stored_between)
@@ -207,6 +209,7 @@ class Store:
         the flow records dropped."""
         cutoff = int((now or time.time()) - retention_seconds)
         old = retention.prune(self.con, cutoff, listed_from)
+        killpoints.reached("pruning")
         remove(self.segment_dir, [name for name, _ in old])
         self._refresh_view()
         return sum(records for _, records in old)

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from core import killpoints
 from core.objects import ObjectRef
 from core.store.schema import EMPTY_FLOWS, NOW
 from core.store.transaction import transaction
@@ -192,6 +193,7 @@ class Segments:
         tables = [read_segment(self.directory, name) for name in names]
         merged = pa.concat_tables(tables, promote_options="permissive")
         new = self.add(merged)
+        killpoints.reached("compacting")
         try:
             with transaction(self.con):
                 self.con.execute("DELETE FROM segments WHERE list_contains(?, name)", [names])
