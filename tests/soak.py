@@ -11,14 +11,15 @@ two ``[[bucket]]`` entries (as config.example.toml has); ``hive`` holds flow log
 Hive-compatible layout, some as Parquet. Objects are dated today, four days ago and six
 days ago (a backfill from ``only_logs_after`` reads the old days); one in fifty holds only
 flows two months old (pruned by retention at the end of each poll); a few are corrupt
-(quarantined, in both runs). Between kills, late objects arrive: in today's folder under
-keys that sort before those already read, and four days back, past the 48-hour lookback
-(found by the relist, which the harness makes due by moving the entry's relist mark).
+(quarantined, in both runs). New objects keep arriving: some before each run of the
+collector, so that every run has something to commit when it is killed. Late objects
+arrive too: in today's folder under keys that sort before those already read, and four
+days back, past the 48-hour lookback (found by the relist, which the harness makes due by
+moving the entry's relist mark).
 """
 
 from __future__ import annotations
 
-import io
 import os
 import random
 import select
@@ -33,8 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from tests import flowgen, scenarios
 from tests.conftest import LineReader, query, write_config
@@ -109,7 +108,7 @@ class Buckets:
         if n % 401 == 5:
             body = b"\x1f\x8b" + b"corrupt" * 10
         elif key.endswith(".parquet"):
-            body = _parquet(obj)
+            body = flowgen.parquet_bytes(obj)
         else:
             body = obj.gz()
         self.put(self.hive if in_hive else self.org, key, body)
@@ -117,14 +116,6 @@ class Buckets:
     def put_late(self, first: int, count: int, day: datetime) -> None:
         for n in range(first, first + count):
             self.put_flows(n, day, ACCOUNTS[n % len(ACCOUNTS)], [], late=True)
-
-
-def _parquet(obj: flowgen.FlowObject) -> bytes:
-    rows = flowgen.reference_rows(obj.fields, obj.lines)
-    columns = {f.replace("-", "_"): [row[f] for row in rows] for f in obj.fields}
-    buffer = io.BytesIO()
-    pq.write_table(pa.table(columns), buffer)
-    return buffer.getvalue()
 
 
 def config_for(directory: Path, buckets: Buckets, endpoint: str) -> Path:
@@ -193,7 +184,12 @@ def run_soak(url: str, work: Path, objects: int, random_kills: int,
         faulty = config_for(work / "faulty", buckets, proxy.url)
         schedule = [("random", None)] * random_kills + [("point", p) for p in kill_points]
         rng.shuffle(schedule)
+        arriving = objects + 10  # (the numbers of objects put while the collector runs)
         for number, (kind, point) in enumerate(schedule):
+            # objects keep arriving: each run has new ones to commit when it is killed
+            for n in range(arriving, arriving + max(20, objects // 50)):
+                buckets.put_flows(n, NOW, ACCOUNTS[n % len(ACCOUNTS)], [])
+            arriving += max(20, objects // 50)
             process, stderr = runner.start(faulty, kill_at=point)
             if kind == "random":
                 stderr.wait_for("committed", count=rng.randint(1, 4), timeout=300)

@@ -84,7 +84,7 @@ def fill_central_bucket(bucket: Bucket) -> Truth:
     truth.add_flows(bucket, key("vpc", C, "us-west-2", NOW, 8, hive=True), tgw, C)
     parquet = flowgen.flow_object(flowgen.V2, 90, seed=9, account=C)
     truth.add_flows(bucket, key("vpc", C, "us-west-2", NOW, 9, hive=True, hourly=True,
-                                ext="log.parquet"), parquet, C, body=_parquet(parquet))
+                                ext="log.parquet"), parquet, C, body=flowgen.parquet_bytes(parquet))
     # account D behind an organization prefix
     org = flowgen.flow_object(flowgen.V2, 70, seed=10, account=D)
     org_key = key("vpc", D, "us-east-1", NOW, 10).replace("AWSLogs/", "AWSLogs/o-abcdefghij/")
@@ -100,19 +100,6 @@ def fill_central_bucket(bucket: Bucket) -> Truth:
     bucket.put(key("vpc", A, "us-east-1", old, 31), flowgen.flow_object(flowgen.V2, 10).gz())
     truth.per_account[""] = nat_records
     return truth
-
-
-def _parquet(obj: flowgen.FlowObject) -> bytes:
-    import io
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    rows = flowgen.reference_rows(obj.fields, obj.lines)
-    columns = {f.replace("-", "_"): [row[f] for row in rows] for f in obj.fields}
-    buffer = io.BytesIO()
-    pq.write_table(pa.table(columns), buffer)
-    return buffer.getvalue()
 
 
 def add_trail(bucket: Bucket, truth: Truth) -> None:
