@@ -25,6 +25,7 @@ from tests.conftest import unsafe_in
 from tui.app import VpcwatchApp
 from tui.screens import SqlScreen, TableScreen
 from tui.widgets.conversations import Conversations
+from tui.widgets.feed import AlertFeed
 
 # Textual's own output: SGR (colours, styles) and cursor positioning.
 TEXTUAL = re.compile(r"\x1b\[[0-9;:]*m|\x1b\[\d+;\d+H|\x1b\[\?25[hl]")
@@ -142,3 +143,20 @@ async def test_hostile_text_through_every_screen_reaches_the_terminal_as_text(
             await app.wait_settled()
             assert_clean(app, key)
             await p.press("escape")  # type: ignore[attr-defined]
+
+        # the hostile alert (an exfiltration between the hostile pair) and its detail, then
+        # every other key of the main screen, each frame checked
+        feed = app.query_one(AlertFeed)
+        feed.focus()
+        index = next(i for i, r in enumerate(feed.rows_shown)
+                     if OSC52 in (r.get("srcaddr") or "") + r["title"])
+        feed.move_cursor(index)
+        await p.press("enter")  # type: ignore[attr-defined]
+        await app.wait_settled()
+        assert "\\x1b]52;c;SGVsbG8=\\x07" in str(app.query_one("#detail").render())
+        assert_clean(app, "the hostile alert's detail")
+        for key in ("z", "plus", "minus", "minus", "right_square_bracket", "enter", "x", "tab",
+                    "h", "l", "greater_than_sign", "less_than_sign", "f", "escape", "escape"):
+            await p.press(key)  # type: ignore[attr-defined]
+            await app.wait_settled()
+            assert_clean(app, f"after {key}")
