@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -189,3 +190,27 @@ def test_a_reader_that_leaves_early_ends_the_output_quietly(tmp_path: Path) -> N
     assert process.wait(timeout=60) == 141
     assert process.stderr.read() == b""
 
+
+
+def test_version_and_journald_priorities(tmp_path: Path) -> None:
+    """Under systemd (JOURNAL_STREAM names the stderr stream), each log line carries its
+    priority as "<N>", which the journal keeps as the entry's priority."""
+    vpcwatch = Path(sys.executable).with_name("vpcwatch")
+    version = subprocess.run([str(vpcwatch), "--version"], capture_output=True, text=True,
+                             check=True)
+    assert version.stdout.strip().startswith("vpcwatch ")
+    (tmp_path / "a.log").write_bytes(flowgen.flow_object(flowgen.V2, 5).text())
+    (tmp_path / "bad.log.gz").write_bytes(b"not gzip")
+    err = tmp_path / "stderr"
+    for journal in (False, True):
+        with err.open("w") as stream:
+            status = os.fstat(stream.fileno())
+            env = {**os.environ, "JOURNAL_STREAM": f"{status.st_dev}:{status.st_ino}"}
+            if not journal:
+                env.pop("JOURNAL_STREAM")
+            subprocess.run([str(vpcwatch), "scan", str(tmp_path), "--state-dir",
+                            str(tmp_path / f"s{journal}")], stderr=stream,
+                           stdout=subprocess.DEVNULL, env=env, check=False)
+        lines = err.read_text().splitlines()
+        warning = next(line for line in lines if "quarantined" in line)
+        assert warning.startswith("<4>vpcwatch: WARNING: " if journal else "vpcwatch: WARNING: ")

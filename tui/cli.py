@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import importlib.metadata
 import json
 import logging
 import os
@@ -92,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vpcwatch", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
+    parser.add_argument("--version", action="version",
+                        version=f"vpcwatch {importlib.metadata.version('vpcwatch')}")
     parser.set_defaults(run=cmd_tui, config=None, no_mouse=False)
     commands = parser.add_subparsers(title="commands (default: tui)", metavar="COMMAND")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -29,15 +30,40 @@ class SafeFormatter(logging.Formatter):
     """Tracebacks too: each line made visible (the lines stay lines, so a traceback reads
     as one); access key ids redacted."""
 
+    def __init__(self, form: str, journald: bool = False):
+        super().__init__(form)
+        self.journald = journald
+
     def format(self, record: logging.LogRecord) -> str:
         text = _SECRET.sub("[access key redacted]", super().format(record))
-        return "\n".join(visible(line) for line in text.split("\n"))
+        lines = [visible(line) for line in text.split("\n")]
+        if self.journald:  # systemd reads "<N>" as the line's priority (sd-daemon(3))
+            priority = _PRIORITY.get(record.levelno, 6)
+            lines = [f"<{priority}>{line}" for line in lines]
+        return "\n".join(lines)
+
+
+_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6,
+             logging.DEBUG: 7}
+
+
+def journald_stderr() -> bool:
+    """Whether stderr is connected to the systemd journal: systemd sets JOURNAL_STREAM to
+    the device and inode of that stream (systemd.exec(5))."""
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        device, inode = (int(part) for part in stream.split(":"))
+        status = os.fstat(sys.stderr.fileno())
+    except (ValueError, OSError):
+        return False
+    return (status.st_dev, status.st_ino) == (device, inode)
 
 
 def log_to_stderr(verbosity: int) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(Redact())
-    handler.setFormatter(SafeFormatter("vpcwatch: %(levelname)s: %(message)s"))
+    handler.setFormatter(SafeFormatter("vpcwatch: %(levelname)s: %(message)s",
+                                       journald=journald_stderr()))
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbosity, 2)]
     logging.basicConfig(level=level, handlers=[handler], force=True)
     for noisy in _NOISY:
