@@ -68,10 +68,33 @@ def hostile_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(obj.body)
     (files / "hostile\x1b]0;title\x07.log").write_text(hostile_flows(FROZEN_NOW - 120))
+    # a rule file's own text is shown too: a title with markup and an escape sequence
+    rules = directory / "hostile-rules.toml"
+    rules.write_text(HOSTILE_RULE)
+    rules.chmod(0o600)
     state = directory / "state"
-    with open_store(state, engine=load_engine([])) as store:
+    with open_store(state, engine=load_engine([rules])) as store:
         scan([files], store, max_size=1 << 30)
+    titles = store_rows(state, "SELECT title FROM alerts WHERE rule_id = 'hostile.title'")
+    assert titles and all("\x1b" in title for (title,) in titles)  # (the walk shows them)
     return state
+
+
+HOSTILE_RULE = """[[rule]]
+id = "hostile.title"
+level = 9
+title = "[@click=app.quit]rule[/] \\u001b]0;pwned\\u0007 {srcaddr}"
+source = "vpcflow"
+where = "bytes >= 900000000"
+group_by = ["srcaddr"]
+window = "10m"
+"""
+
+
+def store_rows(state: Path, sql: str) -> list[tuple[object, ...]]:
+    from tests.conftest import query
+
+    return query(state, sql)
 
 
 @asynccontextmanager
