@@ -45,6 +45,7 @@ DAYS = (NOW, NOW - timedelta(days=4), NOW - timedelta(days=6))
 WEATHER = Faults(get_rates={"slowdown": 0.05, "reset": 0.01, "stall": 0.002},
                  list_rates={"slowdown": 0.05}, stall_seconds=3, seed=11)
 KILL_POINTS = ("segment-written", "compacting", "pruning")
+SAMPLE_SECONDS = 0.5  # how often a running collector's peak memory is read
 
 
 @dataclass
@@ -135,7 +136,10 @@ def config_for(directory: Path, buckets: Buckets, endpoint: str) -> Path:
 
 
 class Runner:
-    """Collector processes: each waited with ``os.wait4`` for its peak memory."""
+    """Collector processes, and their peak memory: VmHWM (the high-water mark of the
+    process's own memory) read while each runs. (Not wait4's ru_maxrss: Linux carries the
+    parent's resident size over a fork and exec into it, so a child of a large test process
+    would report the test's memory.)"""
 
     def __init__(self, report: SoakReport):
         self.report = report
@@ -154,19 +158,32 @@ class Runner:
         return process, LineReader(process.stderr)
 
     def wait(self, process: subprocess.Popen[str], timeout: float) -> int:
-        """The exit code, once the process's pidfd says it has ended."""
+        """The exit code, once the process's pidfd says it has ended; its memory's
+        high-water mark is read every SAMPLE_SECONDS meanwhile."""
+        deadline = time.monotonic() + timeout
         pidfd = os.pidfd_open(process.pid)
         try:
-            ready, _, _ = select.select([pidfd], [], [], timeout)
+            while True:
+                self._sample(process.pid)
+                ready, _, _ = select.select([pidfd], [], [], SAMPLE_SECONDS)
+                if ready:
+                    break
+                if time.monotonic() > deadline:
+                    process.kill()
+                    raise AssertionError(f"collector still running after {timeout} s")
         finally:
             os.close(pidfd)
-        if not ready:
-            process.kill()
-            raise AssertionError(f"collector still running after {timeout} s")
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        self.report.peak_rss_mb = max(self.report.peak_rss_mb, usage.ru_maxrss / 1024)
-        return process.returncode
+        return process.wait()
+
+    def _sample(self, pid: int) -> None:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                megabytes = int(line.split()[1]) / 1024
+                self.report.peak_rss_mb = max(self.report.peak_rss_mb, megabytes)
 
 
 def run_soak(url: str, work: Path, objects: int, random_kills: int,
