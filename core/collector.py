@@ -91,6 +91,7 @@ class Collector:
             await _wait(stop, max(0.0, general.interval - (time.monotonic() - started)))
 
     async def poll(self, next_in: float | None = None) -> PollSummary:
+        await self.db(self.store.start_publishing)  # viewers may attach (docs/attach.md)
         summary = PollSummary()
         self._halt = asyncio.Event()
         self._errors = summary.errors

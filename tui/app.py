@@ -48,6 +48,7 @@ from core.filters import Filter, FilterError, parse_filter
 from core.sandbox import Sandbox
 from core.store import Store
 from core.timeline import Axis, TimeRange, find_peaks
+from tui.attach import Attachment
 from tui.cells import clock, plain, zone_name
 from tui.chart_keys import ChartKeys
 from tui.feed_keys import FeedKeys
@@ -78,7 +79,7 @@ class CoreMessage(Message):
         self.event = event
 
 
-class VpcwatchApp(ChartKeys, FeedKeys, Tools, ViewPump, App[int]):
+class VpcwatchApp(ChartKeys, FeedKeys, Tools, ViewPump, Attachment, App[int]):
     TITLE = "vpcwatch"
     CSS_PATH = "app.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -92,6 +93,8 @@ class VpcwatchApp(ChartKeys, FeedKeys, Tools, ViewPump, App[int]):
                  collect: bool = True, export_dir: Path | None = None,
                  now: Callable[[], float] = time.time, zone: tzinfo = UTC,
                  min_level: int = DEFAULT_MIN_LEVEL):
+        """``store`` attached to a running collector (``store.attached_to``): the app
+        follows it instead of collecting."""
         super().__init__()
         self.store, self.config = store, config
         self.before_poll, self.collect = before_poll, collect
@@ -99,7 +102,7 @@ class VpcwatchApp(ChartKeys, FeedKeys, Tools, ViewPump, App[int]):
         self.now, self.zone = now, zone
         self.scope = Scope(min_level=min_level)
         self.focus_address: str | None = None  # the selected alert's address
-        self.activity = Activity()
+        self.activity = Activity(attached=store.attached_to)
         self.buckets: list[BucketState] = []
         self.chart = ChartState()
         self.cursor_t: int | None = None  # the chart cursor and selection, as times
@@ -157,7 +160,9 @@ class VpcwatchApp(ChartKeys, FeedKeys, Tools, ViewPump, App[int]):
         self.set_interval(STATUS_TICK_SECONDS, self._show_status)
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.exit)
-        if self.collect and self.config is not None:
+        if self.store.attached_to is not None:
+            self.run_worker(self._follow(), group="collector", name="follower")
+        elif self.collect and self.config is not None:
             self.collector = Collector(self.config, self.store, self._publish)
             self.run_worker(self._collect(), group="collector", name="collector")
         self.explorer = await self._read(Explorer, self.store)  # builds the traffic index

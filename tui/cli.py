@@ -38,8 +38,8 @@ from core.names import parse_duration
 from core.rules import BlocklistError, RuleEngine, load_engine, parity
 from core.safetext import visible
 from core.sandbox import TIMEOUT, QueryStopped, ReadOnlyError, Sandbox
-from core.store import Store, StoreError, open_store
-from core.store.statedir import StateDirError
+from core.store import Store, StoreError, open_store, publication
+from core.store.statedir import StateDirBusy, StateDirError
 from core.wazuh_import import WazuhImportError, import_wazuh
 from tui.logs import log_to_file, log_to_stderr
 from tui.output import json_value, print_alerts, report, warn_rule_errors
@@ -307,10 +307,18 @@ def cmd_tui(args: argparse.Namespace) -> int:
                          "config.example.toml), or try `vpcwatch demo`")
     config = load_config(path)
     engine = _engine(config)
-    with open_store(config.general.state_dir, engine=engine) as store:
-        warn_rule_errors(engine)
-        with log_to_file(config.general.state_dir / "vpcwatch.log"):
-            return run_app(store, config, mouse=not args.no_mouse)
+    state_dir = config.general.state_dir
+    try:
+        with open_store(state_dir, engine=engine) as store:
+            warn_rule_errors(engine)
+            with log_to_file(state_dir / "vpcwatch.log"):
+                return run_app(store, config, mouse=not args.no_mouse)
+    except StateDirBusy:  # a collector runs: attach to it (docs/attach.md)
+        if not publication.exists(state_dir):
+            raise
+    with open_store(state_dir, read_only=True, engine=engine) as store, \
+            log_to_file(state_dir / "vpcwatch.log"):
+        return run_app(store, config, mouse=not args.no_mouse)
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
@@ -328,8 +336,16 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
     wanted = args.min_level is not None and min_level <= parity.MAX_LEVEL
     parity_level = min_level if wanted else None
-    return asyncio.run(_collect(config, once=False, as_json=False, publish=publish,
-                                parity_level=parity_level))
+    try:
+        return asyncio.run(_collect(config, once=False, as_json=False, publish=publish,
+                                    parity_level=parity_level))
+    except StateDirBusy as busy:  # a collector runs: follow it (docs/attach.md)
+        if not publication.exists(config.general.state_dir):
+            raise
+        owner = busy.owner
+    from tui.watch_attached import follow
+
+    return follow(config.general.state_dir, owner, min_level, parity_level)
 
 
 def _checked_engine(args: argparse.Namespace, files: list[Path] | None = None) -> RuleEngine:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -29,10 +29,11 @@ import pyarrow as pa
 from core import killpoints
 from core.objects import ObjectRef, ObjectResult, Status, constant_column
 from core.rules import RuleEngine
-from core.store import detections, ledger, retention, schema
+from core.store import detections, ledger, publication, retention, schema
 from core.store.ledger import Candidate
+from core.store.publication import Publisher
 from core.store.segments import Segments, remove, remove_unlisted, segment_dir
-from core.store.statedir import StateLock, make_private, prepare
+from core.store.statedir import StateDirBusy, StateLock, make_private, prepare
 from core.store.transaction import transaction
 
 log = logging.getLogger(__name__)
@@ -54,14 +55,23 @@ class StoreError(Exception):
 
 class Store:
     def __init__(self, state_dir: Path, read_only: bool = False,
-                 engine: RuleEngine | None = None):
+                 engine: RuleEngine | None = None,
+                 published: duckdb.DuckDBPyConnection | None = None):
+        """``published``: a database loaded from the publication of a running collector
+        (see ``publication``), opened read-only instead of the store's own file."""
+        self.state_dir = state_dir
         self.segment_dir = segment_dir(state_dir)
         self.engine = engine
         # set (to a minimum level) by whoever wants each commit's parity alerts (watch)
         self.parity_level: int | None = None
+        self.publisher: Publisher | None = None  # see start_publishing
+        self.attached_to: str | None = None  # the collector a published store comes from
+        self.generation: object = None  # the published state it holds (attached stores)
+        self._publication_failed = False
         path = state_dir / DATABASE_NAME
+        read_only = read_only or published is not None
         try:
-            self.con = duckdb.connect(str(path), read_only=read_only)
+            self.con = published or duckdb.connect(str(path), read_only=read_only)
         except duckdb.Error as exc:
             raise StoreError(f"{path}: cannot open the store: {exc}") from None
         self.segments = Segments(self.con, self.segment_dir)
@@ -171,6 +181,7 @@ class Store:
             raise
         remove(self.segment_dir, replaced)
         self._refresh_view()
+        self._publish(lambda p: p.commit(keys, changed) if additive else p.whole())
         records = flows.num_rows if flows is not None else 0
         derived = None
         if flows is not None and self.parity_level is not None:
@@ -212,13 +223,49 @@ class Store:
         killpoints.reached("pruning")
         remove(self.segment_dir, [name for name, _ in old])
         self._refresh_view()
+        self._publish(Publisher.whole)
         return sum(records for _, records in old)
+
+    # -- the publication for viewers ---------------------------------------------------------
+
+    def start_publishing(self) -> None:
+        """From now on, publish every committed state for viewers (``publication``): the
+        collector does, so that reading commands and apps can attach while it runs."""
+        if self.publisher is None:
+            self.publisher = Publisher(self.con, self.state_dir)
+
+    def reload_publication(self) -> bool:
+        """For a store attached to a running collector: take its newest published state.
+        Returns whether there was a newer one."""
+        manifest = publication.current(self.state_dir)
+        if manifest.get("generation") == self.generation:
+            return False
+        publication.fill(self.con, self.state_dir, manifest)
+        self.generation = manifest.get("generation")
+        self._refresh_view()
+        return True
+
+    def _publish(self, action: Callable[[Publisher], None]) -> None:
+        """A failure here never fails the commit (it is done): it is logged, and the next
+        publication is a whole one, so viewers miss nothing for good."""
+        if self.publisher is None:
+            return
+        try:
+            if self._publication_failed:
+                self.publisher.whole()
+            else:
+                action(self.publisher)
+            self._publication_failed = False
+        except (OSError, duckdb.Error) as exc:
+            self._publication_failed = True
+            log.error("publishing the store for viewers failed: %s", exc)
 
     def compact(self) -> int:
         """Merge small segments into one (queries open every file). Returns files merged."""
         merged = self.segments.compact()
         if merged:
             self._refresh_view()
+            self._publish(lambda p: p.commit([], None))  # (the new segment list)
         return merged
 
     def checkpoint(self) -> None:
@@ -266,9 +313,35 @@ def open_store(state_dir: Path, read_only: bool = False, engine: RuleEngine | No
         make_private(state_dir)
     else:
         prepare(state_dir)
-    with StateLock(state_dir, exclusive=not read_only):
-        store = Store(state_dir, read_only=read_only, engine=engine)
+    lock = StateLock(state_dir, exclusive=not read_only)
+    try:
+        lock.acquire()
+    except StateDirBusy as busy:
+        if not read_only or not publication.exists(state_dir):
+            raise
+        store = _attached(state_dir, engine, busy.owner)
+    else:
         try:
-            yield store
-        finally:
-            store.close()
+            store = Store(state_dir, read_only=read_only, engine=engine)
+        except BaseException:
+            lock.release()
+            raise
+    try:
+        yield store
+    finally:
+        store.close()
+        lock.release()
+
+
+def _attached(state_dir: Path, engine: RuleEngine | None, owner: str) -> Store:
+    """The store as the collector ``owner`` last published it (read-only)."""
+    try:
+        manifest = publication.current(state_dir)
+        published = publication.load(state_dir, manifest)
+    except (OSError, ValueError, KeyError, duckdb.Error) as exc:
+        raise StoreError(f"{state_dir}: the state directory is being written by {owner}, "
+                         f"and its publication cannot be read: {exc}") from None
+    store = Store(state_dir, read_only=True, engine=engine, published=published)
+    store.attached_to, store.generation = owner, manifest.get("generation")
+    log.info("attached to %s (its last committed state)", owner)
+    return store

@@ -20,6 +20,14 @@ class StateDirError(Exception):
     """The state directory is unsafe, unusable, or owned by another process."""
 
 
+class StateDirBusy(StateDirError):
+    """Another process holds the state directory's lock; ``owner`` says which."""
+
+    def __init__(self, message: str, owner: str):
+        super().__init__(message)
+        self.owner = owner
+
+
 def prepare(path: Path) -> Path:
     """Create ``path`` 0700 if needed, then ``make_private``."""
     if path.is_symlink():
@@ -75,9 +83,9 @@ class StateLock:
             owner = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "another process"
             os.close(fd)
             verb = "is in use by" if self.exclusive else "is being written by"
-            raise StateDirError(
+            raise StateDirBusy(
                 f"{self.path.parent}: the state directory {verb} {owner}; stop it or use "
-                "another state_dir"
+                "another state_dir", owner
             ) from None
         if self.exclusive:
             os.ftruncate(fd, 0)

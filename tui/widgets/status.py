@@ -26,6 +26,7 @@ class Activity:
     newest_record: int | None = None
     problems: int = 0
     late: int = 0  # objects found by relists since the app started (see core.listing_plan)
+    attached: str | None = None  # the collector the app follows (docs/attach.md), if any
     errors: list[str] = field(default_factory=list)  # poll and rule errors, newest last
 
     def add_error(self, error: str) -> None:
@@ -45,8 +46,13 @@ class StatusBar(Static):
 def status_text(buckets: list[BucketState], activity: Activity, zone: tzinfo,
                 now: float) -> Text:
     text = Text()
-    text.append("● polling " if activity.polling else "○ idle ",
-                style="green" if activity.polling else "dim")
+    if activity.attached is not None:
+        text.append("⇄ attached to ", style="cyan")
+        text.append(plain(activity.attached, 60, "cyan"))
+        text.append("  ")
+    else:
+        text.append("● polling " if activity.polling else "○ idle ",
+                    style="green" if activity.polling else "dim")
     text.append(f"last {clock(activity.last_poll, zone) or '–'} "
                 f"next {clock(activity.next_poll, zone) or '–'}  ")
     if activity.last_poll is not None:

@@ -1,0 +1,84 @@
+"""Following a running collector from another process (docs/attach.md): each new state it
+publishes, the alerts that state created or changed, and the segments it added.
+
+The collector writes, per commit, the alerts it wrote as a delta file; a follower reads the
+files a new manifest names that the previous one did not, and keeps the alerts whose
+(id, revision) it has not seen: a whole rewrite of the table (after pruning) adds nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from core.store import publication
+
+
+@dataclass
+class Update:
+    generation: int
+    alerts: pa.Table | None  # alerts new or changed since the previous update
+    segments: list[str] = field(default_factory=list)  # segment files added since
+
+
+class Follower:
+    def __init__(self, state_dir: Path):
+        self.state_dir = state_dir
+        self.directory = state_dir / publication.DIRECTORY
+        self.generation: int | None = None
+        self._files: dict[str, set[str]] = {}
+        self._seen: set[tuple[str, int]] = set()
+        self.segments: set[str] = set()
+
+    def poll(self) -> Update | None:
+        """The changes of the newest state, if it is newer than the last one seen; None
+        otherwise (or while no readable publication exists)."""
+        try:
+            manifest = publication.current(self.state_dir)
+            generation = int(manifest["generation"])  # type: ignore[call-overload]
+            files: dict[str, list[str]] = manifest["files"]  # type: ignore[assignment]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if generation == self.generation:
+            return None
+        first = self.generation is None
+        self.generation = generation
+        new = {table: [name for name in names if name not in self._files.get(table, set())]
+               for table, names in files.items()}
+        self._files = {table: set(names) for table, names in files.items()}
+        alerts = self._new_alerts(new.get("alerts", []))
+        segments = self._new_segments(new.get("segments", []))
+        if first:  # what was there before this follower started is not news
+            return Update(generation, None)
+        return Update(generation, alerts, segments)
+
+    def _new_alerts(self, names: list[str]) -> pa.Table | None:
+        tables = [pq.read_table(self.directory / name) for name in names]
+        if not tables:
+            return None
+        rows = pa.concat_tables(tables, promote_options="permissive")
+        keys = list(zip(rows["id"].to_pylist(), rows["revision"].to_pylist(), strict=True))
+        fresh = [key not in self._seen for key in keys]
+        self._seen.update(keys)
+        changed = rows.filter(pa.array(fresh, pa.bool_()))
+        return changed if changed.num_rows else None
+
+    def _new_segments(self, names: list[str]) -> list[str]:
+        """The segment names the newest segment list holds that no earlier one did."""
+        if not names:
+            return []
+        listed = pq.read_table(self.directory / names[-1], columns=["name"])["name"].to_pylist()
+        added = [name for name in listed if name not in self.segments]
+        self.segments = set(listed)
+        return added
+
+
+def at_least(table: pa.Table | None, level: int) -> pa.Table | None:
+    if table is None:
+        return None
+    kept = table.filter(pc.greater_equal(table["level"], level))
+    return kept if kept.num_rows else None

@@ -1,0 +1,160 @@
+"""The store published for viewers (docs/attach.md): a running collector holds the DuckDB
+file, so after each commit it also writes what changed as Parquet files, and a manifest
+naming every file of that committed state; viewers load a manifest into a database of their
+own and never touch the collector's file, its lock or its threads.
+
+``published/`` (0700 inside the private state directory; files 0600):
+- ``alerts-N.parquet``, ``cloudtrail-N.parquet``, ``objects-N.parquet``: the rows commit N
+  wrote (alerts with their revision, events, ledger entries); a base file holds a whole
+  table (at start, after retention's prune, and when 50 deltas have piled up);
+- ``segments-N.parquet``, ``prefixes-N.parquet``, ``meta-N.parquet``: small tables, whole;
+- ``manifest-N.json``: the files of state N, never changed once written;
+- ``CURRENT``: the name of the newest manifest, replaced by a rename (atomic).
+Files no manifest names are removed once older than GRACE_SECONDS: a viewer still reading
+an older state has that long (after that it gets an I/O error and loads the current one).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
+
+DIRECTORY = "published"
+CURRENT = "CURRENT"
+MAX_DELTAS = 50
+GRACE_SECONDS = 120.0
+# tables published as deltas: the key a newer row replaces an older one by, and which wins
+DELTAS = {"alerts": ("id", "revision DESC, updated DESC"),
+          "cloudtrail": ("event_id", "event_time"),
+          "objects": ("bucket, key", "updated DESC")}
+WHOLE = ("segments", "prefixes", "meta")
+
+
+class Publisher:
+    """Writes the publication of one store, on the store's thread, after its commits."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, state_dir: Path):
+        self.con = con
+        self.directory = state_dir / DIRECTORY
+        self.directory.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(self.directory, 0o700)
+        self.generation = _current_generation(self.directory)
+        self.files: dict[str, list[str]] = {}
+        self.whole()
+
+    def whole(self) -> None:
+        """Every table whole: at start, after pruning, and when deltas pile up."""
+        self.generation += 1
+        self.files = {table: [self._write(table, self.con.sql(f"SELECT * FROM {table}")
+                                          .to_arrow_table())] for table in (*DELTAS, *WHOLE)}
+        self._publish()
+
+    def commit(self, keys: Sequence[tuple[str, str]], alerts: pa.Table | None) -> None:
+        """What one commit changed: the ledger entries and events of the objects ``keys``
+        (bucket, key), the alerts it wrote, and the small tables whole."""
+        if any(len(files) > MAX_DELTAS for files in self.files.values()):
+            self.whole()
+            return
+        self.generation += 1
+        self.con.register("published_keys", pa.table({
+            "bucket": [bucket for bucket, _ in keys], "key": [key for _, key in keys]}))
+        try:
+            for table, columns in (("objects", "bucket, key"),
+                                   ("cloudtrail", "bucket, object_key")):
+                rows = self.con.sql(f"SELECT * FROM {table} WHERE ({columns}) IN "
+                                    "(SELECT (bucket, key) FROM published_keys)").to_arrow_table()
+                if rows.num_rows:
+                    self.files[table].append(self._write(table, rows))
+        finally:
+            self.con.unregister("published_keys")
+        if alerts is not None and alerts.num_rows:
+            self.files["alerts"].append(self._write("alerts", alerts))
+        for table in WHOLE:
+            self.files[table] = [self._write(table, self.con.sql(f"SELECT * FROM {table}")
+                                             .to_arrow_table())]
+        self._publish()
+
+    def _write(self, table: str, rows: pa.Table) -> str:
+        name = f"{table}-{self.generation}.parquet"
+        temporary = self.directory / f".{name}.tmp"
+        with _private(temporary) as out:
+            pq.write_table(rows, out)
+        os.replace(temporary, self.directory / name)
+        return name
+
+    def _publish(self) -> None:
+        manifest = f"manifest-{self.generation}.json"
+        text = json.dumps({"generation": self.generation, "pid": os.getpid(),
+                           "written": time.time(), "files": self.files})
+        for name, content in ((manifest, text), (CURRENT, manifest)):
+            temporary = self.directory / f".{name}.tmp"
+            with _private(temporary) as out:
+                out.write(content.encode())
+            os.replace(temporary, self.directory / name)
+        self._remove_unnamed({manifest, CURRENT} | {f for fs in self.files.values() for f in fs})
+
+    def _remove_unnamed(self, named: set[str]) -> None:
+        cutoff = time.time() - GRACE_SECONDS
+        for path in self.directory.iterdir():
+            try:
+                if path.name not in named and path.stat().st_mtime < cutoff:
+                    path.unlink()
+            except OSError as exc:  # (another process's temporary file, say)
+                log.debug("publication: cannot remove %s: %s", path, exc)
+
+
+def exists(state_dir: Path) -> bool:
+    return (state_dir / DIRECTORY / CURRENT).is_file()
+
+
+def current(state_dir: Path) -> dict[str, object]:
+    """The newest manifest (OSError or ValueError when there is none readable)."""
+    directory = state_dir / DIRECTORY
+    name = (directory / CURRENT).read_text().strip()
+    manifest: dict[str, object] = json.loads((directory / name).read_text())
+    return manifest
+
+
+def load(state_dir: Path, manifest: dict[str, object]) -> duckdb.DuckDBPyConnection:
+    """An in-memory database holding the state ``manifest`` names, with the store's tables
+    (for ``core.store.Store`` opened on it)."""
+    con = duckdb.connect(":memory:")
+    fill(con, state_dir, manifest)
+    return con
+
+
+def fill(con: duckdb.DuckDBPyConnection, state_dir: Path, manifest: dict[str, object]) -> None:
+    """(Re)create the store's tables in ``con`` as ``manifest`` names them."""
+    directory = state_dir / DIRECTORY
+    files: dict[str, list[str]] = manifest["files"]  # type: ignore[assignment]
+    for table, names in files.items():
+        paths = "[" + ", ".join(f"'{directory / name}'" for name in names) + "]"
+        source = f"read_parquet({paths}, union_by_name=true)"
+        if table in DELTAS:
+            key, newest = DELTAS[table]
+            source = (f"(SELECT * FROM {source} QUALIFY row_number() OVER "
+                      f"(PARTITION BY {key} ORDER BY {newest}) = 1)")
+        con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM {source}")
+
+
+def _current_generation(directory: Path) -> int:
+    try:
+        return int(current(directory.parent)["generation"])  # type: ignore[call-overload]
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def _private(path: Path):  # type: ignore[no-untyped-def]
+    """``path`` opened for writing, created 0600 (never through a link)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    return os.fdopen(fd, "wb")

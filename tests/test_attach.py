@@ -1,0 +1,153 @@
+"""Reading commands attached to a running collector (docs/attach.md): `alerts` and `query`
+work while `collect` runs as a service, see each new commit, and give what the store holds
+once the collector has stopped; what they read is private to the owner."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests import flowgen, scenarios
+from tests.conftest import Bucket, LineReader, write_config
+from tests.test_collect import NOW
+from tui.cli import main
+
+A = "111111111111"
+
+
+def put_detections(bucket: Bucket, first: int, count: int) -> None:
+    """Objects whose records raise detections (scenarios'), plus CloudTrail events."""
+    lines = [line for s in scenarios.detections() for line in s.lines]
+    for n in range(first, first + count):
+        key = flowgen.flow_key("", A, "us-east-1", NOW, n)
+        bucket.put(key, flowgen.gzip_bytes(scenarios.text(lines[n::count + first])))
+    bucket.put(flowgen.trail_key("", A, "us-east-1", NOW, first), flowgen.trail_object(
+        [flowgen.trail_event("CreateVpc", error="Client.UnauthorizedOperation")]))
+
+
+def run_json_lines(args: list[str], capsys: pytest.CaptureFixture[str]) -> list[dict]:
+    assert main(args) == 0, capsys.readouterr().err
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_alerts_and_query_attach_to_a_running_collector(
+        tmp_path: Path, bucket: Bucket, capsys: pytest.CaptureFixture[str]) -> None:
+    put_detections(bucket, 0, 4)
+    config = write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
+                                      "endpoint_url": bucket.url},
+                                     {"type": "cloudtrail", "name": bucket.name,
+                                      "endpoint_url": bucket.url}],
+                          default_rules=True, interval="1s")
+    command = [sys.executable, "-m", "tui.cli", "-v", "collect", "--config", str(config)]
+    collector = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                 text=True)
+    assert collector.stderr is not None
+    log = LineReader(collector.stderr)
+    alerts = ["alerts", "--config", str(config), "--json", "--min-level", "5"]
+    count = ["query", "--config", str(config), "--format", "json",
+             "SELECT count(*) AS n FROM flows"]
+    watch: subprocess.Popen[str] | None = None
+    try:
+        log.wait_for("poll finished")
+        first = run_json_lines(alerts, capsys)
+        assert first and {a["source"] for a in first} == {"vpcflow", "cloudtrail"}
+        [before] = run_json_lines(count, capsys)
+        watch = subprocess.Popen([sys.executable, "-m", "tui.cli", "watch", "--headless",
+                                  "--config", str(config)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        assert watch.stdout is not None and watch.stderr is not None
+        assert "attached to pid" in LineReader(watch.stderr).wait_for("attached to")
+        printed = LineReader(watch.stdout)
+
+        put_detections(bucket, 10, 3)  # new objects: the next polls commit them
+        log.wait_for("committed")
+        log.wait_for("poll finished")
+        later = run_json_lines(alerts, capsys)
+        [after] = run_json_lines(count, capsys)
+        assert after["n"] > before["n"] and len(later) > len(first)
+        # watch printed each alert the new objects raised (and no other)
+        new = {a["id"] for a in later} - {a["id"] for a in first}
+        seen: set[str] = set()
+        while not new <= seen:
+            seen.add(json.loads(printed.wait_for('"id"', timeout=60))["id"])
+        assert seen <= {a["id"] for a in later}
+    finally:
+        for process in (collector, watch):
+            if process is not None:
+                process.send_signal(signal.SIGTERM)
+        assert collector.wait(timeout=60) == 0
+        assert watch is None or watch.wait(timeout=60) == 0
+
+    # the store itself, now that nobody holds it: the same alerts and flows
+    assert run_json_lines(alerts, capsys) == later
+    assert run_json_lines(count, capsys) == [after]
+
+    published = tmp_path / "state" / "published"
+    assert stat.S_IMODE(published.stat().st_mode) == 0o700
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in published.iterdir()}
+    assert modes == {0o600}
+
+
+def test_without_a_publication_a_locked_store_still_names_its_owner(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from core.store.statedir import StateLock
+
+    state = tmp_path / "state"
+    log = tmp_path / "a.log"
+    log.write_bytes(flowgen.flow_object(flowgen.V2, 5).text())
+    assert main(["scan", str(log), "--state-dir", str(state)]) == 0
+    capsys.readouterr()
+    with StateLock(state, exclusive=True):  # a writer that publishes nothing (scan)
+        assert main(["query", "--state-dir", str(state), "SELECT 1"]) == 1
+    assert f"pid {os.getpid()}" in capsys.readouterr().err
+
+
+async def test_an_app_attached_to_a_running_collector_follows_its_commits(
+        tmp_path: Path, bucket: Bucket) -> None:
+    """The app opened while `collect` runs: it says so, and new alerts reach its feed after
+    the collector commits them (Textual's Pilot; the collector is a real process)."""
+    from core.rules import load_engine
+    from core.store import open_store
+    from tests.apptools import until
+    from tui.app import VpcwatchApp
+    from tui.widgets.feed import AlertFeed
+    from tui.widgets.status import StatusBar
+
+    put_detections(bucket, 0, 4)
+    config = write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
+                                      "endpoint_url": bucket.url},
+                                     {"type": "cloudtrail", "name": bucket.name,
+                                      "endpoint_url": bucket.url}],
+                          default_rules=True, interval="1s")
+    command = [sys.executable, "-m", "tui.cli", "-v", "collect", "--config", str(config)]
+    collector = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                 text=True)
+    assert collector.stderr is not None
+    log = LineReader(collector.stderr)
+    try:
+        log.wait_for("poll finished")
+        with open_store(tmp_path / "state", read_only=True, engine=load_engine([])) as store:
+            assert store.attached_to is not None and f"pid {collector.pid}" in store.attached_to
+            app = VpcwatchApp(store, None, min_level=0)
+            try:
+                async with app.run_test(size=(160, 48)):
+                    await until(lambda: app.explorer is not None)
+                    await app.wait_settled()
+                    feed = app.query_one(AlertFeed)
+                    before = feed.total
+                    assert before > 0
+                    assert "attached to pid" in str(app.query_one(StatusBar).render())
+                    put_detections(bucket, 10, 3)  # (its CloudTrail event: a new alert)
+                    await until(lambda: feed.total > before, timeout=60)
+            finally:
+                app.close_background()
+    finally:
+        collector.send_signal(signal.SIGTERM)
+        assert collector.wait(timeout=60) == 0
