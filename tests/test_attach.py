@@ -32,13 +32,10 @@ def put_detections(bucket: Bucket, first: int, count: int) -> None:
         [flowgen.trail_event("CreateVpc", error="Client.UnauthorizedOperation")]))
 
 
-def run_json_lines(args: list[str], capsys: pytest.CaptureFixture[str]) -> list[dict]:
-    assert main(args) == 0, capsys.readouterr().err
-    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-
-
-def test_alerts_and_query_attach_to_a_running_collector(
-        tmp_path: Path, bucket: Bucket, capsys: pytest.CaptureFixture[str]) -> None:
+def start_collector(tmp_path: Path, bucket: Bucket
+                    ) -> tuple[Path, subprocess.Popen[str], LineReader]:
+    """`collect` as a service (its own process) over a bucket of detections and events;
+    the caller stops it."""
     put_detections(bucket, 0, 4)
     config = write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
                                       "endpoint_url": bucket.url},
@@ -49,7 +46,17 @@ def test_alerts_and_query_attach_to_a_running_collector(
     collector = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                  text=True)
     assert collector.stderr is not None
-    log = LineReader(collector.stderr)
+    return config, collector, LineReader(collector.stderr)
+
+
+def run_json_lines(args: list[str], capsys: pytest.CaptureFixture[str]) -> list[dict]:
+    assert main(args) == 0, capsys.readouterr().err
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_alerts_and_query_attach_to_a_running_collector(
+        tmp_path: Path, bucket: Bucket, capsys: pytest.CaptureFixture[str]) -> None:
+    config, collector, log = start_collector(tmp_path, bucket)
     alerts = ["alerts", "--config", str(config), "--json", "--min-level", "5"]
     count = ["query", "--config", str(config), "--format", "json",
              "SELECT count(*) AS n FROM flows"]
@@ -120,17 +127,7 @@ async def test_an_app_attached_to_a_running_collector_follows_its_commits(
     from tui.widgets.feed import AlertFeed
     from tui.widgets.status import StatusBar
 
-    put_detections(bucket, 0, 4)
-    config = write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
-                                      "endpoint_url": bucket.url},
-                                     {"type": "cloudtrail", "name": bucket.name,
-                                      "endpoint_url": bucket.url}],
-                          default_rules=True, interval="1s")
-    command = [sys.executable, "-m", "tui.cli", "-v", "collect", "--config", str(config)]
-    collector = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                 text=True)
-    assert collector.stderr is not None
-    log = LineReader(collector.stderr)
+    _, collector, log = start_collector(tmp_path, bucket)
     try:
         log.wait_for("poll finished")
         with open_store(tmp_path / "state", read_only=True, engine=load_engine([])) as store:

@@ -11,6 +11,8 @@ import contextlib
 import logging
 import time
 
+import duckdb
+
 from core.events import AlertsChanged, BatchCommitted
 from core.follow import Follower
 
@@ -31,7 +33,8 @@ class Attachment:
                 continue
             try:
                 await self._read(self.store.reload_publication)
-            except (OSError, ValueError) as exc:  # (written meanwhile: the next look sees it)
+            except (OSError, ValueError, duckdb.Error) as exc:  # (files replaced meanwhile:
+                # the next look reads the newer state)
                 log.info("reading the collector's state failed, retrying: %s", exc)
                 continue
             self._publish(BatchCommitted((), 0, 0, time.time()))

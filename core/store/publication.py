@@ -22,6 +22,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import duckdb
 import pyarrow as pa
@@ -69,10 +70,10 @@ class Publisher:
         self.con.register("published_keys", pa.table({
             "bucket": [bucket for bucket, _ in keys], "key": [key for _, key in keys]}))
         try:
-            for table, columns in (("objects", "bucket, key"),
-                                   ("cloudtrail", "bucket, object_key")):
-                rows = self.con.sql(f"SELECT * FROM {table} WHERE ({columns}) IN "
-                                    "(SELECT (bucket, key) FROM published_keys)").to_arrow_table()
+            for table, key in (("objects", "key"), ("cloudtrail", "object_key")):
+                rows = self.con.sql(f"SELECT t.* FROM {table} t SEMI JOIN published_keys k "
+                                    f"ON t.bucket = k.bucket AND t.{key} = k.key"
+                                    ).to_arrow_table()
                 if rows.num_rows:
                     self.files[table].append(self._write(table, rows))
         finally:
@@ -154,7 +155,7 @@ def _current_generation(directory: Path) -> int:
         return 0
 
 
-def _private(path: Path):  # type: ignore[no-untyped-def]
+def _private(path: Path) -> BinaryIO:
     """``path`` opened for writing, created 0600 (never through a link)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     return os.fdopen(fd, "wb")

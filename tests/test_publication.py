@@ -1,0 +1,85 @@
+"""The publication (core/store/publication.py): what a viewer loads from it equals what the
+store holds, commit after commit; files are private; a failed publication loses nothing."""
+
+from __future__ import annotations
+
+import gzip
+import stat
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from core.flowlog_parser import parse_text
+from core.layouts import Kind
+from core.objects import ObjectRef, ObjectResult, Status
+from core.rules import load_engine
+from core.store import Store, publication
+from tests import flowgen, scenarios
+
+TABLES = {"alerts": "id", "objects": "bucket, key", "cloudtrail": "event_id",
+          "segments": "name", "prefixes": "bucket, prefix", "meta": "key"}
+
+
+def flows(n: int, lines: list[str]) -> ObjectResult:
+    table = parse_text(scenarios.text(lines)).table
+    return ObjectResult(ObjectRef("b", f"flows-{n}", "etag", 1, Kind.TEXT), Status.DONE,
+                        flows=table)
+
+
+def events(n: int) -> ObjectResult:
+    from core.cloudtrail_parser import parse_cloudtrail
+
+    body = flowgen.trail_object([flowgen.trail_event("CreateVpc", event_id=f"e{n}",
+                                                     error="Client.UnauthorizedOperation")])
+    parsed = parse_cloudtrail(gzip.decompress(body))
+    return ObjectResult(ObjectRef("b", f"trail-{n}", "etag", 1, Kind.CLOUDTRAIL), Status.DONE,
+                        events=parsed.table)
+
+
+def same_as_store(store: Store) -> None:
+    published = publication.load(store.state_dir, publication.current(store.state_dir))
+    for table, key in TABLES.items():
+        sql = f"SELECT * FROM {table} ORDER BY {key}"
+        assert published.sql(sql).fetchall() == store.con.sql(sql).fetchall(), table
+
+
+def test_what_a_viewer_loads_equals_the_store_commit_after_commit(tmp_path: Path) -> None:
+    store = Store(tmp_path, engine=load_engine([]))
+    store.start_publishing()
+    lines = [line for s in scenarios.detections() for line in s.lines]
+    for n in range(4):  # windows span commits: alerts are updated (new revisions)
+        store.commit([flows(n, lines[n::4]), events(n)])
+        same_as_store(store)
+    assert store.con.sql("SELECT max(revision) FROM alerts").fetchall()[0][0] > 1
+    changed = flows(0, lines[::3])  # an object read again with another ETag
+    changed.replaces = True
+    store.commit([changed])
+    same_as_store(store)
+    store.compact()
+    store.prune(10 * 365 * 86400, date.today())  # (nothing that old: a whole publication)
+    same_as_store(store)
+    directory = tmp_path / publication.DIRECTORY
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert {stat.S_IMODE(p.stat().st_mode) for p in directory.iterdir()} == {0o600}
+    store.close()
+
+
+def test_a_failed_publication_fails_no_commit_and_the_next_one_is_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store(tmp_path, engine=load_engine([]))
+    store.start_publishing()
+    lines = [line for s in scenarios.detections() for line in s.lines]
+    assert store.publisher is not None
+    real = store.publisher.commit
+
+    def full_disk(*_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store.publisher, "commit", full_disk)
+    store.commit([flows(0, lines[::2])])  # committed all the same
+    assert store.con.sql("SELECT count(*) FROM objects").fetchall() == [(1,)]
+    monkeypatch.setattr(store.publisher, "commit", real)
+    store.commit([flows(1, lines[1::2])])
+    same_as_store(store)  # (the one after the failure was whole: nothing missed)
+    store.close()
