@@ -19,12 +19,14 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+from core.collector_status import CollectorStatus
 from core.config import BucketConfig, Config
 from core.decompress import CorruptObject
 from core.discovery import list_bucket
 from core.events import (
     AlertsChanged,
     BatchCommitted,
+    CoreEvent,
     ObjectOutcome,
     PollFailed,
     PollFinished,
@@ -54,7 +56,14 @@ class Collector:
     def __init__(self, config: Config, store: Store, publish: Publish | None = None):
         self.config = config
         self.store = store
-        self.publish: Publish = publish or (lambda event: None)
+        self.status = CollectorStatus(store.state_dir)  # (for attached apps)
+        outside: Publish = publish or (lambda event: None)
+
+        def announce(event: CoreEvent) -> None:
+            self.status.record(event)
+            outside(event)
+
+        self.publish: Publish = announce
         self._db = ThreadPoolExecutor(1, thread_name_prefix="vpcwatch-store")
         self._parsers = ThreadPoolExecutor(2, thread_name_prefix="vpcwatch-parse")
         self._halt = asyncio.Event()  # set when a bad object must stop the poll

@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core.store import publication
+from core.store.statedir import StateDirBusy, StateLock
 
 
 @dataclass
@@ -75,6 +76,16 @@ class Follower:
         added = [name for name in listed if name not in self.segments]
         self.segments = set(listed)
         return added
+
+
+def collector_owner(state_dir: Path) -> str | None:
+    """Who holds the state directory for writing (pid, host, command), or None: the
+    collector stopped (or was killed: the kernel dropped its lock)."""
+    try:
+        StateLock(state_dir, exclusive=False).acquire().release()
+    except StateDirBusy as busy:
+        return busy.owner
+    return None
 
 
 def at_least(table: pa.Table | None, level: int) -> pa.Table | None:

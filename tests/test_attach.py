@@ -32,19 +32,21 @@ def put_detections(bucket: Bucket, first: int, count: int) -> None:
         [flowgen.trail_event("CreateVpc", error="Client.UnauthorizedOperation")]))
 
 
-def start_collector(tmp_path: Path, bucket: Bucket
+def start_collector(tmp_path: Path, bucket: Bucket, kill_at: str | None = None, first: bool = True
                     ) -> tuple[Path, subprocess.Popen[str], LineReader]:
     """`collect` as a service (its own process) over a bucket of detections and events;
-    the caller stops it."""
-    put_detections(bucket, 0, 4)
+    the caller stops it. ``kill_at``: a kill point (core/killpoints.py)."""
+    if first:
+        put_detections(bucket, 0, 4)
     config = write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
                                       "endpoint_url": bucket.url},
                                      {"type": "cloudtrail", "name": bucket.name,
                                       "endpoint_url": bucket.url}],
                           default_rules=True, interval="1s")
     command = [sys.executable, "-m", "tui.cli", "-v", "collect", "--config", str(config)]
+    env = {**os.environ, "VPCWATCH_KILL_AT": kill_at or ""}
     collector = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                 text=True)
+                                 text=True, env=env)
     assert collector.stderr is not None
     return config, collector, LineReader(collector.stderr)
 
@@ -141,6 +143,8 @@ async def test_an_app_attached_to_a_running_collector_follows_its_commits(
                     before = feed.total
                     assert before > 0
                     assert "attached to pid" in str(app.query_one(StatusBar).render())
+                    # the collector's own activity (status.json): its last poll
+                    await until(lambda: app.activity.last_poll is not None, timeout=30)
                     put_detections(bucket, 10, 3)  # (its CloudTrail event: a new alert)
                     await until(lambda: feed.total > before, timeout=60)
             finally:
@@ -148,3 +152,52 @@ async def test_an_app_attached_to_a_running_collector_follows_its_commits(
     finally:
         collector.send_signal(signal.SIGTERM)
         assert collector.wait(timeout=60) == 0
+
+
+async def test_an_attached_app_outlives_a_collector_killed_mid_commit(
+        tmp_path: Path, bucket: Bucket, capsys: pytest.CaptureFixture[str]) -> None:
+    """kill -9 of the collector between a segment's write and its commit: the app keeps
+    the last committed state, says the collector stopped, and once it runs again shows
+    what the store holds (the crash tests show that equals an uninterrupted run)."""
+    from core.rules import load_engine
+    from core.store import open_store, publication
+    from tests.apptools import until
+    from tui.app import VpcwatchApp
+    from tui.widgets.feed import AlertFeed
+    from tui.widgets.status import StatusBar
+
+    config, collector, log = start_collector(tmp_path, bucket, kill_at="segment-written:2")
+    restarted: subprocess.Popen[str] | None = None
+    try:
+        log.wait_for("poll finished")
+        with open_store(tmp_path / "state", read_only=True, engine=load_engine([])) as store:
+            app = VpcwatchApp(store, None)
+            try:
+                async with app.run_test(size=(160, 48)):
+                    await until(lambda: app.explorer is not None)
+                    await app.wait_settled()
+                    put_detections(bucket, 10, 3)  # its commit is the one killed
+                    assert collector.wait(timeout=60) == -signal.SIGKILL
+                    bar = app.query_one(StatusBar)
+                    await until(lambda: "stopped" in str(bar.render()), timeout=30)
+                    _, restarted, again = start_collector(tmp_path, bucket, first=False)
+                    again.wait_for("poll finished")
+                    await until(lambda: "attached to" in str(bar.render()), timeout=30)
+                    restarted.send_signal(signal.SIGTERM)
+                    assert restarted.wait(timeout=60) == 0
+                    last = publication.current(store.state_dir)["generation"]
+                    await until(lambda: store.generation == last, timeout=30)
+                    app.request_view()
+                    await app.wait_settled()
+                    feed = app.query_one(AlertFeed)
+                    shown = {row["id"] for row in feed.rows_shown}
+            finally:
+                app.close_background()
+    finally:
+        for process in (collector, restarted):
+            if process is not None and process.poll() is None:
+                process.kill()
+    stored = run_json_lines(["alerts", "--config", str(config), "--json", "--min-level", "5"],
+                            capsys)
+    assert shown == {a["id"] for a in stored} and len(stored) == feed.total
+

@@ -10,24 +10,32 @@ import asyncio
 import contextlib
 import logging
 import time
+from pathlib import Path
 
 import duckdb
 
 from core.events import AlertsChanged, BatchCommitted
-from core.follow import Follower
+from core.follow import Follower, collector_owner
+from core.store.publication import read_status
 
 log = logging.getLogger(__name__)
 FOLLOW_SECONDS = 0.25  # how often the publication is looked at (one small file read)
+ALIVE_SECONDS = 1.0  # how often the collector's lock and status are looked at
 
 
 class Attachment:
     async def _follow(self) -> None:
-        follower = Follower(self.store.state_dir)
+        state_dir = self.store.state_dir
+        follower = Follower(state_dir)
         await asyncio.to_thread(follower.poll)  # (what the store holds already)
+        checked = 0.0
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(FOLLOW_SECONDS):
                     await self._stop.wait()
+            if time.monotonic() - checked >= ALIVE_SECONDS:
+                checked = time.monotonic()
+                await self._check_collector(state_dir)
             update = await asyncio.to_thread(follower.poll)
             if update is None:
                 continue
@@ -40,3 +48,25 @@ class Attachment:
             self._publish(BatchCommitted((), 0, 0, time.time()))
             if update.alerts is not None:
                 self._publish(AlertsChanged(update.alerts, time.time()))
+
+    async def _check_collector(self, state_dir: Path) -> None:
+        """Is the collector still there (its lock), and what is it doing (status.json)?"""
+        owner = await asyncio.to_thread(collector_owner, state_dir)
+        activity = self.activity
+        activity.collector_gone = owner is None
+        if owner is not None:
+            activity.attached = owner
+        status = await asyncio.to_thread(read_status, state_dir)
+        if status is not None and not activity.collector_gone:
+            activity.polling = bool(status.get("polling"))
+            activity.last_poll = _number(status.get("last_poll"))
+            activity.next_poll = _number(status.get("next_poll"))
+            activity.records_per_second = _number(status.get("records_per_second")) or 0.0
+            activity.late = int(_number(status.get("late")) or 0)
+            for error in status.get("errors") or []:
+                activity.add_error(str(error))
+        self._show_status()
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) else None

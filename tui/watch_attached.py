@@ -15,11 +15,10 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.follow import Follower, at_least
+from core.follow import Follower, at_least, collector_owner
 from core.rules import RuleEngine
 from core.store.detections import parity_of
 from core.store.segments import Segments, segment_dir
-from core.store.statedir import StateDirBusy, StateLock
 from tui.output import print_alerts
 
 log = logging.getLogger(__name__)
@@ -44,20 +43,12 @@ def follow(state_dir: Path, owner: str, min_level: int, parity_level: int | None
                 print_alerts(_parity(state_dir, follower, update.segments, parity_level))
         if time.monotonic() - checked >= ALIVE_SECONDS:
             checked = time.monotonic()
-            running = _collector_running(state_dir)
+            running = collector_owner(state_dir) is not None
             if running != (not gone):
                 gone = not running
                 log.warning("the collector stopped; waiting for it to start again" if gone
                             else "the collector is back: following it again")
     return 0
-
-
-def _collector_running(state_dir: Path) -> bool:
-    try:
-        StateLock(state_dir, exclusive=False).acquire().release()
-    except StateDirBusy:
-        return True
-    return False
 
 
 def _parity(state_dir: Path, follower: Follower, added: list[str], level: int

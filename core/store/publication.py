@@ -9,7 +9,9 @@ own and never touch the collector's file, its lock or its threads.
   table (at start, after retention's prune, and when 50 deltas have piled up);
 - ``segments-N.parquet``, ``prefixes-N.parquet``, ``meta-N.parquet``: small tables, whole;
 - ``manifest-N.json``: the files of state N, never changed once written;
-- ``CURRENT``: the name of the newest manifest, replaced by a rename (atomic).
+- ``CURRENT``: the name of the newest manifest, replaced by a rename (atomic);
+- ``status.json``: the collector's activity (polls, errors), rewritten on each of its
+  events, for attached apps' status bars.
 Files no manifest names are removed once older than GRACE_SECONDS: a viewer still reading
 an older state has that long (after that it gets an I/O error and loads the current one).
 """
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 
 DIRECTORY = "published"
 CURRENT = "CURRENT"
+STATUS = "status.json"
 MAX_DELTAS = 50
 GRACE_SECONDS = 120.0
 # tables published as deltas: the key a newer row replaces an older one by, and which wins
@@ -102,7 +105,8 @@ class Publisher:
             with _private(temporary) as out:
                 out.write(content.encode())
             os.replace(temporary, self.directory / name)
-        self._remove_unnamed({manifest, CURRENT} | {f for fs in self.files.values() for f in fs})
+        self._remove_unnamed({manifest, CURRENT, STATUS}
+                             | {f for fs in self.files.values() for f in fs})
 
     def _remove_unnamed(self, named: set[str]) -> None:
         cutoff = time.time() - GRACE_SECONDS
@@ -159,3 +163,20 @@ def _private(path: Path) -> BinaryIO:
     """``path`` opened for writing, created 0600 (never through a link)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     return os.fdopen(fd, "wb")
+
+
+def write_status(state_dir: Path, status: dict[str, object]) -> None:
+    """The collector's activity, for attached apps' status bars (renamed into place)."""
+    directory = state_dir / DIRECTORY
+    temporary = directory / f".{STATUS}.tmp"
+    with _private(temporary) as out:
+        out.write(json.dumps(status, default=str).encode())
+    os.replace(temporary, directory / STATUS)
+
+
+def read_status(state_dir: Path) -> dict[str, object] | None:
+    try:
+        status: dict[str, object] = json.loads((state_dir / DIRECTORY / STATUS).read_text())
+    except (OSError, ValueError):
+        return None
+    return status

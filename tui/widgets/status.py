@@ -27,6 +27,7 @@ class Activity:
     problems: int = 0
     late: int = 0  # objects found by relists since the app started (see core.listing_plan)
     attached: str | None = None  # the collector the app follows (docs/attach.md), if any
+    collector_gone: bool = False  # …and it stopped (its lock is free): waiting for it
     errors: list[str] = field(default_factory=list)  # poll and rule errors, newest last
 
     def add_error(self, error: str) -> None:
@@ -46,11 +47,15 @@ class StatusBar(Static):
 def status_text(buckets: list[BucketState], activity: Activity, zone: tzinfo,
                 now: float) -> Text:
     text = Text()
-    if activity.attached is not None:
+    if activity.attached is not None and activity.collector_gone:
+        text.append("✕ stopped: ", style="bold red")
+        text.append(plain(activity.attached, 60, "red"))
+        text.append(" (waiting for it)  ", style="red")
+    elif activity.attached is not None:
         text.append("⇄ attached to ", style="cyan")
         text.append(plain(activity.attached, 60, "cyan"))
         text.append("  ")
-    else:
+    if not activity.collector_gone:
         text.append("● polling " if activity.polling else "○ idle ",
                     style="green" if activity.polling else "dim")
     text.append(f"last {clock(activity.last_poll, zone) or '–'} "
