@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from core.store import publication
 from tests import flowgen, scenarios
 from tests.conftest import Bucket, LineReader, write_config
 from tests.test_collect import NOW
@@ -201,3 +202,33 @@ async def test_an_attached_app_outlives_a_collector_killed_mid_commit(
                             capsys)
     assert shown == {a["id"] for a in stored} and len(stored) == feed.total
 
+
+
+def test_a_stuck_or_killed_viewer_costs_the_collector_nothing(
+        tmp_path: Path, bucket: Bucket) -> None:
+    """A viewer stopped (SIGSTOP: stuck in a read) and another killed (-9) while attached:
+    the collector goes on committing and publishing, and stops cleanly."""
+    config, collector, log = start_collector(tmp_path, bucket)
+    viewers: list[subprocess.Popen[str]] = []
+    try:
+        log.wait_for("poll finished")
+        for _ in range(2):
+            viewer = subprocess.Popen([sys.executable, "-m", "tui.cli", "watch", "--headless",
+                                       "--config", str(config)], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True)
+            assert viewer.stderr is not None
+            LineReader(viewer.stderr).wait_for("attached to")
+            viewers.append(viewer)
+        viewers[0].send_signal(signal.SIGSTOP)
+        viewers[1].kill()
+        before = publication.current(tmp_path / "state")["generation"]
+        put_detections(bucket, 10, 3)
+        log.wait_for("committed")
+        log.wait_for("poll finished")
+        assert publication.current(tmp_path / "state")["generation"] > before
+    finally:
+        collector.send_signal(signal.SIGTERM)
+        assert collector.wait(timeout=60) == 0
+        for viewer in viewers:
+            viewer.kill()
+            viewer.wait(timeout=30)
