@@ -208,8 +208,10 @@ def run_soak(url: str, work: Path, objects: int, random_kills: int,
                 buckets.put_flows(n, NOW, ACCOUNTS[n % len(ACCOUNTS)], [])
             arriving += max(20, objects // 50)
             process, stderr = runner.start(faulty, kill_at=point)
-            if kind == "random":
-                stderr.wait_for("committed", count=rng.randint(1, 4), timeout=300)
+            if kind == "random":  # after its first commit, and 0-3 more lines of its log
+                stderr.wait_for("committed", timeout=300)
+                for _ in range(rng.randint(0, 3)):
+                    stderr.wait_for("", timeout=300)
                 process.send_signal(signal.SIGKILL)
             code = runner.wait(process, timeout=300)
             if code != -signal.SIGKILL:
