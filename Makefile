@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-ingest bench-ui soak clean
+.PHONY: demo test lint bench bench-ingest bench-ui bench-attach soak clean
 
 # Reinstall only when pyproject.toml changes (a full install takes about 100 s).
 $(STAMP): pyproject.toml
@@ -23,13 +23,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check core tui tests bench
 	$(BIN)/lint-imports
 
-bench: bench-ingest bench-ui
+bench: bench-ingest bench-ui bench-attach
 
 bench-ingest: $(STAMP)
 	$(BIN)/python bench/ingest.py
 
 bench-ui: $(STAMP)
 	$(BIN)/python bench/ui.py
+
+bench-attach: $(STAMP)
+	$(BIN)/python bench/attach.py
 
 soak: $(STAMP)
 	$(BIN)/python bench/soak.py

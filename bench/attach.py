@@ -1,0 +1,205 @@
+"""Attached viewers (`make bench-attach`): what they cost a running collector, and how soon
+a commit reaches their screens. Results are appended to bench/RESULTS.md.
+
+A collector runs as a service (its own process) on a local S3 emulator (moto, its own
+process). Each round, the collector is paused (SIGSTOP) right after a poll, 1,000,000
+default-format records in 200 objects and a CloudTrail object of 3 events are put, and it
+is resumed: its next poll reads them all, and its own summary gives the poll's rate. Three
+scenarios, 3 rounds each: no viewer; three attached apps (bench/viewer.py, the real app
+headless) idle; the same with one of them changing its filter continuously. Idle viewers
+report, for each new alert, the time from the commit's publication to their screen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import queue
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+
+from ingest import ACCOUNT, BUCKET, ENV, records_text, start_emulator  # noqa: E402
+
+SCENARIOS = (("no viewer", 0, False), ("3 idle apps", 3, False),
+             ("3 apps, one changing its filter", 3, True))
+
+
+class Lines:
+    """A child's stream, line by line, waited on with a timeout."""
+
+    def __init__(self, stream) -> None:  # type: ignore[no-untyped-def]
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream) -> None:  # type: ignore[no-untyped-def]
+        for line in stream:
+            self.lines.put(line)
+
+    def wait_for(self, text: str, timeout: float = 600) -> str:
+        while True:
+            line = self.lines.get(timeout=timeout)
+            if text in line:
+                return line
+
+
+def put_round(client, round_number: int, objects: int, per_object: int) -> None:  # type: ignore[no-untyped-def]
+    day = datetime.now(UTC)
+    base = int(day.timestamp()) - 3600
+
+    def put(n: int) -> None:
+        name = (f"{ACCOUNT}_vpcflowlogs_us-east-1_fl-0123456789abcdef0_{day:%Y%m%dT%H%M}Z_"
+                f"r{round_number:03d}{n:05d}.log.gz")
+        key = f"AWSLogs/{ACCOUNT}/vpcflowlogs/us-east-1/{day:%Y/%m/%d}/{name}"
+        body = gzip.compress(records_text(per_object, 1000 * round_number + n, base),
+                             compresslevel=1, mtime=0)
+        client.put_object(Bucket=BUCKET, Key=key, Body=body)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(put, range(objects)))
+    events = [{"eventVersion": "1.09", "eventTime": day.strftime("%Y-%m-%dT%H:%M:%SZ"),
+               "eventSource": "ec2.amazonaws.com", "eventName": "CreateVpc",
+               "awsRegion": "us-east-1", "sourceIPAddress": "198.51.100.7",
+               "errorCode": "Client.UnauthorizedOperation",
+               "userIdentity": {"arn": f"arn:aws:iam::{ACCOUNT}:user/bench"},
+               "eventID": f"bench-{round_number}-{n}"} for n in range(3)]
+    client.put_object(
+        Bucket=BUCKET, Key=f"AWSLogs/{ACCOUNT}/CloudTrail/us-east-1/{day:%Y/%m/%d}/"
+        f"{ACCOUNT}_CloudTrail_us-east-1_{day:%Y%m%dT%H%M}Z_r{round_number:03d}.json.gz",
+        Body=gzip.compress(json.dumps({"Records": events}).encode(), mtime=0))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--objects", type=int, default=200)
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+    args = parser.parse_args()
+    os.environ.update(ENV)
+    import boto3
+
+    emulator, url = start_emulator()
+    rates: dict[str, list[float]] = {name: [] for name, _, _ in SCENARIOS}
+    latencies: list[float] = []
+    try:
+        client = boto3.client("s3", endpoint_url=url, region_name="us-east-1")
+        client.create_bucket(Bucket=BUCKET)
+        with tempfile.TemporaryDirectory(prefix="vpcwatch-attach-") as tmp:
+            state = Path(tmp) / "state"
+            config = Path(tmp) / "config.toml"
+            config.write_text(
+                f'[general]\nstate_dir = "{state}"\ninterval = "1s"\nlookback = "24h"\n'
+                f'[[bucket]]\ntype = "vpcflow"\nname = "{BUCKET}"\nendpoint_url = "{url}"\n'
+                f'[[bucket]]\ntype = "cloudtrail"\nname = "{BUCKET}"\nendpoint_url = "{url}"\n')
+            config.chmod(0o600)
+            collector = subprocess.Popen(
+                [sys.executable, "-m", "tui.cli", "-v", "collect", "--config", str(config)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+            log = Lines(collector.stderr)
+            log.wait_for("poll finished")
+            round_number = 0
+            try:
+                for name, viewers, churn in SCENARIOS:
+                    apps = start_viewers(state, viewers, churn, latencies)
+                    for _ in range(args.rounds):
+                        round_number += 1
+                        log.wait_for("poll finished")
+                        collector.send_signal(signal.SIGSTOP)
+                        put_round(client, round_number, args.objects,
+                                  args.records // args.objects)
+                        collector.send_signal(signal.SIGCONT)
+                        while True:  # the poll that read the round's records
+                            summary = json.loads(log.wait_for("poll finished").split(
+                                "poll finished: ", 1)[1])
+                            if summary["records"]:
+                                break
+                        rates[name].append(summary["records"] / summary["seconds"])
+                        print(f"{name}: {rates[name][-1]:,.0f} records/s", flush=True)
+                    stop_viewers(apps)
+            finally:
+                collector.send_signal(signal.SIGTERM)
+                collector.wait(timeout=60)
+    finally:
+        emulator.terminate()
+        emulator.wait(timeout=30)
+    report = render(rates, latencies, args)
+    print(report)
+    if not args.no_write:
+        with open(HERE / "RESULTS.md", "a", encoding="utf-8") as out:
+            out.write(report + "\n")
+    return 0
+
+
+def start_viewers(state: Path, count: int, churn: bool, latencies: list[float]
+                  ) -> list[subprocess.Popen[str]]:
+    apps = []
+    for n in range(count):
+        command = [sys.executable, str(HERE / "viewer.py"), "--state-dir", str(state)]
+        if churn and n == 0:
+            command.append("--churn")
+        app = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               text=True, cwd=ROOT)
+        lines = Lines(app.stdout)
+        lines.wait_for("ready", timeout=300)
+        threading.Thread(target=_collect_latencies, args=(lines, latencies),
+                         daemon=True).start()
+        apps.append(app)
+    return apps
+
+
+def _collect_latencies(lines: Lines, latencies: list[float]) -> None:
+    while True:
+        line = lines.lines.get()
+        if line.startswith("{"):
+            latencies.append(json.loads(line)["latency"])
+
+
+def stop_viewers(apps: list[subprocess.Popen[str]]) -> None:
+    for app in apps:
+        app.send_signal(signal.SIGTERM)
+    for app in apps:
+        app.wait(timeout=60)
+
+
+def render(rates: dict[str, list[float]], latencies: list[float],
+           args: argparse.Namespace) -> str:
+    base = statistics.median(rates["no viewer"])
+    lines = [f"## Attached viewers, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
+             f"Command: `make bench-attach` (`python bench/attach.py --objects {args.objects} "
+             f"--records {args.records} --rounds {args.rounds}`) on {os.cpu_count()} CPUs, "
+             f"Python {platform.python_version()}: a collector service reading "
+             f"{args.records:,} records a round, median of {args.rounds} rounds.", "",
+             "| measure | figure | target |", "|---|---|---|"]
+    for name, values in rates.items():
+        median = statistics.median(values)
+        verdict = "" if name == "no viewer" else (
+            f"≥ 95%: {'met' if median >= 0.95 * base else 'MISSED'}")
+        lines.append(f"| collect rate, {name} | {median:,.0f} records/s "
+                     f"(**{100 * median / base:.0f}%**) | {verdict} |")
+    if latencies:
+        ordered = sorted(latencies)
+        p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+        lines.append(f"| commit to an idle attached app's screen, p95 of {len(ordered)} | "
+                     f"**{p95 * 1000:.0f} ms** (median {statistics.median(ordered) * 1000:.0f}"
+                     f" ms) | ≤ 1 s: {'met' if p95 <= 1.0 else 'MISSED'} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,76 @@
+"""One attached app for `bench/attach.py`: the real app, headless (Textual's run_test), on a
+store a running collector publishes. Prints "ready" once it shows the store; then, until
+SIGTERM, either changes its filter continuously (--churn) or sits idle and prints, for each
+rise of its feed's alert count, the seconds from the commit's publication to the screen."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_SECONDS = 0.02  # how often the screen is looked at (the latency's resolution)
+FILTERS = ["port:22", "action:reject", "10.0.0.0/8", "proto:udp", ""]
+
+
+def written(state_dir: Path, generation: object) -> float | None:
+    from core.store import publication
+
+    try:
+        text = (state_dir / publication.DIRECTORY / f"manifest-{generation}.json").read_text()
+        return float(json.loads(text)["written"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+async def run(state_dir: Path, churn: bool) -> None:
+    from core.rules import load_engine
+    from core.store import open_store
+    from tui.app import VpcwatchApp
+    from tui.widgets.feed import AlertFeed
+
+    with open_store(state_dir, read_only=True, engine=load_engine([])) as store:
+        app = VpcwatchApp(store, None)
+        try:
+            async with app.run_test(size=(160, 48)):
+                while app.explorer is None:
+                    await asyncio.sleep(SAMPLE_SECONDS)
+                await app.wait_settled()
+                print("ready", flush=True)
+                stop = asyncio.Event()
+                asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+                feed = app.query_one(AlertFeed)
+                total, step = feed.total, 0
+                while not stop.is_set():
+                    if churn:
+                        app.apply_filter_text(FILTERS[step % len(FILTERS)])
+                        step += 1
+                        await app.wait_settled()
+                        continue
+                    await asyncio.sleep(SAMPLE_SECONDS)
+                    if feed.total > total:
+                        total = feed.total
+                        at = written(state_dir, store.generation)
+                        if at is not None:
+                            print(json.dumps({"latency": time.time() - at}), flush=True)
+        finally:
+            app.close_background()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--churn", action="store_true")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    asyncio.run(run(args.state_dir, args.churn))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
