@@ -232,3 +232,23 @@ def test_a_stuck_or_killed_viewer_costs_the_collector_nothing(
         for viewer in viewers:
             viewer.kill()
             viewer.wait(timeout=30)
+
+
+def test_a_publication_left_by_a_stopped_collector_is_not_taken_for_another_writers(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A collector published, then stopped; now another process (a scan, say) holds the
+    directory: readers name it instead of showing the old collector's state."""
+    from core.store import open_store
+    from core.store.statedir import StateLock
+
+    state = tmp_path / "state"
+    with open_store(state) as store:
+        store.start_publishing()  # (this process publishes: its pid is in the manifest)
+    manifest = publication.current(state)
+    manifest_path = state / publication.DIRECTORY / f"manifest-{manifest['generation']}.json"
+    manifest_path.write_text(json.dumps({**manifest, "pid": 1}))  # …as another process had
+    with StateLock(state, exclusive=True):
+        assert main(["query", "--state-dir", str(state), "SELECT 1"]) == 1
+    err = capsys.readouterr().err
+    assert f"being written by pid {os.getpid()}" in err and "publishes nothing" in err
+

@@ -306,7 +306,9 @@ def _with_origin(table: pa.Table, ref: ObjectRef) -> pa.Table:
 @contextlib.contextmanager
 def open_store(state_dir: Path, read_only: bool = False, engine: RuleEngine | None = None
                ) -> Iterator[Store]:
-    """The store of ``state_dir``, with the directory's lock held while it is open."""
+    """The store of ``state_dir``, with the directory's lock held while it is open; for
+    reading while a collector writes it, the state that collector last published (see
+    ``publication``; a publication left by another process is never taken)."""
     if read_only:
         if not (state_dir / DATABASE_NAME).exists():
             raise StoreError(f"{state_dir}: no store yet; run vpcwatch collect or scan first")
@@ -335,12 +337,15 @@ def open_store(state_dir: Path, read_only: bool = False, engine: RuleEngine | No
 
 def _attached(state_dir: Path, engine: RuleEngine | None, owner: str) -> Store:
     """The store as the collector ``owner`` last published it (read-only)."""
+    busy = f"{state_dir}: the state directory is being written by {owner}"
     try:
         manifest = publication.current(state_dir)
+        if not publication.published_by(manifest, owner):
+            raise StoreError(f"{busy}, which publishes nothing for readers; stop it or use "
+                             "another state_dir")
         published = publication.load(state_dir, manifest)
     except (OSError, ValueError, KeyError, duckdb.Error) as exc:
-        raise StoreError(f"{state_dir}: the state directory is being written by {owner}, "
-                         f"and its publication cannot be read: {exc}") from None
+        raise StoreError(f"{busy}, and its publication cannot be read: {exc}") from None
     store = Store(state_dir, read_only=True, engine=engine, published=published)
     store.attached_to, store.generation = owner, manifest.get("generation")
     log.info("attached to %s (its last committed state)", owner)

@@ -130,6 +130,14 @@ def current(state_dir: Path) -> dict[str, object]:
     return manifest
 
 
+def published_by(manifest: dict[str, object], owner: str) -> bool:
+    """Whether the process holding the lock (``owner``: "pid N on host (command)") wrote
+    ``manifest``: a publication left by a collector that has stopped must not be taken for
+    the state of whatever writes the directory now (a scan, say)."""
+    words = owner.split()
+    return len(words) > 1 and words[0] == "pid" and words[1] == str(manifest.get("pid"))
+
+
 def load(state_dir: Path, manifest: dict[str, object]) -> duckdb.DuckDBPyConnection:
     """An in-memory database holding the state ``manifest`` names, with the store's tables
     (for ``core.store.Store`` opened on it)."""
