@@ -5,9 +5,10 @@ A collector runs as a service (its own process) on a local S3 emulator (moto, it
 process). Each round, the collector is paused (SIGSTOP) right after a poll, 1,000,000
 default-format records in 200 objects and a CloudTrail object of 3 events are put, and it
 is resumed: its next poll reads them all, and its own summary gives the poll's rate. Three
-scenarios, 3 rounds each: no viewer; three attached apps (bench/viewer.py, the real app
-headless) idle; the same with one of them changing its filter continuously. Idle viewers
-report, for each new alert, the time from the commit's publication to their screen.
+scenarios, side by side in each of 3 rounds: no viewer; three attached apps
+(bench/viewer.py, the real app headless) idle; the same with one of them changing its
+filter continuously. Idle viewers report, for each new alert, the time from the commit's
+publication to their screen.
 """
 
 from __future__ import annotations
@@ -59,8 +60,10 @@ class Lines:
 
 
 def put_round(client, round_number: int, objects: int, per_object: int) -> None:  # type: ignore[no-untyped-def]
+    """One round's objects. Each round's records are two hours after the last one's, so the
+    rules' windows of one round never hold another's (their cost stays the same)."""
     day = datetime.now(UTC)
-    base = int(day.timestamp()) - 3600
+    base = int(day.timestamp()) - 86400 + 7200 * round_number
 
     def put(n: int) -> None:
         name = (f"{ACCOUNT}_vpcflowlogs_us-east-1_fl-0123456789abcdef0_{day:%Y%m%dT%H%M}Z_"
@@ -114,10 +117,10 @@ def main() -> int:
             log = Lines(collector.stderr)
             log.wait_for("poll finished")
             round_number = 0
-            try:
-                for name, viewers, churn in SCENARIOS:
-                    apps = start_viewers(state, viewers, churn, latencies)
-                    for _ in range(args.rounds):
+            try:  # the scenarios side by side, round after round (the machine drifts)
+                for _ in range(args.rounds):
+                    for name, viewers, churn in SCENARIOS:
+                        apps = start_viewers(state, viewers, churn, latencies)
                         round_number += 1
                         log.wait_for("poll finished")
                         collector.send_signal(signal.SIGSTOP)
@@ -131,7 +134,7 @@ def main() -> int:
                                 break
                         rates[name].append(summary["records"] / summary["seconds"])
                         print(f"{name}: {rates[name][-1]:,.0f} records/s", flush=True)
-                    stop_viewers(apps)
+                        stop_viewers(apps)
             finally:
                 collector.send_signal(signal.SIGTERM)
                 collector.wait(timeout=60)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
@@ -93,7 +94,7 @@ class Collector:
                 if before_poll is not None:
                     await before_poll()
                 summary = await self.poll(next_in=general.interval)
-                log.info("poll finished: %s", summary.as_json())
+                log.info("poll finished: %s", json.dumps(summary.as_json()))
             except Exception as exc:
                 log.error("poll failed: %s", describe(exc))
                 self.publish(PollFailed(describe(exc), time.time()))
