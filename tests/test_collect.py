@@ -246,7 +246,7 @@ def test_collect_without_once_polls_until_sigterm(tmp_path: Path, bucket: Bucket
     finished = LineReader(process.stderr).wait_for("poll finished")
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0
-    assert "'records': 30" in finished
+    assert json.loads(finished.split("poll finished: ", 1)[1])["records"] == 30
 
 
 def test_a_missing_bucket_is_an_error_not_a_blocked_prefix(
