@@ -37,45 +37,50 @@ class Follower:
 
     def poll(self) -> Update | None:
         """The changes of the newest state, if it is newer than the last one seen; None
-        otherwise (or while no readable publication exists)."""
+        otherwise, or while no readable publication exists (a state whose files cannot be
+        read is not taken: the next poll tries again)."""
         try:
             manifest = publication.current(self.state_dir)
             generation = int(manifest["generation"])  # type: ignore[call-overload]
+            if generation == self.generation:
+                return None
             files: dict[str, list[str]] = manifest["files"]  # type: ignore[assignment]
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        if generation == self.generation:
+            new = {table: [name for name in names if name not in self._files.get(table, ())]
+                   for table, names in files.items()}
+            alerts = self._read_alerts(new.get("alerts", []))
+            listed = self._read_segments(files.get("segments", []))
+        except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
             return None
         first = self.generation is None
         self.generation = generation
-        new = {table: [name for name in names if name not in self._files.get(table, set())]
-               for table, names in files.items()}
         self._files = {table: set(names) for table, names in files.items()}
-        alerts = self._new_alerts(new.get("alerts", []))
-        segments = self._new_segments(new.get("segments", []))
+        changed = self._unseen(alerts)
+        # (compaction and replacements rewrite segments: only a commit adds flows)
+        added = ([name for name in listed if name not in self.segments]
+                 if manifest.get("reason") == "commit" else [])
+        self.segments = set(listed)
         if first:  # what was there before this follower started is not news
             return Update(generation, None)
-        return Update(generation, alerts, segments)
+        return Update(generation, changed, added)
 
-    def _new_alerts(self, names: list[str]) -> pa.Table | None:
+    def _read_alerts(self, names: list[str]) -> pa.Table | None:
         tables = [pq.read_table(self.directory / name) for name in names]
-        if not tables:
+        return pa.concat_tables(tables, promote_options="permissive") if tables else None
+
+    def _read_segments(self, names: list[str]) -> list[str]:
+        if not names:
+            return sorted(self.segments)
+        return pq.read_table(self.directory / names[-1], columns=["name"])["name"].to_pylist()
+
+    def _unseen(self, rows: pa.Table | None) -> pa.Table | None:
+        """The alert rows whose (id, revision) no earlier update held."""
+        if rows is None:
             return None
-        rows = pa.concat_tables(tables, promote_options="permissive")
         keys = list(zip(rows["id"].to_pylist(), rows["revision"].to_pylist(), strict=True))
         fresh = [key not in self._seen for key in keys]
         self._seen.update(keys)
         changed = rows.filter(pa.array(fresh, pa.bool_()))
         return changed if changed.num_rows else None
-
-    def _new_segments(self, names: list[str]) -> list[str]:
-        """The segment names the newest segment list holds that no earlier one did."""
-        if not names:
-            return []
-        listed = pq.read_table(self.directory / names[-1], columns=["name"])["name"].to_pylist()
-        added = [name for name in listed if name not in self.segments]
-        self.segments = set(listed)
-        return added
 
 
 def collector_owner(state_dir: Path) -> str | None:

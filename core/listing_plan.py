@@ -32,11 +32,12 @@ class ListingPlan:
     backfill_from: date | None  # a backfill this poll: the days from here to the window
 
     def late(self, candidates: list[Candidate]) -> list[Candidate]:
-        """The objects only the relist found: in its days, not in the backfill's."""
+        """The objects only the relist found: new to the ledger, in its days, not in the
+        backfill's (pending or blocked ones, retried, are not late)."""
         if self.relist_from is None:
             return []
         end = min(self.window, self.backfill_from or self.window)
-        return [c for c in candidates if c.ref.day is not None
+        return [c for c in candidates if not c.known and c.ref.day is not None
                 and self.relist_from <= c.ref.day < end]
 
     def marks_after(self, marks: ListingMarks, now: datetime) -> ListingMarks:

@@ -17,12 +17,15 @@ from pathlib import Path
 
 
 def shared_write_problem(path: Path) -> str | None:
-    """Why ``path`` may be changed by another user (with the command that fixes it), or None.
+    """Why ``path`` may be changed by another user (with the command that fixes it), or None:
+    it must be the user's own (or root's).
 
     Writable by its group counts only when the group is not the owner's private group (the
     group named after the user, with no other member, as ``useradd`` makes by default and a
     0002 umask leaves group-writable)."""
     info = path.stat()
+    if info.st_uid not in (os.getuid(), 0):
+        return f"owned by another user (uid {info.st_uid}), who can change it"
     if info.st_mode & stat.S_IWOTH:
         return f"writable by every user; run: chmod o-w {path}"
     if info.st_mode & stat.S_IWGRP and not _private_group(info.st_gid, info.st_uid):
@@ -50,5 +53,6 @@ def write_private(path: Path, text: str) -> None:
             raise OSError(errno.ELOOP, "is a symbolic link; not written through it",
                           str(path)) from None
         raise
+    os.fchmod(fd, 0o600)  # (an existing file keeps its mode otherwise)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         out.write(text)

@@ -176,6 +176,6 @@ def _role_session(source: AioSession, bucket: BucketConfig, region: str) -> AioS
     life = bucket.iam_role_duration or 3600
     credentials._advisory_refresh_timeout = min(15 * 60, life // 3)
     credentials._mandatory_refresh_timeout = min(10 * 60, life // 6)
-    session = AioSession()
+    session = AioSession(profile=bucket.aws_profile) if bucket.aws_profile else AioSession()
     session._credentials = credentials  # (botocore's way to give a session refreshing ones)
     return session

@@ -83,3 +83,74 @@ def test_a_failed_publication_fails_no_commit_and_the_next_one_is_whole(
     store.commit([flows(1, lines[1::2])])
     same_as_store(store)  # (the one after the failure was whole: nothing missed)
     store.close()
+
+
+def test_files_leave_two_minutes_after_no_manifest_names_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """However old a file is, a viewer that has just read the manifest naming it still
+    finds it: removal counts from when it stopped being named."""
+    import os
+
+    store = Store(tmp_path, engine=load_engine([]))
+    store.start_publishing()
+    assert store.publisher is not None
+    directory = tmp_path / publication.DIRECTORY
+    first = publication.current(tmp_path)
+    named = {n for names in first["files"].values() for n in names}  # type: ignore[union-attr]
+    for name in named:
+        os.utime(directory / name, (1, 1))  # written long ago
+    store.publisher.whole()
+    assert all((directory / name).exists() for name in named)  # retired just now: kept
+    monkeypatch.setattr(publication, "GRACE_SECONDS", 0.0)
+    store.publisher.whole()
+    assert not any((directory / name).exists() for name in named)
+    store.close()
+
+
+def test_a_manifest_naming_other_files_is_refused(tmp_path: Path) -> None:
+    import duckdb
+
+    for files in ({"alerts": ["../../etc/x.parquet"]}, {"secrets": ["secrets-1.parquet"]}):
+        with pytest.raises(ValueError, match="not a publication's"):
+            publication.fill(duckdb.connect(), tmp_path, {"files": files})
+
+
+def test_only_a_commit_adds_segments_for_a_follower(tmp_path: Path) -> None:
+    """Compaction rewrites segments: `watch` must not print the parity alerts of windows
+    that gained no flow."""
+    from core.follow import Follower
+
+    store = Store(tmp_path, engine=load_engine([]))
+    store.start_publishing()
+    follower = Follower(tmp_path)
+    follower.poll()
+    lines = [line for s in scenarios.detections() for line in s.lines]
+    store.commit([flows(0, lines[:40])])
+    update = follower.poll()
+    assert update is not None and len(update.segments) == 1
+    for n in range(1, 9):  # enough small segments to compact
+        store.commit([flows(n, lines[n::9][:5])])
+        follower.poll()
+    assert store.compact() > 0
+    update = follower.poll()
+    assert update is not None and update.segments == []
+    store.close()
+
+
+def test_a_late_object_is_one_the_ledger_did_not_know() -> None:
+    from datetime import timedelta
+
+    from core.listing_plan import ListingPlan
+    from core.store.ledger import Candidate
+
+    today = date.today()
+    plan = ListingPlan(first=today - timedelta(days=6), window=today - timedelta(days=2),
+                       relist_from=today - timedelta(days=6), backfill_from=None)
+
+    def candidate(days_ago: int, known: bool) -> Candidate:
+        ref = ObjectRef("b", f"k{days_ago}{known}", "e", 1, Kind.TEXT,
+                        day=today - timedelta(days=days_ago))
+        return Candidate(ref, attempts=0, replaces=False, known=known)
+
+    found = [candidate(4, False), candidate(4, True), candidate(1, False)]
+    assert plan.late(found) == [found[0]]  # (retried pending ones and the window's: not late)

@@ -121,3 +121,11 @@ def test_a_query_past_its_timeout_is_stopped(
                 assert sandbox.run("SELECT count(*) AS n FROM flows").to_pylist() == [{"n": 50}]
         finally:
             sandbox.close()
+
+
+def test_two_columns_of_one_name_both_come_out(
+        state: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A self-join's columns share names: CSV keeps every one of them."""
+    capsys.readouterr()
+    assert main(["query", "--state-dir", str(state), "SELECT 1 AS a, 2 AS a"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["a,a", "1,2"]

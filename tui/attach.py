@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 from core.events import AlertsChanged, BatchCommitted
 from core.follow import Follower, collector_owner
@@ -29,6 +30,7 @@ class Attachment:
         follower = Follower(state_dir)
         await asyncio.to_thread(follower.poll)  # (what the store holds already)
         checked = 0.0
+        pending: list[pa.Table] = []  # alerts announced once the state holding them is shown
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(FOLLOW_SECONDS):
@@ -37,17 +39,20 @@ class Attachment:
                 checked = time.monotonic()
                 await self._check_collector(state_dir)
             update = await asyncio.to_thread(follower.poll)
-            if update is None:
-                continue
-            try:
-                await self._read(self.store.reload_publication)
-            except (OSError, ValueError, duckdb.Error) as exc:  # (files replaced meanwhile:
-                # the next look reads the newer state)
-                log.info("reading the collector's state failed, retrying: %s", exc)
-                continue
-            self._publish(BatchCommitted((), 0, 0, time.time()))
-            if update.alerts is not None:
-                self._publish(AlertsChanged(update.alerts, time.time()))
+            if update is not None and update.alerts is not None:
+                pending.append(update.alerts)
+            if self.store.generation != follower.generation:
+                try:  # (all tables or none: a failed load leaves the last state whole)
+                    loaded = await self._read(self.store.reload_publication)
+                except (OSError, ValueError, KeyError, duckdb.Error) as exc:
+                    log.info("reading the collector's state failed, retrying: %s", exc)
+                    continue  # (the next tick tries again)
+                if loaded:
+                    self._publish(BatchCommitted((), 0, 0, time.time()))
+            if pending:
+                alerts = pa.concat_tables(pending, promote_options="permissive")
+                self._publish(AlertsChanged(alerts, time.time()))
+                pending = []
 
     async def _check_collector(self, state_dir: Path) -> None:
         """Is the collector still there (its lock), and what is it doing (status.json)?"""

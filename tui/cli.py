@@ -244,7 +244,9 @@ def cmd_query(args: argparse.Namespace) -> int:
             raise UsageError(f"query failed: {str(exc).splitlines()[0]}") from None
         finally:
             sandbox.close()
-    columns, rows = table.column_names, [tuple(row.values()) for row in table.to_pylist()]
+    # (by column, not to_pylist: a self-join gives two columns of one name)
+    columns = table.column_names
+    rows = list(zip(*(c.to_pylist() for c in table.columns), strict=True))
     if args.format == "json":  # JSON escapes every control and non-ASCII character
         for row in rows:
             print(json.dumps(dict(zip(columns, row, strict=True)), default=json_value))
@@ -313,11 +315,14 @@ def cmd_tui(args: argparse.Namespace) -> int:
             warn_rule_errors(engine)
             with log_to_file(state_dir / "vpcwatch.log"):
                 return run_app(store, config, mouse=not args.no_mouse)
-    except StateDirBusy:  # a collector runs: attach to it (docs/attach.md)
+    except StateDirBusy as busy:  # a collector runs: attach to it (docs/attach.md)
         if not publication.exists(state_dir):
             raise
+        held = busy
     with open_store(state_dir, read_only=True, engine=engine) as store, \
             log_to_file(state_dir / "vpcwatch.log"):
+        if store.attached_to is None:  # a reader held it, or the collector just stopped:
+            raise held  # the app would collect into a store it cannot write
         return run_app(store, config, mouse=not args.no_mouse)
 
 
@@ -340,12 +345,14 @@ def cmd_watch(args: argparse.Namespace) -> int:
         return asyncio.run(_collect(config, once=False, as_json=False, publish=publish,
                                     parity_level=parity_level))
     except StateDirBusy as busy:  # a collector runs: follow it (docs/attach.md)
-        if not publication.exists(config.general.state_dir):
+        state_dir = config.general.state_dir
+        if not (publication.exists(state_dir)
+                and publication.published_by(publication.current(state_dir), busy.owner)):
             raise
         owner = busy.owner
     from tui.watch_attached import follow
 
-    return follow(config.general.state_dir, owner, min_level, parity_level)
+    return follow(state_dir, owner, min_level, parity_level)
 
 
 def _checked_engine(args: argparse.Namespace, files: list[Path] | None = None) -> RuleEngine:

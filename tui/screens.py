@@ -22,8 +22,8 @@ def fill_table(table: DataTable[Any], data: pa.Table) -> None:
     """Replace ``table``'s content with ``data``; every cell literal text (never markup)."""
     table.clear(columns=True)
     table.add_columns(*[plain(name, MAX_CELL) for name in data.column_names])
-    for row in data.to_pylist():
-        table.add_row(*[plain(v, MAX_CELL) for v in row.values()])
+    for row in zip(*(c.to_pylist() for c in data.columns), strict=True):  # (names repeat)
+        table.add_row(*[plain(v, MAX_CELL) for v in row])
 
 
 class Closable(ModalScreen[None]):

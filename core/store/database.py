@@ -219,11 +219,13 @@ class Store:
         """Drop what is older than the retention period (see ``retention.prune``). Returns
         the flow records dropped."""
         cutoff = int((now or time.time()) - retention_seconds)
-        old = retention.prune(self.con, cutoff, listed_from)
+        old, deleted = retention.prune(self.con, cutoff, listed_from)
         killpoints.reached("pruning")
         remove(self.segment_dir, [name for name, _ in old])
         self._refresh_view()
-        self._publish(Publisher.whole)
+        # rows gone: viewers need the tables whole; else only the listing marks may have
+        # changed since the last commit (saved after it), and the small tables carry them
+        self._publish(Publisher.whole if deleted else lambda p: p.commit([], None))
         return sum(records for _, records in old)
 
     # -- the publication for viewers ---------------------------------------------------------
@@ -232,7 +234,10 @@ class Store:
         """From now on, publish every committed state for viewers (``publication``): the
         collector does, so that reading commands and apps can attach while it runs."""
         if self.publisher is None:
-            self.publisher = Publisher(self.con, self.state_dir)
+            try:  # (a full disk must not stop collecting: the next poll tries again)
+                self.publisher = Publisher(self.con, self.state_dir)
+            except Exception:
+                log.exception("publishing the store for viewers failed")
 
     def reload_publication(self) -> bool:
         """For a store attached to a running collector: take its newest published state.
@@ -256,9 +261,9 @@ class Store:
             else:
                 action(self.publisher)
             self._publication_failed = False
-        except (OSError, duckdb.Error) as exc:
+        except Exception:  # (committed already: nothing here may fail the commit)
             self._publication_failed = True
-            log.error("publishing the store for viewers failed: %s", exc)
+            log.exception("publishing the store for viewers failed")
 
     def compact(self) -> int:
         """Merge small segments into one (queries open every file). Returns files merged."""

@@ -46,6 +46,7 @@ class Candidate:
     ref: ObjectRef
     attempts: int  # attempts made in earlier polls
     replaces: bool  # it was done with another ETag: its old rows go
+    known: bool = False  # the ledger had it already (pending, blocked or changed)
 
 
 def candidates(con: duckdb.DuckDBPyConnection, listed: Sequence[ObjectRef]) -> list[Candidate]:
@@ -64,7 +65,8 @@ def candidates(con: duckdb.DuckDBPyConnection, listed: Sequence[ObjectRef]) -> l
     try:
         rows = con.execute(
             """
-            SELECT l.i, coalesce(o.attempts, 0), o.status = 'done' AND o.etag <> l.etag
+            SELECT l.i, coalesce(o.attempts, 0), o.status = 'done' AND o.etag <> l.etag,
+                   o.key IS NOT NULL
             FROM listed l LEFT JOIN objects o ON o.bucket = l.bucket AND o.key = l.key
             WHERE o.key IS NULL OR o.etag <> l.etag OR o.status IN ('pending', 'blocked')
             ORDER BY l.i
@@ -72,7 +74,8 @@ def candidates(con: duckdb.DuckDBPyConnection, listed: Sequence[ObjectRef]) -> l
         ).fetchall()
     finally:
         con.unregister("listed")
-    return [Candidate(listed[i], attempts, bool(replaces)) for i, attempts, replaces in rows]
+    return [Candidate(listed[i], attempts, bool(replaces), known)
+            for i, attempts, replaces, known in rows]
 
 
 def write(con: duckdb.DuckDBPyConnection, results: Sequence[ObjectResult]) -> None:

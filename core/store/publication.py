@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +30,9 @@ from typing import BinaryIO
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from core.rules.sqlparts import literal
+from core.store.transaction import transaction
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,7 @@ class Publisher:
         os.chmod(self.directory, 0o700)
         self.generation = _current_generation(self.directory)
         self.files: dict[str, list[str]] = {}
+        self._retired: dict[str, float] = {}  # file -> when it stopped being named
         self.whole()
 
     def whole(self) -> None:
@@ -61,11 +66,12 @@ class Publisher:
         self.generation += 1
         self.files = {table: [self._write(table, self.con.sql(f"SELECT * FROM {table}")
                                           .to_arrow_table())] for table in (*DELTAS, *WHOLE)}
-        self._publish()
+        self._publish("whole")
 
     def commit(self, keys: Sequence[tuple[str, str]], alerts: pa.Table | None) -> None:
         """What one commit changed: the ledger entries and events of the objects ``keys``
-        (bucket, key), the alerts it wrote, and the small tables whole."""
+        (bucket, key), the alerts it wrote, and the small tables whole. Without ``keys``:
+        upkeep (compaction, the listing marks), which adds no flows."""
         if any(len(files) > MAX_DELTAS for files in self.files.values()):
             self.whole()
             return
@@ -86,7 +92,7 @@ class Publisher:
         for table in WHOLE:
             self.files[table] = [self._write(table, self.con.sql(f"SELECT * FROM {table}")
                                              .to_arrow_table())]
-        self._publish()
+        self._publish("commit" if keys else "upkeep")
 
     def _write(self, table: str, rows: pa.Table) -> str:
         name = f"{table}-{self.generation}.parquet"
@@ -96,10 +102,10 @@ class Publisher:
         os.replace(temporary, self.directory / name)
         return name
 
-    def _publish(self) -> None:
+    def _publish(self, reason: str) -> None:
         manifest = f"manifest-{self.generation}.json"
         text = json.dumps({"generation": self.generation, "pid": os.getpid(),
-                           "written": time.time(), "files": self.files})
+                           "written": time.time(), "reason": reason, "files": self.files})
         for name, content in ((manifest, text), (CURRENT, manifest)):
             temporary = self.directory / f".{name}.tmp"
             with _private(temporary) as out:
@@ -109,13 +115,20 @@ class Publisher:
                              | {f for fs in self.files.values() for f in fs})
 
     def _remove_unnamed(self, named: set[str]) -> None:
-        cutoff = time.time() - GRACE_SECONDS
+        """Files no manifest names any more, once GRACE_SECONDS after they stopped being
+        named (a viewer may still be reading the manifest that named them)."""
+        now = time.time()
         for path in self.directory.iterdir():
+            if path.name in named:
+                self._retired.pop(path.name, None)
+                continue
+            if now - self._retired.setdefault(path.name, now) < GRACE_SECONDS:
+                continue
             try:
-                if path.name not in named and path.stat().st_mtime < cutoff:
-                    path.unlink()
-            except OSError as exc:  # (another process's temporary file, say)
+                path.unlink()
+            except OSError as exc:
                 log.debug("publication: cannot remove %s: %s", path, exc)
+            self._retired.pop(path.name, None)
 
 
 def exists(state_dir: Path) -> bool:
@@ -147,17 +160,22 @@ def load(state_dir: Path, manifest: dict[str, object]) -> duckdb.DuckDBPyConnect
 
 
 def fill(con: duckdb.DuckDBPyConnection, state_dir: Path, manifest: dict[str, object]) -> None:
-    """(Re)create the store's tables in ``con`` as ``manifest`` names them."""
+    """(Re)create the store's tables in ``con`` as ``manifest`` names them, all or none
+    (ValueError for a manifest that names anything but this module's files)."""
     directory = state_dir / DIRECTORY
     files: dict[str, list[str]] = manifest["files"]  # type: ignore[assignment]
-    for table, names in files.items():
-        paths = "[" + ", ".join(f"'{directory / name}'" for name in names) + "]"
-        source = f"read_parquet({paths}, union_by_name=true)"
-        if table in DELTAS:
-            key, newest = DELTAS[table]
-            source = (f"(SELECT * FROM {source} QUALIFY row_number() OVER "
-                      f"(PARTITION BY {key} ORDER BY {newest}) = 1)")
-        con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM {source}")
+    with transaction(con):
+        for table, names in files.items():
+            if table not in (*DELTAS, *WHOLE) or not all(
+                    re.fullmatch(rf"{table}-\d+\.parquet", name) for name in names):
+                raise ValueError(f"a manifest naming {table!r}: not a publication's")
+            paths = "[" + ", ".join(literal(str(directory / name)) for name in names) + "]"
+            source = f"read_parquet({paths}, union_by_name=true)"
+            if table in DELTAS:
+                key, newest = DELTAS[table]
+                source = (f"(SELECT * FROM {source} QUALIFY row_number() OVER "
+                          f"(PARTITION BY {key} ORDER BY {newest}) = 1)")
+            con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM {source}")
 
 
 def _current_generation(directory: Path) -> int:
