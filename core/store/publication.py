@@ -12,8 +12,10 @@ own and never touch the collector's file, its lock or its threads.
 - ``CURRENT``: the name of the newest manifest, replaced by a rename (atomic);
 - ``status.json``: the collector's activity (polls, errors), rewritten on each of its
   events, for attached apps' status bars.
-Files no manifest names are removed once older than GRACE_SECONDS: a viewer still reading
-an older state has that long (after that it gets an I/O error and loads the current one).
+Files no manifest names are removed GRACE_SECONDS after they stopped being named: a viewer
+still reading an older state has that long (after that it gets an I/O error and loads the
+current one). Each manifest says why it was written (``reason``: a commit, upkeep such as
+compaction, or a whole rewrite): only a commit adds flows.
 """
 
 from __future__ import annotations
