@@ -72,10 +72,10 @@ class Sandbox:
         QueryStopped past ``timeout`` seconds or when interrupted, duckdb.Error otherwise."""
         check_read_only(text)
         with self._lock:
-            self._prepare(text)
-            timer = threading.Timer(timeout, self.con.interrupt)
+            timer = threading.Timer(timeout, self._interrupt)
             timer.start()
-            try:
+            try:  # (the copies of the store's tables count against the timeout too)
+                self._prepare(text)
                 relation = self.con.sql(text)
                 if relation is None:
                     return pa.table({})
@@ -97,7 +97,11 @@ class Sandbox:
     def interrupt(self) -> None:
         """Stop the query running now, if any (from another thread)."""
         if self.busy:
-            self.con.interrupt()
+            self._interrupt()
+
+    def _interrupt(self) -> None:
+        self.con.interrupt()
+        self._source.interrupt()  # (copying a table the query names)
 
     def close(self) -> None:
         with self._lock:
