@@ -69,11 +69,13 @@ def test_log_lines_and_tracebacks_show_escapes_and_hide_access_keys(tmp_path) ->
     with log_to_file(path):
         log.warning("object %s", "key\x1b]52;c;SGk=\x07")
         try:
-            raise ValueError("bad value \x1b[2J from AKIAABCDEFGHIJKLMNOP")
+            raise ValueError("bad value \x1b[2J from AKIAABCDEFGHIJKLMNOP\n"
+                             "2026-12-04 23:59:59,000 ERROR forged: a record of its own")
         except ValueError:
             log.exception("reading failed")
     text = path.read_text()
     assert "\x1b" not in text and "\x07" not in text
     assert "key\\x1b]52;c;SGk=\\x07" in text
     assert "ValueError: bad value \\x1b[2J from [access key redacted]" in text
-    assert "Traceback (most recent call last):\n" in text  # still one line per line
+    assert "  | Traceback (most recent call last):\n" in text  # still one line per line
+    assert "\n  | 2026-12-04 23:59:59,000 ERROR forged" in text  # marked, not a record

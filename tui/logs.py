@@ -28,7 +28,8 @@ class Redact(logging.Filter):
 
 class SafeFormatter(logging.Formatter):
     """Tracebacks too: each line made visible (the lines stay lines, so a traceback reads
-    as one); access key ids redacted."""
+    as one) and every line after a record's first marked "  | ", so that a newline in an
+    exception's text (an object key, say) cannot forge a record; access key ids redacted."""
 
     def __init__(self, form: str, journald: bool = False):
         super().__init__(form)
@@ -37,6 +38,7 @@ class SafeFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         text = _SECRET.sub("[access key redacted]", super().format(record))
         lines = [visible(line) for line in text.split("\n")]
+        lines[1:] = [f"  | {line}" for line in lines[1:]]
         if self.journald:  # systemd reads "<N>" as the line's priority (sd-daemon(3))
             priority = _PRIORITY.get(record.levelno, 6)
             lines = [f"<{priority}>{line}" for line in lines]
