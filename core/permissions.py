@@ -13,7 +13,9 @@ import grp
 import os
 import pwd
 import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 
 def shared_write_problem(path: Path) -> str | None:
@@ -42,8 +44,8 @@ def _private_group(gid: int, uid: int) -> bool:
         user.pw_name}
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` (mode 0600), refusing to follow a symlink there: a link
+def open_private(path: Path) -> BinaryIO:
+    """``path`` opened for writing, mode 0600, refusing to follow a symlink there: a link
     planted in a shared directory would otherwise have its target overwritten."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     try:
@@ -54,5 +56,19 @@ def write_private(path: Path, text: str) -> None:
                           str(path)) from None
         raise
     os.fchmod(fd, 0o600)  # (an existing file keeps its mode otherwise)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(text)
+    return os.fdopen(fd, "wb")
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` as ``open_private`` opens it."""
+    with open_private(path) as out:
+        out.write(text.encode("utf-8"))
+
+
+def replace_private(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write ``path`` whole or not at all: ``write`` fills a private temporary file beside
+    it, renamed over it (a reader sees the old file or the new one, never half of one)."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open_private(temporary) as out:
+        write(out)
+    os.replace(temporary, path)

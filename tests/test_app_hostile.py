@@ -21,7 +21,7 @@ from core.rules import load_engine
 from core.scan import scan
 from core.store import open_store
 from tests.apptools import FROZEN_NOW, demo_objects, until
-from tests.conftest import unsafe_in
+from tests.conftest import query, unsafe_in
 from tui.app import VpcwatchApp
 from tui.screens import SqlScreen, TableScreen
 from tui.widgets.conversations import Conversations
@@ -75,7 +75,7 @@ def hostile_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
     state = directory / "state"
     with open_store(state, engine=load_engine([rules])) as store:
         scan([files], store, max_size=1 << 30)
-    titles = store_rows(state, "SELECT title FROM alerts WHERE rule_id = 'hostile.title'")
+    titles = query(state, "SELECT title FROM alerts WHERE rule_id = 'hostile.title'")
     assert titles and all("\x1b" in title for (title,) in titles)  # (the walk shows them)
     return state
 
@@ -89,12 +89,6 @@ where = "bytes >= 900000000"
 group_by = ["srcaddr"]
 window = "10m"
 """
-
-
-def store_rows(state: Path, sql: str) -> list[tuple[object, ...]]:
-    from tests.conftest import query
-
-    return query(state, sql)
 
 
 @asynccontextmanager

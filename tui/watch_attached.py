@@ -22,7 +22,7 @@ from core.store.segments import Segments, segment_dir
 from tui.output import print_alerts
 
 log = logging.getLogger(__name__)
-FOLLOW_SECONDS = 0.2  # how often the publication is looked at (one stat of a small file)
+FOLLOW_SECONDS = 0.2  # how often the publication is looked at (two small files read)
 ALIVE_SECONDS = 2.0  # how often the collector's lock is tested
 
 

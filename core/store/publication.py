@@ -27,12 +27,12 @@ import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core.permissions import replace_private
 from core.rules.sqlparts import literal
 from core.store.transaction import transaction
 
@@ -98,10 +98,7 @@ class Publisher:
 
     def _write(self, table: str, rows: pa.Table) -> str:
         name = f"{table}-{self.generation}.parquet"
-        temporary = self.directory / f".{name}.tmp"
-        with _private(temporary) as out:
-            pq.write_table(rows, out)
-        os.replace(temporary, self.directory / name)
+        replace_private(self.directory / name, lambda out: pq.write_table(rows, out))
         return name
 
     def _publish(self, reason: str) -> None:
@@ -109,10 +106,7 @@ class Publisher:
         text = json.dumps({"generation": self.generation, "pid": os.getpid(),
                            "written": time.time(), "reason": reason, "files": self.files})
         for name, content in ((manifest, text), (CURRENT, manifest)):
-            temporary = self.directory / f".{name}.tmp"
-            with _private(temporary) as out:
-                out.write(content.encode())
-            os.replace(temporary, self.directory / name)
+            replace_private(self.directory / name, lambda out, c=content: out.write(c.encode()))
         self._remove_unnamed({manifest, CURRENT, STATUS}
                              | {f for fs in self.files.values() for f in fs})
 
@@ -187,19 +181,10 @@ def _current_generation(directory: Path) -> int:
         return 0
 
 
-def _private(path: Path) -> BinaryIO:
-    """``path`` opened for writing, created 0600 (never through a link)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    return os.fdopen(fd, "wb")
-
-
 def write_status(state_dir: Path, status: dict[str, object]) -> None:
     """The collector's activity, for attached apps' status bars (renamed into place)."""
-    directory = state_dir / DIRECTORY
-    temporary = directory / f".{STATUS}.tmp"
-    with _private(temporary) as out:
-        out.write(json.dumps(status, default=str).encode())
-    os.replace(temporary, directory / STATUS)
+    text = json.dumps(status, default=str).encode()
+    replace_private(state_dir / DIRECTORY / STATUS, lambda out: out.write(text))
 
 
 def read_status(state_dir: Path) -> dict[str, object] | None:
