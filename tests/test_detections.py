@@ -12,6 +12,7 @@ import pytest
 
 from core.alerts import recent_alerts
 from core.rules import load_engine
+from core.rules.windowed import WindowedRule
 from core.scan import scan
 from core.store import Store
 from tests import flowgen, scenarios
@@ -463,6 +464,28 @@ def test_alerts_added_commit_by_commit_equal_alerts_computed_at_once(tmp_path: P
     assert any(a["revision"] > 1 for a in stepwise if a["rule_id"] == "custom.rejects")
     assert any(a["revision"] > 1 for a in stepwise if a["rule_id"] == "vpc.portscan")
     assert rows(stepwise) == rows(at_once)
+
+
+def test_the_threshold_check_skips_only_windows_that_raise_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A threshold or baseline rule first checks whether a touched window fires and
+    describes it only then (docs/rules.md). Commit by commit over every scenario, the
+    alerts must be those of the same rules describing every touched window."""
+    lines = scenarios.benign(6_000) + [
+        line for scenario in scenarios.detections() for line in scenario.lines]
+    lines.sort(key=lambda text: int(text.split()[10]))
+    parts = {f"part{n:02d}.log": scenarios.text(lines[n::12]) for n in range(12)}
+    checked = scan_alerts(tmp_path / "checked", parts)
+    monkeypatch.setattr(WindowedRule, "needs_check", property(lambda self: False))
+    described = scan_alerts(tmp_path / "described", parts)
+
+    def rows(alerts: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        return sorted((a["id"], a["title"], a["count"], a["bytes"], a["revision"])
+                      for a in alerts)
+
+    assert {a["rule_id"] for a in checked} >= {"vpc.portscan", "vpc.sweep", "vpc.exfiltration",
+                                               "vpc.traffic_spike.interface"}
+    assert rows(checked) == rows(described)
 
 
 def test_an_event_delivered_twice_in_one_batch_raises_one_alert(tmp_path: Path) -> None:

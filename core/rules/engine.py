@@ -14,7 +14,6 @@ cannot abort the commit. The transaction then writes the alerts that changed.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -25,221 +24,14 @@ import pyarrow as pa
 from core.rules import functions
 from core.rules.model import Rule
 from core.rules.per_event import PerEventRules
-from core.rules.sqlparts import CONTEXT, MAX_OBJECTS, SHAPES, derived, literal, single
-from core.rules.titles import title_sql
+from core.rules.sqlparts import derived
+from core.rules.windowed import ADD_TO_STORED_ALERTS, WindowedRule
 
 log = logging.getLogger(__name__)
 
-# Passed as the stored relation: add the new records to the stored alerts (additive rules).
-ADD_TO_STORED_ALERTS = "<stored alerts>"
-
-
-def _add(new: str, old: str) -> str:
-    """A sum carried over: NULL only when both sides are."""
-    return (f"CASE WHEN {old} IS NULL THEN {new} WHEN {new} IS NULL THEN {old} "
-            f"ELSE {new} + {old} END")
-
-
-def _same(new: str, old: str) -> str:
-    """A value every record agrees on, carried over (NULL when they disagree, as in _single)."""
-    return f"CASE WHEN a.id IS NULL THEN {new} WHEN {new} = {old} THEN {new} END"
-
-
-class RuleSql:
-    """The SQL of one rule, for given relations of stored and new records.
-
-    Group keys are computed once per record as ``_g0``, ``_g1``… next to the fields every
-    alert has (``_t`` the record time, ``_vbytes``…); the rule's own SQL sees the record's
-    columns unchanged.
-    """
-
-    def __init__(self, rule: Rule):
-        self.rule = rule
-        self.shape = SHAPES[rule.source]
-        self.title = title_sql(rule)
-        self.keys = rule.group_keys()
-        self.g = [f"_g{i}" for i in range(len(self.keys))]
-
-    def _rows(self, relation: str, condition: str = "") -> str:
-        """``relation`` with the derived fields and group keys, optionally filtered."""
-        keys = "".join(f", ({expr}) AS _g{i}" for i, (_, expr) in enumerate(self.keys))
-        where = f" WHERE {condition}" if condition else ""
-        return f"(SELECT *, {derived(self.shape)}{keys} FROM {relation}{where})"
-
-    def bounds(self, new: str) -> str:
-        """The first and last record time of the new records (not only those the rule
-        matches: evaluating its condition twice costs more than reading a little more)."""
-        return f"SELECT min({self.shape.time}), max({self.shape.time}) FROM {new}"
-
-    @property
-    def additive(self) -> bool:
-        """Whether a stored alert plus the new records' alert gives the recomputed alert:
-        no threshold, no baseline, one window per alert; only counts, sums and min/max.
-        Such rules keep the first and last object of an alert and count them, instead of
-        listing up to 20: with one alert per few flows, listing cost more than the rest."""
-        rule = self.rule
-        return (rule.windowed and not rule.baseline and rule.bucket == rule.window
-                and rule.having.strip().lower() == "true")
-
-    def alerts(self, stored: str, new: str, first: int, last: int) -> str:
-        if self.rule.baseline:
-            return self._baseline(stored, new, first, last)
-        if stored == ADD_TO_STORED_ALERTS:
-            return self._added(new, first, last)
-        return self._windowed(stored, new, first, last)
-
-    def _added(self, new: str, first: int, last: int) -> str:
-        """The new records' alerts merged into the stored ones: the same result as a
-        recompute for an additive rule, without reading the stored records."""
-        carried = "".join(f"m.{g}, " for g in self.g)
-        objects = "(m._objects || coalesce(from_json(a.objects, '[\"VARCHAR\"]'), []))"
-        return f"""
-        SELECT {carried}m._b, m._key, m._group,
-               m._n + coalesce(a.count, 0) AS _n,
-               {_add('m._sb', 'a.bytes')} AS _sb, {_add('m._sp', 'a.packets')} AS _sp,
-               least(m._first, a.first_seen) AS _first, greatest(m._last, a.last_seen) AS _last,
-               {_same('m._src', 'a.srcaddr')} AS _src, {_same('m._dst', 'a.dstaddr')} AS _dst,
-               {_same('m._port', 'a.dstport')} AS _port,
-               {_same('m._proto', 'a.protocol')} AS _proto,
-               {", ".join(f"{_same(f'm._{c}', f'a.{c}')} AS _{c}" for c in CONTEXT)},
-               list_sort(list_distinct([list_min({objects}), list_max({objects})])) AS _objects,
-               m._object_count + coalesce(a.object_count, 0) AS _object_count
-        FROM ({self._windowed(new, new, first, last)}) AS m
-        LEFT JOIN alerts AS a ON a.id = md5(m._key)"""
-
-    # -- the two kinds of windowed rule ------------------------------------------------
-
-    def _touched(self, new: str) -> str:
-        rule, b = self.rule, self.rule.bucket
-        groups = "".join(f"{g}, " for g in self.g)
-        not_null = "".join(f" AND {g} IS NOT NULL" for g in self.g)
-        return (f"SELECT DISTINCT {groups}_t // {b} * {b} AS _b FROM {self._rows(new)} "
-                f"WHERE ({rule.where}) AND _t IS NOT NULL{not_null}")
-
-    def _source(self, stored: str, first: int, last: int) -> str:
-        time = self.shape.time
-        return self._rows(stored, f"{time} >= {first} AND {time} < {last}")
-
-    def _window_aggregates(self) -> str:
-        w = self.rule.window
-        groups = "".join(f"{g}, " for g in self.g)
-        return (f"{groups}_t // {w} * {w} AS _w, count(*) AS _n, sum(_vbytes) AS _sb, "
-                f"sum(_vpackets) AS _sp, min(_t) AS _first, max(_tend) AS _last, "
-                f"{single('_vsrc', '_src')}, {single('_vdst', '_dst')}, "
-                f"{single('_vport', '_port')}, {single('_vproto', '_proto')}, "
-                + "".join(f"{single(f'_v{c}', f'_{c}')}, " for c in CONTEXT)
-                + self._object_aggregates())
-
-    def _object_aggregates(self) -> str:
-        if self.additive:
-            return ("list_distinct([min(object_key), max(object_key)]) AS _objects, "
-                    "count(DISTINCT object_key) AS _ocount")
-        return "list(DISTINCT object_key) AS _objects, NULL::BIGINT AS _ocount"
-
-    def _join_touched(self, left: str, time: str) -> str:
-        b = self.rule.bucket
-        on = [f"{left}.{g} = touched.{g}" for g in self.g]
-        on.append(f"{time} // {b} * {b} = touched._b")
-        return f"SEMI JOIN touched ON {' AND '.join(on)}"
-
-    def _windowed(self, stored: str, new: str, first: int, last: int) -> str:
-        rule, w = self.rule, self.rule.window
-        # When nothing stored shares the new records' buckets, every bucket of the source is
-        # touched: the join that picks the touched ones would only cost time.
-        join = "" if stored == new else self._join_touched("src", "src._t")
-        not_null = "".join(f" AND {g} IS NOT NULL" for g in self.g)  # as in `touched`
-        source = f"{self._source(stored, first, last)} AS src {join} WHERE ({rule.where}){not_null}"
-        if rule.having.strip().lower() == "true":
-            return f"""
-            WITH touched AS ({self._touched(new)}),
-            windows AS (SELECT {self._window_aggregates()} FROM {source} GROUP BY ALL)
-            {self._merge_windows()}"""
-        # Most keys fail `having` (a scan threshold, an egress volume): find the windows that
-        # pass with the rule's own aggregates first, then describe only those.
-        keys = ", ".join([*self.g, f"_t // {w} * {w}"])
-        on = " AND ".join([f"src.{g} = firing.{g}" for g in self.g]
-                          + [f"src._t // {w} * {w} = firing._w"])
-        return f"""
-        WITH touched AS ({self._touched(new)}),
-        firing AS (
-            SELECT {"".join(f"{g}, " for g in self.g)}_t // {w} * {w} AS _w FROM {source}
-            GROUP BY {keys} HAVING ({rule.having})
-        ),
-        windows AS (
-            SELECT {self._window_aggregates()}
-            FROM {self._source(stored, first, last)} AS src SEMI JOIN firing ON {on}
-            WHERE ({rule.where}) GROUP BY ALL
-        )
-        {self._merge_windows()}"""
-
-    def _baseline(self, stored: str, new: str, first: int, last: int) -> str:
-        rule, w = self.rule, self.rule.window or 1
-        span = rule.baseline_windows * w
-        partition = f"PARTITION BY {', '.join(self.g)} " if self.g else ""
-        frame = f"OVER ({partition}ORDER BY _w RANGE BETWEEN {span} PRECEDING AND {w} PRECEDING)"
-        group_filter = (f"SEMI JOIN (SELECT DISTINCT {', '.join(self.g)} FROM touched) AS g ON "
-                        + " AND ".join(f"src.{g} = g.{g}" for g in self.g)
-                        if self.g else "")
-        return f"""
-        WITH touched AS ({self._touched(new)}),
-        per_window AS (
-            SELECT {self._window_aggregates()}, {rule.baseline} AS value
-            FROM {self._source(stored, first - span, last)} AS src {group_filter}
-            WHERE ({rule.where})
-            GROUP BY ALL
-        ),
-        compared AS (
-            SELECT *, coalesce(sum(value) {frame}, 0) / {rule.baseline_windows} AS baseline,
-                   count(value) {frame} AS history
-            FROM per_window
-        ),
-        windows AS (
-            SELECT * FROM compared {self._join_touched("compared", "compared._w")}
-            WHERE ({rule.compare})
-        )
-        {self._merge_windows()}"""
-
-    def _merge_windows(self) -> str:
-        """Firing windows of one key and bucket become one alert."""
-        rule, b = self.rule, self.rule.bucket
-        groups = "".join(f"{g}, " for g in self.g)
-        key_parts = ", ".join([literal(rule.id)]
-                              + [f"coalesce({g}::VARCHAR, '')" for g in self.g]
-                              + ["_b::VARCHAR"])
-        group_json = ("json_object(" + ", ".join(
-            f"{literal(name)}, _g{i}" for i, (name, _) in enumerate(self.keys)) + ")"
-                      ) if self.keys else "'{}'"
-        return f"""
-        , merged AS (
-            SELECT {groups}_w // {b} * {b} AS _b, sum(_n) AS _n, sum(_sb) AS _sb,
-                   sum(_sp) AS _sp, min(_first) AS _first, max(_last) AS _last,
-                   {single('_src', '_src')}, {single('_dst', '_dst')},
-                   {single('_port', '_port')}, {single('_proto', '_proto')},
-                   {"".join(f"{single(f'_{c}', f'_{c}')}, " for c in CONTEXT)}
-                   list_sort(list_distinct(flatten(list(_objects)))) AS _objects,
-                   sum(_ocount) AS _ocount
-            FROM windows GROUP BY ALL
-        )
-        SELECT *, coalesce(_ocount, len(_objects)) AS _object_count,
-               concat_ws('|', {key_parts}) AS _key,
-               {group_json} AS _group
-        FROM merged"""
-
-    def select(self, stored: str, new: str, first: int, last: int) -> str:
-        """Alert rows, in the alerts table's columns."""
-        rule = self.rule
-        return f"""
-        SELECT md5(_key) AS id, {literal(rule.id)} AS rule_id, {rule.level} AS level,
-               {self.title} AS title, {literal(rule.source)} AS source,
-               _b AS window_start, _first AS first_seen, _last AS last_seen, _n::BIGINT AS count,
-               _sb::BIGINT AS bytes, _sp::BIGINT AS packets, _group::VARCHAR AS group_key,
-               _src AS srcaddr, _dst AS dstaddr, _port::INTEGER AS dstport,
-               _proto::INTEGER AS protocol, {literal(json.dumps(list(rule.mitre)))} AS mitre,
-               {rule.wazuh_id} AS wazuh_id, to_json(_objects[1:{MAX_OBJECTS}])::VARCHAR AS objects,
-               _object_count::BIGINT AS object_count{"".join(f", _{c} AS {c}" for c in CONTEXT)},
-               NULL::VARCHAR AS details
-        FROM ({self.alerts(stored, new, first, last)})"""
-
+# (source, begin, end) -> a relation of the new records and the committed ones that may fall
+# in [begin, end), or None when no committed record may.
+WithStored = Callable[[str, int, int], str | None]
 
 class RuleEngine:
     """The loaded rules, ready to run over a store connection: windowed rules one query each,
@@ -249,12 +41,12 @@ class RuleEngine:
         self.blocklist = blocklist or []
         # read now: a bad blocklist stops vpcwatch before it touches the state directory
         self.blocklist_entries = functions.read_blocklist(self.blocklist)
-        self.sql: list[RuleSql] = []  # windowed rules
+        self.sql: list[WindowedRule] = []  # windowed rules
         self.per_event: list[Rule] = []
         self.errors: list[str] = []
         for rule in rules:
             try:
-                sql = RuleSql(rule)  # (checks the title of every kind of rule)
+                sql = WindowedRule(rule)  # (checks the title of every kind of rule)
             except ValueError as exc:
                 self.errors.append(f"{rule.file}: rule {rule.id!r}: {exc}")
                 continue
@@ -272,7 +64,7 @@ class RuleEngine:
 
     def check(self, con: duckdb.DuckDBPyConnection) -> None:
         """Compile every rule against empty relations; drop (and report) those that fail."""
-        relations = {"vpcflow": ("flows", "flows"), "cloudtrail": ("cloudtrail", "cloudtrail")}
+        relations = {"vpcflow": "flows", "cloudtrail": "cloudtrail"}
 
         def compiles(rule: Rule, *queries: str) -> bool:
             try:
@@ -284,57 +76,61 @@ class RuleEngine:
                 return False
             return True
 
-        self.sql = [sql for sql in self.sql if compiles(
-            sql.rule, sql.bounds(relations[sql.rule.source][1]),
-            sql.select(*relations[sql.rule.source], 0, 1),
-            *([sql.select(ADD_TO_STORED_ALERTS, relations[sql.rule.source][1], 0, 1)]
-              if sql.additive else []))]
-        self.per_event = [rule for rule in self.per_event if compiles(
-            rule, PerEventRules([rule]).select(relations[rule.source][1]))]
+        def windowed(sql: WindowedRule) -> list[str]:
+            table = relations[sql.rule.source]
+            return [_screen_query([sql], table), sql.select(table, table, 0, 1),
+                    *([sql.check(table, table, 0, 1)] if sql.needs_check else []),
+                    *([sql.select(ADD_TO_STORED_ALERTS, table, 0, 1)] if sql.additive else [])]
 
-    def evaluate(self, con: duckdb.DuckDBPyConnection, relations: dict[str, tuple[str, str]],
-                 stored_between: Callable[[str, int, int], bool] | None = None,
-                 additive: bool = True) -> tuple[pa.Table | None, list[str]]:
-        """Alert rows for the new records. ``relations`` maps a source to its (stored, new)
-        relation names; a source without new records is absent. ``stored_between(source,
-        first, last)`` says whether earlier records may fall in that time range (if not, the
-        rules read the new records only). ``additive`` False: every rule recomputes (when
-        stored records were replaced, adding to stored alerts would count them twice)."""
+        self.sql = [sql for sql in self.sql if compiles(sql.rule, *windowed(sql))]
+        self.per_event = [rule for rule in self.per_event if compiles(
+            rule, PerEventRules([rule]).select(relations[rule.source]))]
+
+    def evaluate(self, con: duckdb.DuckDBPyConnection, new: dict[str, str],
+                 with_stored: WithStored, additive: bool = True
+                 ) -> tuple[pa.Table | None, list[str]]:
+        """Alert rows for the new records. ``new`` maps a source to the relation of its new
+        records (a source without any is absent); ``with_stored(source, begin, end)`` names
+        a relation of those plus the committed records that may fall in [begin, end), or
+        None when none may (the rules then read the new records only). ``additive`` False:
+        every rule recomputes (when stored records were replaced, adding to stored alerts
+        would count them twice)."""
         tables: list[pa.Table] = []
         errors: list[str] = []
-        for source, (_, new) in relations.items():
+        for source, relation in new.items():
             rules = [rule for rule in self.per_event if rule.source == source]
-            if rules and not self._run(con, PerEventRules(rules).select(new), rules, tables):
+            if rules and not self._run(con, PerEventRules(rules).select(relation), rules, tables):
                 for rule in rules:  # one of them failed: each alone, to keep the others
-                    self._run(con, PerEventRules([rule]).select(new), [rule], tables, errors)
-        bounds: dict[str, tuple[int | None, int | None]] = {}
-        for sql in self.sql:
-            if sql.rule.source not in relations:
-                continue
-            stored, new = relations[sql.rule.source]
-            try:
-                if sql.rule.source not in bounds:
-                    bounds[sql.rule.source] = con.execute(sql.bounds(new)).fetchall()[0]
-            except duckdb.Error as exc:
-                errors.append(_failed([sql.rule], exc))
-                continue
-            low, high = bounds[sql.rule.source]
-            if low is None or high is None:
-                continue
-            b = sql.rule.bucket
-            first, last = low // b * b, high // b * b
-            begin = first - (sql.rule.baseline_windows * (sql.rule.window or 0)
-                             if sql.rule.baseline else 0)
-            end = last + b
-            if stored_between is not None and not stored_between(sql.rule.source, begin, end):
-                stored = new
-            elif additive and sql.additive:
-                stored = ADD_TO_STORED_ALERTS
-            self._run(con, sql.select(stored, new, first, end), [sql.rule], tables, errors)
+                    self._run(con, PerEventRules([rule]).select(relation), [rule], tables, errors)
+            windowed = [sql for sql in self.sql if sql.rule.source == source]
+            if windowed:
+                self._windowed(con, windowed, relation, lambda b, e, s=source: with_stored(s, b, e),
+                               additive, tables, errors)
         tables = [t for t in tables if t.num_rows]
         if not tables:
             return None, errors
         return pa.concat_tables(tables, promote_options="permissive"), errors
+
+    def _windowed(self, con: duckdb.DuckDBPyConnection, rules: list[WindowedRule], new: str,
+                  with_stored: Callable[[int, int], str | None], additive: bool,
+                  tables: list[pa.Table], errors: list[str]) -> None:
+        """The windowed rules of one source: those the new records reach, then a check of
+        the threshold rules, then the alert rows of the rules that have some."""
+        screened = _screen(con, rules, new, errors)
+        if screened is None:
+            return
+        low, high, reached = screened
+        for sql in reached:
+            b = sql.rule.bucket
+            first, end = low // b * b, high // b * b + b
+            begin = first - (sql.rule.baseline_windows * (sql.rule.window or 0)
+                             if sql.rule.baseline else 0)
+            stored = with_stored(begin, end) or new
+            if sql.needs_check and not _fires(con, sql.check(stored, new, first, end)):
+                continue
+            if stored != new and additive and sql.additive:
+                stored = ADD_TO_STORED_ALERTS
+            self._run(con, sql.select(stored, new, first, end), [sql.rule], tables, errors)
 
     @staticmethod
     def _run(con: duckdb.DuckDBPyConnection, query: str, rules: list[Rule],
@@ -355,3 +151,40 @@ class RuleEngine:
 def _failed(rules: list[Rule], exc: duckdb.Error) -> str:
     names = ", ".join(repr(rule.id) for rule in rules)
     return f"rule{'s' if len(rules) > 1 else ''} {names} failed: {str(exc).splitlines()[0]}"
+
+
+def _screen_query(rules: list[WindowedRule], new: str) -> str:
+    terms = ", ".join(sql.screen_term() for sql in rules)
+    return f"SELECT min(_t), max(_t), {terms} FROM (SELECT *, {derived(rules[0].shape)} FROM {new})"
+
+
+def _screen(con: duckdb.DuckDBPyConnection, rules: list[WindowedRule], new: str,
+            errors: list[str]) -> tuple[int, int, list[WindowedRule]] | None:
+    """The time range of the new records and the rules some of them reach: one query for
+    every rule of the source (each alone when that fails, to report the one that does)."""
+    try:
+        row = con.execute(_screen_query(rules, new)).fetchone()
+        counts = list(row[2:]) if row else []
+    except duckdb.Error:
+        row, counts = None, []
+        for sql in rules:
+            try:
+                row = con.execute(_screen_query([sql], new)).fetchone()
+                counts.append(row[2] if row else 0)
+            except duckdb.Error as exc:
+                message = _failed([sql.rule], exc)
+                log.error("%s", message)
+                errors.append(message)
+                counts.append(0)
+    if row is None or row[0] is None or row[1] is None:
+        return None
+    return row[0], row[1], [sql for sql, count in zip(rules, counts, strict=True) if count]
+
+
+def _fires(con: duckdb.DuckDBPyConnection, query: str) -> bool:
+    """Whether a rule's check finds a firing window. A check that fails says yes: the
+    rule's own query then runs, and reports the failure."""
+    try:
+        return bool(con.execute(query).fetchall())
+    except duckdb.Error:
+        return True

@@ -161,7 +161,7 @@ class Store:
         killpoints.reached("segment-written")
         additive = not any(result.replaces for result in results)
         fresh, rule_errors = detections.evaluate(self.con, self.engine, flows, events,
-                                                 additive, self._stored_between)
+                                                 additive, self._committed)
         replaced: list[str] = []
         try:
             with transaction(self.con):
@@ -191,9 +191,14 @@ class Store:
                 rule_errors.append(f"parity alerts failed: {str(exc).splitlines()[0]}")
         return CommitStats(records, inserted, changed, rule_errors, derived)
 
-    def _stored_between(self, source: str, first: int, last: int) -> bool:
-        """Whether committed records of ``source`` may have a time in [first, last)."""
-        return source != "vpcflow" or bool(self.segments.between(first, last))
+    def _committed(self, source: str, first: int, last: int) -> str | None:
+        """SQL for the committed records of ``source`` that may have a time in [first,
+        last): for flows, the segments that may hold one (None when none may), so a rule
+        reads what its windows need whatever the retention."""
+        if source != "vpcflow":
+            return "SELECT * FROM cloudtrail"
+        names = self.segments.between(first, last)
+        return self.segments.sql(names) if names else None
 
     def _insert_events(self, batch: pa.Table | None) -> int:
         if batch is None:

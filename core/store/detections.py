@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.rules import CONTEXT, RuleEngine, parity
-from core.store.schema import EMPTY_FLOWS, NOW
+from core.store.schema import EMPTY_FLOWS, NOW, with_every_column
 
 # A stored alert is rewritten (and published again) only when one of these changed.
 _ALERT_CHANGES = ("count", "bytes", "packets", "first_seen", "last_seen", "object_count",
@@ -25,31 +25,44 @@ _ALERT_CHANGES = ("count", "bytes", "packets", "first_seen", "last_seen", "objec
 
 def evaluate(con: duckdb.DuckDBPyConnection, engine: RuleEngine | None,
              flows: pa.Table | None, events: pa.Table | None, additive: bool,
-             stored_between: Callable[[str, int, int], bool]
+             committed: Callable[[str, int, int], str | None]
              ) -> tuple[pa.Table | None, list[str]]:
-    """Run the rules over the stored records plus the new ones (not yet committed)."""
+    """Run the rules over the stored records plus the new ones (not yet committed).
+    ``committed(source, first, last)`` is SQL for the committed records of ``source`` that
+    may fall in [first, last), or None when none may."""
     if engine is None or not engine.rules or (flows is None and events is None):
         return None, []
-    relations: dict[str, tuple[str, str]] = {}
+    new: dict[str, str] = {}
     if flows is not None:
-        con.register("new_flows_arrow", flows)
-        con.execute("CREATE OR REPLACE TEMP VIEW new_flows AS " + EMPTY_FLOWS
-                    + " UNION ALL BY NAME SELECT * FROM new_flows_arrow")
-        con.execute("CREATE OR REPLACE TEMP VIEW rule_flows AS SELECT * FROM flows "
-                    "UNION ALL BY NAME SELECT * FROM new_flows")
-        relations["vpcflow"] = ("rule_flows", "new_flows")
+        con.register("new_flows", with_every_column(flows))
+        new["vpcflow"] = "new_flows"
     if events is not None:
         con.register("new_events", events)
-        con.execute("CREATE OR REPLACE TEMP VIEW rule_events AS SELECT * FROM cloudtrail "
-                    "UNION ALL BY NAME SELECT * FROM new_events "
-                    "WHERE event_id NOT IN (SELECT event_id FROM cloudtrail)")
-        relations["cloudtrail"] = ("rule_events", "new_events")
+        new["cloudtrail"] = "new_events"
+    views: dict[str, str] = {}  # committed SQL -> the view of it and the new records
+
+    def with_stored(source: str, first: int, last: int) -> str | None:
+        stored = committed(source, first, last)
+        if stored is None:
+            return None
+        if stored not in views:
+            views[stored] = f"rule_records_{len(views)}"
+            added = ("SELECT * FROM new_flows" if source == "vpcflow" else
+                     # CloudTrail delivers some events twice: count the stored one only
+                     "SELECT * FROM new_events "
+                     "WHERE event_id NOT IN (SELECT event_id FROM cloudtrail)")
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {views[stored]} AS "
+                        f"{stored} UNION ALL BY NAME {added}")
+        return views[stored]
+
     try:
-        return engine.evaluate(con, relations, stored_between, additive)
+        return engine.evaluate(con, new, with_stored, additive)
     finally:
-        for name in ("new_flows_arrow", "new_events"):
+        for name in ("new_flows", "new_events"):
             with contextlib.suppress(duckdb.Error):
                 con.unregister(name)
+        for view in views.values():
+            con.execute(f"DROP VIEW IF EXISTS {view}")
 
 
 def upsert(con: duckdb.DuckDBPyConnection, fresh: pa.Table | None) -> pa.Table | None:

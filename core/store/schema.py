@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import duckdb
+import pyarrow as pa
 
 from core.fields import KNOWN_FIELDS, column_name, sql_type
 from core.rules import ALERTS_SCHEMA, CONTEXT, parity
@@ -42,6 +44,20 @@ EMPTY_FLOWS = "SELECT " + ", ".join(
     + ["NULL::VARCHAR AS bucket", "NULL::VARCHAR AS object_key"]
 ) + " WHERE false"
 NOW = "(now() AT TIME ZONE 'UTC')"
+
+
+@functools.cache
+def _flow_columns() -> pa.Schema:
+    return duckdb.connect().sql(EMPTY_FLOWS).to_arrow_table().schema
+
+
+def with_every_column(flows: pa.Table) -> pa.Table:
+    """``flows`` with a column of NULLs for each known field it lacks: what the rules' SQL
+    may name, without a view (binding one costs every query that reads it)."""
+    for field in _flow_columns():
+        if field.name not in flows.column_names:
+            flows = flows.append_column(field, pa.nulls(flows.num_rows, field.type))
+    return flows
 
 
 class SchemaError(Exception):
