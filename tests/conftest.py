@@ -93,6 +93,24 @@ def query(state_dir: Path, sql: str, params: list[Any] | None = None) -> list[tu
         store.close()
 
 
+SUMMARY_OF_FLOWS = """
+    SELECT start // 60 * 60, account_id, vpc_id, interface_id, action, count(*),
+           coalesce(sum(packets), 0), coalesce(sum(bytes), 0)
+    FROM flows GROUP BY ALL ORDER BY ALL"""
+SUMMARY = """
+    SELECT minute, account_id, vpc_id, interface_id, action, sum(flows), sum(packets),
+           sum(bytes)
+    FROM traffic_minutes GROUP BY ALL ORDER BY ALL"""
+
+
+def assert_summary_is_the_flows(con: Any) -> None:
+    """The traffic summary (core/store/summaries.py) equals the same aggregation over the
+    raw flows of the store ``con`` reads (and says something: it has rows)."""
+    summary = con.execute(SUMMARY).fetchall()
+    assert summary, "an empty summary"
+    assert summary == con.execute(SUMMARY_OF_FLOWS).fetchall()
+
+
 class LineReader:
     """Lines of a child process's stream, waited for with a timeout (never a sleep)."""
 

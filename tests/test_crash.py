@@ -11,8 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from core.store import Store
 from tests import flowgen
-from tests.conftest import Bucket, LineReader, collect_once, query, write_config
+from tests.conftest import (
+    Bucket,
+    LineReader,
+    assert_summary_is_the_flows,
+    collect_once,
+    query,
+    write_config,
+)
 from tests.test_collect import NOW
 from tui.cli import main
 
@@ -59,6 +67,11 @@ def test_kill_9_mid_collect_then_restart_gives_exact_totals(
     statuses = query(state, "SELECT DISTINCT status FROM objects")
     assert stored == expected
     assert statuses == [("done",)]
+    store = Store(state, read_only=True)
+    try:
+        assert_summary_is_the_flows(store.con)  # the summary of the lost batch left with it
+    finally:
+        store.close()
 
 
 def test_kill_9_with_rules_gives_the_same_alerts_as_an_uninterrupted_run(

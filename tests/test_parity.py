@@ -16,6 +16,7 @@ from core.rules import load_engine
 from core.scan import scan
 from core.store import CommitStats, Store, StoreError
 from tests import scenarios
+from tests.conftest import assert_summary_is_the_flows
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # Columns a stored alert had in schema 1, and that a derived one must give alike (created,
@@ -47,7 +48,8 @@ def test_a_store_of_schema_1_is_upgraded_and_derives_what_it_stored(tmp_path: Pa
     store = Store(state, engine=load_engine([]))
     try:
         assert store.con.execute("SELECT value FROM meta WHERE key = 'schema_version'"
-                                 ).fetchall() == [("2",)]
+                                 ).fetchall() == [("3",)]
+        assert_summary_is_the_flows(store.con)  # its segments were summarised
         stored = store.con.execute("SELECT rule_id FROM alerts ORDER BY 1").fetchall()
         assert stored == [("cloudtrail.create_vpc",), ("cloudtrail.create_vpc_denied",),
                           ("vpc.portscan",)]  # detections stay, parity rows left

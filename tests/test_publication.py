@@ -18,7 +18,8 @@ from core.store import Store, publication
 from tests import flowgen, scenarios
 
 TABLES = {"alerts": "id", "objects": "bucket, key", "cloudtrail": "event_id",
-          "segments": "name", "prefixes": "bucket, prefix", "meta": "key"}
+          "segments": "name", "prefixes": "bucket, prefix", "meta": "key",
+          "traffic_minutes": "ALL"}
 
 
 def flows(n: int, lines: list[str]) -> ObjectResult:

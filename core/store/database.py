@@ -91,6 +91,10 @@ class Store:
             removed = remove_unlisted(self.segment_dir, set(self.segment_names()))
             if removed:
                 log.info("removed %d segment files no commit listed", len(removed))
+            summarised = self.segments.summarise_unsummarised()
+            if summarised:
+                log.info("summarised %d segments written before traffic summaries",
+                         summarised)
         self._refresh_view()
         (engine or RuleEngine([])).install(self.con)  # the SQL functions, for queries too
         if engine is not None and not read_only:

@@ -8,6 +8,8 @@ own and never touch the collector's file, its lock or its threads.
   wrote (alerts with their revision, events, ledger entries); a base file holds a whole
   table (at start, after retention's prune, and when 50 deltas have piled up);
 - ``segments-N.parquet``, ``prefixes-N.parquet``, ``meta-N.parquet``: small tables, whole;
+- ``traffic_minutes-N.parquet``: the summary rows of the segments listed since the last
+  file (a viewer keeps the rows of the segments its ``segments`` lists);
 - ``manifest-N.json``: the files of state N, never changed once written;
 - ``CURRENT``: the name of the newest manifest, replaced by a rename (atomic);
 - ``status.json``: the collector's activity (polls, errors), rewritten on each of its
@@ -48,6 +50,7 @@ DELTAS = {"alerts": ("id", "revision DESC, updated DESC"),
           "cloudtrail": ("event_id", "event_time"),
           "objects": ("bucket, key", "updated DESC")}
 WHOLE = ("segments", "prefixes", "meta")
+SUMMARY = "traffic_minutes"  # rows added per segment, kept while the segment is listed
 
 
 class Publisher:
@@ -61,13 +64,17 @@ class Publisher:
         self.generation = _current_generation(self.directory)
         self.files: dict[str, list[str]] = {}
         self._retired: dict[str, float] = {}  # file -> when it stopped being named
+        self._summarised: set[str] = set()  # segments whose summary rows are published
         self.whole()
 
     def whole(self) -> None:
         """Every table whole: at start, after pruning, and when deltas pile up."""
         self.generation += 1
         self.files = {table: [self._write(table, self.con.sql(f"SELECT * FROM {table}")
-                                          .to_arrow_table())] for table in (*DELTAS, *WHOLE)}
+                                          .to_arrow_table())]
+                      for table in (*DELTAS, *WHOLE, SUMMARY)}
+        self._summarised = {row[0] for row in self.con.execute("SELECT name FROM segments")
+                            .fetchall()}
         self._publish("whole")
 
     def commit(self, keys: Sequence[tuple[str, str]], alerts: pa.Table | None) -> None:
@@ -91,10 +98,23 @@ class Publisher:
             self.con.unregister("published_keys")
         if alerts is not None and alerts.num_rows:
             self.files["alerts"].append(self._write("alerts", alerts))
+        self._publish_summaries()
         for table in WHOLE:
             self.files[table] = [self._write(table, self.con.sql(f"SELECT * FROM {table}")
                                              .to_arrow_table())]
         self._publish("commit" if keys else "upkeep")
+
+    def _publish_summaries(self) -> None:
+        """The summary rows of the segments listed since the last publication."""
+        listed = {row[0] for row in self.con.execute("SELECT name FROM segments").fetchall()}
+        new = sorted(listed - self._summarised)
+        self._summarised &= listed
+        if not new:
+            return
+        rows = self.con.sql(f"SELECT * FROM {SUMMARY} WHERE list_contains(?, segment)",
+                            params=[new]).to_arrow_table()
+        self.files[SUMMARY].append(self._write(SUMMARY, rows))
+        self._summarised.update(new)
 
     def _write(self, table: str, rows: pa.Table) -> str:
         name = f"{table}-{self.generation}.parquet"
@@ -161,8 +181,9 @@ def fill(con: duckdb.DuckDBPyConnection, state_dir: Path, manifest: dict[str, ob
     directory = state_dir / DIRECTORY
     files: dict[str, list[str]] = manifest["files"]  # type: ignore[assignment]
     with transaction(con):
-        for table, names in files.items():
-            if table not in (*DELTAS, *WHOLE) or not all(
+        # (the summary last: it keeps the rows of the segments listed)
+        for table, names in sorted(files.items(), key=lambda item: item[0] == SUMMARY):
+            if table not in (*DELTAS, *WHOLE, SUMMARY) or not all(
                     re.fullmatch(rf"{table}-\d+\.parquet", name) for name in names):
                 raise ValueError(f"a manifest naming {table!r}: not a publication's")
             paths = "[" + ", ".join(literal(str(directory / name)) for name in names) + "]"
@@ -171,6 +192,8 @@ def fill(con: duckdb.DuckDBPyConnection, state_dir: Path, manifest: dict[str, ob
                 key, newest = DELTAS[table]
                 source = (f"(SELECT * FROM {source} QUALIFY row_number() OVER "
                           f"(PARTITION BY {key} ORDER BY {newest}) = 1)")
+            elif table == SUMMARY:
+                source = f"(SELECT * FROM {source} WHERE segment IN (SELECT name FROM segments))"
             con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM {source}")
 
 

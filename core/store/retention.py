@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import duckdb
 
+from core.store import summaries
 from core.store.transaction import transaction
 
 
@@ -20,6 +21,7 @@ def prune(con: duckdb.DuckDBPyConnection, cutoff: int, listed_from: date
     cutoff_time = datetime.fromtimestamp(cutoff, UTC).replace(tzinfo=None)
     forget_before = min(cutoff_time.date(), listed_from) - timedelta(days=1)
     with transaction(con):
+        summaries.forget(con, [name for name, _ in old])
         deleted = [con.execute(sql, params).fetchall()[0][0] for sql, params in (
             ("DELETE FROM segments WHERE max_end < ?", [cutoff]),
             ("DELETE FROM cloudtrail WHERE event_time < ?", [cutoff_time]),

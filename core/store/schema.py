@@ -13,8 +13,9 @@ from core.rules import ALERTS_SCHEMA, CONTEXT, parity
 from core.store.transaction import transaction
 
 log = logging.getLogger(__name__)
-# 1: the first; 2: parity alerts derived when read, not stored; alerts carry their context
-SCHEMA_VERSION = 2
+# 1: the first; 2: parity alerts derived when read, not stored; alerts carry their context;
+# 3: traffic summaries (``summaries``: a store opened for writing summarises its segments)
+SCHEMA_VERSION = 3
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -32,6 +33,10 @@ bucket VARCHAR, key VARCHAR, etag VARCHAR, size BIGINT, kind VARCHAR,
 account_id VARCHAR, region VARCHAR, key_day DATE, status VARCHAR, attempts INTEGER,
 last_error VARCHAR, records BIGINT, bad_lines BIGINT, bad_reasons VARCHAR,
 discarded BIGINT, first_seen TIMESTAMP, updated TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS traffic_minutes (
+segment VARCHAR, minute BIGINT, account_id VARCHAR, vpc_id VARCHAR, interface_id VARCHAR,
+action VARCHAR, flows BIGINT, packets BIGINT, bytes BIGINT
 );
 CREATE TABLE IF NOT EXISTS prefixes (
 bucket VARCHAR, prefix VARCHAR, status VARCHAR, error VARCHAR, updated TIMESTAMP

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from core import killpoints
 from core.objects import ObjectRef
+from core.store import summaries
 from core.store.schema import EMPTY_FLOWS, NOW
 from core.store.transaction import transaction
 
@@ -145,11 +146,29 @@ class Segments:
         return write_segment(self.directory, table)
 
     def enlist(self, name: str, table: pa.Table) -> None:
-        """List a written segment (inside the caller's transaction): it now exists."""
+        """List a written segment, and write its summary (inside the caller's transaction):
+        it now exists."""
         self.con.execute(
             f"INSERT INTO segments VALUES (?, ?, ?, ?, {NOW})",
             [name, table.num_rows, _bound(table, "start", "min"), _bound(table, "end", "max")],
         )
+        summaries.write(self.con, name, table)
+
+    def unlist(self, names: Sequence[str]) -> None:
+        """Unlist segments and delete their summary (inside the caller's transaction); their
+        files are for the caller to remove once it has committed."""
+        self.con.execute("DELETE FROM segments WHERE list_contains(?, name)", [list(names)])
+        summaries.forget(self.con, names)
+
+    def summarise_unsummarised(self) -> int:
+        """Write the summary of every listed segment that has none (a store written before
+        summaries existed), one transaction per segment. Returns how many."""
+        names = summaries.unsummarised(self.con)
+        for name in names:
+            with transaction(self.con):
+                self.con.execute(f"INSERT INTO {summaries.TABLE} BY NAME "
+                                 + summaries.summary_sql(name, f"({self.sql([name])})"))
+        return len(names)
 
     def drop_object_rows(self, ref: ObjectRef, written: list[str]) -> list[str]:
         """Rewrite the segments holding rows of ``ref`` without them (inside the caller's
@@ -163,7 +182,7 @@ class Segments:
             other = pc.invert(pc.and_(pc.equal(table["bucket"].cast(pa.string()), ref.bucket),
                                       pc.equal(table["object_key"].cast(pa.string()), ref.key)))
             kept = table.filter(other)
-            self.con.execute("DELETE FROM segments WHERE name = ?", [name])
+            self.unlist([name])
             if kept.num_rows:
                 written.append(self.add(kept))
                 self.enlist(written[-1], kept)
@@ -196,7 +215,7 @@ class Segments:
         killpoints.reached("compacting")
         try:
             with transaction(self.con):
-                self.con.execute("DELETE FROM segments WHERE list_contains(?, name)", [names])
+                self.unlist(names)
                 self.enlist(new, merged)
         except BaseException:
             remove(self.directory, [new])

@@ -1,0 +1,60 @@
+"""Traffic summaries written at commit time: what the app shows over long ranges.
+
+``traffic_minutes`` holds, for each segment, its flows, packets and bytes per minute of
+start time, account, VPC, interface and action. A segment's rows are written in the
+transaction that lists it and deleted in the one that unlists it (retention, compaction, a
+replaced object's rewrite), so the summary always equals the same aggregation over the
+listed segments: exactly once by construction, with no state of its own to repair after a
+crash. Rows of one minute and key may exist once per segment; readers add them up.
+
+Size: one row per minute, interface and action seen in a segment, whatever the number of
+flows (docs/app.md gives the figures).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import duckdb
+import pyarrow as pa
+
+from core.rules.sqlparts import literal
+from core.store.schema import with_every_column
+
+log = logging.getLogger(__name__)
+
+TABLE = "traffic_minutes"  # (created with the other tables: core.store.schema)
+DIMENSIONS = ("account_id", "vpc_id", "interface_id", "action")
+MINUTE = 60
+
+
+def summary_sql(segment: str, relation: str) -> str:
+    """The summary rows of ``relation`` (flows of one segment), as SQL."""
+    dims = ", ".join(f"{d}::VARCHAR AS {d}" for d in DIMENSIONS)
+    return (f"SELECT {literal(segment)} AS segment, "
+            f"start // {MINUTE} * {MINUTE} AS minute, {dims}, "
+            "count(*) AS flows, coalesce(sum(packets), 0)::BIGINT AS packets, "
+            f"coalesce(sum(bytes), 0)::BIGINT AS bytes FROM {relation} GROUP BY ALL")
+
+
+def write(con: duckdb.DuckDBPyConnection, segment: str, flows: pa.Table) -> None:
+    """Summarise a segment being listed (inside the caller's transaction)."""
+    con.register("summarised_flows", with_every_column(flows))
+    try:
+        con.execute(f"INSERT INTO {TABLE} BY NAME {summary_sql(segment, 'summarised_flows')}")
+    finally:
+        con.unregister("summarised_flows")
+
+
+def forget(con: duckdb.DuckDBPyConnection, segments: Sequence[str]) -> None:
+    """Delete the summary of segments being unlisted (inside the caller's transaction)."""
+    con.execute(f"DELETE FROM {TABLE} WHERE list_contains(?, segment)", [list(segments)])
+
+
+def unsummarised(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Listed segments without a summary: those of a store written before summaries."""
+    rows = con.execute(f"SELECT name FROM segments WHERE name NOT IN "
+                       f"(SELECT DISTINCT segment FROM {TABLE}) ORDER BY created, name"
+                       ).fetchall()
+    return [row[0] for row in rows]
