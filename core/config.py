@@ -82,6 +82,7 @@ class GeneralConfig:
     lookback: float = 48 * 3600.0
     retention: float = 7 * 86400.0
     relist_interval: float = 86400.0  # how often the whole retention window is listed again
+    hot_window: float = 86400.0  # the flows the app keeps in memory (docs/app.md)
     concurrency: int = 8
     max_attempts: int = 3
     max_object_size: int = 2**30
@@ -250,6 +251,8 @@ def _general(source: str, table: dict[str, Any], base: Path) -> GeneralConfig:
         retention=r.get("retention", defaults.retention, _min_duration(3600), duration + " (≥ 1h)"),
         relist_interval=r.get("relist_interval", defaults.relist_interval, _min_duration(3600),
                               duration + " (≥ 1h)"),
+        hot_window=r.get("hot_window", defaults.hot_window, _min_duration(3600),
+                         duration + " (≥ 1h)"),
         concurrency=r.get("concurrency", 8, _bounded_int(1, 64), "an integer from 1 to 64"),
         max_attempts=r.get("max_attempts", 3, _bounded_int(1, 20), "an integer from 1 to 20"),
         max_object_size=r.get("max_object_size", defaults.max_object_size, parse_size,

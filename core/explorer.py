@@ -26,7 +26,7 @@ import pyarrow as pa
 from core.filters import Filter, IndexTest
 from core.parity_feed import ParityFeed
 from core.rules import parity
-from core.store import Store
+from core.store import Store, summaries
 from core.timeline import Axis, TimeRange
 from core.traffic_index import PairFigures, TrafficIndex
 from core.traffic_kernels import SPARK_BUCKETS, Rows
@@ -47,6 +47,7 @@ CONVERSATION_SCHEMA = pa.schema(
     + [("protocols", pa.list_(pa.int32())), ("ports", pa.list_(pa.int32())),
        ("trend", pa.list_(pa.int64()))])
 CACHE_ENTRIES = 64  # flow answers kept until the data changes
+HOT_SECONDS = 86400.0  # the traffic index's default span: the last day of flows
 
 
 @dataclass(frozen=True)
@@ -65,13 +66,17 @@ class BucketState:
 
 
 class Explorer:
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, hot_seconds: float | None = HOT_SECONDS):
+        """``hot_seconds``: the span of flows the traffic index keeps in memory, before the
+        newest (None: every flow); older ones are read when a range asks for them."""
         self._store = store
         self.con = store.reading_cursor()
-        self.index = TrafficIndex(store, self.con)
+        self.index = TrafficIndex(store, self.con, hot_seconds)
         self.index.sync()
+        self._past: TrafficIndex | None = None  # the index of a range before the hot window
         self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
-        self._kept_rows: tuple[tuple[str, int], Rows] = (("", -1), np.empty(0, np.int32))
+        self._kept_rows: tuple[tuple[str, int, int], Rows] = (("", 0, -1),
+                                                               np.empty(0, np.int32))
         self._adder = ThreadPoolExecutor(1, thread_name_prefix="vpcwatch-sums")
         # the one prefetched answer (see prefetch_conversations), by its cache key
         self._started: dict[tuple[Any, ...], Future[pa.Table]] = {}
@@ -79,14 +84,23 @@ class Explorer:
 
     def close(self) -> None:
         self._adder.shutdown(wait=True, cancel_futures=True)
+        self._forget_past()
         self.con.close()
+
+    def _forget_past(self) -> None:
+        if self._past is not None:
+            self._past.con.close()
+            self._past = None
 
     def refresh(self) -> None:
         """See the segments committed since the last refresh (once more if compaction removed
         a segment between listing and reading it). Nothing to redo when none changed."""
         for attempt in (1, 2):
             try:
-                if self.index.sync():
+                changed = self.index.sync()
+                if self._past is not None:
+                    changed = self._past.sync() or changed  # (compaction, late objects)
+                if changed:
                     self._store.define_flows_view(self.con)
                     self._cache.clear()
                     self._started.clear()  # (sums of the rows before: abandoned)
@@ -196,7 +210,51 @@ class Explorer:
                             lambda: self._histogram(scope, axis))
 
     def _histogram(self, scope: Scope, axis: Axis) -> list[int]:
-        return self.index.histogram(self._kept(scope.filter), axis)
+        """From the index that covers the scope's range (the whole axis, for a past range);
+        before the hot window's start, from the traffic summary when the filter tests only
+        what it holds (else from the segments of that time)."""
+        index = self._index_for(scope.range and TimeRange(axis.start, axis.end))
+        values = index.histogram(self._kept(index, scope.filter), axis)
+        if index.start is None or axis.start >= index.start:
+            return values
+        older = self._older_histogram(scope.filter, axis, index.start)
+        return [a + b for a, b in zip(values, older, strict=True)]
+
+    def _older_histogram(self, flt: Filter, axis: Axis, until: int) -> list[int]:
+        """Bytes per bucket of ``axis`` of the flows in scope that start before ``until``
+        (a minute: the summary's minutes fall wholly on one side, and in one bucket)."""
+        where, params = flt.flows_sql()
+        if flt.tests_only(summaries.DIMENSIONS):
+            source, time, amount = summaries.TABLE, "minute", "bytes"
+        else:
+            names = self._store.segments.between(axis.start, until, self.con)
+            if not names:
+                return [0] * axis.count
+            source, time = f"({self._store.segments_sql(names)})", "start"
+            amount = "coalesce(bytes, 0)"
+        rows = self._rows(
+            f"SELECT ({time} - ?) // ? AS b, sum({amount}) FROM {source} "
+            f"WHERE {time} >= ? AND {time} < ? AND {where} GROUP BY b",
+            [axis.start, axis.size, axis.start, min(until, axis.end), *params])
+        values = [0] * axis.count
+        for bucket, total in rows:
+            values[int(bucket)] += int(total or 0)
+        return values
+
+    def _index_for(self, span: TimeRange | None) -> TrafficIndex:
+        """The hot index, or for a span that starts before it, an index of that span (one
+        is kept: the chart's axis, which holds the range the conversations then ask for)."""
+        hot = self.index
+        if span is None or hot.start is None or span.start >= hot.start:
+            return hot
+        past = self._past
+        if past is None or past.window is None or not (
+                past.window.start <= span.start and span.end <= past.window.end):
+            self._forget_past()
+            past = TrafficIndex(self._store, self._store.reading_cursor(), window=span)
+            past.sync()
+            self._past = past
+        return past
 
     def conversations(self, scope: Scope, address: str | None, limit: int = 100) -> pa.Table:
         """Per peer of ``address`` (or per address pair when None: the top talkers): bytes and
@@ -230,21 +288,23 @@ class Explorer:
     def _pairs_in(self, scope: Scope, address: str | None, limit: int
                   ) -> Callable[[], pa.Table]:
         """The work behind the conversations: what needs the connection is done here, on the
-        calling thread; the function returned needs only the index's arrays."""
-        rows, me = self._kept(scope.filter), -1
+        calling thread; the function returned needs only the index's arrays. Without a
+        range: the hot window's conversations."""
+        index = self._index_for(scope.range)
+        rows, me = self._kept(index, scope.filter), -1
         if address is not None:
-            me = self.index.address_id(address) or 0
+            me = index.address_id(address) or 0
             if me == 0:  # never seen: no peers
                 return CONVERSATION_SCHEMA.empty_table
             if address != scope.filter.single_address():  # (else the filter is this test)
-                rows = self.index.select([(IndexTest(("src", "dst"), address=address), False)],
-                                         within=rows)
-        spark = self._spark_axis(scope)
-        return lambda: self._table(self.index.top_pairs(rows, scope.range, me, limit, spark),
+                rows = index.select([(IndexTest(("src", "dst"), address=address), False)],
+                                    within=rows)
+        spark = self._spark_axis(scope, index)
+        return lambda: self._table(index, index.top_pairs(rows, scope.range, me, limit, spark),
                                    swap=me < 0)
 
-    def _table(self, pairs: list[PairFigures], swap: bool) -> pa.Table:
-        rows = [_conversation(p, self.index.names, swap) for p in pairs]
+    def _table(self, index: TrafficIndex, pairs: list[PairFigures], swap: bool) -> pa.Table:
+        rows = [_conversation(p, index.names, swap) for p in pairs]
         rows.sort(key=lambda r: (-(r["bytes_out"] + r["bytes_in"]), -r["flows"], r["address"],
                                  r["peer"]))
         return pa.Table.from_pylist(rows, schema=CONVERSATION_SCHEMA)
@@ -254,12 +314,12 @@ class Explorer:
         started = self._started.pop(key, None)
         return started.result() if started else self._pairs_in(scope, address, limit)()
 
-    def _kept(self, flt: Filter) -> Rows:
+    def _kept(self, index: TrafficIndex, flt: Filter) -> Rows:
         """The index rows the filter keeps; the last answer is kept (the chart and the
         conversations ask in turn), one only: up to four bytes a flow."""
-        key = (flt.text, self.index.version)
+        key = (flt.text, id(index), index.version)
         if self._kept_rows[0] != key:
-            self._kept_rows = (key, self.index.select(flt.index_tests()))
+            self._kept_rows = (key, index.select(flt.index_tests()))
         return self._kept_rows[1]
 
     def flows_between(self, scope: Scope, address: str, peer: str, limit: int = 500
@@ -275,8 +335,11 @@ class Explorer:
     def _flow_where(self, scope: Scope, window: TimeRange | None) -> tuple[str, list[Any]]:
         return _within(*scope.filter.flows_sql(), window)
 
-    def _spark_axis(self, scope: Scope) -> tuple[int, int]:
-        window = scope.range or self.span() or TimeRange(0, SPARK_BUCKETS)
+    def _spark_axis(self, scope: Scope, index: TrafficIndex) -> tuple[int, int]:
+        span = self.span()
+        if scope.range is None and span is not None and index.start is not None:
+            span = TimeRange(min(max(index.start, span.start), span.end - 1), span.end)
+        window = scope.range or span or TimeRange(0, SPARK_BUCKETS)
         width = max(1, -(-(window.end - window.start) // SPARK_BUCKETS))
         return window.start, width
 

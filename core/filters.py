@@ -73,6 +73,12 @@ class Filter:
         ``NOT coalesce(term, false)``)."""
         return [(t.index, t.negated) for t in self.terms if t.index]
 
+    def tests_only(self, columns: tuple[str, ...]) -> bool:
+        """Whether every flows term tests one of these columns alone (so a table holding
+        them, such as the traffic summary, can answer ``flows_sql``)."""
+        return all(t.index is not None and len(t.index.columns) == 1
+                   and t.index.columns[0] in columns for t in self.terms if t.flows)
+
     def notes(self) -> list[str]:
         """Terms that narrow only one of the two tables."""
         out = []

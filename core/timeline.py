@@ -10,7 +10,8 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-BUCKET_SIZES = (60, 120, 300, 600, 900, 1800, 3600)  # 1 min to 1 h
+# 1 min to 1 day: every size a whole number of minutes (the traffic summary's unit)
+BUCKET_SIZES = (60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
 BASELINE = 30  # buckets the baseline is the median of
 MIN_BASELINE = 5  # fewer buckets before it: no judgement
 PEAK_FACTOR = 3.0
@@ -60,8 +61,8 @@ class Peak:
 
 def axis_for(span: TimeRange, columns: int) -> Axis:
     """Buckets covering ``span`` with at most ``columns`` of them: the smallest size that
-    fits, from 1 minute to 1 hour, aligned on that size. A span too long even for hourly
-    buckets keeps its most recent ``columns`` hours."""
+    fits, from 1 minute to 1 day, aligned on that size. A span too long even for daily
+    buckets keeps its most recent ``columns`` days."""
     columns = max(1, columns)
     for size in BUCKET_SIZES:
         start = span.start // size * size

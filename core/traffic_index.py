@@ -14,6 +14,12 @@ loops (``core.traffic_kernels``).
 segments that compaction merged or retention dropped are removed; when a sync removes more
 rows than it adds (retention, not compaction), addresses no flow uses any more leave
 ``ix_addr`` too. Memory: about 70 bytes a flow (700 MB for 10 million).
+
+An index may cover a time span instead of the whole store: the *hot window* (the last
+``hot_seconds`` before the newest flow; its start follows new data by whole hours, so it
+spans up to an hour more) or a fixed ``window`` (a past range being looked at). It holds
+exactly the flows that start in its span [``start``, ``end``). What lies outside comes from
+the traffic summary or the segments (``core.explorer``; docs/app.md).
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ DTYPES: dict[str, type[np.generic]] = {
     "protocol": np.int16, "packets": np.int64, "bytes": np.int64, "action": np.int8,
     "interface_id": np.int32, "vpc_id": np.int32, "account_id": np.int32}
 TOP_PORTS = 3
+MINUTE = 60  # a hot window starts on a minute (the traffic summary's unit)
+TRIM_SECONDS = 3600  # a hot window's start moves by at least this much at a time
 
 
 @dataclass(frozen=True)
@@ -56,8 +64,14 @@ class PairFigures:
 
 
 class TrafficIndex:
-    def __init__(self, store: Store, con: duckdb.DuckDBPyConnection):
+    def __init__(self, store: Store, con: duckdb.DuckDBPyConnection,
+                 hot_seconds: float | None = None, window: TimeRange | None = None):
+        """``hot_seconds``: cover the last this many seconds before the newest flow (None:
+        everything); ``window``: cover this span instead."""
         self._store, self.con = store, con
+        self._hot_seconds, self.window = hot_seconds, window
+        self.start: int | None = window.start if window else None  # None: from the first flow
+        self.end: int | None = window.end if window else None  # None: to the newest
         self.indexed: dict[str, int] = {}  # segment name -> its code in the segment column
         self.version = 0  # changes whenever the indexed rows change
         self.columns: Columns = {name: np.empty(0, dtype) for name, dtype in DTYPES.items()}
@@ -80,9 +94,15 @@ class TrafficIndex:
     # -- following the segments -----------------------------------------------------------
 
     def sync(self) -> bool:
-        """Index the segments listed now; True when anything changed."""
-        listed = set(self._store.segment_names(self.con))
-        gone, new = set(self.indexed) - listed, sorted(listed - set(self.indexed))
+        """Index the segments listed now that hold flows of the span (which moves with the
+        newest flow for a hot window); True when anything changed."""
+        listed = self._store.segments.listed(self.con)
+        trimmed = self._follow_hot_window(listed)
+        wanted = {name for name, first, last in listed
+                  if (self.start is None or last is None or last >= self.start)
+                  and (self.end is None or first is None or first < self.end)}
+        gone = set(self.indexed) - wanted
+        new = [name for name, _, _ in listed if name in wanted and name not in self.indexed]
         removed = added = 0
         if gone:
             removed = self._remove(gone)
@@ -90,9 +110,27 @@ class TrafficIndex:
             added = self._add(new)
         if removed > added:
             self._forget_unused_addresses()
-        if gone or new:
+        if gone or new or trimmed:
             self.version += 1
-        return bool(gone or new)
+        return bool(gone or new or trimmed)
+
+    def _follow_hot_window(self, listed: Sequence[tuple[str, int | None, int | None]]) -> bool:
+        """Move a hot window's start after the newest flow, by whole TRIM_SECONDS (dropping
+        the rows before it costs a copy of every column); True when rows were dropped."""
+        if self._hot_seconds is None:
+            return False
+        newest = max((end for _, _, end in listed if end is not None), default=None)
+        if newest is None:
+            return False
+        target = int(newest - self._hot_seconds) // MINUTE * MINUTE
+        if self.start is not None and target - self.start < TRIM_SECONDS:
+            return False
+        trimmed = self.start is not None and self.rows > 0
+        self.start = target
+        if trimmed:
+            keep = self.columns["start"] >= target
+            self.columns = {name: array[keep] for name, array in self.columns.items()}
+        return trimmed
 
     def _remove(self, names: set[str]) -> int:
         codes = [self.indexed.pop(name) for name in names]
@@ -104,7 +142,11 @@ class TrafficIndex:
         """Index these segments: their new addresses and texts first, then their rows, all
         numbers by then. Reading the Parquet files again costs less than copying their rows
         first; they are immutable."""
+        bounds = [f"start >= {int(self.start)}"] if self.start is not None else []
+        bounds += [f"start < {int(self.end)}"] if self.end is not None else []
         rows = f"({self._store.segments_sql(names, filename=True)})"
+        if bounds:
+            rows = f"(SELECT * FROM {rows} WHERE {' AND '.join(bounds)})"
         [(before,)] = self.con.execute("SELECT coalesce(max(id), 0) FROM ix_addr").fetchall()
         self.con.execute(f"""
             INSERT INTO ix_addr

@@ -74,7 +74,7 @@ def test_retention_takes_unused_addresses_out_of_the_index(tmp_path: Path) -> No
               f"2 {ACCOUNT} eni-1 - - - - - - - {day + 86_400} {day + 86_460} - NODATA"]
     state = tmp_path / "state"
     with open_store(state) as store:
-        explorer = Explorer(store)
+        explorer = Explorer(store, hot_seconds=None)  # (every flow indexed)
         for name, lines in (("old.log", old), ("recent.log", recent)):
             (tmp_path / name).write_bytes(text(lines))
             scan([tmp_path / name], store, 1 << 30)

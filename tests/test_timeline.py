@@ -12,9 +12,12 @@ def test_axis_uses_the_smallest_bucket_that_fits() -> None:
     assert axis_for(TimeRange(90, 150), 10) == Axis(60, 60, 2)  # aligned on the bucket size
 
 
-def test_a_span_too_long_keeps_its_most_recent_hours() -> None:
-    axis = axis_for(TimeRange(0, 1000 * 3600), 50)
-    assert (axis.size, axis.count, axis.end) == (3600, 50, 1000 * 3600)
+def test_a_week_fits_in_a_narrow_chart_and_a_span_too_long_keeps_its_most_recent_days(
+) -> None:
+    week = TimeRange(0, 7 * 86400)
+    assert axis_for(week, 160) == Axis(0, 7200, 84)  # 168 hourly buckets do not fit
+    axis = axis_for(TimeRange(0, 1000 * 86400), 50)
+    assert (axis.size, axis.count, axis.end) == (86400, 50, 1000 * 86400)
 
 
 def test_bucket_range_and_index() -> None:

@@ -43,7 +43,7 @@ from core.events import (
     PollStarted,
     PrefixBlocked,
 )
-from core.explorer import BucketState, Explorer, Scope
+from core.explorer import HOT_SECONDS, BucketState, Explorer, Scope
 from core.filters import Filter, FilterError, parse_filter
 from core.sandbox import Sandbox
 from core.store import Store
@@ -97,6 +97,7 @@ class VpcwatchApp(ChartKeys, FeedKeys, Tools, ViewPump, Attachment, App[int]):
         follows it instead of collecting."""
         super().__init__()
         self.store, self.config = store, config
+        self.hot_seconds = config.general.hot_window if config else HOT_SECONDS
         self.before_poll, self.collect = before_poll, collect
         self.export_dir = export_dir or Path.cwd()
         self.now, self.zone = now, zone
@@ -165,7 +166,8 @@ class VpcwatchApp(ChartKeys, FeedKeys, Tools, ViewPump, Attachment, App[int]):
         elif self.collect and self.config is not None:
             self.collector = Collector(self.config, self.store, self._publish)
             self.run_worker(self._collect(), group="collector", name="collector")
-        self.explorer = await self._read(Explorer, self.store)  # builds the traffic index
+        # builds the traffic index of the hot window
+        self.explorer = await self._read(Explorer, self.store, self.hot_seconds)
         self._collect_garbage_when_idle()
         self.request_view()
 
@@ -306,6 +308,8 @@ class VpcwatchApp(ChartKeys, FeedKeys, Tools, ViewPump, Attachment, App[int]):
             text.append(plain(focus, 39))
         if self.scope.range:
             text.append(f"  in {self._range_label(self.scope.range)}")
+        else:  # (the index's span: older conversations are read when a range asks for them)
+            text.append(f"  last {self.hot_seconds / 3600:g} h")
         text.append("  (Enter: flows, a: filter)", style="dim")
         self.query_one("#conversations-title", Static).update(text, layout=False)
 

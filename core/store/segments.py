@@ -125,6 +125,13 @@ class Segments:
         return (f"{EMPTY_FLOWS} UNION ALL BY NAME "
                 f"SELECT * FROM read_parquet({files}, union_by_name=true{option})")
 
+    def listed(self, con: duckdb.DuckDBPyConnection | None = None
+               ) -> list[tuple[str, int | None, int | None]]:
+        """Each committed segment's name, first start and last end, oldest first (read
+        through ``con`` from another thread)."""
+        return (con or self.con).execute(
+            "SELECT name, min_start, max_end FROM segments ORDER BY created, name").fetchall()
+
     def between(self, first: int, last: int | None = None,
                 con: duckdb.DuckDBPyConnection | None = None) -> list[str]:
         """The segments that may hold a flow starting in [first, last) (``last`` None: no

@@ -1,0 +1,136 @@
+"""The app's read side over a store longer than its hot window (docs/app.md): the traffic
+index holds the last day only; the chart of the whole store comes from the traffic summary
+(or the segments, for a filter the summary cannot answer) plus the index; a past range gets
+an index of its own. Expected figures are computed here from the records' text."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from core.explorer import Explorer, Scope
+from core.filters import parse_filter
+from core.scan import scan
+from core.store import open_store
+from core.timeline import Axis, TimeRange, axis_for
+from tests.scenarios import line, text
+from tests.test_explorer import LIMIT, _pane_order, reference
+
+DAY = 86_400
+FIRST = 1_764_000_000 // 3600 * 3600
+PAIRS = [("eni-web1", "10.0.1.10", "198.51.100.7", 443), ("eni-web1", "10.0.1.10",
+                                                          "203.0.113.9", 22),
+         ("eni-db1", "10.0.2.20", "10.0.1.10", 5432), ("eni-app1", "10.0.2.45",
+                                                       "192.0.2.200", 8080)]
+
+
+def three_days() -> list[str]:
+    """Flows every five minutes for three days: each pair both ways, bytes varying with the
+    time, some refused."""
+    lines = []
+    for n, t in enumerate(range(FIRST, FIRST + 3 * DAY, 300)):
+        for k, (eni, local, remote, port) in enumerate(PAIRS):
+            size = 1000 + (n * 37 + k * 101) % 5000
+            action = "REJECT" if (n + k) % 7 == 0 else "ACCEPT"
+            lines.append(line(eni, remote, local, 40000 + n % 1000, port, 6, 3, size, t + k,
+                              action))
+            lines.append(line(eni, local, remote, port, 40000 + n % 1000, 6, 5, 3 * size,
+                              t + k + 1, action))
+    return lines
+
+
+def expected_histogram(lines: list[str], axis: Axis, keep: object = None) -> list[int]:
+    values = Counter[int]()
+    for record in lines:
+        f = record.split()
+        start = int(f[10])
+        if axis.start <= start < axis.end and (keep is None or keep(f)):  # type: ignore[operator]
+            values[(start - axis.start) // axis.size] += int(f[9])
+    return [values[i] for i in range(axis.count)]
+
+
+def test_a_store_longer_than_the_hot_window(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = three_days()
+    (tmp_path / "days.log").write_bytes(text(lines))
+    state = tmp_path / "state"
+    with open_store(state) as store:
+        scan([tmp_path / "days.log"], store, 1 << 30)
+        explorer = Explorer(store, hot_seconds=DAY)
+        try:
+            newest = max(int(record.split()[11]) for record in lines)
+            hot_start = (newest - DAY) // 60 * 60
+            assert explorer.index.start == hot_start
+            assert explorer.index.rows == sum(int(r.split()[10]) >= hot_start for r in lines)
+
+            span = explorer.span()
+            assert span is not None
+            axis = axis_for(span, 160)  # the whole store: two-hour buckets
+            assert axis.start < hot_start
+            read_segments = []
+            between = store.segments.between
+            monkeypatch.setattr(store.segments, "between",
+                                lambda *a, **k: read_segments.append(a) or between(*a, **k))
+            for terms, keep, summarised in (
+                ("", None, True),
+                ("action:reject eni:eni-web1",
+                 lambda f: f[12] == "REJECT" and f[2] == "eni-web1", True),
+                ("port:22", lambda f: "22" in (f[5], f[6]), False),
+                ("!10.0.2.20", lambda f: "10.0.2.20" not in (f[3], f[4]), False),
+            ):
+                read_segments.clear()
+                got = explorer.histogram(Scope(parse_filter(terms)), axis)
+                assert got == expected_histogram(lines, axis, keep), terms
+                assert sum(got) > 0
+                assert (not read_segments) == summarised, terms  # the older part's source
+            monkeypatch.undo()
+
+            # without a range, the conversations are the hot window's
+            hot = Scope(parse_filter(""), TimeRange(hot_start, span.end))
+            got = explorer.conversations(Scope(), None, LIMIT).to_pylist()
+            assert got == reference(state, hot, None)[:LIMIT]
+            assert explorer._past is None
+
+            # a range two days back: an index of its own, and the same answers as SQL
+            past = Scope(parse_filter("port:443"), TimeRange(FIRST + 3600, FIRST + 7200))
+            past_axis = axis_for(past.range, 160)  # type: ignore[arg-type]
+            assert explorer.histogram(past, past_axis) == expected_histogram(
+                lines, past_axis, lambda f: "443" in (f[5], f[6]))
+            assert explorer._past is not None and explorer._past.start == past_axis.start
+            got = explorer.conversations(past, "10.0.1.10", LIMIT).to_pylist()
+            expected = reference(state, past, "10.0.1.10")
+            assert got == sorted(expected, key=_pane_order)[:LIMIT] and len(got) == 1
+            assert got[0]["peer"] == "198.51.100.7"
+        finally:
+            explorer.close()
+
+
+def test_the_hot_window_follows_new_data_by_whole_hours(tmp_path: Path) -> None:
+    lines = three_days()
+    day_one = [r for r in lines if int(r.split()[10]) < FIRST + DAY]
+    later = [r for r in lines if FIRST + DAY <= int(r.split()[10]) < FIRST + DAY + 5400]
+    state = tmp_path / "state"
+    with open_store(state) as store:
+        (tmp_path / "one.log").write_bytes(text(day_one))
+        scan([tmp_path / "one.log"], store, 1 << 30)
+        explorer = Explorer(store, hot_seconds=DAY)
+        try:
+            start = explorer.index.start
+            assert start is not None and explorer.index.rows == sum(
+                int(r.split()[10]) >= start for r in day_one)
+            (tmp_path / "later.log").write_bytes(text(later))
+            scan([tmp_path / "later.log"], store, 1 << 30)
+            explorer.refresh()
+            moved = explorer.index.start
+            assert moved is not None and moved - start >= 3600  # an hour and a half later
+            everything = day_one + later
+            assert explorer.index.rows == sum(int(r.split()[10]) >= moved for r in everything)
+            span = explorer.span()
+            assert span is not None
+            axis = axis_for(span, 200)
+            assert explorer.histogram(Scope(), axis) == expected_histogram(everything, axis)
+        finally:
+            explorer.close()
+
