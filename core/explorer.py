@@ -66,13 +66,16 @@ class BucketState:
 
 
 class Explorer:
-    def __init__(self, store: Store, hot_seconds: float | None = HOT_SECONDS):
+    def __init__(self, store: Store, hot_seconds: float | None = HOT_SECONDS,
+                 build: bool = True):
         """``hot_seconds``: the span of flows the traffic index keeps in memory, before the
-        newest (None: every flow); older ones are read when a range asks for them."""
+        newest (None: every flow); older ones are read when a range asks for them.
+        ``build`` False: the index is built by :meth:`build` (the app shows its first view
+        before, with the chart from the traffic summary and no conversations)."""
         self._store = store
         self.con = store.reading_cursor()
         self.index = TrafficIndex(store, self.con, hot_seconds)
-        self.index.sync()
+        self.built = False
         self._past: TrafficIndex | None = None  # the index of a range before the hot window
         self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._kept_rows: tuple[tuple[str, int, int], Rows] = (("", 0, -1),
@@ -81,6 +84,8 @@ class Explorer:
         # the one prefetched answer (see prefetch_conversations), by its cache key
         self._started: dict[tuple[Any, ...], Future[pa.Table]] = {}
         self._parity = ParityFeed(self.con, store.segments)  # the parity alerts the feed shows
+        if build:
+            self.build()
 
     def close(self) -> None:
         self._adder.shutdown(wait=True, cancel_futures=True)
@@ -92,9 +97,18 @@ class Explorer:
             self._past.con.close()
             self._past = None
 
+    def build(self) -> None:
+        """Index the hot window's flows (seconds for tens of millions of them)."""
+        self.index.sync()
+        self.built = True
+        self._cache.clear()
+        self._started.clear()
+
     def refresh(self) -> None:
         """See the segments committed since the last refresh (once more if compaction removed
         a segment between listing and reading it). Nothing to redo when none changed."""
+        if not self.built:  # (build() reads everything there is then)
+            return
         for attempt in (1, 2):
             try:
                 changed = self.index.sync()
@@ -213,6 +227,8 @@ class Explorer:
         """From the index that covers the scope's range (the whole axis, for a past range);
         before the hot window's start, from the traffic summary when the filter tests only
         what it holds (else from the segments of that time)."""
+        if not self.built:
+            return self._older_histogram(scope.filter, axis, axis.end)
         index = self._index_for(scope.range and TimeRange(axis.start, axis.end))
         values = index.histogram(self._kept(index, scope.filter), axis)
         if index.start is None or axis.start >= index.start:
@@ -289,7 +305,9 @@ class Explorer:
                   ) -> Callable[[], pa.Table]:
         """The work behind the conversations: what needs the connection is done here, on the
         calling thread; the function returned needs only the index's arrays. Without a
-        range: the hot window's conversations."""
+        range: the hot window's conversations; none before the index is built."""
+        if not self.built:
+            return CONVERSATION_SCHEMA.empty_table
         index = self._index_for(scope.range)
         rows, me = self._kept(index, scope.filter), -1
         if address is not None:

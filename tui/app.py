@@ -117,6 +117,7 @@ class VpcwatchApp(ChartKeys, FeedKeys, Tools, ViewPump, Attachment, App[int]):
         self.sandbox: Sandbox | None = None  # user SQL (the `:` prompt), made on first use
         self._pending: set[str] = set()
         self._pumping = False
+        self.index_seconds: float | None = None  # how long the traffic index took to build
         self.requested = 0  # view requests made…
         self.applied = 0  # …and applied (tests and bench/ui.py wait on these)
         self.last_view_parts: dict[str, float] = {}
@@ -166,8 +167,8 @@ class VpcwatchApp(ChartKeys, FeedKeys, Tools, ViewPump, Attachment, App[int]):
         elif self.collect and self.config is not None:
             self.collector = Collector(self.config, self.store, self._publish)
             self.run_worker(self._collect(), group="collector", name="collector")
-        # builds the traffic index of the hot window
-        self.explorer = await self._read(Explorer, self.store, self.hot_seconds)
+        # (the traffic index of the hot window is built after the first view: view_pump)
+        self.explorer = await self._read(Explorer, self.store, self.hot_seconds, False)
         self._collect_garbage_when_idle()
         self.request_view()
 
@@ -310,6 +311,8 @@ class VpcwatchApp(ChartKeys, FeedKeys, Tools, ViewPump, Attachment, App[int]):
             text.append(f"  in {self._range_label(self.scope.range)}")
         else:  # (the index's span: older conversations are read when a range asks for them)
             text.append(f"  last {self.hot_seconds / 3600:g} h")
+            if self.explorer is None or not self.explorer.built:
+                text.append("  indexing…", style="yellow")
         text.append("  (Enter: flows, a: filter)", style="dim")
         self.query_one("#conversations-title", Static).update(text, layout=False)
 

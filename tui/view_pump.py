@@ -90,10 +90,28 @@ class ViewPump:
                     await self._show_step(then, frozenset(), timings)
                 self.last_view_parts = timings
                 self.applied = serial
+                if not self._pending and self.explorer is not None and not self.explorer.built:
+                    await self._build_index()
         finally:
             self._pumping = False
             if self.applied >= self.requested:
                 self._settled.set()
+
+    async def _build_index(self) -> None:
+        """After the first view (the chart from the traffic summary, the feed, the status):
+        index the hot window, then show everything again from it. Views asked for
+        meanwhile wait for the reader thread and are merged into that one."""
+        clock = time.perf_counter()
+        try:
+            await self._read(self.explorer.build)  # type: ignore[union-attr]
+        except Exception as exc:  # (the summary still answers the chart)
+            log.exception("indexing the flows failed")
+            self.notify(visible(f"indexing the flows failed: {exc}"), title="store",
+                        severity="error", markup=False)
+            return
+        self.index_seconds = time.perf_counter() - clock
+        self.requested += 1
+        self._pending.update(ALL_PARTS)
 
     async def _show_step(self, parts: frozenset[str], then: frozenset[str],
                          timings: dict[str, float]) -> frozenset[str]:
