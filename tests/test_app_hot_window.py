@@ -6,19 +6,23 @@ index of the last day answers the conversations. Expected figures come from the 
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from textual.widgets import Static
 
-from core.explorer import Explorer
+from core.explorer import Explorer, Scope
+from core.rules import load_engine
 from core.scan import scan
 from core.store import open_store
 from tests.apptools import until
 from tests.scenarios import text
+from tests.test_explorer import _pane_order, reference
 from tests.test_hot_window import DAY, PAIRS, expected_histogram, three_days
 from tui.app import VpcwatchApp
 from tui.widgets.conversations import Conversations
+from tui.widgets.feed import AlertFeed
 
 pytestmark = pytest.mark.usefixtures("text_guard")
 
@@ -64,3 +68,67 @@ async def test_the_first_view_comes_from_the_summary_then_the_hot_window_is_inde
             shown = {(r["address"], r["peer"]) for r in app.query_one(Conversations).rows_shown}
             assert len(shown) == len(PAIRS)
             assert "indexing" not in str(app.query_one("#conversations-title", Static).render())
+
+
+async def test_rewind_a_day_back_zoom_out_and_back_to_the_live_view(tmp_path: Path) -> None:
+    lines = three_days()  # with SSH from the internet all along: an alert an hour
+    (tmp_path / "days.log").write_bytes(text(lines))
+    state = tmp_path / "state"
+    with open_store(state, engine=load_engine([])) as store:
+        scan([tmp_path / "days.log"], store, 1 << 30)
+    newest = max(int(record.split()[11]) for record in lines)
+    with open_store(state) as store:
+        check = store.con.cursor()  # (the test's own connection to the store)
+        app = VpcwatchApp(store, None, collect=False, now=lambda: newest)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await until(lambda: app.explorer is not None and app.explorer.built)
+            await app.wait_settled()
+            whole = app.chart.axis
+            assert whole is not None and app.whole_axis == whole
+            back = DAY // whole.size  # buckets in a day
+            for _ in range(back + 1):  # (the first press puts the cursor on the last bucket)
+                await pilot.press("left")
+            await pilot.press("enter")
+            await app.wait_settled()
+            day_back = whole.bucket_range(whole.count - 1 - back, whole.count - 1 - back)
+            assert app.scope.range == day_back and day_back.end <= newest - DAY + whole.size
+            chip = str(app.query_one("#range-chip").render())
+            assert time.strftime("%m-%d %H:%M", time.gmtime(day_back.start)) in chip
+            assert "UTC" in chip
+
+            # the feed: that time's alerts, newest first (SQL written here)
+            expected = [row[0] for row in check.execute(
+                "SELECT id FROM alerts WHERE level >= 5 AND last_seen >= ? AND "
+                "first_seen < ? ORDER BY last_seen DESC, level DESC, id",
+                [day_back.start, day_back.end]).fetchall()]
+            assert expected and [r["id"] for r in app.query_one(AlertFeed).rows_shown
+                                 ] == expected
+            # the conversations: that time's, from an index of it (the hot window is later)
+            pane = app.query_one(Conversations).rows_shown
+            assert pane == sorted(reference(state, Scope(range=day_back), None),
+                                  key=_pane_order)[:len(pane)] and len(pane) == len(PAIRS)
+            assert "in " in str(app.query_one("#conversations-title", Static).render())
+
+            await pilot.press("o")  # four times the time, around the cursor
+            await app.wait_settled()
+            wider = app.scope.range
+            assert wider is not None and wider.end - wider.start == 4 * (
+                day_back.end - day_back.start)
+            assert wider.start <= day_back.start and day_back.end <= wider.end
+            await pilot.press("i")  # and back in
+            await app.wait_settled()
+            assert app.scope.range is not None and (
+                app.scope.range.end - app.scope.range.start == day_back.end - day_back.start)
+
+            await pilot.press("escape")  # the live view: everything, following new data
+            await app.wait_settled()
+            assert app.scope.range is None and app.chart.axis == whole
+            assert "last 24 h" in str(app.query_one("#conversations-title", Static).render())
+            for _ in range(3):  # zooming out ends at everything stored: the live view
+                await pilot.press("i")
+            await app.wait_settled()
+            assert app.scope.range is not None
+            for _ in range(4):
+                await pilot.press("o")
+                await app.wait_settled()
+            assert app.scope.range is None

@@ -49,7 +49,7 @@ from core.sandbox import Sandbox
 from core.store import Store
 from core.timeline import Axis, TimeRange, find_peaks
 from tui.attach import Attachment
-from tui.cells import clock, plain, zone_name
+from tui.cells import day_minute, plain, zone_name
 from tui.chart_keys import ChartKeys
 from tui.feed_keys import FeedKeys
 from tui.keys import KEYS, key_label
@@ -68,7 +68,6 @@ GC_IDLE_SECONDS = 3.0  # without a view change, before a full garbage collection
 GC_OVERDUE = 20  # full garbage collections due: run one between two views anyway
 CONVERSATION_ROWS = 40  # peers or pairs shown (the biggest by bytes)
 DEFAULT_MIN_LEVEL = 5  # hides the Wazuh-parity per-flow alerts (3, 4) until '-'
-ZOOM_MIN_SECONDS = 1800  # a range is shown in at least this much time
 Y_LABEL_COLUMNS = 12  # what plotext's y-axis labels take from the chart's width
 
 class CoreMessage(Message):
@@ -106,6 +105,7 @@ class VpcwatchApp(ChartKeys, FeedKeys, Tools, ViewPump, Attachment, App[int]):
         self.activity = Activity(attached=store.attached_to)
         self.buckets: list[BucketState] = []
         self.chart = ChartState()
+        self.whole_axis: Axis | None = None  # the chart's axis without a range
         self.cursor_t: int | None = None  # the chart cursor and selection, as times
         self.selection: TimeRange | None = None
         self._anchor_t: int | None = None
@@ -270,6 +270,8 @@ class VpcwatchApp(ChartKeys, FeedKeys, Tools, ViewPump, Attachment, App[int]):
         if "chart" in parts:
             self.chart = ChartState(data.axis, data.values, find_peaks(data.values),
                                     zoomed=self.scope.range is not None)
+            if self.scope.range is None:
+                self.whole_axis = data.axis  # everything stored (the limit of zooming out)
             self._show_chart()
         if data.conversations is not None:
             self.query_one(Conversations).show(data.conversations, self.zone)
@@ -347,8 +349,11 @@ class VpcwatchApp(ChartKeys, FeedKeys, Tools, ViewPump, Attachment, App[int]):
                   Text("; ".join(scope.filter.notes()), style="dim"))
 
     def _range_label(self, span: TimeRange) -> str:
-        return (f"{clock(span.start, self.zone, False)}–{clock(span.end, self.zone, False)} "
-                f"{zone_name(self.zone)}")
+        """The range with its day (the end's only when it differs), in the chosen zone."""
+        first, last = day_minute(span.start, self.zone), day_minute(span.end, self.zone)
+        if first[:5] == last[:5]:
+            last = last[6:]
+        return f"{first}–{last} {zone_name(self.zone)}"
 
     # -- scope changes ------------------------------------------------------------------
 

@@ -72,6 +72,10 @@ def day_clock(epoch: int | float | None, zone: tzinfo) -> str:
     return datetime.fromtimestamp(epoch, zone).strftime("%m-%d %H:%M:%S")
 
 
+def day_minute(epoch: int | float, zone: tzinfo) -> str:
+    return datetime.fromtimestamp(epoch, zone).strftime("%m-%d %H:%M")
+
+
 def zone_name(zone: tzinfo) -> str:
     return datetime.now(zone).strftime("%Z") or "local"
 

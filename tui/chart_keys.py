@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from textual.widgets import Input
 
-from core.timeline import Peak
+from core.timeline import Axis, Peak, TimeRange
 from tui.widgets.chart import Timeline, TrafficChart
+
+ZOOM_MIN_SECONDS = 1800  # a range is shown in at least this much time
 
 
 class ChartKeys:
@@ -73,6 +75,25 @@ class ChartKeys:
     def action_biggest_peak(self) -> None:
         if self.chart.peaks:
             self._select_peak(max(self.chart.peaks, key=lambda p: p.bytes))
+
+    def action_zoom(self, factor: float) -> None:
+        """Show ``factor`` times the time shown, around the cursor (else around the middle),
+        within what is stored; zooming out to all of it returns to the live view."""
+        axis: Axis | None = self.chart.axis
+        if axis is None:
+            return
+        shown = self.scope.range or TimeRange(axis.start, axis.end)
+        middle = ((shown.start + shown.end) // 2 if self.cursor_t is None
+                  or not shown.start <= self.cursor_t < shown.end
+                  else self.cursor_t + axis.size // 2)
+        width = max(ZOOM_MIN_SECONDS, round((shown.end - shown.start) * factor))
+        whole: Axis | None = self.whole_axis
+        if whole is None or width >= whole.end - whole.start:
+            if self.scope.range is not None:
+                self.set_scope(range=None)
+            return
+        start = min(max(middle - width // 2, whole.start), whole.end - width)
+        self.set_scope(range=TimeRange(start, start + width))
 
     def action_apply_range(self) -> None:
         if self.selection is not None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 KEYS: list[tuple[str, str, str, str]] = [
     ("slash", "open_filter", "filter", "filter bar: IP, CIDR, src:, dst:, port:, proto:, "
      "action:, rule:, level>=N, eni:, vpc:, acct:, !negate"),
-    ("escape", "back", "", "close the filter bar / clear the range / clear the filter"),
+    ("escape", "back", "", "close the filter bar / clear the range (back to the live view) / "
+     "clear the filter"),
     ("left", "move(-1)", "", "chart: cursor one bucket earlier"),
     ("right", "move(1)", "", "chart: cursor one bucket later"),
     ("shift+left", "widen(-1)", "", "chart: widen the selection earlier"),
@@ -15,6 +16,9 @@ KEYS: list[tuple[str, str, str, str]] = [
     ("right_square_bracket", "peak(1)", "peak", "chart: next peak"),
     ("enter", "apply_range", "", "chart: apply the selection as the time range "
      "(feed: show the alert's conversations; conversations: raw flows)"),
+    ("i", "zoom(0.25)", "", "chart: zoom in around the cursor (a quarter of the time shown)"),
+    ("o", "zoom(4)", "zoom", "chart: zoom out (4 times the time shown; out to everything "
+     "stored: the live view)"),
     ("plus", "level(1)", "level", "raise the minimum alert level"),
     ("minus", "level(-1)", "", "lower the minimum alert level"),
     ("f", "follow", "follow", "follow new alerts (also End)"),

@@ -23,6 +23,7 @@ import pyarrow as pa
 from core.explorer import BucketState, Scope
 from core.safetext import visible
 from core.timeline import Axis, TimeRange, axis_for
+from tui.chart_keys import ZOOM_MIN_SECONDS
 from tui.widgets.chart import TrafficChart
 from tui.widgets.feed import PAGE, AlertFeed
 
@@ -32,7 +33,6 @@ ALL_PARTS = frozenset({"feed", "chart", "conversations", "status"})
 GC_IDLE_SECONDS = 3.0  # without a view change, before a full garbage collection
 GC_OVERDUE = 20  # full garbage collections due: run one between two views anyway
 CONVERSATION_ROWS = 40  # peers or pairs shown (the biggest by bytes)
-ZOOM_MIN_SECONDS = 1800  # a range is shown in at least this much time
 Y_LABEL_COLUMNS = 12  # what plotext's y-axis labels take from the chart's width
 
 
