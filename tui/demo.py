@@ -31,11 +31,13 @@ from tui.embedded_s3 import start_s3, use_emulator_credentials
 
 DEMO_BUCKET = "vpcwatch-demo"
 POLL_SECONDS = 5
-HISTORY_MINUTES = 120
+HISTORY_MINUTES = 24 * 60
+HISTORY_OBJECT_MINUTES = 5  # AWS delivers a flow log file every 5 (or 10) minutes
 
 
 class Feeder:
-    """Writes the demo's traffic: two hours of history at once, then a slice each poll."""
+    """Writes the demo's traffic: a day of history at once (a baseline for the chart, the
+    peaks and rewind), then a slice each poll."""
 
     def __init__(self, client: object, seed: int = 7):
         self.client = client
@@ -47,9 +49,10 @@ class Feeder:
             self.client.put_object(Bucket=DEMO_BUCKET, Key=obj.key, Body=obj.body)  # type: ignore[attr-defined]
 
     def history(self, now: float) -> None:
-        first = int(now) // 60 * 60 - HISTORY_MINUTES * 60
-        for minute in range(first, int(now) - 60, 60):
-            self.put(flow_objects(minute, self.rng, {}))
+        step = HISTORY_OBJECT_MINUTES * 60
+        first = int(now) // step * step - HISTORY_MINUTES * 60
+        for block in range(first, int(now) // step * step, step):
+            self.put(flow_objects(block, self.rng, {}, minutes=HISTORY_OBJECT_MINUTES))
 
     def tick(self, now: float) -> None:
         """One more slice of live traffic; the incidents start on the second tick."""

@@ -3,7 +3,9 @@
 A small estate (two accounts, two regions, web, database and DNS interfaces) talks with a daily
 shape; scripted incidents happen a few seconds into the demo: a port scan, an SSH brute force
 from the internet, an exfiltration burst that makes a clear peak, a SKIPDATA record, and
-CloudTrail events (CreateVpc, an unauthorized CreateVpc, DeleteFlowLogs).
+CloudTrail events (CreateVpc, an unauthorized CreateVpc, DeleteFlowLogs). As AWS writes
+them, a conversation's request and reply are two records, on each of our interfaces at its
+ends (a web server's and the database's both log their queries).
 """
 
 from __future__ import annotations
@@ -63,34 +65,53 @@ def _line(eni: Interface, src: str, dst: str, sport: int, dport: int, proto: int
             f"{start} {start + 60} {action} {status}")
 
 
+def conversation(on: tuple[Interface, ...], client: str, server: str, client_port: int,
+                 server_port: int, proto: int, request: int, reply: int, start: int,
+                 action: str = "ACCEPT") -> list[str]:
+    """One conversation as flow logs record it: the request and the reply (none when it was
+    refused), on each of our interfaces at its ends (``on``)."""
+    lines = []
+    for eni in on:
+        lines.append(_line(eni, client, server, client_port, server_port, proto,
+                           max(1, request // 900), max(40, request), start, action))
+        if action == "ACCEPT":
+            lines.append(_line(eni, server, client, server_port, client_port, proto,
+                               max(1, reply // 1200), max(40, reply), start))
+    return lines
+
+
 def normal_traffic(eni: Interface, start: int, rng: random.Random, share: float = 1.0
                    ) -> list[str]:
-    """``share`` of one minute of ordinary traffic on one interface."""
+    """``share`` of one minute of ordinary traffic served by (or, for the app, sent from)
+    one interface, both directions, as each of our interfaces at its ends logs it."""
     lines = []
     volume = daily_factor(start)
+    by_address = {i.address: i for i in ESTATE}
     for _ in range(max(1, int(40 * volume * share))):
         client = f"{rng.choice([54, 52, 3, 18])}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"  # noqa: E501
         if eni.role == "web":
             nbytes = int(rng.lognormvariate(9, 1) * volume)
-            lines.append(_line(eni, client, eni.address, rng.randrange(32768, 61000), 443, 6,
-                               max(1, nbytes // 900), max(40, nbytes), start))
+            lines += conversation((eni,), client, eni.address, rng.randrange(32768, 61000),
+                                  443, 6, rng.randrange(300, 1500), nbytes, start)
         elif eni.role == "db":
-            web = rng.choice(["10.0.1.10", "10.0.1.11"])
+            web = by_address[rng.choice(["10.0.1.10", "10.0.1.11"])]
             nbytes = int(rng.lognormvariate(10, 0.8))
-            lines.append(_line(eni, web, eni.address, rng.randrange(32768, 61000), 5432, 6,
-                               max(1, nbytes // 1200), nbytes, start))
+            lines += conversation((eni, web), web.address, eni.address,
+                                  rng.randrange(32768, 61000), 5432, 6,
+                                  rng.randrange(200, 2000), nbytes, start)
         elif eni.role == "dns":
-            lines.append(_line(eni, f"10.20.0.{rng.randrange(2, 250)}", eni.address,
-                               rng.randrange(1024, 65535), 53, 17, 1, rng.randrange(60, 300),
-                               start))
+            lines += conversation((eni,), f"10.20.0.{rng.randrange(2, 250)}", eni.address,
+                                  rng.randrange(1024, 65535), 53, 17, rng.randrange(60, 120),
+                                  rng.randrange(90, 300), start)
         else:
             nbytes = int(rng.lognormvariate(8, 1))
-            lines.append(_line(eni, eni.address, "10.0.2.20", rng.randrange(32768, 61000), 5432,
-                               6, max(1, nbytes // 1000), nbytes, start))
+            lines += conversation((eni, by_address["10.0.2.20"]), eni.address, "10.0.2.20",
+                                  rng.randrange(32768, 61000), 5432, 6, nbytes,
+                                  int(rng.lognormvariate(9, 1)), start)
     if rng.random() < 0.2:  # background noise from the internet, rejected
-        lines.append(_line(eni, f"45.{rng.randrange(256)}.{rng.randrange(256)}.9", eni.address,
-                           rng.randrange(1024, 65535), rng.choice([23, 445, 3389]), 6, 1, 40,
-                           start, "REJECT"))
+        lines += conversation((eni,), f"45.{rng.randrange(256)}.{rng.randrange(256)}.9",
+                              eni.address, rng.randrange(1024, 65535),
+                              rng.choice([23, 445, 3389]), 6, 40, 0, start, "REJECT")
     return lines
 
 
@@ -102,14 +123,16 @@ def port_scan(start: int) -> list[str]:
 
 def ssh_brute_force(start: int) -> list[str]:
     eni = ESTATE[1]
-    return [_line(eni, BRUTE_FORCER, eni.address, 50000 + i, 22, 6, 12, 2800, start,
-                  "ACCEPT" if i % 3 else "REJECT") for i in range(60)]
+    return [line for i in range(60) for line in conversation(
+        (eni,), BRUTE_FORCER, eni.address, 50000 + i, 22, 6, 2800, 3400, start,
+        "ACCEPT" if i % 3 else "REJECT")]
 
 
 def exfiltration(start: int) -> list[str]:
+    """5.4 GB out in a minute; the peer's acknowledgements come back (about 2% of it)."""
     eni = ESTATE[3]
-    return [_line(eni, EXFIL_HOST, EXFIL_DEST, 51515, 443, 6, 700_000, 900_000_000 + i, start)
-            for i in range(6)]
+    return [line for i in range(6) for line in conversation(
+        (eni,), EXFIL_HOST, EXFIL_DEST, 51515, 443, 6, 900_000_000 + i, 18_000_000, start)]
 
 
 def skipdata(start: int) -> list[str]:
@@ -118,13 +141,15 @@ def skipdata(start: int) -> list[str]:
 
 
 def flow_objects(minute_start: int, rng: random.Random, extra: dict[Interface, list[str]],
-                 share: float = 1.0) -> list[DemoObject]:
-    """One object per account and region for (a share of) one minute of traffic, keyed as AWS
-    keys them."""
+                 share: float = 1.0, minutes: int = 1) -> list[DemoObject]:
+    """One object per account and region for (a share of) ``minutes`` of traffic from
+    ``minute_start``, keyed as AWS keys them."""
     groups: dict[tuple[str, str], list[str]] = {}
-    for eni in ESTATE:
-        lines = normal_traffic(eni, minute_start, rng, share) + extra.get(eni, [])
-        groups.setdefault((eni.account, eni.region), []).extend(lines)
+    for minute in range(minute_start, minute_start + 60 * minutes, 60):
+        for eni in ESTATE:
+            lines = normal_traffic(eni, minute, rng, share) + (
+                extra.get(eni, []) if minute == minute_start else [])
+            groups.setdefault((eni.account, eni.region), []).extend(lines)
     when = datetime.fromtimestamp(minute_start, UTC)
     objects = []
     for (account, region), lines in groups.items():
