@@ -391,6 +391,17 @@ class Explorer:
 
     # -- helpers ------------------------------------------------------------------------
 
+    def segments_between(self, first: int, last: int) -> list[str]:
+        """The segments that may hold a flow starting in [first, last)."""
+        return self._store.segments.between(first, last, self.con)
+
+    def segments_sql(self, names: Sequence[str]) -> str:
+        return self._store.segments_sql(names)
+
+    def rows(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Rows of read-only SQL over the store, on this explorer's cursor."""
+        return self._rows(sql, params)
+
     def _rows(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         return self._retry(lambda: self.con.execute(sql, params or []).fetchall())
 

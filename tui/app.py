@@ -51,6 +51,7 @@ from core.timeline import Axis, TimeRange, find_peaks
 from tui.attach import Attachment
 from tui.cells import day_minute, plain, zone_name
 from tui.chart_keys import ChartKeys
+from tui.explain_view import ExplainKeys
 from tui.feed_keys import FeedKeys
 from tui.keys import KEYS, key_label
 from tui.tools import Tools
@@ -78,7 +79,7 @@ class CoreMessage(Message):
         self.event = event
 
 
-class VpcwatchApp(ChartKeys, FeedKeys, Tools, ViewPump, Attachment, App[int]):
+class VpcwatchApp(ChartKeys, ExplainKeys, FeedKeys, Tools, ViewPump, Attachment, App[int]):
     TITLE = "vpcwatch"
     CSS_PATH = "app.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [

@@ -16,8 +16,11 @@ KEYS: list[tuple[str, str, str, str]] = [
     ("right_square_bracket", "peak(1)", "peak", "chart: next peak"),
     ("enter", "apply_range", "", "chart: apply the selection as the time range "
      "(feed: show the alert's conversations; conversations: raw flows)"),
+    ("w", "explain", "explain", "chart: what made the selected buckets (or the range): the "
+     "conversations by share of the bytes, their usual volume, new peers, ports, accounts, "
+     "alerts (Enter on a row: filter on that pair then)"),
     ("i", "zoom(0.25)", "", "chart: zoom in around the cursor (a quarter of the time shown)"),
-    ("o", "zoom(4)", "zoom", "chart: zoom out (4 times the time shown; out to everything "
+    ("o", "zoom(4)", "", "chart: zoom out (4 times the time shown; out to everything "
      "stored: the live view)"),
     ("plus", "level(1)", "level", "raise the minimum alert level"),
     ("minus", "level(-1)", "", "lower the minimum alert level"),
