@@ -26,10 +26,11 @@ import pyarrow as pa
 from core.filters import Filter, IndexTest
 from core.parity_feed import ParityFeed
 from core.rules import parity
-from core.store import Store, summaries
+from core.store import Store
 from core.timeline import Axis, TimeRange
 from core.traffic_index import PairFigures, TrafficIndex
 from core.traffic_kernels import SPARK_BUCKETS, Rows
+from core.traffic_spans import TrafficSpans
 
 T = TypeVar("T")
 FEED_COLUMNS = ("id", "rule_id", "level", "title", "source", "first_seen", "last_seen", "count",
@@ -74,9 +75,9 @@ class Explorer:
         before, with the chart from the traffic summary and no conversations)."""
         self._store = store
         self.con = store.reading_cursor()
-        self.index = TrafficIndex(store, self.con, hot_seconds)
+        self.spans = TrafficSpans(store, self.con, hot_seconds)
+        self.index = self.spans.hot
         self.built = False
-        self._past: TrafficIndex | None = None  # the index of a range before the hot window
         self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._kept_rows: tuple[tuple[str, int, int], Rows] = (("", 0, -1),
                                                                np.empty(0, np.int32))
@@ -89,13 +90,8 @@ class Explorer:
 
     def close(self) -> None:
         self._adder.shutdown(wait=True, cancel_futures=True)
-        self._forget_past()
+        self.spans.close()
         self.con.close()
-
-    def _forget_past(self) -> None:
-        if self._past is not None:
-            self._past.con.close()
-            self._past = None
 
     def build(self) -> None:
         """Index the hot window's flows (seconds for tens of millions of them)."""
@@ -111,10 +107,7 @@ class Explorer:
             return
         for attempt in (1, 2):
             try:
-                changed = self.index.sync()
-                if self._past is not None:
-                    changed = self._past.sync() or changed  # (compaction, late objects)
-                if changed:
+                if self.spans.sync():
                     self._store.define_flows_view(self.con)
                     self._cache.clear()
                     self._started.clear()  # (sums of the rows before: abandoned)
@@ -227,50 +220,16 @@ class Explorer:
         """From the index that covers the scope's range (the whole axis, for a past range);
         before the hot window's start, from the traffic summary when the filter tests only
         what it holds (else from the segments of that time)."""
+        def older(until: int) -> list[int]:  # (a segment may be compacted away meanwhile)
+            return self._retry(lambda: self.spans.older_histogram(scope.filter, axis, until))
+
         if not self.built:
-            return self._older_histogram(scope.filter, axis, axis.end)
-        index = self._index_for(scope.range and TimeRange(axis.start, axis.end))
+            return older(axis.end)
+        index = self.spans.index_for(scope.range and TimeRange(axis.start, axis.end))
         values = index.histogram(self._kept(index, scope.filter), axis)
         if index.start is None or axis.start >= index.start:
             return values
-        older = self._older_histogram(scope.filter, axis, index.start)
-        return [a + b for a, b in zip(values, older, strict=True)]
-
-    def _older_histogram(self, flt: Filter, axis: Axis, until: int) -> list[int]:
-        """Bytes per bucket of ``axis`` of the flows in scope that start before ``until``
-        (a minute: the summary's minutes fall wholly on one side, and in one bucket)."""
-        where, params = flt.flows_sql()
-        if flt.tests_only(summaries.DIMENSIONS):
-            source, time, amount = summaries.TABLE, "minute", "bytes"
-        else:
-            names = self._store.segments.between(axis.start, until, self.con)
-            if not names:
-                return [0] * axis.count
-            source, time = f"({self._store.segments_sql(names)})", "start"
-            amount = "coalesce(bytes, 0)"
-        rows = self._rows(
-            f"SELECT ({time} - ?) // ? AS b, sum({amount}) FROM {source} "
-            f"WHERE {time} >= ? AND {time} < ? AND {where} GROUP BY b",
-            [axis.start, axis.size, axis.start, min(until, axis.end), *params])
-        values = [0] * axis.count
-        for bucket, total in rows:
-            values[int(bucket)] += int(total or 0)
-        return values
-
-    def _index_for(self, span: TimeRange | None) -> TrafficIndex:
-        """The hot index, or for a span that starts before it, an index of that span (one
-        is kept: the chart's axis, which holds the range the conversations then ask for)."""
-        hot = self.index
-        if span is None or hot.start is None or span.start >= hot.start:
-            return hot
-        past = self._past
-        if past is None or past.window is None or not (
-                past.window.start <= span.start and span.end <= past.window.end):
-            self._forget_past()
-            past = TrafficIndex(self._store, self._store.reading_cursor(), window=span)
-            past.sync()
-            self._past = past
-        return past
+        return [a + b for a, b in zip(values, older(index.start), strict=True)]
 
     def conversations(self, scope: Scope, address: str | None, limit: int = 100) -> pa.Table:
         """Per peer of ``address`` (or per address pair when None: the top talkers): bytes and
@@ -308,7 +267,7 @@ class Explorer:
         range: the hot window's conversations; none before the index is built."""
         if not self.built:
             return CONVERSATION_SCHEMA.empty_table
-        index = self._index_for(scope.range)
+        index = self.spans.index_for(scope.range)
         rows, me = self._kept(index, scope.filter), -1
         if address is not None:
             me = index.address_id(address) or 0

@@ -91,14 +91,14 @@ def test_a_store_longer_than_the_hot_window(tmp_path: Path,
             hot = Scope(parse_filter(""), TimeRange(hot_start, span.end))
             got = explorer.conversations(Scope(), None, LIMIT).to_pylist()
             assert got == reference(state, hot, None)[:LIMIT]
-            assert explorer._past is None
+            assert explorer.spans.past is None
 
             # a range two days back: an index of its own, and the same answers as SQL
             past = Scope(parse_filter("port:443"), TimeRange(FIRST + 3600, FIRST + 7200))
             past_axis = axis_for(past.range, 160)  # type: ignore[arg-type]
             assert explorer.histogram(past, past_axis) == expected_histogram(
                 lines, past_axis, lambda f: "443" in (f[5], f[6]))
-            assert explorer._past is not None and explorer._past.start == past_axis.start
+            assert explorer.spans.past is not None and explorer.spans.past.start == past_axis.start
             got = explorer.conversations(past, "10.0.1.10", LIMIT).to_pylist()
             expected = reference(state, past, "10.0.1.10")
             assert got == sorted(expected, key=_pane_order)[:LIMIT] and len(got) == 1
