@@ -30,6 +30,7 @@ bench-ingest: $(STAMP)
 
 bench-ui: $(STAMP)
 	$(BIN)/python bench/ui.py
+	$(BIN)/python bench/week.py
 
 bench-attach: $(STAMP)
 	$(BIN)/python bench/attach.py
