@@ -55,20 +55,21 @@ def build_store(scratch: Path, flows: int, alerts: int) -> Path:
         (logs / f"slice-{k:03d}.log.gz").write_bytes(gzip.compress(body, compresslevel=1))
     with open_store(state) as store:  # no rule engine: alerts are inserted below
         summary = scan([logs], store, 2**31)
-        store.con.execute(ALERTS_SQL, [alerts, DAY_START])
+        store.con.execute(ALERTS_SQL, [alerts, DAY_START, 86_400])
         store.checkpoint()
     print(f"store: {summary.records:,} flows, {alerts:,} alerts", flush=True)
     return state
 
 
+# alerts $1 spread over $3 seconds from $2
 ALERTS_SQL = """
 INSERT INTO alerts BY NAME
 SELECT md5(i::VARCHAR) AS id,
        ['vpc.sensitive_port_from_internet', 'vpc.sweep', 'vpc.portscan',
         'vpc.exfiltration'][i % 4 + 1] AS rule_id,
        [8, 10, 10, 12][i % 4 + 1] AS level, 'bench alert ' || i AS title, 'vpcflow' AS source,
-       $2 + (i * 86400 // $1) // 600 * 600 AS window_start,
-       $2 + i * 86400 // $1 AS first_seen, $2 + i * 86400 // $1 + 60 AS last_seen,
+       $2 + (i * $3 // $1) // 600 * 600 AS window_start,
+       $2 + i * $3 // $1 AS first_seen, $2 + i * $3 // $1 + 60 AS last_seen,
        1 + i % 7 AS count, 1000 * (1 + i % 50) AS bytes, 1 + i % 9 AS packets,
        '{"srcaddr":"10.0.1.' || (1 + i % 20) || '"}' AS group_key,
        '10.0.1.' || (1 + i % 20) AS srcaddr, '52.1.' || (i % 200) || '.9' AS dstaddr,

@@ -34,6 +34,7 @@ sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
+from ui import ALERTS_SQL, p95  # noqa: E402
 
 from core.layouts import Kind  # noqa: E402
 from core.objects import ObjectRef, ObjectResult, Status  # noqa: E402
@@ -105,23 +106,6 @@ def hour_of_flows(hour: int, count: int, rng: np.random.Generator) -> pa.Table:
                        action="ACCEPT")
         table = pa.concat_tables([table, pa.Table.from_pylist(burst, schema=table.schema)])
     return table
-
-
-ALERTS_SQL = """
-INSERT INTO alerts BY NAME
-SELECT md5(i::VARCHAR) AS id,
-       ['vpc.sensitive_port_from_internet', 'vpc.sweep', 'vpc.portscan',
-        'vpc.exfiltration'][i % 4 + 1] AS rule_id,
-       [8, 10, 10, 12][i % 4 + 1] AS level, 'bench alert ' || i AS title, 'vpcflow' AS source,
-       $2 + (i * $3 // $1) // 600 * 600 AS window_start,
-       $2 + i * $3 // $1 AS first_seen, $2 + i * $3 // $1 + 60 AS last_seen,
-       1 + i % 7 AS count, 1000 * (1 + i % 50) AS bytes, 1 + i % 9 AS packets,
-       '{"srcaddr":"10.0.1.' || (1 + i % 20) || '"}' AS group_key,
-       '10.0.1.' || (1 + i % 20) AS srcaddr, '52.1.' || (i % 200) || '.9' AS dstaddr,
-       443 AS dstport, 6 AS protocol, '[]' AS mitre, 0 AS wazuh_id, '[]' AS objects,
-       1 AS object_count, now() AS created, now() AS updated, 1 AS revision
-FROM range($1) t(i)
-"""
 
 
 def build_store(state: Path, flows: int, alerts: int) -> None:
@@ -211,11 +195,6 @@ def peak_rss() -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     return 0
-
-
-def p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, round(0.95 * len(ordered)) - 1)]
 
 
 def render(found: dict[str, Any], args: argparse.Namespace, build_seconds: float) -> str:
