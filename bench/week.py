@@ -161,11 +161,15 @@ async def measure(state: Path) -> dict[str, Any]:
                     await asyncio.sleep(0.01)
                 await pilot.pause()
                 found["first_paint"] = time.perf_counter() - opened
+                found["rss_paint"] = peak_rss()
                 await app.wait_settled(600)
+                found["rss_indexed"] = peak_rss()
                 found["indexed"] = time.perf_counter() - opened
                 found["index_build"] = app.index_seconds
                 found["hot_rows"] = app.explorer.index.rows if app.explorer else 0
-                for kind, change, value in scope_changes():
+                for n, (kind, change, value) in enumerate(scope_changes()):
+                    if n == 20:
+                        found["rss_hot_changes"] = peak_rss()
                     started = time.perf_counter()
                     if change == "filter":
                         app.set_scope(filter=parse_filter(value))

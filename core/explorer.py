@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -105,6 +106,8 @@ class Explorer:
         a segment between listing and reading it). Nothing to redo when none changed."""
         if not self.built:  # (build() reads everything there is then)
             return
+        # the index changes its arrays in place: sums still reading them finish first
+        futures.wait(list(self._started.values()))
         for attempt in (1, 2):
             try:
                 if self.spans.sync():

@@ -76,7 +76,33 @@ def _read(body: bytes | memoryview, fields: list[str]) -> ParsedFlows:
     try:
         return _read_typed(body, fields)
     except pa.ArrowInvalid:
+        pass
+    try:
         return _read_checked(body, fields)
+    except pa.ArrowInvalid:
+        text, undecodable = _utf8_lines(bytes(body))
+        if not undecodable:
+            raise
+    if _NOT_SPACE.search(text):
+        parsed = _read_checked(text, fields)  # (a line that is not text is a bad line)
+    else:
+        parsed = ParsedFlows(pa.table({name: pa.array([], arrow_type(name)) for name in fields}))
+    parsed.bad_reasons["not UTF-8 text"] += undecodable
+    parsed.bad_lines += undecodable
+    return parsed
+
+
+def _utf8_lines(body: bytes) -> tuple[bytes, int]:
+    """The lines of ``body`` that are UTF-8 text, and how many are not."""
+    kept, dropped = [], 0
+    for line in body.split(b"\n"):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            dropped += 1
+            continue
+        kept.append(line)
+    return b"\n".join(kept), dropped
 
 
 def parse_parquet(data: bytes) -> ParsedFlows:

@@ -35,11 +35,11 @@ from numpy.typing import NDArray
 
 from core import traffic_kernels as kernels
 from core.filters import IndexTest
+from core.growing_columns import Columns, GrowingColumns
 from core.store import Store
 from core.timeline import Axis, TimeRange
 from core.traffic_kernels import Rows
 
-Columns = dict[str, NDArray[np.generic]]
 TEXT = ("interface_id", "vpc_id", "account_id")  # kept as codes (0: missing)
 ACTIONS = {"ACCEPT": 1, "REJECT": 2}  # the action column's codes (0: other or missing)
 DTYPES: dict[str, type[np.generic]] = {
@@ -49,6 +49,8 @@ DTYPES: dict[str, type[np.generic]] = {
     "interface_id": np.int32, "vpc_id": np.int32, "account_id": np.int32}
 TOP_PORTS = 3
 MINUTE = 60  # a hot window starts on a minute (the traffic summary's unit)
+CHUNK_ROWS = 2_000_000  # segments are indexed this many rows at a time (bounds the reading)
+Listed = tuple[str, int | None, int | None, int | None]  # name, min start, max end, records
 TRIM_SECONDS = 3600  # a hot window's start moves by at least this much at a time
 
 
@@ -74,7 +76,8 @@ class TrafficIndex:
         self.end: int | None = window.end if window else None  # None: to the newest
         self.indexed: dict[str, int] = {}  # segment name -> its code in the segment column
         self.version = 0  # changes whenever the indexed rows change
-        self.columns: Columns = {name: np.empty(0, dtype) for name, dtype in DTYPES.items()}
+        self._storage = GrowingColumns(DTYPES)
+        self.columns: Columns = self._storage.view()
         self._codes: dict[str, dict[str, int]] = {c: {} for c in TEXT} | {"action": ACTIONS}
         self._pair_keys = np.empty(0, np.int64)  # sorted (low id << 32 | high id)
         self._pair_of_key = np.empty(0, np.int32)  # the pair id of each key
@@ -89,7 +92,7 @@ class TrafficIndex:
 
     @property
     def rows(self) -> int:
-        return len(self.columns["start"])
+        return self._storage.rows
 
     # -- following the segments -----------------------------------------------------------
 
@@ -98,28 +101,31 @@ class TrafficIndex:
         newest flow for a hot window); True when anything changed."""
         listed = self._store.segments.listed(self.con)
         trimmed = self._follow_hot_window(listed)
-        wanted = {name for name, first, last in listed
+        wanted = {name for name, first, last, _ in listed
                   if (self.start is None or last is None or last >= self.start)
                   and (self.end is None or first is None or first < self.end)}
         gone = set(self.indexed) - wanted
-        new = [name for name, _, _ in listed if name in wanted and name not in self.indexed]
+        new = [(name, records) for name, _, _, records in listed
+               if name in wanted and name not in self.indexed]
         removed = added = 0
         if gone:
             removed = self._remove(gone)
         if new:
-            added = self._add(new)
+            self._storage.reserve(sum(records or 0 for _, records in new))  # (at most)
+            for chunk in _chunks(new):
+                added += self._add(chunk)
         if removed > added:
             self._forget_unused_addresses()
         if gone or new or trimmed:
             self.version += 1
         return bool(gone or new or trimmed)
 
-    def _follow_hot_window(self, listed: Sequence[tuple[str, int | None, int | None]]) -> bool:
+    def _follow_hot_window(self, listed: Sequence[Listed]) -> bool:
         """Move a hot window's start after the newest flow, by whole TRIM_SECONDS (dropping
         the rows before it costs a copy of every column); True when rows were dropped."""
         if self._hot_seconds is None:
             return False
-        newest = max((end for _, _, end in listed if end is not None), default=None)
+        newest = max((end for _, _, end, _ in listed if end is not None), default=None)
         if newest is None:
             return False
         target = int(newest - self._hot_seconds) // MINUTE * MINUTE
@@ -128,15 +134,15 @@ class TrafficIndex:
         trimmed = self.start is not None and self.rows > 0
         self.start = target
         if trimmed:
-            keep = self.columns["start"] >= target
-            self.columns = {name: array[keep] for name, array in self.columns.items()}
+            self._storage.keep(self.columns["start"] >= target)
+            self.columns = self._storage.view()
         return trimmed
 
     def _remove(self, names: set[str]) -> int:
         codes = [self.indexed.pop(name) for name in names]
-        keep = ~np.isin(self.columns["segment"], codes)
-        self.columns = {name: array[keep] for name, array in self.columns.items()}
-        return int(keep.size - keep.sum())
+        dropped = self._storage.keep(~np.isin(self.columns["segment"], codes))
+        self.columns = self._storage.view()
+        return dropped
 
     def _add(self, names: Sequence[str]) -> int:
         """Index these segments: their new addresses and texts first, then their rows, all
@@ -179,8 +185,8 @@ class TrafficIndex:
             {"names": list(names), "codes": codes}).fetchnumpy()
         batch = {name: np.asarray(array, dtype=DTYPES[name]) for name, array in batch.items()}
         batch["pair"] = self._pairs(batch["src"], batch["dst"])
-        self.columns = batch if not self.rows else {
-            name: np.concatenate([self.columns[name], batch[name]]) for name in DTYPES}
+        self._storage.append(batch)
+        self.columns = self._storage.view()
         self.indexed.update(zip(names, codes, strict=True))
         self._id_limit = max(self._id_limit, int(batch["src"].max(initial=0)),
                              int(batch["dst"].max(initial=0)))
@@ -314,3 +320,16 @@ class TrafficIndex:
             ends = (first, second) if me < 0 else (me, second if first == me else first)
             out.append(PairFigures(*ends, numbers, kinds, [p for p in best if p >= 0]))
         return out
+
+
+def _chunks(segments: Sequence[tuple[str, int | None]]) -> list[list[str]]:
+    """The segments' names in groups of about CHUNK_ROWS records (one segment at least)."""
+    chunks: list[list[str]] = [[]]
+    rows = 0
+    for name, records in segments:
+        if chunks[-1] and rows + (records or 0) > CHUNK_ROWS:
+            chunks.append([])
+            rows = 0
+        chunks[-1].append(name)
+        rows += records or 0
+    return chunks

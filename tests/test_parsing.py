@@ -175,3 +175,12 @@ def test_gunzip_limit_is_exact() -> None:
     assert gunzip(gzip.compress(data), 1000) == data
     with pytest.raises(CorruptObject):
         gunzip(gzip.compress(data), 999)
+
+
+def test_a_line_that_is_not_utf8_is_a_bad_line_with_its_reason() -> None:
+    """Found by tests/test_fuzz.py (b'a\\n\\x80' raised pyarrow's ArrowInvalid)."""
+    parsed = parse_text(b"version srcaddr\n2 1.2.3.4\n\x80\xff x\n2 5.6.7.8\n")
+    assert parsed.table["srcaddr"].to_pylist() == ["1.2.3.4", "5.6.7.8"]
+    assert (parsed.bad_lines, dict(parsed.bad_reasons)) == (1, {"not UTF-8 text": 1})
+    alone = parse_text(b"a\n\x80")
+    assert (alone.table.num_rows, alone.bad_lines) == (0, 1)

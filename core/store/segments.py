@@ -126,11 +126,12 @@ class Segments:
                 f"SELECT * FROM read_parquet({files}, union_by_name=true{option})")
 
     def listed(self, con: duckdb.DuckDBPyConnection | None = None
-               ) -> list[tuple[str, int | None, int | None]]:
-        """Each committed segment's name, first start and last end, oldest first (read
-        through ``con`` from another thread)."""
+               ) -> list[tuple[str, int | None, int | None, int | None]]:
+        """Each committed segment's name, first start, last end and records, oldest first
+        (read through ``con`` from another thread)."""
         return (con or self.con).execute(
-            "SELECT name, min_start, max_end FROM segments ORDER BY created, name").fetchall()
+            "SELECT name, min_start, max_end, records FROM segments ORDER BY created, name"
+        ).fetchall()
 
     def between(self, first: int, last: int | None = None,
                 con: duckdb.DuckDBPyConnection | None = None) -> list[str]:
