@@ -212,8 +212,9 @@ class TrafficIndex:
         pairs = np.full(len(src), -1, np.int32)
         valid = low > 0
         encoded = pc.dictionary_encode(pa.array(low[valid] << 32 | high[valid]))  # (hashing)
-        unique = encoded.dictionary.to_numpy()
-        inverse = encoded.indices.to_numpy()
+        unsorted = encoded.dictionary.to_numpy()
+        by_key = np.argsort(unsorted)  # (searching sorted keys is several times faster)
+        unique = unsorted[by_key]
         where = np.searchsorted(self._pair_keys, unique)
         known = where < len(self._pair_keys)
         known[known] = self._pair_keys[where[known]] == unique[known]
@@ -223,10 +224,13 @@ class TrafficIndex:
         ids[~known] = np.arange(len(self.pair_ends), len(self.pair_ends) + len(fresh))
         self.pair_ends = np.concatenate(
             [self.pair_ends, np.stack([fresh >> 32, fresh & 0xFFFFFFFF], 1).astype(np.int32)])
-        keys_all = np.concatenate([self._pair_keys, fresh])
-        order = np.argsort(keys_all, kind="stable")
-        self._pair_keys = keys_all[order]
-        self._pair_of_key = np.concatenate([self._pair_of_key, ids[~known]])[order]
+        # merged into the sorted keys (sorting them all again, per batch, cost seconds)
+        self._pair_keys = np.insert(self._pair_keys, where[~known], fresh)
+        self._pair_of_key = np.insert(self._pair_of_key, where[~known], ids[~known])
+        inverse = np.empty(len(unique), np.int32)
+        inverse[by_key] = np.arange(len(unique), dtype=np.int32)  # dictionary index -> sorted
+        ids = ids[inverse]
+        inverse = encoded.indices.to_numpy()
         pairs[valid] = ids[inverse]
         return pairs
 
