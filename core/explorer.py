@@ -27,7 +27,7 @@ import pyarrow as pa
 from core.filters import Filter, IndexTest
 from core.parity_feed import ParityFeed
 from core.rules import parity
-from core.store import Store
+from core.store import Store, summaries
 from core.timeline import Axis, TimeRange
 from core.traffic_index import PairFigures, TrafficIndex
 from core.traffic_kernels import SPARK_BUCKETS, Rows
@@ -214,16 +214,33 @@ class Explorer:
             return None
         return TimeRange(int(first), max(int(last), int(first)) + 1)
 
-    def histogram(self, scope: Scope, axis: Axis) -> list[int]:
-        """Bytes per bucket of ``axis`` for the flows in scope (the range is the axis)."""
-        return self._cached(("histogram", scope.filter.text, axis),
-                            lambda: self._histogram(scope, axis))
+    def histogram(self, scope: Scope, axis: Axis, complete: bool = True) -> list[int]:
+        """Bytes per bucket of ``axis`` for the flows in scope (the range is the axis).
+        ``complete`` False: without what only the segments can give (see
+        :meth:`histogram_is_partial`), which the app shows a moment later."""
+        return self._cached(("histogram", scope.filter.text, axis, complete),
+                            lambda: self._histogram(scope, axis, complete))
 
-    def _histogram(self, scope: Scope, axis: Axis) -> list[int]:
+    def histogram_is_partial(self, scope: Scope, axis: Axis) -> bool:
+        """Whether ``histogram(scope, axis, complete=False)`` leaves flows out: the live
+        view (no range) with a filter the summary cannot answer reads the flows before the
+        hot window from the segments (seconds over days of a large estate)."""
+        hot = self.spans.hot
+        return (scope.range is None and not scope.filter.tests_only(summaries.DIMENSIONS)
+                and (not self.built or (hot.start is not None and axis.start < hot.start)))
+
+    def interrupt(self) -> None:
+        """Stop the query this explorer runs (from another thread): it raises
+        ``duckdb.InterruptException`` there."""
+        self.con.interrupt()
+
+    def _histogram(self, scope: Scope, axis: Axis, complete: bool) -> list[int]:
         """From the index that covers the scope's range (the whole axis, for a past range);
         before the hot window's start, from the traffic summary when the filter tests only
         what it holds (else from the segments of that time)."""
         def older(until: int) -> list[int]:  # (a segment may be compacted away meanwhile)
+            if not complete and self.histogram_is_partial(scope, axis):
+                return [0] * axis.count
             return self._retry(lambda: self.spans.older_histogram(scope.filter, axis, until))
 
         if not self.built:

@@ -13,6 +13,7 @@ import pytest
 from textual.widgets import Static
 
 from core.explorer import Explorer, Scope
+from core.filters import parse_filter
 from core.rules import load_engine
 from core.scan import scan
 from core.store import open_store
@@ -68,6 +69,14 @@ async def test_the_first_view_comes_from_the_summary_then_the_hot_window_is_inde
             shown = {(r["address"], r["peer"]) for r in app.query_one(Conversations).rows_shown}
             assert len(shown) == len(PAIRS)
             assert "indexing" not in str(app.query_one("#conversations-title", Static).render())
+
+            # a filter the summary cannot answer: the older days come from the segments, a
+            # step after the rest of the view (app.last_view_parts times both)
+            app.set_scope(filter=parse_filter("port:22"))
+            await app.wait_settled()
+            assert app.chart.values == expected_histogram(
+                lines, axis, lambda f: "22" in (f[5], f[6]))
+            assert "history" in app.last_view_parts and not app._older_pending
 
 
 async def test_rewind_a_day_back_zoom_out_and_back_to_the_live_view(tmp_path: Path) -> None:

@@ -81,10 +81,16 @@ def test_a_store_longer_than_the_hot_window(tmp_path: Path,
                 ("!10.0.2.20", lambda f: "10.0.2.20" not in (f[3], f[4]), False),
             ):
                 read_segments.clear()
-                got = explorer.histogram(Scope(parse_filter(terms)), axis)
+                scope = Scope(parse_filter(terms))
+                got = explorer.histogram(scope, axis)
                 assert got == expected_histogram(lines, axis, keep), terms
                 assert sum(got) > 0
                 assert (not read_segments) == summarised, terms  # the older part's source
+                # what the app shows first, before the segments are read: the hot window's
+                quick = explorer.histogram(scope, axis, complete=False)
+                assert explorer.histogram_is_partial(scope, axis) == (not summarised)
+                assert quick == (got if summarised else expected_histogram(
+                    [r for r in lines if int(r.split()[10]) >= hot_start], axis, keep))
             monkeypatch.undo()
 
             # without a range, the conversations are the hot window's

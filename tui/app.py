@@ -119,6 +119,8 @@ class VpcwatchApp(ChartKeys, ExplainKeys, FeedKeys, Tools, ViewPump, Attachment,
         self._pending: set[str] = set()
         self._pumping = False
         self.index_seconds: float | None = None  # how long the traffic index took to build
+        self._older_pending = False  # the chart shown lacks its days before the hot window
+        self._history_running = False  # …which the view pump is reading now
         self.requested = 0  # view requests made…
         self.applied = 0  # …and applied (tests and bench/ui.py wait on these)
         self.last_view_parts: dict[str, float] = {}
@@ -268,7 +270,8 @@ class VpcwatchApp(ChartKeys, ExplainKeys, FeedKeys, Tools, ViewPump, Attachment,
                 feed.new_alerts = 0
             self._show_feed_title()
             self._show_detail()
-        if "chart" in parts:
+        if "chart" in parts or "history" in parts:
+            self._older_pending = data.chart_partial
             self.chart = ChartState(data.axis, data.values, find_peaks(data.values),
                                     zoomed=self.scope.range is not None)
             if self.scope.range is None:

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import duckdb
 import pyarrow as pa
 
 from core.explorer import BucketState, Scope
@@ -57,6 +58,7 @@ class ViewData:
     buckets: list[BucketState] | None = None
     newest: int | None = None
     problems: int = 0
+    chart_partial: bool = False  # the chart's days before the hot window are still to come
     seconds: dict[str, float] = field(default_factory=dict)  # per part, for bench/ui.py
 
 
@@ -65,6 +67,8 @@ class ViewPump:
 
     def request_view(self, *parts: str) -> None:
         """Recompute ``parts`` (default: everything) on the reader thread, then show them."""
+        if self._history_running and self.explorer is not None:
+            self.explorer.interrupt()  # (the chart's older days: asked again with the new view)
         self.requested += 1
         self._last_request = time.monotonic()
         self._settled.clear()
@@ -88,6 +92,13 @@ class ViewPump:
                     timings["first_shown"] = time.perf_counter() - started
                 if then:
                     await self._show_step(then, frozenset(), timings)
+                timings["view_shown"] = time.perf_counter() - started
+                if self._older_pending and not self._pending:  # (else the next round asks)
+                    self._history_running = True
+                    try:
+                        await self._show_step(frozenset({"history"}), frozenset(), timings)
+                    finally:
+                        self._history_running = False
                 self.last_view_parts = timings
                 self.applied = serial
                 if not self._pending and self.explorer is not None and not self.explorer.built:
@@ -118,6 +129,8 @@ class ViewPump:
         """Compute and show ``parts``; returns those of ``then`` shown as well."""
         try:
             data = await self._read(self._compute, self._view_request(parts, then))
+        except duckdb.InterruptException:  # (the chart's older days, stopped by a new view)
+            return frozenset()
         except Exception as exc:  # a damaged segment, a full disk, a bug: say it, keep going
             log.exception("reading the view failed")
             self.notify(visible(str(exc).splitlines()[0] if str(exc) else repr(exc)),
@@ -149,14 +162,18 @@ class ViewPump:
             clock = time.perf_counter()
             explorer.prefetch_conversations(scope, request.focus, CONVERSATION_ROWS)
             data.seconds["prefetch"] = time.perf_counter() - clock
-        if "chart" in request.parts:
+        if "chart" in request.parts or "history" in request.parts:
             clock = time.perf_counter()
             span = _with_context(scope.range) if scope.range else explorer.span()
             if span is not None:
                 data.axis = axis_for(span, request.columns)
-                data.values = explorer.histogram(scope, data.axis)
+                partial = ("history" not in request.parts
+                           and explorer.histogram_is_partial(scope, data.axis))
+                data.values = explorer.histogram(scope, data.axis, complete=not partial)
+                data.chart_partial = partial
                 self._post(self._prepare_chart, data.axis, data.values, scope.range is not None)
-            data.seconds["chart"] = time.perf_counter() - clock
+            data.seconds["history" if "history" in request.parts else "chart"] = (
+                time.perf_counter() - clock)
         if "feed" in request.parts:
             clock = time.perf_counter()
             data.feed = explorer.feed(scope, request.offset, PAGE)
