@@ -150,8 +150,8 @@ async def measure(state: Path) -> tuple[list[float], list[float], dict[str, list
             async with app.run_test(size=(160, 48)) as pilot:
                 while app.explorer is None:
                     await pilot.pause()
-                index_seconds = time.perf_counter() - opened
-                await app.wait_settled(300)  # the first sync builds the traffic index
+                await app.wait_settled(300)  # (the traffic index is built after the first view)
+                index_seconds = app.index_seconds or 0.0
                 clock = PaintClock(app.screen)
                 warm_up = [("filter", "port:443"), ("clear", None)]
                 for kind, value in [*warm_up, *scope_changes(app)]:
@@ -190,7 +190,9 @@ LABELS = {"first_shown": "feed and chart computed and applied (conversations may
           "prefetch": "conversations: sums started on the second thread",
           "refresh": "query: see new segments", "feed": "query: feed page and count",
           "chart": "query: histogram", "conversations": "conversations: collected",
-          "status": "query: bucket states", "apply": "widgets updated (each step)"}
+          "status": "query: bucket states", "apply": "widgets updated (each step)",
+          "view_shown": "feed, chart and conversations applied",
+          "history": "the live chart's days before the hot window, a step later"}
 
 
 def p95(values: list[float]) -> float:
@@ -223,7 +225,7 @@ def render(timings: list[float], idle_timings: list[float], parts: dict[str, lis
         f" / {p95(idle_timings) * 1000:.0f} / {max(idle_timings) * 1000:.0f} ms | |\n"
         + "".join(f"| {LABELS.get(part, part)}: p50 / p95 | {statistics.median(v) * 1000:.0f} / "
                   f"{p95(v) * 1000:.0f} ms | |\n" for part, v in parts.items() if v)
-        + f"| traffic index built when the app opened the store | {index_seconds:.1f} s | |\n"
+        + f"| traffic index built after the first view | {index_seconds:.1f} s | |\n"
         + f"| CPU while idle ({IDLE_SECONDS} s, no new data, headless) | {idle * 100:.1f}% of a "
         f"core | < 2%: {'met' if idle < 0.02 else 'MISSED'} |\n"
     )
