@@ -145,7 +145,6 @@ async def measure(state: Path) -> tuple[list[float], list[float], dict[str, list
     parts: dict[str, list[float]] = {}
     with open_store(state) as store:
         app = VpcwatchApp(store, None, collect=False, export_dir=state)
-        opened = time.perf_counter()
         try:
             async with app.run_test(size=(160, 48)) as pilot:
                 while app.explorer is None:
