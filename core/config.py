@@ -38,6 +38,9 @@ _MONTHS = {m: i for i, m in enumerate(
     ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"], 1)}
 
 
+HOT_WINDOW = 86400.0  # the app's traffic index: the last day of flows (docs/app.md)
+
+
 class ConfigError(Exception):
     """An invalid configuration: the message names the file, the key and what is allowed."""
 
@@ -82,7 +85,7 @@ class GeneralConfig:
     lookback: float = 48 * 3600.0
     retention: float = 7 * 86400.0
     relist_interval: float = 86400.0  # how often the whole retention window is listed again
-    hot_window: float = 86400.0  # the flows the app keeps in memory (docs/app.md)
+    hot_window: float = HOT_WINDOW  # the flows the app keeps in memory (docs/app.md)
     concurrency: int = 8
     max_attempts: int = 3
     max_object_size: int = 2**30

@@ -24,6 +24,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from core.config import HOT_WINDOW
 from core.filters import Filter, IndexTest
 from core.parity_feed import ParityFeed
 from core.rules import parity
@@ -49,7 +50,6 @@ CONVERSATION_SCHEMA = pa.schema(
     + [("protocols", pa.list_(pa.int32())), ("ports", pa.list_(pa.int32())),
        ("trend", pa.list_(pa.int64()))])
 CACHE_ENTRIES = 64  # flow answers kept until the data changes
-HOT_SECONDS = 86400.0  # the traffic index's default span: the last day of flows
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class BucketState:
 
 
 class Explorer:
-    def __init__(self, store: Store, hot_seconds: float | None = HOT_SECONDS,
+    def __init__(self, store: Store, hot_seconds: float | None = HOT_WINDOW,
                  build: bool = True):
         """``hot_seconds``: the span of flows the traffic index keeps in memory, before the
         newest (None: every flow); older ones are read when a range asks for them.
@@ -226,13 +226,17 @@ class Explorer:
         view (no range) with a filter the summary cannot answer reads the flows before the
         hot window from the segments (seconds over days of a large estate)."""
         hot = self.spans.hot
-        return (scope.range is None and not scope.filter.tests_only(summaries.DIMENSIONS)
-                and (not self.built or (hot.start is not None and axis.start < hot.start)))
+        if scope.range is not None or scope.filter.tests_only(summaries.DIMENSIONS):
+            return False
+        if not self.built:
+            return True
+        return (hot.start is not None and axis.start < hot.start
+                and not self.spans.has_older(scope.filter, axis, hot.start))  # (read before)
 
-    def interrupt(self) -> None:
-        """Stop the query this explorer runs (from another thread): it raises
-        ``duckdb.InterruptException`` there."""
-        self.con.interrupt()
+    def interrupt_older(self) -> None:
+        """Stop reading the live chart's older days from the segments (from another
+        thread): ``histogram`` raises ``duckdb.InterruptException`` there."""
+        self.spans.interrupt_older()
 
     def _histogram(self, scope: Scope, axis: Axis, complete: bool) -> list[int]:
         """From the index that covers the scope's range (the whole axis, for a past range);
@@ -314,7 +318,7 @@ class Explorer:
     def _kept(self, index: TrafficIndex, flt: Filter) -> Rows:
         """The index rows the filter keeps; the last answer is kept (the chart and the
         conversations ask in turn), one only: up to four bytes a flow."""
-        key = (flt.text, id(index), index.version)
+        key = (flt.text, index.serial, index.version)
         if self._kept_rows[0] != key:
             self._kept_rows = (key, index.select(flt.index_tests()))
         return self._kept_rows[1]

@@ -24,6 +24,7 @@ the traffic summary or the segments (``core.explorer``; docs/app.md).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -37,6 +38,7 @@ from core import traffic_kernels as kernels
 from core.filters import IndexTest
 from core.growing_columns import Columns, GrowingColumns
 from core.store import Store
+from core.store.summaries import MINUTE  # (a hot window starts on the summary's unit)
 from core.timeline import Axis, TimeRange
 from core.traffic_kernels import Rows
 
@@ -48,7 +50,7 @@ DTYPES: dict[str, type[np.generic]] = {
     "protocol": np.int16, "packets": np.int64, "bytes": np.int64, "action": np.int8,
     "interface_id": np.int32, "vpc_id": np.int32, "account_id": np.int32}
 TOP_PORTS = 3
-MINUTE = 60  # a hot window starts on a minute (the traffic summary's unit)
+_SERIALS = itertools.count(1)
 CHUNK_ROWS = 2_000_000  # segments are indexed this many rows at a time (bounds the reading)
 Listed = tuple[str, int | None, int | None, int | None]  # name, min start, max end, records
 TRIM_SECONDS = 3600  # a hot window's start moves by at least this much at a time
@@ -77,7 +79,7 @@ class TrafficIndex:
         self.indexed: dict[str, int] = {}  # segment name -> its code in the segment column
         self.version = 0  # changes whenever the indexed rows change
         self._storage = GrowingColumns(DTYPES)
-        self.columns: Columns = self._storage.view()
+        self.serial = next(_SERIALS)  # tells indexes apart (an id() may be reused)
         self._codes: dict[str, dict[str, int]] = {c: {} for c in TEXT} | {"action": ACTIONS}
         self._pair_keys = np.empty(0, np.int64)  # sorted (low id << 32 | high id)
         self._pair_of_key = np.empty(0, np.int32)  # the pair id of each key
@@ -94,54 +96,58 @@ class TrafficIndex:
     def rows(self) -> int:
         return self._storage.rows
 
+    @property
+    def columns(self) -> Columns:
+        """The indexed rows' columns (views: valid until the index next changes)."""
+        return self._storage.view()
+
     # -- following the segments -----------------------------------------------------------
 
     def sync(self) -> bool:
         """Index the segments listed now that hold flows of the span (which moves with the
         newest flow for a hot window); True when anything changed."""
         listed = self._store.segments.listed(self.con)
-        trimmed = self._follow_hot_window(listed)
+        version = self.version
+        removed = self._follow_hot_window(listed)
         wanted = {name for name, first, last, _ in listed
                   if (self.start is None or last is None or last >= self.start)
                   and (self.end is None or first is None or first < self.end)}
         gone = set(self.indexed) - wanted
         new = [(name, records) for name, _, _, records in listed
                if name in wanted and name not in self.indexed]
-        removed = added = 0
+        added = 0
         if gone:
-            removed = self._remove(gone)
+            removed += self._remove(gone)
         if new:
             self._storage.reserve(sum(records or 0 for _, records in new))  # (at most)
             for chunk in _chunks(new):
                 added += self._add(chunk)
         if removed > added:
             self._forget_unused_addresses()
-        if gone or new or trimmed:
-            self.version += 1
-        return bool(gone or new or trimmed)
+        return self.version != version
 
-    def _follow_hot_window(self, listed: Sequence[Listed]) -> bool:
+    def _follow_hot_window(self, listed: Sequence[Listed]) -> int:
         """Move a hot window's start after the newest flow, by whole TRIM_SECONDS (dropping
-        the rows before it costs a copy of every column); True when rows were dropped."""
+        the rows before it moves every column); returns the rows dropped."""
         if self._hot_seconds is None:
-            return False
+            return 0
         newest = max((end for _, _, end, _ in listed if end is not None), default=None)
         if newest is None:
-            return False
+            return 0
         target = int(newest - self._hot_seconds) // MINUTE * MINUTE
         if self.start is not None and target - self.start < TRIM_SECONDS:
-            return False
-        trimmed = self.start is not None and self.rows > 0
+            return 0
         self.start = target
-        if trimmed:
-            self._storage.keep(self.columns["start"] >= target)
-            self.columns = self._storage.view()
-        return trimmed
+        return self._keep(self.columns["start"] >= target)
 
     def _remove(self, names: set[str]) -> int:
         codes = [self.indexed.pop(name) for name in names]
-        dropped = self._storage.keep(~np.isin(self.columns["segment"], codes))
-        self.columns = self._storage.view()
+        return self._keep(~np.isin(self.columns["segment"], codes))
+
+    def _keep(self, mask: NDArray[np.bool_]) -> int:
+        dropped = self._storage.keep(mask)
+        if dropped:
+            self.version += 1
         return dropped
 
     def _add(self, names: Sequence[str]) -> int:
@@ -186,7 +192,7 @@ class TrafficIndex:
         batch = {name: np.asarray(array, dtype=DTYPES[name]) for name, array in batch.items()}
         batch["pair"] = self._pairs(batch["src"], batch["dst"])
         self._storage.append(batch)
-        self.columns = self._storage.view()
+        self.version += 1
         self.indexed.update(zip(names, codes, strict=True))
         self._id_limit = max(self._id_limit, int(batch["src"].max(initial=0)),
                              int(batch["dst"].max(initial=0)))

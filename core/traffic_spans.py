@@ -4,6 +4,9 @@ an index of a past span, or, before the hot window, the traffic summary or the s
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from typing import Any
+
 import duckdb
 
 from core.filters import Filter
@@ -11,12 +14,18 @@ from core.store import Store, summaries
 from core.timeline import Axis, TimeRange
 from core.traffic_index import TrafficIndex
 
+OLDER_ENTRIES = 16  # older parts of charts kept (per filter and axis)
+
 
 class TrafficSpans:
     def __init__(self, store: Store, con: duckdb.DuckDBPyConnection, hot_seconds: float | None):
         self._store, self.con = store, con
         self.hot = TrafficIndex(store, con, hot_seconds)
         self.past: TrafficIndex | None = None  # the index of a span before the hot window
+        # reads of older flows: a cursor of their own, so that interrupting one (a new view
+        # while the live chart's older days are read) stops nothing else
+        self._older_con = store.reading_cursor()
+        self._older: OrderedDict[tuple[Any, ...], list[int]] = OrderedDict()
 
     def sync(self) -> bool:
         """Follow the segment list (the past index too: compaction, late objects); True
@@ -25,9 +34,18 @@ class TrafficSpans:
         return (self.past.sync() if self.past is not None else False) or changed
 
     def close(self) -> None:
+        self._forget_past()
+        self._older_con.close()
+
+    def _forget_past(self) -> None:
         if self.past is not None:
             self.past.con.close()
             self.past = None
+
+    def interrupt_older(self) -> None:
+        """Stop a read of older flows under way (from another thread): it raises
+        ``duckdb.InterruptException`` there."""
+        self._older_con.interrupt()
 
     def index_for(self, span: TimeRange | None) -> TrafficIndex:
         """The hot index, or for a span that starts before it, an index of that span (one
@@ -38,7 +56,7 @@ class TrafficSpans:
         past = self.past
         if past is None or past.window is None or not (
                 past.window.start <= span.start and span.end <= past.window.end):
-            self.close()
+            self._forget_past()
             past = TrafficIndex(self._store, self._store.reading_cursor(), window=span)
             past.sync()
             self.past = past
@@ -47,17 +65,40 @@ class TrafficSpans:
     def older_histogram(self, flt: Filter, axis: Axis, until: int) -> list[int]:
         """Bytes per bucket of ``axis`` of the flows in scope that start before ``until``
         (a minute: the summary's minutes fall wholly on one side, and in one bucket): from
-        the summary when the filter tests only what it holds, else from the segments."""
+        the summary when the filter tests only what it holds, else from the segments (kept
+        while those segments are the same: new data does not change them)."""
         where, params = flt.flows_sql()
         if flt.tests_only(summaries.DIMENSIONS):
-            source, time, amount = summaries.TABLE, "minute", "bytes"
-        else:
-            names = self._store.segments.between(axis.start, until, self.con)
-            if not names:
-                return [0] * axis.count
-            source, time = f"({self._store.segments_sql(names)})", "start"
-            amount = "coalesce(bytes, 0)"
-        rows = self.con.execute(
+            return self._bytes_per_bucket(summaries.TABLE, "minute", "bytes", where, params,
+                                          axis, until)
+        key = self._older_key(flt, axis, until)
+        if key is None:
+            return [0] * axis.count
+        names = key[-1]
+        if key not in self._older:
+            self._older[key] = self._bytes_per_bucket(
+                f"({self._store.segments_sql(names)})", "start", "coalesce(bytes, 0)", where,
+                params, axis, until)
+            if len(self._older) > OLDER_ENTRIES:
+                self._older.popitem(last=False)
+        self._older.move_to_end(key)
+        return self._older[key]
+
+    def has_older(self, flt: Filter, axis: Axis, until: int) -> bool:
+        """Whether ``older_histogram`` would answer at once (no segment to read)."""
+        if flt.tests_only(summaries.DIMENSIONS):
+            return True
+        key = self._older_key(flt, axis, until)
+        return key is None or key in self._older
+
+    def _older_key(self, flt: Filter, axis: Axis, until: int) -> tuple[Any, ...] | None:
+        """What an older part read from the segments depends on (None: no segment)."""
+        names = tuple(self._store.segments.between(axis.start, until, self.con))
+        return (flt.text, axis, until, names) if names else None
+
+    def _bytes_per_bucket(self, source: str, time: str, amount: str, where: str,
+                          params: list[Any], axis: Axis, until: int) -> list[int]:
+        rows = self._older_con.execute(
             f"SELECT ({time} - ?) // ? AS b, sum({amount}) FROM {source} "
             f"WHERE {time} >= ? AND {time} < ? AND {where} GROUP BY b",
             [axis.start, axis.size, axis.start, min(until, axis.end), *params]).fetchall()

@@ -33,7 +33,7 @@ from textual.message import Message
 from textual.widgets import Footer, Input, Static
 
 from core.collector import Collector
-from core.config import Config
+from core.config import HOT_WINDOW, Config
 from core.events import (
     AlertsChanged,
     BatchCommitted,
@@ -43,7 +43,7 @@ from core.events import (
     PollStarted,
     PrefixBlocked,
 )
-from core.explorer import HOT_SECONDS, BucketState, Explorer, Scope
+from core.explorer import BucketState, Explorer, Scope
 from core.filters import Filter, FilterError, parse_filter
 from core.sandbox import Sandbox
 from core.store import Store
@@ -62,14 +62,9 @@ from tui.widgets.conversations import Conversations
 from tui.widgets.feed import AlertFeed, detail
 from tui.widgets.status import Activity, StatusBar
 
-ALL_PARTS = frozenset({"feed", "chart", "conversations", "status"})
 AUTO_REFRESH_SECONDS = 2.0  # new data redraws at most this often
 STATUS_TICK_SECONDS = 5.0
-GC_IDLE_SECONDS = 3.0  # without a view change, before a full garbage collection
-GC_OVERDUE = 20  # full garbage collections due: run one between two views anyway
-CONVERSATION_ROWS = 40  # peers or pairs shown (the biggest by bytes)
 DEFAULT_MIN_LEVEL = 5  # hides the Wazuh-parity per-flow alerts (3, 4) until '-'
-Y_LABEL_COLUMNS = 12  # what plotext's y-axis labels take from the chart's width
 
 class CoreMessage(Message):
     """An event of the core (``core.events``), delivered on the app's message queue."""
@@ -97,7 +92,7 @@ class VpcwatchApp(ChartKeys, ExplainKeys, FeedKeys, Tools, ViewPump, Attachment,
         follows it instead of collecting."""
         super().__init__()
         self.store, self.config = store, config
-        self.hot_seconds = config.general.hot_window if config else HOT_SECONDS
+        self.hot_seconds = config.general.hot_window if config else HOT_WINDOW
         self.before_poll, self.collect = before_poll, collect
         self.export_dir = export_dir or Path.cwd()
         self.now, self.zone = now, zone

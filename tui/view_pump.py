@@ -68,7 +68,7 @@ class ViewPump:
     def request_view(self, *parts: str) -> None:
         """Recompute ``parts`` (default: everything) on the reader thread, then show them."""
         if self._history_running and self.explorer is not None:
-            self.explorer.interrupt()  # (the chart's older days: asked again with the new view)
+            self.explorer.interrupt_older()  # (asked again with the new view)
         self.requested += 1
         self._last_request = time.monotonic()
         self._settled.clear()
@@ -154,7 +154,7 @@ class ViewPump:
         the conversations add up on a third (both without the GIL)."""
         explorer, scope, data = self.explorer, request.scope, ViewData()
         assert explorer is not None
-        if request.parts != {"conversations"}:  # (the second step reads what the first saw)
+        if not request.parts <= {"conversations", "history"}:  # (later steps: what it saw)
             clock = time.perf_counter()
             explorer.refresh()
             data.seconds["refresh"] = time.perf_counter() - clock

@@ -46,7 +46,7 @@ class Rule:
     suppress: int | None = None  # seconds; alerts of one key within it are merged
     baseline: str | None = None  # an aggregate per window, compared with its recent average
     baseline_windows: int = 60
-    compare: str = "true"  # over value, baseline, count, bytes, packets (baseline rules)
+    compare: str = "true"  # over value, baseline, history (baseline rules)
     mitre: tuple[str, ...] = ()
     wazuh_id: int = 0
     description: str = ""

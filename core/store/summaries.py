@@ -13,7 +13,6 @@ flows (docs/app.md gives the figures).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import duckdb
@@ -21,8 +20,6 @@ import pyarrow as pa
 
 from core.rules.sqlparts import literal
 from core.store.schema import with_every_column
-
-log = logging.getLogger(__name__)
 
 TABLE = "traffic_minutes"  # (created with the other tables: core.store.schema)
 DIMENSIONS = ("account_id", "vpc_id", "interface_id", "action")
