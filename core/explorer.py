@@ -80,8 +80,7 @@ class Explorer:
         self.index = self.spans.hot
         self.built = False
         self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
-        self._kept_rows: tuple[tuple[str, int, int], Rows] = (("", 0, -1),
-                                                               np.empty(0, np.int32))
+        self._kept_rows: tuple[tuple[Any, ...], Rows] = ((), np.empty(0, np.int32))
         self._adder = ThreadPoolExecutor(1, thread_name_prefix="vpcwatch-sums")
         # the one prefetched answer (see prefetch_conversations), by its cache key
         self._started: dict[tuple[Any, ...], Future[pa.Table]] = {}
@@ -249,8 +248,9 @@ class Explorer:
 
         if not self.built:
             return older(axis.end)
-        index = self.spans.index_for(scope.range and TimeRange(axis.start, axis.end))
-        values = index.histogram(self._kept(index, scope.filter), axis)
+        span = scope.range and TimeRange(axis.start, axis.end)
+        index = self.spans.index_for(span)
+        values = index.histogram(self._kept(index, scope.filter, span), axis)
         if index.start is None or axis.start >= index.start:
             return values
         return [a + b for a, b in zip(values, older(index.start), strict=True)]
@@ -292,7 +292,7 @@ class Explorer:
         if not self.built:
             return CONVERSATION_SCHEMA.empty_table
         index = self.spans.index_for(scope.range)
-        rows, me = self._kept(index, scope.filter), -1
+        rows, me = self._kept(index, scope.filter, scope.range), -1
         if address is not None:
             me = index.address_id(address) or 0
             if me == 0:  # never seen: no peers
@@ -315,12 +315,13 @@ class Explorer:
         started = self._started.pop(key, None)
         return started.result() if started else self._pairs_in(scope, address, limit)()
 
-    def _kept(self, index: TrafficIndex, flt: Filter) -> Rows:
-        """The index rows the filter keeps; the last answer is kept (the chart and the
-        conversations ask in turn), one only: up to four bytes a flow."""
-        key = (flt.text, index.serial, index.version)
+    def _kept(self, index: TrafficIndex, flt: Filter, span: TimeRange | None = None) -> Rows:
+        """The index rows the filter keeps (of the segments that may hold flows of
+        ``span``); the last answer is kept (the chart and the conversations ask in turn),
+        one only: up to four bytes a flow."""
+        key = (flt.text, index.serial, index.version, span)
         if self._kept_rows[0] != key:
-            self._kept_rows = (key, index.select(flt.index_tests()))
+            self._kept_rows = (key, index.select(flt.index_tests(), index.rows_in(span)))
         return self._kept_rows[1]
 
     def flows_between(self, scope: Scope, address: str, peer: str, limit: int = 500

@@ -80,6 +80,8 @@ class TrafficIndex:
         self.version = 0  # changes whenever the indexed rows change
         self._storage = GrowingColumns(DTYPES)
         self.serial = next(_SERIALS)  # tells indexes apart (an id() may be reused)
+        self._spans: dict[str, tuple[int | None, int | None]] = {}  # segment: first, last
+        self._blocks: tuple[int, list[tuple[int, int, str]]] = (-1, [])  # see rows_in
         self._codes: dict[str, dict[str, int]] = {c: {} for c in TEXT} | {"action": ACTIONS}
         self._pair_keys = np.empty(0, np.int64)  # sorted (low id << 32 | high id)
         self._pair_of_key = np.empty(0, np.int32)  # the pair id of each key
@@ -115,6 +117,8 @@ class TrafficIndex:
         gone = set(self.indexed) - wanted
         new = [(name, records) for name, _, _, records in listed
                if name in wanted and name not in self.indexed]
+        self._spans.update({name: (first, last) for name, first, last, _ in listed
+                            if name in wanted and name not in self.indexed})
         added = 0
         if gone:
             removed += self._remove(gone)
@@ -142,6 +146,8 @@ class TrafficIndex:
 
     def _remove(self, names: set[str]) -> int:
         codes = [self.indexed.pop(name) for name in names]
+        for name in names:
+            self._spans.pop(name, None)
         return self._keep(~np.isin(self.columns["segment"], codes))
 
     def _keep(self, mask: NDArray[np.bool_]) -> int:
@@ -191,6 +197,9 @@ class TrafficIndex:
             {"names": list(names), "codes": codes}).fetchnumpy()
         batch = {name: np.asarray(array, dtype=DTYPES[name]) for name, array in batch.items()}
         batch["pair"] = self._pairs(batch["src"], batch["dst"])
+        if len(names) > 1:  # each segment's rows together (see rows_in)
+            order = np.argsort(batch["segment"], kind="stable")
+            batch = {name: array[order] for name, array in batch.items()}
         self._storage.append(batch)
         self.version += 1
         self.indexed.update(zip(names, codes, strict=True))
@@ -265,6 +274,30 @@ class TrafficIndex:
 
     # -- questions ------------------------------------------------------------------------
 
+    def rows_in(self, span: TimeRange | None) -> Rows | None:
+        """The rows of the segments that may hold a flow starting in ``span`` (None: all
+        rows): a segment's rows are kept together, so a short range reads few of them."""
+        if span is None:
+            return None
+        blocks = self._segment_blocks()
+        kept = [np.arange(first, last, dtype=np.int32) for first, last, name in blocks
+                if _may_hold(self._spans.get(name, (None, None)), span)]
+        if len(kept) == len(blocks):
+            return None
+        return np.concatenate(kept) if kept else np.empty(0, np.int32)
+
+    def _segment_blocks(self) -> list[tuple[int, int, str]]:
+        """(first row, end row, segment) of each segment's rows, for this version."""
+        if self._blocks[0] != self.version:
+            segment = self.columns["segment"]
+            edges = (np.flatnonzero(segment[1:] != segment[:-1]) + 1).tolist()
+            starts, ends = [0, *edges], [*edges, self.rows]
+            names = {code: name for name, code in self.indexed.items()}
+            codes = segment[starts].tolist() if self.rows else []
+            self._blocks = (self.version, [(first, last, names[code]) for first, last, code
+                                           in zip(starts, ends, codes, strict=True)])
+        return self._blocks[1]
+
     def select(self, tests: Sequence[tuple[IndexTest, bool]], within: Rows | None = None
                ) -> Rows:
         """The rows (of ``within``, default all) that pass every test (negated ones: that
@@ -330,6 +363,13 @@ class TrafficIndex:
             ends = (first, second) if me < 0 else (me, second if first == me else first)
             out.append(PairFigures(*ends, numbers, kinds, [p for p in best if p >= 0]))
         return out
+
+
+def _may_hold(bounds: tuple[int | None, int | None], span: TimeRange) -> bool:
+    """Whether a segment whose flows start from ``bounds[0]`` and end by ``bounds[1]`` may
+    hold one that starts in ``span`` (unknown bounds: it may)."""
+    first, last = bounds
+    return (last is None or last >= span.start) and (first is None or first < span.end)
 
 
 def _chunks(segments: Sequence[tuple[str, int | None]]) -> list[list[str]]:

@@ -142,3 +142,27 @@ def test_the_hot_window_follows_new_data_by_whole_hours(tmp_path: Path) -> None:
         finally:
             explorer.close()
 
+
+
+def test_a_range_reads_only_the_rows_of_its_segments(tmp_path: Path) -> None:
+    lines = three_days()
+    days = [[r for r in lines if FIRST + d * DAY <= int(r.split()[10]) < FIRST + (d + 1) * DAY]
+            for d in range(3)]
+    with open_store(tmp_path / "state") as store:
+        for d, day in enumerate(days):  # a segment a day
+            (tmp_path / f"day{d}.log").write_bytes(text(day))
+            scan([tmp_path / f"day{d}.log"], store, 1 << 30)
+        explorer = Explorer(store, hot_seconds=None)  # (all three days indexed)
+        try:
+            noon = TimeRange(FIRST + DAY + 12 * 3600, FIRST + DAY + 13 * 3600)
+            rows = explorer.index.rows_in(noon)
+            assert rows is not None and len(rows) == len(days[1])  # the second day's only
+            assert explorer.index.rows_in(TimeRange(FIRST, FIRST + 3 * DAY)) is None
+            for focus in (None, "10.0.1.10"):
+                got = explorer.conversations(Scope(range=noon), focus, LIMIT).to_pylist()
+                assert got == reference(tmp_path / "state", Scope(range=noon), focus)[:LIMIT]
+            axis = axis_for(noon, 160)
+            assert explorer.histogram(Scope(range=noon), axis) == expected_histogram(
+                lines, axis)
+        finally:
+            explorer.close()
