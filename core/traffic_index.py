@@ -25,6 +25,7 @@ the traffic summary or the segments (``core.explorer``; docs/app.md).
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -82,6 +83,9 @@ class TrafficIndex:
         self.serial = next(_SERIALS)  # tells indexes apart (an id() may be reused)
         self._spans: dict[str, tuple[int | None, int | None]] = {}  # segment: first, last
         self._blocks: tuple[int, list[tuple[int, int, str]]] = (-1, [])  # see rows_in
+        # the conversations' per-pair sums (see kernels.top_pairs), kept between calls
+        self._scratch = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int32))
+        self._scratch_lock = threading.Lock()
         self._codes: dict[str, dict[str, int]] = {c: {} for c in TEXT} | {"action": ACTIONS}
         self._pair_keys = np.empty(0, np.int64)  # sorted (low id << 32 | high id)
         self._pair_of_key = np.empty(0, np.int32)  # the pair id of each key
@@ -351,10 +355,16 @@ class TrafficIndex:
         ``me`` >= 0, else as (low id, high id)."""
         c = self.columns
         low, high = (window.start, window.end) if window else (-(2**62), 2**62)
-        chosen, figures, protocols, ports = kernels.top_pairs(
-            rows, low, high, limit, me, self.pair_ends, c["pair"], c["src"], c["dst"],
-            c["srcport"], c["dstport"], c["protocol"], c["action"], c["start"], c["end"],
-            c["bytes"], c["packets"], spark[0], spark[1], TOP_PORTS)
+        with self._scratch_lock:  # (one sum at a time uses the scratch arrays)
+            pairs = len(self.pair_ends)
+            if len(self._scratch[0]) < pairs:
+                self._scratch = (np.zeros(pairs, np.int64), np.zeros(pairs, np.int64),
+                                 np.full(pairs, -1, np.int32))
+            chosen, figures, protocols, ports = kernels.top_pairs(
+                rows, low, high, limit, me, self.pair_ends, c["pair"], c["src"], c["dst"],
+                c["srcport"], c["dstport"], c["protocol"], c["action"], c["start"],
+                c["end"], c["bytes"], c["packets"], spark[0], spark[1], TOP_PORTS,
+                *self._scratch)
         seen = [np.flatnonzero(counts).tolist() for counts in protocols]
         out = []
         for pair, numbers, kinds, best in zip(chosen.tolist(), figures.tolist(), seen,

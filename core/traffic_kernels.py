@@ -73,17 +73,23 @@ def either_is(value: int, a: NDArray[np.int32], b: NDArray[np.int32]) -> Mask:
 
 @_jit  # type: ignore[misc]
 def pair_totals(rows: Rows, low: int, high: int, start: NDArray[np.int64],
-                pair: NDArray[np.int32], nbytes: NDArray[np.int64], pairs: int
-                ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """Bytes and flows per address pair (rows without a pair are left out)."""
-    total = np.zeros(pairs, np.int64)
-    flows = np.zeros(pairs, np.int64)
+                pair: NDArray[np.int32], nbytes: NDArray[np.int64], total: NDArray[np.int64],
+                flows: NDArray[np.int64]) -> NDArray[np.int32]:
+    """Add the bytes and flows of each address pair (rows without a pair are left out) into
+    ``total`` and ``flows`` (all zero on entry: see ``top_pairs``); returns the pairs
+    touched. Only those entries are written: zeroing arrays over all pairs (ten million on
+    a large estate) cost more than adding up a filter's rows."""
+    touched = np.empty(len(rows), np.int32)
+    count = 0
     for i in rows:
         p = pair[i]
         if p >= 0 and low <= start[i] < high:
+            if flows[p] == 0:
+                touched[count] = p
+                count += 1
             total[p] += nbytes[i]
             flows[p] += 1
-    return total, flows
+    return touched[:count]
 
 
 @_jit  # type: ignore[misc]
@@ -140,22 +146,29 @@ def top_pairs(rows: Rows, low: int, high: int, limit: int, me: int,
               dst: NDArray[np.int32], srcport: NDArray[np.int32], dstport: NDArray[np.int32],
               protocol: NDArray[np.int16], action: NDArray[np.int8],
               start: NDArray[np.int64], end: NDArray[np.int64], nbytes: NDArray[np.int64],
-              packets: NDArray[np.int64], spark_first: int, spark_width: int, ports: int
+              packets: NDArray[np.int64], spark_first: int, spark_width: int, ports: int,
+              total: NDArray[np.int64], flows: NDArray[np.int64],
+              slot_of_pair: NDArray[np.int32]
               ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64],
                          NDArray[np.int32]]:
     """The conversations pane in one call: of ``rows`` that start in [low, high), the
     ``limit`` pairs with the most bytes (ties: more flows, then lower address ids) and, per
     pair, its figures and protocols (see ``pair_details``) and its ``ports`` service ports
     with the most flows. (One call, so that the thread never waits for the GIL in between
-    while the app's thread draws.)"""
-    total, flows = pair_totals(rows, low, high, start, pair, nbytes, len(pair_ends))
-    chosen = _most_bytes(total, flows, pair_ends, limit)
-    slot_of_pair = np.full(len(pair_ends), -1, np.int32)
+    while the app's thread draws.) ``total``, ``flows`` (zeros) and ``slot_of_pair`` (-1)
+    are scratch arrays of one entry per pair, left as they were found."""
+    touched = pair_totals(rows, low, high, start, pair, nbytes, total, flows)
+    chosen = _most_bytes_of(touched.astype(np.int64), total, flows, pair_ends, limit)
     for slot in range(len(chosen)):
         slot_of_pair[chosen[slot]] = slot
     figures, protocols, counts = pair_details(
         rows, low, high, slot_of_pair, len(chosen), me, pair, src, dst, srcport, dstport,
         protocol, action, start, end, nbytes, packets, spark_first, spark_width)
+    for p in touched:  # (the scratch arrays back to their resting state)
+        total[p] = 0
+        flows[p] = 0
+    for p in chosen:
+        slot_of_pair[p] = -1
     return chosen, figures, protocols, top_ports(counts, ports)
 
 
@@ -164,7 +177,14 @@ def _most_bytes(total: NDArray[np.int64], flows: NDArray[np.int64],
                 pair_ends: NDArray[np.int32], limit: int) -> NDArray[np.int64]:
     """The ``limit`` pairs with flows and the most bytes, ordered (ties: more flows, then
     the lower ends)."""
-    candidates = np.flatnonzero(flows)
+    return _most_bytes_of(np.flatnonzero(flows), total, flows, pair_ends, limit)
+
+
+@_jit  # type: ignore[misc]
+def _most_bytes_of(candidates: NDArray[np.int64], total: NDArray[np.int64],
+                   flows: NDArray[np.int64], pair_ends: NDArray[np.int32], limit: int
+                   ) -> NDArray[np.int64]:
+    """``_most_bytes`` among ``candidates`` (pairs with flows, ascending or not)."""
     if 0 < limit < len(candidates):  # only those that can make the cut need sorting
         candidates = candidates[total[candidates] >= _kth_largest(total[candidates], limit)]
     order = np.arange(len(candidates))  # stable sorts, the last key first
@@ -227,4 +247,4 @@ def warm_up() -> None:
     either_is(0, ids, ids)
     top_pairs(rows, 0, 1, 1, -1, np.zeros((1, 2), np.int32), ids, ids, ids, ids, ids,
               np.zeros(1, np.int16), np.zeros(1, np.int8), numbers, numbers, numbers, numbers,
-              0, 1, 3)
+              0, 1, 3, np.zeros(1, np.int64), np.zeros(1, np.int64), np.full(1, -1, np.int32))
