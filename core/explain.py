@@ -49,6 +49,11 @@ class PeakExplanation:
 def explain(explorer: Explorer, scope: Scope, span: TimeRange, limit: int = 20
             ) -> PeakExplanation:
     """What made the traffic of ``span`` in ``scope`` (its range is replaced by ``span``)."""
+    return explorer.retry(lambda: _explain(explorer, scope, span, limit))
+
+
+def _explain(explorer: Explorer, scope: Scope, span: TimeRange, limit: int
+             ) -> PeakExplanation:
     ranged = Scope(scope.filter, span, scope.min_level)
     total = sum(explorer.histogram(ranged, Axis(span.start, span.end - span.start, 1)))
     rows = explorer.conversations(ranged, None, limit).to_pylist()

@@ -182,7 +182,7 @@ class Explorer:
                                         params).fetchall()[0][0])
 
         # (a retry refreshes the index: the key is read again inside it)
-        self._retry(lambda: self._parity.ensure(self._parity_key(scope),
+        self.retry(lambda: self._parity.ensure(self._parity_key(scope),
                                                 scope.range or self.span(), need, in_scope))
         return True
 
@@ -244,7 +244,7 @@ class Explorer:
         def older(until: int) -> list[int]:  # (a segment may be compacted away meanwhile)
             if not complete and self.histogram_is_partial(scope, axis):
                 return [0] * axis.count
-            return self._retry(lambda: self.spans.older_histogram(scope.filter, axis, until))
+            return self.retry(lambda: self.spans.older_histogram(scope.filter, axis, until))
 
         if not self.built:
             return older(axis.end)
@@ -387,12 +387,14 @@ class Explorer:
         return self._rows(sql, params)
 
     def _rows(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
-        return self._retry(lambda: self.con.execute(sql, params or []).fetchall())
+        return self.retry(lambda: self.con.execute(sql, params or []).fetchall())
 
     def _arrow(self, sql: str, params: list[Any] | None = None) -> pa.Table:
-        return self._retry(lambda: self.con.sql(sql, params=params or []).to_arrow_table())
+        return self.retry(lambda: self.con.sql(sql, params=params or []).to_arrow_table())
 
-    def _retry(self, run: Callable[[], T]) -> T:
+    def retry(self, run: Callable[[], T]) -> T:
+        """``run()``, once more after a refresh when a segment it read was compacted away
+        meanwhile (its SQL named the files: ``run`` must make its SQL again)."""
         try:
             return run()
         except duckdb.IOException:  # a segment compacted away since the last refresh

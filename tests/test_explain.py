@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from core.explain import explain
@@ -84,3 +85,30 @@ def test_a_filter_narrows_the_explanation(tmp_path: Path) -> None:
     assert found.total == sum(here.values()) > 0
     assert [(r["address"], r["peer"]) for r in found.pairs] == [("10.0.2.20", "10.0.1.10")]
     assert found.pairs[0]["share"] == 1.0 and found.ports == [(5432, found.total)]
+
+
+def test_a_segment_compacted_away_meanwhile_gets_one_more_try(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The explanation's SQL names segment files: one that compaction removed meanwhile
+    fails the read (an IOException, injected here once); the whole explanation is made
+    again after a refresh, with the files listed then."""
+    lines = three_days() + burst()
+    (tmp_path / "days.log").write_bytes(text(lines))
+    with open_store(tmp_path / "state") as store:
+        scan([tmp_path / "days.log"], store, 1 << 30)
+        explorer = Explorer(store)
+        rows, failed = explorer.rows, []
+
+        def once(sql: str, params: list[object] | None = None) -> list[tuple[object, ...]]:
+            if not failed:
+                failed.append(sql)
+                raise duckdb.IOException("No files found that match the pattern")
+            return rows(sql, params)
+
+        monkeypatch.setattr(explorer, "rows", once)
+        try:
+            found = explain(explorer, Scope(), BURST)
+        finally:
+            explorer.close()
+    assert failed and found.pairs[0]["new"] is True
+    assert found.total == sum(pair_bytes(lines, BURST).values())
