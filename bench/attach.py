@@ -36,6 +36,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 from ingest import ACCOUNT, BUCKET, ENV, records_text, start_emulator  # noqa: E402
+from results import publish  # noqa: E402
 
 SCENARIOS = (("no viewer", 0, False), ("3 idle apps", 3, False),
              ("3 apps, one changing its filter", 3, True))
@@ -142,10 +143,7 @@ def main() -> int:
         emulator.terminate()
         emulator.wait(timeout=30)
     report = render(rates, latencies, args)
-    print(report)
-    if not args.no_write:
-        with open(HERE / "RESULTS.md", "a", encoding="utf-8") as out:
-            out.write(report + "\n")
+    publish(report, write=not args.no_write)
     return 0
 
 

@@ -32,6 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from results import publish
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 BUCKET = "bench-flowlogs"
@@ -311,10 +313,7 @@ def main() -> int:
         "small_commit_event_rules_seconds": small["events"],
     }
     report = render(figures, args)
-    print(report)
-    if not args.no_write:
-        with open(HERE / "RESULTS.md", "a", encoding="utf-8") as out:
-            out.write(report + "\n")
+    publish(report, write=not args.no_write)
     return 0
 
 

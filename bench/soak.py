@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results import publish
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
@@ -61,10 +63,7 @@ def main() -> int:
         f"| verdict | **{verdict}** |", "",
     ]
     text = "\n".join(lines)
-    print(text)
-    if not args.no_write:
-        with open(HERE / "RESULTS.md", "a", encoding="utf-8") as out:
-            out.write(text + "\n")
+    publish(text, write=not args.no_write)
     return 0 if verdict == "PASSED" else 1
 
 

@@ -28,6 +28,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from ingest import records_text  # noqa: E402
+from results import publish  # noqa: E402
 
 from core.scan import scan  # noqa: E402
 from core.store import open_store  # noqa: E402
@@ -277,10 +278,7 @@ def main() -> int:
         target = next(t for key, t in targets.items() if name.startswith(key))
         report += (f"| parity alerts derived from the flows of {name} | {seconds * 1000:.0f} ms "
                    f"| ≤ {target * 1000:.0f} ms: {'met' if seconds <= target else 'MISSED'} |\n")
-    print(report)
-    if not args.no_write:
-        with open(HERE / "RESULTS.md", "a", encoding="utf-8") as out:
-            out.write(report)
+    publish(report, write=not args.no_write)
     return 0
 
 

@@ -34,6 +34,7 @@ sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
+from results import publish  # noqa: E402
 from ui import ALERTS_SQL, p95  # noqa: E402
 
 from core.layouts import Kind  # noqa: E402
@@ -267,10 +268,7 @@ def main() -> int:
             return 1
         found = json.loads(child.stdout.strip().splitlines()[-1])
     report = render(found, args, build_seconds)
-    print(report)
-    if not args.no_write:
-        with open(HERE / "RESULTS.md", "a", encoding="utf-8") as out:
-            out.write(report)
+    publish(report, write=not args.no_write)
     return 0
 
 
