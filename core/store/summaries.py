@@ -19,7 +19,6 @@ import duckdb
 import pyarrow as pa
 
 from core.rules.sqlparts import literal
-from core.store.schema import with_every_column
 
 TABLE = "traffic_minutes"  # (created with the other tables: core.store.schema)
 DIMENSIONS = ("account_id", "vpc_id", "interface_id", "action")
@@ -37,7 +36,11 @@ def summary_sql(segment: str, relation: str) -> str:
 
 def write(con: duckdb.DuckDBPyConnection, segment: str, flows: pa.Table) -> None:
     """Summarise a segment being listed (inside the caller's transaction)."""
-    con.register("summarised_flows", with_every_column(flows))
+    needed = {name: pa.string() for name in DIMENSIONS} | {
+        name: pa.int64() for name in ("start", "packets", "bytes")}
+    con.register("summarised_flows", pa.table({  # (only these: a commit's batch is big)
+        name: flows[name] if name in flows.column_names else pa.nulls(flows.num_rows, kind)
+        for name, kind in needed.items()}))
     try:
         con.execute(f"INSERT INTO {TABLE} BY NAME {summary_sql(segment, 'summarised_flows')}")
     finally:
