@@ -158,7 +158,7 @@ class Explorer:
         if self._parity_table(scope, 0):
             sql = (f"SELECT ({sql}) + (SELECT count(*) FROM parity_alerts WHERE {where})")
             params = [*params, *params]
-        return int(self._rows(sql, params)[0][0])
+        return int(self.rows(sql, params)[0][0])
 
     def feed_count_is_partial(self, scope: Scope) -> bool:
         """Whether feed_count(scope) is a lower bound: parity alerts of the range's older
@@ -207,7 +207,7 @@ class Explorer:
 
     def span(self) -> TimeRange | None:
         """First and last second of the stored flows (from the segment list: no scan)."""
-        rows = self._rows("SELECT min(min_start), max(max_end) FROM segments")
+        rows = self.rows("SELECT min(min_start), max(max_end) FROM segments")
         first, last = rows[0]
         if first is None or last is None:
             return None
@@ -348,7 +348,7 @@ class Explorer:
     # -- state, SQL, export -------------------------------------------------------------
 
     def bucket_states(self) -> list[BucketState]:
-        rows = self._rows(
+        rows = self.rows(
             "SELECT bucket, CASE kind WHEN 'cloudtrail' THEN 'cloudtrail' ELSE 'vpcflow' END, "
             "status, count(*), max(epoch(updated)) FROM objects GROUP BY ALL ORDER BY ALL")
         states: dict[tuple[str, str], BucketState] = {}
@@ -360,7 +360,7 @@ class Explorer:
         return list(states.values())
 
     def problem_count(self) -> int:
-        rows = self._rows(
+        rows = self.rows(
             "SELECT (SELECT count(*) FROM objects WHERE status IN ('quarantined', 'blocked')) "
             "+ (SELECT count(*) FROM prefixes WHERE status <> 'ok')")
         return int(rows[0][0])
@@ -384,9 +384,6 @@ class Explorer:
 
     def rows(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         """Rows of read-only SQL over the store, on this explorer's cursor."""
-        return self._rows(sql, params)
-
-    def _rows(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         return self.retry(lambda: self.con.execute(sql, params or []).fetchall())
 
     def _arrow(self, sql: str, params: list[Any] | None = None) -> pa.Table:
