@@ -25,6 +25,7 @@ from core.rules import functions
 from core.rules.model import Rule
 from core.rules.per_event import PerEventRules
 from core.rules.sqlparts import derived
+from core.rules.window_state import Committed, WindowState
 from core.rules.windowed import ADD_TO_STORED_ALERTS, WindowedRule
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 # (source, begin, end) -> a relation of the new records and the committed ones that may fall
 # in [begin, end), or None when no committed record may.
 WithStored = Callable[[str, int, int], str | None]
+# (source, begin, end) -> the same for the committed records alone (end None: no end)
+CommittedOf = Callable[[str, int, int | None], str | None]
 
 class RuleEngine:
     """The loaded rules, ready to run over a store connection: windowed rules one query each,
@@ -44,6 +47,7 @@ class RuleEngine:
         self.sql: list[WindowedRule] = []  # windowed rules
         self.per_event: list[Rule] = []
         self.errors: list[str] = []
+        self.state = WindowState([])  # (set by ``check``: only rules that compile hold state)
         for rule in rules:
             try:
                 sql = WindowedRule(rule)  # (checks the title of every kind of rule)
@@ -69,7 +73,7 @@ class RuleEngine:
         def compiles(rule: Rule, *queries: str) -> bool:
             try:
                 for query in queries:
-                    con.execute("EXPLAIN " + query)
+                    con.execute("EXPLAIN " + query).fetchall()
             except duckdb.Error as exc:
                 message = str(exc).splitlines()[0]
                 self.errors.append(f"{rule.file}: rule {rule.id!r}: {message}")
@@ -85,52 +89,83 @@ class RuleEngine:
         self.sql = [sql for sql in self.sql if compiles(sql.rule, *windowed(sql))]
         self.per_event = [rule for rule in self.per_event if compiles(
             rule, PerEventRules([rule]).select(relations[rule.source]))]
+        self.state = WindowState(self.sql, con)
 
     def evaluate(self, con: duckdb.DuckDBPyConnection, new: dict[str, str],
-                 with_stored: WithStored, additive: bool = True
-                 ) -> tuple[pa.Table | None, list[str]]:
+                 with_stored: WithStored, additive: bool = True,
+                 committed: CommittedOf | None = None) -> tuple[pa.Table | None, list[str]]:
         """Alert rows for the new records. ``new`` maps a source to the relation of its new
         records (a source without any is absent); ``with_stored(source, begin, end)`` names
         a relation of those plus the committed records that may fall in [begin, end), or
         None when none may (the rules then read the new records only). ``additive`` False:
         every rule recomputes (when stored records were replaced, adding to stored alerts
-        would count them twice)."""
+        would count them twice). ``committed``: the committed records alone, for the
+        windows the rules hold (``window_state``; without it, checks read the segments).
+        After the commit's transaction, call ``committed``, or ``discard`` if it failed."""
         tables: list[pa.Table] = []
         errors: list[str] = []
+        self.state.discard(con)
+        if not additive:
+            self.state.reset(con)  # (stored records are replaced: what is held may be stale)
         for source, relation in new.items():
             rules = [rule for rule in self.per_event if rule.source == source]
             if rules and not self._run(con, PerEventRules(rules).select(relation), rules, tables):
                 for rule in rules:  # one of them failed: each alone, to keep the others
                     self._run(con, PerEventRules([rule]).select(relation), [rule], tables, errors)
             windowed = [sql for sql in self.sql if sql.rule.source == source]
+            held = (lambda b, e, s=source: committed(s, b, e)) if committed and additive else None
             if windowed:
                 self._windowed(con, windowed, relation, lambda b, e, s=source: with_stored(s, b, e),
-                               additive, tables, errors)
+                               held, additive, tables, errors)
         tables = [t for t in tables if t.num_rows]
         if not tables:
             return None, errors
         return pa.concat_tables(tables, promote_options="permissive"), errors
 
     def _windowed(self, con: duckdb.DuckDBPyConnection, rules: list[WindowedRule], new: str,
-                  with_stored: Callable[[int, int], str | None], additive: bool,
-                  tables: list[pa.Table], errors: list[str]) -> None:
+                  with_stored: Callable[[int, int], str | None], held: Committed | None,
+                  additive: bool, tables: list[pa.Table], errors: list[str]) -> None:
         """The windowed rules of one source: those the new records reach, then a check of
         the threshold rules, then the alert rows of the rules that have some."""
         screened = _screen(con, rules, new, errors)
         if screened is None:
             return
         low, high, reached = screened
+        spans = {sql.rule.id: _span(sql, low, high) for sql in reached}
+        checked = [sql for sql in reached if sql.needs_check]
+        checks = [self._check(con, sql, new, with_stored, held, *spans[sql.rule.id])
+                  for sql in checked]
+        quiet = {sql.rule.id for sql, fires in zip(checked, _fire(con, checks), strict=True)
+                 if not fires}
         for sql in reached:
-            b = sql.rule.bucket
-            first, end = low // b * b, high // b * b + b
-            begin = first - (sql.rule.baseline_windows * (sql.rule.window or 0)
-                             if sql.rule.baseline else 0)
-            stored = with_stored(begin, end) or new
-            if sql.needs_check and not _fires(con, sql.check(stored, new, first, end)):
+            if sql.rule.id in quiet:
                 continue
+            begin, first, end = spans[sql.rule.id]
+            stored = with_stored(begin, end) or new
             if stored != new and additive and sql.additive:
                 stored = ADD_TO_STORED_ALERTS
             self._run(con, sql.select(stored, new, first, end), [sql.rule], tables, errors)
+
+    def _check(self, con: duckdb.DuckDBPyConnection, sql: WindowedRule, new: str,
+               with_stored: Callable[[int, int], str | None], held: Committed | None,
+               begin: int, first: int, end: int) -> str:
+        """A rule's check: over the partial rows it holds when it can, else over records."""
+        parts = self.state.parts(con, sql, new, begin, end, held) if held else None
+        if parts is None:
+            return sql.check(with_stored(begin, end) or new, new, first, end)
+        return sql.check_parts(parts, new, self.state.held[sql.rule.id].partials, first, end)
+
+    def committed(self, con: duckdb.DuckDBPyConnection) -> None:
+        """The records evaluated last were committed: the held windows take them."""
+        self.state.committed(con)
+
+    def discard(self, con: duckdb.DuckDBPyConnection) -> None:
+        """The records evaluated last were not committed."""
+        self.state.discard(con)
+
+    def forget_before(self, con: duckdb.DuckDBPyConnection, cutoff: int) -> None:
+        """Flows with a time before ``cutoff`` may have left the store (retention)."""
+        self.state.forget_before(con, cutoff)
 
     @staticmethod
     def _run(con: duckdb.DuckDBPyConnection, query: str, rules: list[Rule],
@@ -163,13 +198,13 @@ def _screen(con: duckdb.DuckDBPyConnection, rules: list[WindowedRule], new: str,
     """The time range of the new records and the rules some of them reach: one query for
     every rule of the source (each alone when that fails, to report the one that does)."""
     try:
-        row = con.execute(_screen_query(rules, new)).fetchone()
+        row = next(iter(con.execute(_screen_query(rules, new)).fetchall()), None)
         counts = list(row[2:]) if row else []
     except duckdb.Error:
         row, counts = None, []
         for sql in rules:
             try:
-                row = con.execute(_screen_query([sql], new)).fetchone()
+                row = next(iter(con.execute(_screen_query([sql], new)).fetchall()), None)
                 counts.append(row[2] if row else 0)
             except duckdb.Error as exc:
                 message = _failed([sql.rule], exc)
@@ -179,6 +214,29 @@ def _screen(con: duckdb.DuckDBPyConnection, rules: list[WindowedRule], new: str,
     if row is None or row[0] is None or row[1] is None:
         return None
     return row[0], row[1], [sql for sql, count in zip(rules, counts, strict=True) if count]
+
+
+def _span(sql: WindowedRule, low: int, high: int) -> tuple[int, int, int]:
+    """(begin, first, end): the buckets of records with times in [low, high] are [first,
+    end); their windows read records from ``begin`` (earlier for a baseline)."""
+    b = sql.rule.bucket
+    first, end = low // b * b, high // b * b + b
+    back = sql.rule.baseline_windows * (sql.rule.window or 0) if sql.rule.baseline else 0
+    return first - back, first, end
+
+
+def _fire(con: duckdb.DuckDBPyConnection, checks: list[str]) -> list[bool]:
+    """Whether each check finds a firing window: one statement for all of them (each costs
+    milliseconds to plan and run apart), else each alone. A check that fails says yes: the
+    rule's own query then runs, and reports the failure."""
+    if not checks:
+        return []
+    try:
+        row = con.execute("SELECT " + ", ".join(f"EXISTS ({check})" for check in checks)
+                          ).fetchall()[0]
+        return [bool(value) for value in row]
+    except duckdb.Error:
+        return [_fires(con, check) for check in checks]
 
 
 def _fires(con: duckdb.DuckDBPyConnection, query: str) -> bool:

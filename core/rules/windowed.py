@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 
 from core.rules.model import Rule
+from core.rules.partials import Partials
 from core.rules.sqlparts import CONTEXT, MAX_OBJECTS, SHAPES, derived, literal, single
 from core.rules.titles import title_sql
 
@@ -51,6 +52,12 @@ class WindowedRule:
         keys = "".join(f", ({expr}) AS _g{i}" for i, (_, expr) in enumerate(self.keys))
         where = f" WHERE {condition}" if condition else ""
         return f"(SELECT *, {derived(self.shape)}{keys} FROM {relation}{where})"
+
+    def _keyed(self, relation: str) -> str:
+        """``relation`` with the time (``_t``) and the group keys only: cheaper to plan
+        than ``_rows``, for what needs no more."""
+        keys = "".join(f", ({expr}) AS _g{i}" for i, (_, expr) in enumerate(self.keys))
+        return f"(SELECT *, {self.shape.time} AS _t{keys} FROM {relation})"
 
     def screen_term(self) -> str:
         """An aggregate over the new records (with the derived fields): how many of them this
@@ -106,7 +113,7 @@ class WindowedRule:
         rule, b = self.rule, self.rule.bucket
         groups = "".join(f"{g}, " for g in self.g)
         not_null = "".join(f" AND {g} IS NOT NULL" for g in self.g)
-        return (f"SELECT DISTINCT {groups}_t // {b} * {b} AS _b FROM {self._rows(new)} "
+        return (f"SELECT DISTINCT {groups}_t // {b} * {b} AS _b FROM {self._keyed(new)} "
                 f"WHERE ({rule.where}) AND _t IS NOT NULL{not_null}")
 
     def _source(self, stored: str, first: int, last: int) -> str:
@@ -186,6 +193,33 @@ class WindowedRule:
                    "SELECT 1 FROM windows LIMIT 1"
         return f"{self._firing(stored, new, first, last)} SELECT 1 FROM firing LIMIT 1"
 
+    def partial_rows(self, relation: str, partials: Partials, begin: int | None = None,
+                     end: int | None = None) -> str:
+        """The records of ``relation`` this rule takes (with a time in [begin, end) when
+        given) as partial rows: per key, window and DISTINCT value (``window_state``)."""
+        w = self.rule.window or 1
+        time = f" AND _t >= {begin} AND _t < {end}" if begin is not None else ""
+        not_null = "".join(f" AND {g} IS NOT NULL" for g in self.g)
+        columns = "".join(f", {column}" for column in (*partials.distinct, *partials.columns))
+        return (f"SELECT {''.join(f'{g}, ' for g in self.g)}_t // {w} * {w} AS _w{columns} "
+                f"FROM {self._keyed(relation)} WHERE ({self.rule.where}) AND _t IS NOT NULL"
+                f"{not_null}{time} GROUP BY ALL")
+
+    def check_parts(self, parts: str, new: str, partials: Partials, first: int,
+                    last: int) -> str:
+        """``check`` over partial rows (every record's, committed or new, of the windows in
+        [first - the baseline's span, last)) instead of records."""
+        rule, groups = self.rule, "".join(f"{g}, " for g in self.g)
+        if rule.baseline:
+            per_window = (f"SELECT {groups}_w, {partials.merged} AS value FROM {parts} AS src "
+                          f"{self._touched_keys()} GROUP BY ALL")
+            return (f"WITH touched AS ({self._touched(new)}), "
+                    f"{self._compare(per_window)} SELECT 1 FROM windows LIMIT 1")
+        return f"""
+        WITH touched AS ({self._touched(new)})
+        SELECT 1 FROM {parts} AS src {self._join_touched("src", "src._w")}
+        GROUP BY {groups}_w HAVING ({partials.merged}) LIMIT 1"""
+
     def _baseline(self, stored: str, new: str, first: int, last: int) -> str:
         return f"{self._compared(stored, new, first, last, describe=True)} {self._merge_windows()}"
 
@@ -195,21 +229,30 @@ class WindowedRule:
         aggregates an alert shows (the check needs only the value)."""
         rule, w = self.rule, self.rule.window or 1
         span = rule.baseline_windows * w
-        partition = f"PARTITION BY {', '.join(self.g)} " if self.g else ""
-        frame = f"OVER ({partition}ORDER BY _w RANGE BETWEEN {span} PRECEDING AND {w} PRECEDING)"
-        group_filter = (f"SEMI JOIN (SELECT DISTINCT {', '.join(self.g)} FROM touched) AS g ON "
-                        + " AND ".join(f"src.{g} = g.{g}" for g in self.g)
-                        if self.g else "")
         aggregates = (self._window_aggregates() if describe else
                       "".join(f"{g}, " for g in self.g) + f"_t // {w} * {w} AS _w")
+        per_window = (f"SELECT {aggregates}, {rule.baseline} AS value "
+                      f"FROM {self._source(stored, first - span, last)} AS src "
+                      f"{self._touched_keys()} WHERE ({rule.where}) GROUP BY ALL")
+        return f"WITH touched AS ({self._touched(new)}), {self._compare(per_window)}"
+
+    def _touched_keys(self) -> str:
+        """A join keeping the rows of ``src`` whose group key the new records touch."""
+        if not self.g:
+            return ""
+        return (f"SEMI JOIN (SELECT DISTINCT {', '.join(self.g)} FROM touched) AS g ON "
+                + " AND ".join(f"src.{g} = g.{g}" for g in self.g))
+
+    def _compare(self, per_window: str) -> str:
+        """``per_window, compared, windows`` (for a ``WITH``): the touched windows of
+        ``per_window`` (keys, ``_w``, ``value``) whose value passes ``compare`` against
+        the baseline of the windows before them."""
+        rule, w = self.rule, self.rule.window or 1
+        span = rule.baseline_windows * w
+        partition = f"PARTITION BY {', '.join(self.g)} " if self.g else ""
+        frame = f"OVER ({partition}ORDER BY _w RANGE BETWEEN {span} PRECEDING AND {w} PRECEDING)"
         return f"""
-        WITH touched AS ({self._touched(new)}),
-        per_window AS (
-            SELECT {aggregates}, {rule.baseline} AS value
-            FROM {self._source(stored, first - span, last)} AS src {group_filter}
-            WHERE ({rule.where})
-            GROUP BY ALL
-        ),
+        per_window AS ({per_window}),
         compared AS (
             SELECT *, coalesce(sum(value) {frame}, 0) / {rule.baseline_windows} AS baseline,
                    count(value) {frame} AS history

@@ -182,7 +182,11 @@ class Store:
                 ledger.write(self.con, results)
         except BaseException:
             remove(self.segment_dir, written)
+            if self.engine is not None:
+                self.engine.discard(self.con)
             raise
+        if self.engine is not None:
+            self.engine.committed(self.con)
         remove(self.segment_dir, replaced)
         self._refresh_view()
         self._publish(lambda p: p.commit(keys, changed) if additive else p.whole())
@@ -195,7 +199,7 @@ class Store:
                 rule_errors.append(f"parity alerts failed: {str(exc).splitlines()[0]}")
         return CommitStats(records, inserted, changed, rule_errors, derived)
 
-    def _committed(self, source: str, first: int, last: int) -> str | None:
+    def _committed(self, source: str, first: int, last: int | None) -> str | None:
         """SQL for the committed records of ``source`` that may have a time in [first,
         last): for flows, the segments that may hold one (None when none may), so a rule
         reads what its windows need whatever the retention."""
@@ -229,6 +233,8 @@ class Store:
         the flow records dropped."""
         cutoff = int((now or time.time()) - retention_seconds)
         old, deleted = retention.prune(self.con, cutoff, listed_from)
+        if self.engine is not None and old:
+            self.engine.forget_before(self.con, cutoff)
         killpoints.reached("pruning")
         remove(self.segment_dir, [name for name, _ in old])
         self._refresh_view()

@@ -25,11 +25,12 @@ _ALERT_CHANGES = ("count", "bytes", "packets", "first_seen", "last_seen", "objec
 
 def evaluate(con: duckdb.DuckDBPyConnection, engine: RuleEngine | None,
              flows: pa.Table | None, events: pa.Table | None, additive: bool,
-             committed: Callable[[str, int, int], str | None]
+             committed: Callable[[str, int, int | None], str | None]
              ) -> tuple[pa.Table | None, list[str]]:
     """Run the rules over the stored records plus the new ones (not yet committed).
     ``committed(source, first, last)`` is SQL for the committed records of ``source`` that
-    may fall in [first, last), or None when none may."""
+    may fall in [first, last) (``last`` None: no end), or None when none may. The caller
+    tells ``engine`` whether the records were committed (``committed``/``discard``)."""
     if engine is None or not engine.rules or (flows is None and events is None):
         return None, []
     new: dict[str, str] = {}
@@ -56,7 +57,7 @@ def evaluate(con: duckdb.DuckDBPyConnection, engine: RuleEngine | None,
         return views[stored]
 
     try:
-        return engine.evaluate(con, new, with_stored, additive)
+        return engine.evaluate(con, new, with_stored, additive, committed)
     finally:
         for name in ("new_flows", "new_events"):
             with contextlib.suppress(duckdb.Error):

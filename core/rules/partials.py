@@ -1,0 +1,144 @@
+"""A rule's aggregate expression (``having``, ``baseline``) split into partial aggregates that
+add up: computed per commit over its new records, kept, and merged at check time.
+
+``count(DISTINCT dstport) >= 20 AND 2 * count(*) FILTER (WHERE action = 'REJECT') >= count(*)``
+becomes partial rows grouped by the rule's keys, its window and ``dstport`` (``_d0``), with
+``count_star() FILTER (...) AS _p0`` and ``count_star() AS _p1``; over those rows, the
+expression reads ``count(DISTINCT _d0) >= 20 AND 2 * sum(_p0) >= sum(_p1)``. Counts and sums
+add, min and max take min and max, a DISTINCT aggregate groups the partial rows by its
+argument. Anything else (``avg``, a median, a column outside an aggregate, a subquery, a
+window function) makes the expression not mergeable: the rule then reads its stored records
+as before.
+
+The expression is parsed by DuckDB itself (``json_serialize_sql``) and written back from the
+changed tree (``json_deserialize_sql``), so the result is the same SQL DuckDB would run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import duckdb
+
+# partial aggregate -> how partial values merge
+_MERGE = {"count_star": "sum", "count": "sum", "sum": "sum", "min": "min", "max": "max"}
+# a DISTINCT aggregate -> how it reads the distinct values kept as a grouping column
+_MERGE_DISTINCT = {"count": "count", "sum": "sum", "min": "min", "max": "max"}
+
+
+@dataclass(frozen=True)
+class Partials:
+    """``columns``: partial aggregates over records (``expr AS _pN``); ``distinct``: values
+    the partial rows are also grouped by (``expr AS _dN``); ``merged``: the expression over
+    partial rows."""
+
+    columns: tuple[str, ...]
+    distinct: tuple[str, ...]
+    merged: str
+
+
+class _NotMergeable(Exception):
+    pass
+
+
+def split(expression: str) -> Partials | None:
+    """``expression`` (SQL with aggregates over records) as partials, or None when some part
+    of it does not merge."""
+    tree = _parse(f"SELECT ({expression})")
+    if tree is None:
+        return None
+    builder = _Builder()
+    try:
+        merged = builder.rewrite(tree)
+    except _NotMergeable:
+        return None
+    return Partials(tuple(f"{sql} AS _p{n}" for n, sql in enumerate(builder.partials)),
+                    tuple(f"{sql} AS _d{n}" for n, sql in enumerate(builder.distinct)),
+                    _text(merged))
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.partials: list[str] = []
+        self.distinct: list[str] = []
+
+    def rewrite(self, node: Any) -> Any:
+        if isinstance(node, list):
+            return [self.rewrite(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        kind = node.get("class")
+        if kind in ("COLUMN_REF", "SUBQUERY", "WINDOW", "STAR", "LAMBDA"):
+            raise _NotMergeable(kind)  # (a column outside an aggregate has no partial)
+        if kind == "FUNCTION" and node.get("function_name") in _aggregates():
+            return self._aggregate(node)
+        return {key: self.rewrite(value) for key, value in node.items()}
+
+    def _aggregate(self, node: dict[str, Any]) -> Any:
+        name = node["function_name"]
+        if node.get("order_bys", {}).get("orders") or name not in _MERGE:
+            raise _NotMergeable(name)
+        if node.get("distinct") and name in _MERGE_DISTINCT:
+            value = _text(node["arguments"][0]["expression"])
+            if node.get("filter") is not None:
+                value = f"CASE WHEN {_text(node['filter'])} THEN {value} END"
+            column = _column(self.distinct, value, "_d")
+            return _node(f"{_MERGE_DISTINCT[name]}(DISTINCT {column})")
+        partial = _text({**node, "distinct": False})
+        return _node(f"{_MERGE[name]}({_column(self.partials, partial, '_p')})")
+
+
+def _column(columns: list[str], sql: str, prefix: str) -> str:
+    if sql not in columns:
+        columns.append(sql)
+    return f"{prefix}{columns.index(sql)}"
+
+
+@cache
+def _connection() -> duckdb.DuckDBPyConnection:
+    return duckdb.connect()  # (only the parser: no table is read)
+
+
+@cache
+def _aggregates() -> frozenset[str]:
+    rows = _connection().execute(
+        "SELECT DISTINCT function_name FROM duckdb_functions() "
+        "WHERE function_type = 'aggregate'").fetchall()
+    return frozenset(row[0] for row in rows) | {"count_star"}
+
+
+def _parse(select: str) -> Any:
+    """The first select-list expression of ``select``, as DuckDB's JSON tree (None when
+    it does not parse)."""
+    text = _connection().execute("SELECT json_serialize_sql(?)", [select]).fetchone()
+    tree = json.loads(text[0]) if text else {"error": True}
+    if tree.get("error"):
+        return None
+    return tree["statements"][0]["node"]["select_list"][0]
+
+
+def _node(sql: str) -> Any:
+    tree = _parse(f"SELECT {sql}")
+    assert tree is not None, sql
+    return tree
+
+
+def _text(node: Any) -> str:
+    """SQL for an expression node: ``SELECT 1`` with the node as its select list, written
+    back by DuckDB."""
+    statement = json.loads(_template())
+    statement["statements"][0]["node"]["select_list"] = [node]
+    text = _connection().execute("SELECT json_deserialize_sql(?::JSON)",
+                                 [json.dumps(statement)]).fetchone()
+    assert text is not None
+    return str(text[0]).removeprefix("SELECT ")
+
+
+@cache
+def _template() -> str:
+    text = _connection().execute("SELECT json_serialize_sql('SELECT 1')").fetchone()
+    assert text is not None
+    return str(text[0])

@@ -1,0 +1,177 @@
+"""What the threshold and baseline rules of flows already know about their open windows, so
+that a commit's check reads its new records and this, not the stored segments.
+
+Per rule, a temporary table on the writer's connection holds partial aggregates
+(``partials``) of every committed record it takes with a time in ``[lo, hi)``, grouped by the
+rule's keys, its window (``_w``) and the values its DISTINCT aggregates count. A check
+merges those rows for the touched windows with the new records' own partial rows. After the
+commit's transaction, the new records' partial rows are appended (``committed``).
+
+The table is derived from the store, never the other way round, so it is kept only in
+memory: after a restart the first commit of a rule fills it from the segments (what every
+check read before), and whatever makes it doubtful drops it (``reset``: a batch that
+replaces records; ``forget_before``: retention). A commit whose windows lie far outside
+``[lo, hi)`` (an object days late) checks from the segments, as before, and leaves the
+table alone apart from its own records inside the range. Rows of windows older than the
+rule's span behind the newest ones are dropped, so the tables stay the size of an hour or
+two of traffic.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import duckdb
+
+from core.rules.partials import Partials, split
+from core.rules.windowed import WindowedRule
+
+log = logging.getLogger(__name__)
+
+# (begin, end) -> SQL of the committed records that may have a time in [begin, end) (end
+# None: no end), or None when none may
+Committed = Callable[[int, int | None], str | None]
+
+SLACK = 3600  # seconds kept beyond a rule's own span: late objects of the last hour are cheap
+NO_END = 2**62
+
+
+@dataclass
+class _Held:
+    """One rule's table and the range of record times it holds whole."""
+
+    table: str
+    partials: Partials
+    window: int
+    keep: int  # seconds behind the newest window that are kept
+    lo: int | None = None
+    hi: int = NO_END
+    newest: int = 0
+    staged: str | None = None  # the table of the new records' partial rows, until committed
+
+
+class WindowState:
+    """The held windows of every flow rule with a check whose expression splits into
+    partials (the others read the segments)."""
+
+    def __init__(self, rules: list[WindowedRule], con: duckdb.DuckDBPyConnection | None = None):
+        """``con``: a connection with the ``flows`` view, to check that each rule's check
+        over partial rows compiles (a rule whose check does not reads the segments)."""
+        self.held: dict[str, _Held] = {}
+        for n, sql in enumerate(rules):
+            rule = sql.rule
+            if rule.source != "vpcflow" or not sql.needs_check:
+                continue
+            partials = split(rule.baseline or rule.having)
+            if partials is None or (con is not None and not _compiles(con, sql, partials)):
+                continue
+            span = rule.baseline_windows * (rule.window or 0) if rule.baseline else 0
+            self.held[rule.id] = _Held(f"rule_state_{n}", partials, rule.window or 1,
+                                       span + rule.bucket + SLACK)
+
+    def parts(self, con: duckdb.DuckDBPyConnection, sql: WindowedRule, new: str,
+              begin: int, end: int, committed: Committed) -> str | None:
+        """SQL of the partial rows of every record, committed or new, of ``sql``'s windows
+        in [begin, end); None when it must read the segments (no partials, or windows far
+        from those held). Stages the new records' rows for ``committed``."""
+        held = self.held.get(sql.rule.id)
+        if held is None:
+            return None
+        staged = f"{held.table}_new"
+        try:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {staged} AS "
+                        f"{sql.partial_rows(new, held.partials)}")
+            held.staged = staged
+            held.newest = max(held.newest, end)
+            if not self._cover(con, sql, held, begin, end, committed):
+                return None
+        except duckdb.Error as exc:  # (the rule's own check then reads the segments)
+            log.warning("rule %r: its held windows failed, reading the segments: %s",
+                        sql.rule.id, str(exc).splitlines()[0])
+            self._drop(con, held)
+            return None
+        return (f"(SELECT * FROM {staged} UNION ALL BY NAME SELECT * FROM {held.table} "
+                f"WHERE _w >= {begin} AND _w < {end})")
+
+    def _cover(self, con: duckdb.DuckDBPyConnection, sql: WindowedRule, held: _Held,
+               begin: int, end: int, committed: Committed) -> bool:
+        """Extend [lo, hi) to [begin, end) by reading the segments, unless that is far."""
+        if held.lo is None:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {held.table} AS "
+                        f"SELECT * FROM {held.staged} LIMIT 0")
+            held.lo = held.hi = begin
+        elif begin < held.lo - held.keep or end > held.hi + held.keep:
+            return False
+        for low, high in ((begin, held.lo), (held.hi, end)):
+            stored = committed(low, high) if low < high else None
+            if stored is not None:
+                con.execute(f"INSERT INTO {held.table} BY NAME "
+                            f"{sql.partial_rows(f'({stored})', held.partials, low, high)}")
+        held.lo = min(held.lo, begin)
+        if end > held.hi:
+            held.hi = end if committed(end, None) else NO_END
+        return True
+
+    def committed(self, con: duckdb.DuckDBPyConnection) -> None:
+        """The staged rows are committed: hold those in [lo, hi), and drop old windows. (A
+        failure here drops what is held: the commit is done, and must not fail.)"""
+        for held in self.held.values():
+            try:
+                self._take_staged(con, held)
+            except duckdb.Error as exc:
+                log.warning("held windows dropped: %s", str(exc).splitlines()[0])
+                self._drop(con, held)
+
+    def _take_staged(self, con: duckdb.DuckDBPyConnection, held: _Held) -> None:
+        if held.staged is None:
+            return
+        if held.lo is not None:
+            con.execute(f"INSERT INTO {held.table} BY NAME SELECT * FROM {held.staged} "
+                        f"WHERE _w >= {held.lo} AND _w < {held.hi}")
+        con.execute(f"DROP TABLE {held.staged}")
+        held.staged = None
+        if held.lo is not None and held.lo < held.newest - held.keep - SLACK:
+            self._drop_before(con, held, held.newest - held.keep)
+
+    def discard(self, con: duckdb.DuckDBPyConnection) -> None:
+        """The staged rows were not committed."""
+        for held in self.held.values():
+            if held.staged is not None:
+                con.execute(f"DROP TABLE IF EXISTS {held.staged}")
+                held.staged = None
+
+    def forget_before(self, con: duckdb.DuckDBPyConnection, cutoff: int) -> None:
+        """Records with a time before ``cutoff`` may be gone (retention)."""
+        for held in self.held.values():
+            if held.lo is not None and held.lo < cutoff:
+                self._drop_before(con, held, cutoff)
+
+    def reset(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Stored records were replaced: nothing held can be trusted."""
+        for held in self.held.values():
+            self._drop(con, held)
+
+    @staticmethod
+    def _drop(con: duckdb.DuckDBPyConnection, held: _Held) -> None:
+        for table in (held.staged, held.table):
+            if table is not None:
+                con.execute(f"DROP TABLE IF EXISTS {table}")
+        held.staged, held.lo, held.hi = None, None, NO_END
+
+    @staticmethod
+    def _drop_before(con: duckdb.DuckDBPyConnection, held: _Held, time: int) -> None:
+        # the windows from the first boundary at or after ``time`` hold all their records
+        lo = -(-time // held.window) * held.window
+        con.execute(f"DELETE FROM {held.table} WHERE _w < {lo}")
+        held.lo = lo
+
+
+def _compiles(con: duckdb.DuckDBPyConnection, sql: WindowedRule, partials: Partials) -> bool:
+    parts = f"({sql.partial_rows('flows', partials)})"
+    try:
+        con.execute("EXPLAIN " + sql.check_parts(parts, "flows", partials, 0, 1)).fetchall()
+    except duckdb.Error:
+        return False
+    return True

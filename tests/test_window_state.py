@@ -1,0 +1,153 @@
+"""The rules' held windows (core/rules/window_state.py) and the split of an aggregate
+expression into partials (core/rules/partials.py).
+
+Both are checked against the definition: the rule's own expression grouped over the raw
+records. tests/test_detections.py::test_the_threshold_check_skips_only_windows_that_raise_nothing
+checks the alerts of the default rules, whose checks read held windows, commit by commit."""
+
+from __future__ import annotations
+
+import random
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from core.flowlog_parser import parse_text
+from core.layouts import Kind
+from core.objects import ObjectRef, ObjectResult, Status
+from core.rules import load_engine
+from core.rules.partials import split
+from core.store import Store
+from tests import scenarios
+
+# A baseline rule (its value is a number, so every window's figure can be compared) whose
+# expression uses each kind of partial: a count, a filtered count, a DISTINCT count with a
+# filter, a sum, a max.
+VALUE = ("count(DISTINCT dstport) FILTER (WHERE protocol = 6) * 1000000000 "
+         "+ count(*) FILTER (WHERE action = 'REJECT') * 1000000 + count(*) * 1000 "
+         "+ max(packets) + sum(bytes) % 7")
+RULE = f"""
+[[rule]]
+id = "test.mixed"
+level = 5
+title = "mixed {{srcaddr}}"
+source = "vpcflow"
+where = "log_status = 'OK'"
+group_by = ["srcaddr"]
+window = "5m"
+baseline = "{VALUE}"
+baseline_windows = 3
+compare = "value < 0"
+"""
+WINDOW = 300
+
+
+def flows(name: str, lines: list[str], replaces: bool = False) -> ObjectResult:
+    table = parse_text(scenarios.text(lines)).table
+    result = ObjectResult(ObjectRef("b", name, "etag", 1, Kind.TEXT), Status.DONE, flows=table)
+    result.replaces = replaces
+    return result
+
+
+@pytest.mark.parametrize("expression", [
+    VALUE,
+    "count(DISTINCT dstaddr) >= 3 AND 2 * count(*) FILTER (WHERE action = 'REJECT') >= count(*)",
+    "sum(bytes) >= 20000 OR min(srcport) < 1024",
+])
+def test_partials_merge_to_the_expression_over_records(expression: str) -> None:
+    """Partial rows per (key, arbitrary chunk of the records), merged, give the expression
+    computed over the records of each key at once."""
+    partials = split(expression)
+    assert partials is not None
+    rng = random.Random(3)
+    con = duckdb.connect()
+    con.execute("CREATE TABLE r (k INTEGER, chunk INTEGER, dstport INTEGER, dstaddr VARCHAR, "
+                "srcport INTEGER, protocol INTEGER, action VARCHAR, packets BIGINT, "
+                "bytes BIGINT)")
+    con.executemany("INSERT INTO r VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+        (rng.randrange(20), rng.randrange(4), rng.choice([22, 80, 443, None]),
+         f"10.0.0.{rng.randrange(6)}", rng.randrange(1000, 1100), rng.choice([6, 17]),
+         rng.choice(["ACCEPT", "REJECT"]), rng.randrange(1, 50), rng.randrange(1, 9000))
+        for _ in range(2000)])
+    columns = ", ".join((*partials.distinct, *partials.columns))
+    parts = f"(SELECT k, chunk, {columns} FROM r GROUP BY ALL)"
+    merged = con.execute(f"SELECT k, {partials.merged} FROM {parts} GROUP BY k ORDER BY k"
+                         ).fetchall()
+    direct = con.execute(f"SELECT k, {expression} FROM r GROUP BY k ORDER BY k").fetchall()
+    assert len(merged) == 20
+    assert merged == direct
+
+
+@pytest.mark.parametrize("expression", [
+    "avg(bytes) > 10", "srcaddr LIKE '10.%' AND count(*) > 2",
+    "count(*) > (SELECT 1)", "quantile_cont(bytes, 0.5) > 3", "sum(bytes ORDER BY start) > 1",
+])
+def test_what_does_not_merge_is_left_to_the_records(expression: str) -> None:
+    assert split(expression) is None
+
+
+def held_values(store: Store) -> tuple[int, int, dict[tuple[str, int], int]]:
+    held = store.engine.state.held["test.mixed"]
+    assert held.lo is not None
+    partials = held.partials
+    rows = store.con.execute(f"SELECT _g0, _w, {partials.merged} FROM {held.table} "
+                             f"WHERE _w >= {held.lo} AND _w < {held.hi} GROUP BY ALL").fetchall()
+    return held.lo, held.hi, {(key, w): value for key, w, value in rows}
+
+
+def record_values(store: Store, lo: int, hi: int) -> dict[tuple[str, int], int]:
+    """The definition: the rule's expression over the stored records of each window."""
+    rows = store.con.execute(
+        f"SELECT srcaddr, start // {WINDOW} * {WINDOW} AS w, {VALUE} FROM flows "
+        f"WHERE log_status = 'OK' AND srcaddr IS NOT NULL AND start >= {lo} AND start < {hi} "
+        "GROUP BY ALL").fetchall()
+    return {(key, w): value for key, w, value in rows}
+
+
+def test_held_windows_follow_commits_late_objects_replacement_and_retention(
+        tmp_path: Path) -> None:
+    (tmp_path / "mixed.toml").write_text(RULE)
+    engine = load_engine([tmp_path / "mixed.toml"], default_rules=False)
+    lines = scenarios.benign(4_000) + [
+        line for scenario in scenarios.detections() for line in scenario.lines]
+    lines.sort(key=lambda text: int(text.split()[10]))
+    # the second of the three hours arrives last: a late object, within the span kept
+    hour = range(scenarios.START + 3600, scenarios.START + 7200)
+    late = [line for line in lines if int(line.split()[10]) in hour]
+    rest = [line for line in lines if int(line.split()[10]) not in hour]
+    (tmp_path / "state").mkdir()
+    store = Store(tmp_path / "state", engine=engine)
+    try:
+        for n in range(8):
+            store.commit([flows(f"part-{n}", rest[n::8])])
+            lo, hi, held = held_values(store)
+            assert held == record_values(store, lo, hi)
+        first_lo = lo
+
+        store.commit([flows("late", late)])  # the range held grows back to its hour
+        lo, hi, held = held_values(store)
+        assert lo < first_lo
+        assert lo <= hour.start
+        assert held == record_values(store, lo, hi)
+        assert len(held) > 50
+
+        store.commit([flows("late", late[::2], replaces=True)])  # replaced: dropped
+        assert store.engine.state.held["test.mixed"].lo is None
+        store.commit([flows("late-2", late[1::2][-5:])])  # filled again from the segments
+        lo, hi, held = held_values(store)
+        assert lo < hour.stop
+        assert held == record_values(store, lo, hi)
+
+        # retention drops the segments older than the cutoff: their windows go too
+        cutoff = int(store.con.execute("SELECT max(max_end) FROM segments").fetchall()[0][0])
+        later = [scenarios.line(*scenarios.APP, "10.0.0.2", 40000, 53, 17, 1, 80, cutoff + 900)]
+        store.commit([flows("later", later)])
+        store.prune(0, date.today(), now=cutoff + 1)
+        lo, hi, held = held_values(store)
+        assert lo > cutoff
+        assert held == record_values(store, lo, hi)
+        assert held == {("10.0.2.45", (cutoff + 900) // WINDOW * WINDOW): 1000 + 1 + 80 % 7}
+    finally:
+        store.close()
