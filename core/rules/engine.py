@@ -24,7 +24,6 @@ import pyarrow as pa
 from core.rules import functions
 from core.rules.model import Rule
 from core.rules.per_event import PerEventRules
-from core.rules.sqlparts import derived
 from core.rules.window_state import Committed, WindowState
 from core.rules.windowed import ADD_TO_STORED_ALERTS, WindowedRule
 
@@ -150,10 +149,8 @@ class RuleEngine:
                with_stored: Callable[[int, int], str | None], held: Committed | None,
                begin: int, first: int, end: int) -> str:
         """A rule's check: over the partial rows it holds when it can, else over records."""
-        parts = self.state.parts(con, sql, new, begin, end, held) if held else None
-        if parts is None:
-            return sql.check(with_stored(begin, end) or new, new, first, end)
-        return sql.check_parts(parts, new, self.state.held[sql.rule.id].partials, first, end)
+        check = self.state.check(con, sql, new, begin, end, held) if held else None
+        return check or sql.check(with_stored(begin, end) or new, new, first, end)
 
     def committed(self, con: duckdb.DuckDBPyConnection) -> None:
         """The records evaluated last were committed: the held windows take them."""
@@ -190,7 +187,8 @@ def _failed(rules: list[Rule], exc: duckdb.Error) -> str:
 
 def _screen_query(rules: list[WindowedRule], new: str) -> str:
     terms = ", ".join(sql.screen_term() for sql in rules)
-    return f"SELECT min(_t), max(_t), {terms} FROM (SELECT *, {derived(rules[0].shape)} FROM {new})"
+    timed = f"(SELECT *, {rules[0].shape.time} AS _t FROM {new})"
+    return f"SELECT min(_t), max(_t), {terms} FROM {timed}"
 
 
 def _screen(con: duckdb.DuckDBPyConnection, rules: list[WindowedRule], new: str,

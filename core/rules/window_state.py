@@ -71,11 +71,11 @@ class WindowState:
             self.held[rule.id] = _Held(f"rule_state_{n}", partials, rule.window or 1,
                                        span + rule.bucket + SLACK)
 
-    def parts(self, con: duckdb.DuckDBPyConnection, sql: WindowedRule, new: str,
+    def check(self, con: duckdb.DuckDBPyConnection, sql: WindowedRule, new: str,
               begin: int, end: int, committed: Committed) -> str | None:
-        """SQL of the partial rows of every record, committed or new, of ``sql``'s windows
-        in [begin, end); None when it must read the segments (no partials, or windows far
-        from those held). Stages the new records' rows for ``committed``."""
+        """``sql``'s check over the partial rows of every record, committed or new, of its
+        windows in [begin, end); None when it must read the segments (no partials, or
+        windows far from those held). Stages the new records' rows for ``committed``."""
         held = self.held.get(sql.rule.id)
         if held is None:
             return None
@@ -92,8 +92,9 @@ class WindowState:
                         sql.rule.id, str(exc).splitlines()[0])
             self._drop(con, held)
             return None
-        return (f"(SELECT * FROM {staged} UNION ALL BY NAME SELECT * FROM {held.table} "
+        rows = (f"(SELECT * FROM {staged} UNION ALL BY NAME SELECT * FROM {held.table} "
                 f"WHERE _w >= {begin} AND _w < {end})")
+        return sql.check_parts(rows, staged, held.partials)
 
     def _cover(self, con: duckdb.DuckDBPyConnection, sql: WindowedRule, held: _Held,
                begin: int, end: int, committed: Committed) -> bool:
@@ -171,7 +172,7 @@ class WindowState:
 def _compiles(con: duckdb.DuckDBPyConnection, sql: WindowedRule, partials: Partials) -> bool:
     parts = f"({sql.partial_rows('flows', partials)})"
     try:
-        con.execute("EXPLAIN " + sql.check_parts(parts, "flows", partials, 0, 1)).fetchall()
+        con.execute("EXPLAIN " + sql.check_parts(parts, parts, partials)).fetchall()
     except duckdb.Error:
         return False
     return True

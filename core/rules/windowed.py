@@ -205,18 +205,18 @@ class WindowedRule:
                 f"FROM {self._keyed(relation)} WHERE ({self.rule.where}) AND _t IS NOT NULL"
                 f"{not_null}{time} GROUP BY ALL")
 
-    def check_parts(self, parts: str, new: str, partials: Partials, first: int,
-                    last: int) -> str:
-        """``check`` over partial rows (every record's, committed or new, of the windows in
-        [first - the baseline's span, last)) instead of records."""
-        rule, groups = self.rule, "".join(f"{g}, " for g in self.g)
+    def check_parts(self, parts: str, new_parts: str, partials: Partials) -> str:
+        """``check`` over partial rows: ``parts`` those of every record, committed or new,
+        of the windows in [first - the baseline's span, last); ``new_parts`` those of the
+        new records (whose windows are the touched ones)."""
+        rule, groups, b = self.rule, "".join(f"{g}, " for g in self.g), self.rule.bucket
+        touched = f"touched AS (SELECT DISTINCT {groups}_w // {b} * {b} AS _b FROM {new_parts})"
         if rule.baseline:
             per_window = (f"SELECT {groups}_w, {partials.merged} AS value FROM {parts} AS src "
                           f"{self._touched_keys()} GROUP BY ALL")
-            return (f"WITH touched AS ({self._touched(new)}), "
-                    f"{self._compare(per_window)} SELECT 1 FROM windows LIMIT 1")
+            return f"WITH {touched}, {self._compare(per_window)} SELECT 1 FROM windows LIMIT 1"
         return f"""
-        WITH touched AS ({self._touched(new)})
+        WITH {touched}
         SELECT 1 FROM {parts} AS src {self._join_touched("src", "src._w")}
         GROUP BY {groups}_w HAVING ({partials.merged}) LIMIT 1"""
 
