@@ -24,6 +24,7 @@ import pyarrow as pa
 from core.rules import functions
 from core.rules.model import Rule
 from core.rules.per_event import PerEventRules
+from core.rules.sqlparts import SourceShape
 from core.rules.window_state import Committed, WindowState
 from core.rules.windowed import ADD_TO_STORED_ALERTS, WindowedRule
 
@@ -81,7 +82,7 @@ class RuleEngine:
 
         def windowed(sql: WindowedRule) -> list[str]:
             table = relations[sql.rule.source]
-            return [_screen_query([sql], table), sql.select(table, table, 0, 1),
+            return [_screen_query(sql.shape, [sql], table), sql.select(table, table, 0, 1),
                     *([sql.check(table, table, 0, 1)] if sql.needs_check else []),
                     *([sql.select(ADD_TO_STORED_ALERTS, table, 0, 1)] if sql.additive else [])]
 
@@ -126,10 +127,15 @@ class RuleEngine:
                   additive: bool, tables: list[pa.Table], errors: list[str]) -> None:
         """The windowed rules of one source: those the new records reach, then a check of
         the threshold rules, then the alert rows of the rules that have some."""
-        screened = _screen(con, rules, new, errors)
+        # A rule that holds its windows stages its new records' partial rows: whether it
+        # has any is its screen. The others are screened together.
+        staged = {sql.rule.id: self.state.stage(con, sql, new) for sql in rules} if held else {}
+        screened = _screen(con, rules[0].shape, [sql for sql in rules
+                                                 if staged.get(sql.rule.id) is None], new, errors)
         if screened is None:
             return
-        low, high, reached = screened
+        low, high, unheld = screened
+        reached = [sql for sql in rules if staged.get(sql.rule.id) or sql in unheld]
         spans = {sql.rule.id: _span(sql, low, high) for sql in reached}
         checked = [sql for sql in reached if sql.needs_check]
         checks = [self._check(con, sql, new, with_stored, held, *spans[sql.rule.id])
@@ -149,7 +155,7 @@ class RuleEngine:
                with_stored: Callable[[int, int], str | None], held: Committed | None,
                begin: int, first: int, end: int) -> str:
         """A rule's check: over the partial rows it holds when it can, else over records."""
-        check = self.state.check(con, sql, new, begin, end, held) if held else None
+        check = self.state.check(con, sql, begin, end, held) if held else None
         return check or sql.check(with_stored(begin, end) or new, new, first, end)
 
     def committed(self, con: duckdb.DuckDBPyConnection) -> None:
@@ -185,30 +191,31 @@ def _failed(rules: list[Rule], exc: duckdb.Error) -> str:
     return f"rule{'s' if len(rules) > 1 else ''} {names} failed: {str(exc).splitlines()[0]}"
 
 
-def _screen_query(rules: list[WindowedRule], new: str) -> str:
-    terms = ", ".join(sql.screen_term() for sql in rules)
-    timed = f"(SELECT *, {rules[0].shape.time} AS _t FROM {new})"
-    return f"SELECT min(_t), max(_t), {terms} FROM {timed}"
+def _screen_query(shape: SourceShape, rules: list[WindowedRule], new: str) -> str:
+    terms = "".join(f", {sql.screen_term()}" for sql in rules)
+    return f"SELECT min(_t), max(_t){terms} FROM (SELECT *, {shape.time} AS _t FROM {new})"
 
 
-def _screen(con: duckdb.DuckDBPyConnection, rules: list[WindowedRule], new: str,
-            errors: list[str]) -> tuple[int, int, list[WindowedRule]] | None:
+def _screen(con: duckdb.DuckDBPyConnection, shape: SourceShape, rules: list[WindowedRule],
+            new: str, errors: list[str]) -> tuple[int, int, list[WindowedRule]] | None:
     """The time range of the new records and the rules some of them reach: one query for
     every rule of the source (each alone when that fails, to report the one that does)."""
     try:
-        row = next(iter(con.execute(_screen_query(rules, new)).fetchall()), None)
+        row = next(iter(con.execute(_screen_query(shape, rules, new)).fetchall()), None)
         counts = list(row[2:]) if row else []
     except duckdb.Error:
         row, counts = None, []
         for sql in rules:
             try:
-                row = next(iter(con.execute(_screen_query([sql], new)).fetchall()), None)
+                row = next(iter(con.execute(_screen_query(shape, [sql], new)).fetchall()), None)
                 counts.append(row[2] if row else 0)
             except duckdb.Error as exc:
                 message = _failed([sql.rule], exc)
                 log.error("%s", message)
                 errors.append(message)
                 counts.append(0)
+        if row is None:  # (every rule failed: the time range alone)
+            row = next(iter(con.execute(_screen_query(shape, [], new)).fetchall()), None)
     if row is None or row[0] is None or row[1] is None:
         return None
     return row[0], row[1], [sql for sql, count in zip(rules, counts, strict=True) if count]

@@ -71,30 +71,47 @@ class WindowState:
             self.held[rule.id] = _Held(f"rule_state_{n}", partials, rule.window or 1,
                                        span + rule.bucket + SLACK)
 
-    def check(self, con: duckdb.DuckDBPyConnection, sql: WindowedRule, new: str,
-              begin: int, end: int, committed: Committed) -> str | None:
-        """``sql``'s check over the partial rows of every record, committed or new, of its
-        windows in [begin, end); None when it must read the segments (no partials, or
-        windows far from those held). Stages the new records' rows for ``committed``."""
+    def stage(self, con: duckdb.DuckDBPyConnection, sql: WindowedRule, new: str
+              ) -> bool | None:
+        """Keep the partial rows of the new records ``sql`` takes, for ``check`` and
+        ``committed``. Returns whether there are any; None when the rule holds nothing (no
+        partials, or this failed)."""
         held = self.held.get(sql.rule.id)
         if held is None:
             return None
         staged = f"{held.table}_new"
         try:
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {staged} AS "
-                        f"{sql.partial_rows(new, held.partials)}")
-            held.staged = staged
-            held.newest = max(held.newest, end)
+            rows = con.execute(f"CREATE OR REPLACE TEMP TABLE {staged} AS "
+                               f"{sql.partial_rows(new, held.partials)}").fetchall()
+        except duckdb.Error as exc:  # (the rule's own check then reads the segments)
+            self._failed(con, held, exc)
+            return None
+        held.staged = staged
+        return bool(rows and rows[0][0])
+
+    def check(self, con: duckdb.DuckDBPyConnection, sql: WindowedRule, begin: int, end: int,
+              committed: Committed) -> str | None:
+        """``sql``'s check over the partial rows of every record, committed or staged, of
+        its windows in [begin, end); None when it must read the segments (nothing staged,
+        or windows far from those held)."""
+        held = self.held.get(sql.rule.id)
+        if held is None or held.staged is None:
+            return None
+        held.newest = max(held.newest, end)
+        try:
             if not self._cover(con, sql, held, begin, end, committed):
                 return None
-        except duckdb.Error as exc:  # (the rule's own check then reads the segments)
-            log.warning("rule %r: its held windows failed, reading the segments: %s",
-                        sql.rule.id, str(exc).splitlines()[0])
-            self._drop(con, held)
+        except duckdb.Error as exc:
+            self._failed(con, held, exc)
             return None
-        rows = (f"(SELECT * FROM {staged} UNION ALL BY NAME SELECT * FROM {held.table} "
+        rows = (f"(SELECT * FROM {held.staged} UNION ALL BY NAME SELECT * FROM {held.table} "
                 f"WHERE _w >= {begin} AND _w < {end})")
-        return sql.check_parts(rows, staged, held.partials)
+        return sql.check_parts(rows, held.staged, held.partials)
+
+    def _failed(self, con: duckdb.DuckDBPyConnection, held: _Held, exc: duckdb.Error) -> None:
+        log.warning("%s: the rule's held windows failed, it reads the segments: %s",
+                    held.table, str(exc).splitlines()[0])
+        self._drop(con, held)
 
     def _cover(self, con: duckdb.DuckDBPyConnection, sql: WindowedRule, held: _Held,
                begin: int, end: int, committed: Committed) -> bool:
@@ -122,8 +139,7 @@ class WindowState:
             try:
                 self._take_staged(con, held)
             except duckdb.Error as exc:
-                log.warning("held windows dropped: %s", str(exc).splitlines()[0])
-                self._drop(con, held)
+                self._failed(con, held, exc)
 
     def _take_staged(self, con: duckdb.DuckDBPyConnection, held: _Held) -> None:
         if held.staged is None:
