@@ -53,6 +53,11 @@ class Lines:
         for line in stream:
             self.lines.put(line)
 
+    def drain(self) -> None:
+        """Forget the lines read so far (a wait then sees only what comes next)."""
+        while not self.lines.empty():
+            self.lines.get_nowait()
+
     def wait_for(self, text: str, timeout: float = 600) -> str:
         while True:
             line = self.lines.get(timeout=timeout)
@@ -101,6 +106,7 @@ def main() -> int:
     emulator, url = start_emulator()
     rates: dict[str, list[float]] = {name: [] for name, _, _ in SCENARIOS}
     latencies: list[float] = []
+    arrived: queue.Queue[float] = queue.Queue()  # latencies as the viewers report them
     try:
         client = boto3.client("s3", endpoint_url=url, region_name="us-east-1")
         client.create_bucket(Bucket=BUCKET)
@@ -121,8 +127,12 @@ def main() -> int:
             try:  # the scenarios side by side, round after round (the machine drifts)
                 for _ in range(args.rounds):
                     for name, viewers, churn in SCENARIOS:
-                        apps = start_viewers(state, viewers, churn, latencies)
+                        apps = start_viewers(state, viewers, churn, arrived)
                         round_number += 1
+                        # stopped right after a poll, in its pause: a poll that was under
+                        # way when stopped would count the stop in its time (the lines of
+                        # the polls made while the viewers started are old news)
+                        log.drain()
                         log.wait_for("poll finished")
                         collector.send_signal(signal.SIGSTOP)
                         put_round(client, round_number, args.objects,
@@ -135,7 +145,13 @@ def main() -> int:
                                 break
                         rates[name].append(summary["records"] / summary["seconds"])
                         print(f"{name}: {rates[name][-1]:,.0f} records/s", flush=True)
+                        # each idle app shows the round's new alerts (a viewer that shows
+                        # them after the poll ended is counted too, however late)
+                        for _ in range(viewers - (1 if churn else 0)):
+                            latencies.append(arrived.get(timeout=120))
                         stop_viewers(apps)
+                        while not arrived.empty():  # (a second rise of one app's count)
+                            arrived.get_nowait()
             finally:
                 collector.send_signal(signal.SIGTERM)
                 collector.wait(timeout=60)
@@ -147,7 +163,7 @@ def main() -> int:
     return 0
 
 
-def start_viewers(state: Path, count: int, churn: bool, latencies: list[float]
+def start_viewers(state: Path, count: int, churn: bool, arrived: queue.Queue[float]
                   ) -> list[subprocess.Popen[str]]:
     apps = []
     for n in range(count):
@@ -158,17 +174,17 @@ def start_viewers(state: Path, count: int, churn: bool, latencies: list[float]
                                text=True, cwd=ROOT)
         lines = Lines(app.stdout)
         lines.wait_for("ready", timeout=300)
-        threading.Thread(target=_collect_latencies, args=(lines, latencies),
+        threading.Thread(target=_collect_latencies, args=(lines, arrived),
                          daemon=True).start()
         apps.append(app)
     return apps
 
 
-def _collect_latencies(lines: Lines, latencies: list[float]) -> None:
+def _collect_latencies(lines: Lines, arrived: queue.Queue[float]) -> None:
     while True:
         line = lines.lines.get()
         if line.startswith("{"):
-            latencies.append(json.loads(line)["latency"])
+            arrived.put(json.loads(line)["latency"])
 
 
 def stop_viewers(apps: list[subprocess.Popen[str]]) -> None:

@@ -1,7 +1,8 @@
 """One attached app for `bench/attach.py`: the real app, headless (Textual's run_test), on a
 store a running collector publishes. Prints "ready" once it shows the store; then, until
 SIGTERM, either changes its filter continuously (--churn) or sits idle and prints, for each
-rise of its feed's alert count, the seconds from the commit's publication to the screen."""
+rise of its feed's alert count, the seconds from the commit of the newest alert to the
+screen."""
 
 from __future__ import annotations
 
@@ -18,23 +19,24 @@ SAMPLE_SECONDS = 0.02  # how often the screen is looked at (the latency's resolu
 FILTERS = ["port:22", "action:reject", "10.0.0.0/8", "proto:udp", ""]
 
 
-def written(state_dir: Path, generation: object) -> float | None:
-    from core.store import publication
-
-    try:
-        text = (state_dir / publication.DIRECTORY / f"manifest-{generation}.json").read_text()
-        return float(json.loads(text)["written"])
-    except (OSError, ValueError, KeyError):
-        return None
+def committed(cursor: object) -> float | None:
+    """When the newest alert the app holds was committed (its ``created``, the collector's
+    clock on this host): a viewer that skips to a later state is not credited for it.
+    (``cursor``: of the app's store, for this thread.)"""
+    row = cursor.execute(  # type: ignore[attr-defined]
+        "SELECT epoch(max(created)) FROM alerts").fetchall()
+    return float(row[0][0]) if row and row[0][0] is not None else None
 
 
 async def run(state_dir: Path, churn: bool) -> None:
+    from core.priority import yield_to_collector
     from core.rules import load_engine
     from core.store import open_store
     from tui.app import VpcwatchApp
     from tui.widgets.feed import AlertFeed
 
     with open_store(state_dir, read_only=True, engine=load_engine([])) as store:
+        yield_to_collector()  # (as `vpcwatch tui` does when it attaches)
         app = VpcwatchApp(store, None)
         try:
             async with app.run_test(size=(160, 48)):
@@ -46,6 +48,7 @@ async def run(state_dir: Path, churn: bool) -> None:
                 asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
                 feed = app.query_one(AlertFeed)
                 total, step = feed.total, 0
+                cursor = store.con.cursor()
                 while not stop.is_set():
                     if churn:
                         app.apply_filter_text(FILTERS[step % len(FILTERS)])
@@ -55,7 +58,7 @@ async def run(state_dir: Path, churn: bool) -> None:
                     await asyncio.sleep(SAMPLE_SECONDS)
                     if feed.total > total:
                         total = feed.total
-                        at = written(state_dir, store.generation)
+                        at = committed(cursor)
                         if at is not None:
                             print(json.dumps({"latency": time.time() - at}), flush=True)
         finally:

@@ -47,6 +47,18 @@ class Bucket:
         return int(self.client.head_object(Bucket=self.name, Key=key)["ContentLength"])
 
 
+@pytest.fixture(autouse=True)
+def yielded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Commands run in this process (``main([...])``) record that they would lower its
+    priority (core/priority.py) instead of lowering it for the rest of the session: a
+    process cannot raise it back. Subprocesses lower theirs for real."""
+    import tui.cli
+
+    calls: list[str] = []
+    monkeypatch.setattr(tui.cli, "yield_to_collector", lambda: calls.append("yielded"))
+    return calls
+
+
 @pytest.fixture
 def bucket(s3_server: EmbeddedS3) -> Bucket:
     return Bucket(s3_server.url)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from core.priority import VIEWER_NICE
 from core.store import publication
 from tests import flowgen, scenarios
 from tests.conftest import Bucket, LineReader, write_config
@@ -52,13 +53,22 @@ def start_collector(tmp_path: Path, bucket: Bucket, kill_at: str | None = None, 
     return config, collector, LineReader(collector.stderr)
 
 
+def niceness(pid: int) -> set[int]:
+    """The nice value of each thread of process ``pid`` (field 19 of its tasks' stat)."""
+    values = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        values.add(int((task / "stat").read_text().rsplit(")", 1)[1].split()[16]))
+    return values
+
+
 def run_json_lines(args: list[str], capsys: pytest.CaptureFixture[str]) -> list[dict]:
     assert main(args) == 0, capsys.readouterr().err
     return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
 
 
 def test_alerts_and_query_attach_to_a_running_collector(
-        tmp_path: Path, bucket: Bucket, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, bucket: Bucket, capsys: pytest.CaptureFixture[str],
+        yielded: list[str]) -> None:
     config, collector, log = start_collector(tmp_path, bucket)
     alerts = ["alerts", "--config", str(config), "--json", "--min-level", "5"]
     count = ["query", "--config", str(config), "--format", "json",
@@ -69,11 +79,13 @@ def test_alerts_and_query_attach_to_a_running_collector(
         first = run_json_lines(alerts, capsys)
         assert first and {a["source"] for a in first} == {"vpcflow", "cloudtrail"}
         [before] = run_json_lines(count, capsys)
+        assert len(yielded) == 2  # each attached command yields the CPU to the collector
         watch = subprocess.Popen([sys.executable, "-m", "tui.cli", "watch", "--headless",
                                   "--config", str(config)], stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True)
         assert watch.stdout is not None and watch.stderr is not None
         assert "attached to pid" in LineReader(watch.stderr).wait_for("attached to")
+        assert niceness(watch.pid) == {VIEWER_NICE}  # (every thread: see core/priority.py)
         printed = LineReader(watch.stdout)
 
         put_detections(bucket, 10, 3)  # new objects: the next polls commit them
@@ -98,8 +110,10 @@ def test_alerts_and_query_attach_to_a_running_collector(
         assert watch is None or watch.wait(timeout=60) == 0
 
     # the store itself, now that nobody holds it: the same alerts and flows
+    yielded.clear()
     assert run_json_lines(alerts, capsys) == later
     assert run_json_lines(count, capsys) == [after]
+    assert yielded == []  # (nothing to yield to)
 
     published = tmp_path / "state" / "published"
     assert stat.S_IMODE(published.stat().st_mode) == 0o700
@@ -254,3 +268,23 @@ def test_a_publication_left_by_a_stopped_collector_is_not_taken_for_another_writ
     err = capsys.readouterr().err
     assert f"being written by pid {os.getpid()}" in err and "publishes nothing" in err
 
+
+
+def test_yielding_lowers_every_thread_and_those_started_after() -> None:
+    """In a process of its own (a process cannot raise its priority back): a thread started
+    before (as DuckDB's workers are) and one started after both run at VIEWER_NICE."""
+    script = """
+import os, threading
+from core.priority import yield_to_collector
+def nice(): return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+release = threading.Event(); seen = {}
+before = threading.Thread(target=lambda: (release.wait(), seen.update(before=nice())))
+before.start()
+yield_to_collector()
+release.set(); before.join()
+after = threading.Thread(target=lambda: seen.update(after=nice())); after.start(); after.join()
+print(seen["before"], seen["after"], nice())
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parent.parent).stdout
+    assert out.split() == [str(VIEWER_NICE)] * 3

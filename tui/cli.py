@@ -35,6 +35,7 @@ from core.config import (
 from core.decompress import CorruptObject
 from core.events import AlertsChanged, Publish
 from core.names import parse_duration
+from core.priority import yield_to_collector
 from core.rules import BlocklistError, RuleEngine, load_engine, parity
 from core.safetext import visible
 from core.sandbox import TIMEOUT, QueryStopped, ReadOnlyError, Sandbox
@@ -237,6 +238,7 @@ def _engine(config: Config | None) -> RuleEngine:
 
 def cmd_query(args: argparse.Namespace) -> int:
     with open_store(_state_dir(args), read_only=True) as store:
+        _yield_if_attached(store)
         sandbox = Sandbox(store)
         try:
             table = sandbox.run(args.sql, timeout=args.timeout)
@@ -289,6 +291,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
             message = f"--since {args.since!r}: expected a duration such as 1h or 2d"
             raise UsageError(message) from None
     with open_store(_state_dir(args), read_only=True) as store:
+        _yield_if_attached(store)
         table = recent_alerts(store, since, args.min_level, args.limit)
     if args.json:
         print_alerts(table)
@@ -323,6 +326,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
             log_to_file(state_dir / "vpcwatch.log"):
         if store.attached_to is None:  # a reader held it, or the collector just stopped:
             raise held  # the app would collect into a store it cannot write
+        _yield_if_attached(store)
         return run_app(store, config, mouse=not args.no_mouse)
 
 
@@ -352,7 +356,14 @@ def cmd_watch(args: argparse.Namespace) -> int:
         owner = busy.owner
     from tui.watch_attached import follow
 
+    yield_to_collector()
     return follow(state_dir, owner, min_level, parity_level)
+
+
+def _yield_if_attached(store: Store) -> None:
+    """A viewer of a running collector's store never slows it (core/priority.py)."""
+    if store.attached_to is not None:
+        yield_to_collector()
 
 
 def _checked_engine(args: argparse.Namespace, files: list[Path] | None = None) -> RuleEngine:
