@@ -160,6 +160,10 @@ class Explorer:
             params = [*params, *params]
         return int(self.rows(sql, params)[0][0])
 
+    def feed_reads_flows(self, scope: Scope) -> bool:
+        """Whether the feed of ``scope`` holds alerts derived from the flows (parity)."""
+        return scope.min_level <= parity.MAX_LEVEL
+
     def feed_count_is_partial(self, scope: Scope) -> bool:
         """Whether feed_count(scope) is a lower bound: parity alerts of the range's older
         part are not derived yet (no page asked for them)."""

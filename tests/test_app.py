@@ -452,3 +452,40 @@ async def test_the_feed_stops_following_when_moved_and_counts_new_alerts(
         await app.wait_settled()
         assert feed.following and feed.new_alerts == 0 and feed.cursor_row == 0
         assert "following" in str(app.query_one("#feed-title").render())
+
+
+async def test_new_flows_within_the_refresh_interval_are_shown_after_it(
+        frozen_state: Path, tmp_path: Path) -> None:
+    """New flows redraw the chart at most every AUTO_REFRESH_SECONDS: a second commit within
+    that interval is shown when it ends, without any other event. (The timer's callback
+    was once shadowed by an attribute of Textual's, and such a commit waited for the next.)"""
+    from core.events import BatchCommitted
+    from tui.app import CoreMessage
+
+    async with frozen_app(frozen_state, tmp_path) as (app, _):
+        await app.wait_settled()
+        shown: list[frozenset[str]] = []
+        apply = app._apply
+        app._apply = lambda parts, data: (shown.append(parts), apply(parts, data))[1]
+        for _ in range(2):
+            app.post_message(CoreMessage(BatchCommitted((), 0, 0, time.time())))
+        await until(lambda: sum("chart" in parts for parts in shown) >= 2, timeout=15)
+
+
+async def test_a_new_alert_is_shown_at_once_without_reading_new_flows(
+        frozen_state: Path, tmp_path: Path) -> None:
+    """An alert is what people wait for: it is shown as it arrives, in a view of the feed
+    alone that does not first add the new flows to the traffic index."""
+    from core.events import AlertsChanged
+    from tui.app import CoreMessage
+
+    async with frozen_app(frozen_state, tmp_path) as (app, _):
+        await app.wait_settled()
+        shown: list[tuple[frozenset[str], dict[str, float]]] = []
+        apply = app._apply
+        app._apply = lambda parts, data: (shown.append((parts, data.seconds)),
+                                          apply(parts, data))[1]
+        changed = app.explorer.feed(app.scope, 0, 1)  # type: ignore[union-attr]
+        app.post_message(CoreMessage(AlertsChanged(changed, time.time())))
+        await until(lambda: bool(shown))
+        assert shown[0][0] == {"feed"} and "refresh" not in shown[0][1]

@@ -230,25 +230,24 @@ class VpcwatchApp(ChartKeys, ExplainKeys, FeedKeys, Tools, ViewPump, Attachment,
     def _alerts_changed(self, count: int) -> None:
         feed = self.query_one(AlertFeed)
         if feed.following and self.scope.range is None and feed.page_offset == 0:
-            self._data_changed("feed")
+            self.request_view("feed")  # (at once: an alert is what people wait for)
         else:
             feed.new_alerts += count
             self._show_feed_title()
 
-    def _data_changed(self, *parts: str) -> None:
-        """New data: redraw at most every AUTO_REFRESH_SECONDS."""
-        self._pending.update(parts or ("chart", "conversations", "status"))
+    def _data_changed(self) -> None:
+        """New flows: redraw the chart, conversations and status at most every
+        AUTO_REFRESH_SECONDS (each redraw adds the new flows to the traffic index)."""
         wait = AUTO_REFRESH_SECONDS - (time.monotonic() - self._last_auto)
         if wait <= 0:
-            self._last_auto = time.monotonic()
-            self.request_view(*self._pending)
+            self._refresh_new_data()
         elif self._auto_timer is None:
-            self._auto_timer = self.set_timer(wait, self._auto_refresh)
+            self._auto_timer = self.set_timer(wait, self._refresh_new_data)
 
-    def _auto_refresh(self) -> None:
+    def _refresh_new_data(self) -> None:
         self._auto_timer = None
         self._last_auto = time.monotonic()
-        self.request_view(*self._pending)
+        self.request_view("chart", "conversations", "status")
 
     def _prepare_chart(self, axis: Axis, values: list[int], zoomed: bool) -> None:
         """Draw the chart that ``_apply`` will show (see ``TrafficChart.prepare``)."""

@@ -154,7 +154,11 @@ class ViewPump:
         the conversations add up on a third (both without the GIL)."""
         explorer, scope, data = self.explorer, request.scope, ViewData()
         assert explorer is not None
-        if not request.parts <= {"conversations", "history"}:  # (later steps: what it saw)
+        # New flows join the index for the chart and the status; the conversations and the
+        # chart's older days are later steps of a view (they use what it saw); a feed of
+        # stored alerts alone needs no flows, so a new alert shows without waiting for them.
+        if request.parts & {"chart", "status"} or (
+                "feed" in request.parts and explorer.feed_reads_flows(scope)):
             clock = time.perf_counter()
             explorer.refresh()
             data.seconds["refresh"] = time.perf_counter() - clock
