@@ -79,8 +79,10 @@ class _Builder:
 
     def _aggregate(self, node: dict[str, Any]) -> Any:
         name = node["function_name"]
-        if node.get("order_bys", {}).get("orders") or name not in _MERGE:
-            raise _NotMergeable(name)
+        arguments = 0 if name == "count_star" else 1
+        if (name not in _MERGE or len(node.get("arguments", [])) != arguments
+                or node.get("order_bys", {}).get("orders") or _has_subquery(node)):
+            raise _NotMergeable(name)  # (a subquery's table may change: not a partial)
         if node.get("distinct") and name in _MERGE_DISTINCT:
             value = _text(node["arguments"][0]["expression"])
             if node.get("filter") is not None:
@@ -89,6 +91,14 @@ class _Builder:
             return _node(f"{_MERGE_DISTINCT[name]}(DISTINCT {column})")
         partial = _text({**node, "distinct": False})
         return _node(f"{_MERGE[name]}({_column(self.partials, partial, '_p')})")
+
+
+def _has_subquery(node: Any) -> bool:
+    if isinstance(node, list):
+        return any(_has_subquery(item) for item in node)
+    if isinstance(node, dict):
+        return node.get("class") == "SUBQUERY" or any(_has_subquery(v) for v in node.values())
+    return False
 
 
 def _column(columns: list[str], sql: str, prefix: str) -> str:

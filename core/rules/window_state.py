@@ -97,13 +97,13 @@ class WindowState:
         held = self.held.get(sql.rule.id)
         if held is None or held.staged is None:
             return None
-        held.newest = max(held.newest, end)
         try:
             if not self._cover(con, sql, held, begin, end, committed):
                 return None
         except duckdb.Error as exc:
             self._failed(con, held, exc)
             return None
+        held.newest = max(held.newest, end)
         rows = (f"(SELECT * FROM {held.staged} UNION ALL BY NAME SELECT * FROM {held.table} "
                 f"WHERE _w >= {begin} AND _w < {end})")
         return sql.check_parts(rows, held.staged, held.partials)
@@ -115,13 +115,19 @@ class WindowState:
 
     def _cover(self, con: duckdb.DuckDBPyConnection, sql: WindowedRule, held: _Held,
                begin: int, end: int, committed: Committed) -> bool:
-        """Extend [lo, hi) to [begin, end) by reading the segments, unless that is far."""
+        """Extend [lo, hi) to [begin, end) by reading the segments; False when [begin, end)
+        lies far before it (an object days late: the check reads the segments). Far after
+        it (new data after a quiet spell), what is held is dropped and [lo, hi) starts
+        again at [begin, end)."""
+        if held.lo is not None and end > held.hi + held.keep:
+            self._drop_table(con, held)
         if held.lo is None:
             con.execute(f"CREATE OR REPLACE TEMP TABLE {held.table} AS "
                         f"SELECT * FROM {held.staged} LIMIT 0")
             held.lo = held.hi = begin
-        elif begin < held.lo - held.keep or end > held.hi + held.keep:
+        elif begin < held.lo - held.keep:
             return False
+        # (lo <= hi always: the two reads below never overlap)
         for low, high in ((begin, held.lo), (held.hi, end)):
             stored = committed(low, high) if low < high else None
             if stored is not None:
@@ -156,33 +162,50 @@ class WindowState:
         """The staged rows were not committed."""
         for held in self.held.values():
             if held.staged is not None:
-                con.execute(f"DROP TABLE IF EXISTS {held.staged}")
+                _quietly(con, f"DROP TABLE IF EXISTS {held.staged}")
                 held.staged = None
 
     def forget_before(self, con: duckdb.DuckDBPyConnection, cutoff: int) -> None:
         """Records with a time before ``cutoff`` may be gone (retention)."""
         for held in self.held.values():
             if held.lo is not None and held.lo < cutoff:
-                self._drop_before(con, held, cutoff)
+                try:
+                    self._drop_before(con, held, cutoff)
+                except duckdb.Error as exc:  # (the prune is done: this must not fail it)
+                    self._failed(con, held, exc)
 
     def reset(self, con: duckdb.DuckDBPyConnection) -> None:
         """Stored records were replaced: nothing held can be trusted."""
         for held in self.held.values():
             self._drop(con, held)
 
-    @staticmethod
-    def _drop(con: duckdb.DuckDBPyConnection, held: _Held) -> None:
-        for table in (held.staged, held.table):
-            if table is not None:
-                con.execute(f"DROP TABLE IF EXISTS {table}")
-        held.staged, held.lo, held.hi = None, None, NO_END
+    def _drop(self, con: duckdb.DuckDBPyConnection, held: _Held) -> None:
+        self._drop_table(con, held)
+        if held.staged is not None:
+            _quietly(con, f"DROP TABLE IF EXISTS {held.staged}")
+            held.staged = None
 
     @staticmethod
-    def _drop_before(con: duckdb.DuckDBPyConnection, held: _Held, time: int) -> None:
+    def _drop_table(con: duckdb.DuckDBPyConnection, held: _Held) -> None:
+        _quietly(con, f"DROP TABLE IF EXISTS {held.table}")
+        held.lo, held.hi = None, NO_END
+
+    def _drop_before(self, con: duckdb.DuckDBPyConnection, held: _Held, time: int) -> None:
         # the windows from the first boundary at or after ``time`` hold all their records
         lo = -(-time // held.window) * held.window
+        if lo >= held.hi:  # (nothing left of [lo, hi))
+            self._drop_table(con, held)
+            return
         con.execute(f"DELETE FROM {held.table} WHERE _w < {lo}")
         held.lo = lo
+
+
+def _quietly(con: duckdb.DuckDBPyConnection, statement: str) -> None:
+    """A DROP that must not fail what called it (after a commit): logged instead."""
+    try:
+        con.execute(statement)
+    except duckdb.Error as exc:
+        log.warning("%s failed: %s", statement, str(exc).splitlines()[0])
 
 
 def _compiles(con: duckdb.DuckDBPyConnection, sql: WindowedRule, partials: Partials) -> bool:

@@ -46,18 +46,19 @@ class WindowedRule:
         self.title = title_sql(rule)
         self.keys = rule.group_keys()
         self.g = [f"_g{i}" for i in range(len(self.keys))]
+        self._key_columns = "".join(f", ({expr}) AS _g{i}"
+                                    for i, (_, expr) in enumerate(self.keys))
+        self._keys_present = "".join(f" AND {g} IS NOT NULL" for g in self.g)
 
     def _rows(self, relation: str, condition: str = "") -> str:
         """``relation`` with the derived fields and group keys, optionally filtered."""
-        keys = "".join(f", ({expr}) AS _g{i}" for i, (_, expr) in enumerate(self.keys))
         where = f" WHERE {condition}" if condition else ""
-        return f"(SELECT *, {derived(self.shape)}{keys} FROM {relation}{where})"
+        return f"(SELECT *, {derived(self.shape)}{self._key_columns} FROM {relation}{where})"
 
     def _keyed(self, relation: str) -> str:
         """``relation`` with the time (``_t``) and the group keys only: cheaper to plan
         than ``_rows``, for what needs no more."""
-        keys = "".join(f", ({expr}) AS _g{i}" for i, (_, expr) in enumerate(self.keys))
-        return f"(SELECT *, {self.shape.time} AS _t{keys} FROM {relation})"
+        return f"(SELECT *, {self.shape.time} AS _t{self._key_columns} FROM {relation})"
 
     def screen_term(self) -> str:
         """An aggregate over the new records (with the derived fields): how many of them this
@@ -112,9 +113,8 @@ class WindowedRule:
     def _touched(self, new: str) -> str:
         rule, b = self.rule, self.rule.bucket
         groups = "".join(f"{g}, " for g in self.g)
-        not_null = "".join(f" AND {g} IS NOT NULL" for g in self.g)
         return (f"SELECT DISTINCT {groups}_t // {b} * {b} AS _b FROM {self._keyed(new)} "
-                f"WHERE ({rule.where}) AND _t IS NOT NULL{not_null}")
+                f"WHERE ({rule.where}) AND _t IS NOT NULL{self._keys_present}")
 
     def _source(self, stored: str, first: int, last: int) -> str:
         time = self.shape.time
@@ -180,9 +180,8 @@ class WindowedRule:
         # When nothing stored shares the new records' buckets, every bucket of the source is
         # touched: the join that picks the touched ones would only cost time.
         join = "" if stored == new else self._join_touched("src", "src._t")
-        not_null = "".join(f" AND {g} IS NOT NULL" for g in self.g)  # as in `touched`
         return (f"{self._source(stored, first, last)} AS src {join} "
-                f"WHERE ({self.rule.where}){not_null}")
+                f"WHERE ({self.rule.where}){self._keys_present}")  # (as in `touched`)
 
     def check(self, stored: str, new: str, first: int, last: int) -> str:
         """One row when a window the new records touch fires (``having``, or a baseline's
@@ -199,11 +198,10 @@ class WindowedRule:
         given) as partial rows: per key, window and DISTINCT value (``window_state``)."""
         w = self.rule.window or 1
         time = f" AND _t >= {begin} AND _t < {end}" if begin is not None else ""
-        not_null = "".join(f" AND {g} IS NOT NULL" for g in self.g)
         columns = "".join(f", {column}" for column in (*partials.distinct, *partials.columns))
         return (f"SELECT {''.join(f'{g}, ' for g in self.g)}_t // {w} * {w} AS _w{columns} "
                 f"FROM {self._keyed(relation)} WHERE ({self.rule.where}) AND _t IS NOT NULL"
-                f"{not_null}{time} GROUP BY ALL")
+                f"{self._keys_present}{time} GROUP BY ALL")
 
     def check_parts(self, parts: str, new_parts: str, partials: Partials) -> str:
         """``check`` over partial rows: ``parts`` those of every record, committed or new,

@@ -164,10 +164,10 @@ class Store:
         written = [self.segments.add(flows)] if flows is not None else []
         killpoints.reached("segment-written")
         additive = not any(result.replaces for result in results)
-        fresh, rule_errors = detections.evaluate(self.con, self.engine, flows, events,
-                                                 additive, self._committed)
         replaced: list[str] = []
         try:
+            fresh, rule_errors = detections.evaluate(self.con, self.engine, flows, events,
+                                                     additive, self._committed)
             with transaction(self.con):
                 if flows is not None:
                     self.segments.enlist(written[0], flows)
