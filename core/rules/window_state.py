@@ -10,11 +10,11 @@ commit's transaction, the new records' partial rows are appended (``committed``)
 The table is derived from the store, never the other way round, so it is kept only in
 memory: after a restart the first commit of a rule fills it from the segments (what every
 check read before), and whatever makes it doubtful drops it (``reset``: a batch that
-replaces records; ``forget_before``: retention). A commit whose windows lie far outside
+replaces records; ``forget_before``: retention). A commit whose windows lie far before
 ``[lo, hi)`` (an object days late) checks from the segments, as before, and leaves the
-table alone apart from its own records inside the range. Rows of windows older than the
-rule's span behind the newest ones are dropped, so the tables stay the size of an hour or
-two of traffic.
+table alone apart from its own records inside the range; one far after it (new data after a
+quiet spell) starts the table again. Rows of windows older than the rule's span behind the
+newest ones are dropped, so the tables stay the size of an hour or two of traffic.
 """
 
 from __future__ import annotations
