@@ -11,6 +11,7 @@ import asyncio
 import json
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -36,7 +37,7 @@ async def run(state_dir: Path, churn: bool) -> None:
     from tui.widgets.feed import AlertFeed
 
     with open_store(state_dir, read_only=True, engine=load_engine([])) as store:
-        yield_to_collector()  # (as `vpcwatch tui` does when it attaches)
+        yield_to_collector(spare=[threading.main_thread()])  # (as `vpcwatch tui` does)
         app = VpcwatchApp(store, None)
         try:
             async with app.run_test(size=(160, 48)):

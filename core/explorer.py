@@ -27,6 +27,7 @@ import pyarrow as pa
 from core.config import HOT_WINDOW
 from core.filters import Filter, IndexTest
 from core.parity_feed import ParityFeed
+from core.priority import follow_yield
 from core.rules import parity
 from core.store import Store, summaries
 from core.timeline import Axis, TimeRange
@@ -76,12 +77,14 @@ class Explorer:
         before, with the chart from the traffic summary and no conversations)."""
         self._store = store
         self.con = store.reading_cursor()
+        self._alerts_con = store.reading_cursor()  # (stored_feed's, on another thread)
         self.spans = TrafficSpans(store, self.con, hot_seconds)
         self.index = self.spans.hot
         self.built = False
         self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._kept_rows: tuple[tuple[Any, ...], Rows] = ((), np.empty(0, np.int32))
-        self._adder = ThreadPoolExecutor(1, thread_name_prefix="vpcwatch-sums")
+        self._adder = ThreadPoolExecutor(1, thread_name_prefix="vpcwatch-sums",
+                                         initializer=follow_yield)
         # the one prefetched answer (see prefetch_conversations), by its cache key
         self._started: dict[tuple[Any, ...], Future[pa.Table]] = {}
         self._parity = ParityFeed(self.con, store.segments)  # the parity alerts the feed shows
@@ -91,6 +94,7 @@ class Explorer:
     def close(self) -> None:
         self._adder.shutdown(wait=True, cancel_futures=True)
         self.spans.close()
+        self._alerts_con.close()
         self.con.close()
 
     def build(self) -> None:
@@ -143,12 +147,20 @@ class Explorer:
                 f"SELECT {columns} FROM alerts WHERE {where} UNION ALL "
                 f"SELECT {columns} FROM parity_alerts WHERE {where} {order} LIMIT ? OFFSET ?",
                 [*params, *params, limit, offset])
-        # the page's rows first, from the few columns the filter and the order need; then
-        # their twenty columns (reading those for every row in scope cost twice as much)
-        sql = (f"WITH page AS (SELECT rowid AS r FROM alerts WHERE {where} {order} "
-               f"LIMIT ? OFFSET ?) SELECT {columns} FROM alerts "
-               f"WHERE rowid IN (SELECT r FROM page) {order}")
-        return self._arrow(sql, [*params, limit, offset])
+        return self._arrow(_stored_page(where), [*params, limit, offset])
+
+    def stored_feed(self, scope: Scope, limit: int) -> tuple[pa.Table, int]:
+        """The first page of the feed of stored alerts alone (a scope whose feed does not
+        read the flows) and their count, on a cursor of its own: for the thread that shows
+        new alerts while the reader thread is busy."""
+        where, params = self._alert_where(scope)
+        rows = self._alerts_con.sql(_stored_page(where),
+                                    params=[*params, limit, 0]).to_arrow_table()
+        if rows.num_rows < limit:
+            return rows, rows.num_rows
+        count = self._alerts_con.execute(f"SELECT count(*) FROM alerts WHERE {where}",
+                                         params).fetchall()
+        return rows, int(count[0][0])
 
     def feed_count(self, scope: Scope) -> int:
         """Alerts in scope; with parity alerts not yet derived for the whole range, a lower
@@ -190,7 +202,7 @@ class Explorer:
                                                 scope.range or self.span(), need, in_scope))
         return True
 
-    def _alert_where(self, scope: Scope) -> tuple[str, list[Any]]:
+    def _alert_where(self, scope: Scope) -> tuple[str, list[Any]]:  # (read by two threads)
         sql, params = scope.filter.alerts_sql()
         where = f"level >= ? AND {sql}"
         params = [scope.min_level, *params]
@@ -425,3 +437,13 @@ def _within(where: str, params: list[Any], window: TimeRange | None) -> tuple[st
     if window is None:
         return where, params
     return f"{where} AND start >= ? AND start < ?", [*params, window.start, window.end]
+
+
+def _stored_page(where: str) -> str:
+    """A page of stored alerts (parameters: the filter's, then LIMIT and OFFSET), newest
+    first: the page's rows from the few columns the filter and the order need, then their
+    twenty columns (reading those for every row in scope cost twice as much)."""
+    order = "ORDER BY last_seen DESC, level DESC, id"
+    return (f"WITH page AS (SELECT rowid AS r FROM alerts WHERE {where} {order} "
+            f"LIMIT ? OFFSET ?) SELECT {', '.join(FEED_COLUMNS)} FROM alerts "
+            f"WHERE rowid IN (SELECT r FROM page) {order}")

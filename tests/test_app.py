@@ -472,20 +472,32 @@ async def test_new_flows_within_the_refresh_interval_are_shown_after_it(
         await until(lambda: sum("chart" in parts for parts in shown) >= 2, timeout=15)
 
 
-async def test_a_new_alert_is_shown_at_once_without_reading_new_flows(
+async def test_a_new_alert_is_shown_while_the_view_reader_is_busy(
         frozen_state: Path, tmp_path: Path) -> None:
-    """An alert is what people wait for: it is shown as it arrives, in a view of the feed
-    alone that does not first add the new flows to the traffic index."""
+    """An alert is what people wait for: it is shown as it arrives, read on a thread of its
+    own, even while the view reader is stuck in long work (here a gate it waits on)."""
+    import shutil
+    import threading
+
     from core.events import AlertsChanged
     from tui.app import CoreMessage
 
-    async with frozen_app(frozen_state, tmp_path) as (app, _):
-        await app.wait_settled()
-        shown: list[tuple[frozenset[str], dict[str, float]]] = []
-        apply = app._apply
-        app._apply = lambda parts, data: (shown.append((parts, data.seconds)),
-                                          apply(parts, data))[1]
-        changed = app.explorer.feed(app.scope, 0, 1)  # type: ignore[union-attr]
-        app.post_message(CoreMessage(AlertsChanged(changed, time.time())))
-        await until(lambda: bool(shown))
-        assert shown[0][0] == {"feed"} and "refresh" not in shown[0][1]
+    state = tmp_path / "state"
+    shutil.copytree(frozen_state, state)  # (the frozen store is shared: this one changes)
+    async with frozen_app(state, tmp_path) as (app, _):
+        feed = app.query_one(AlertFeed)
+        assert feed.following
+        gate = threading.Event()
+        busy = app._reader.submit(gate.wait, 60)
+        try:
+            con = app.store.con
+            con.execute("INSERT INTO alerts SELECT * REPLACE ('new-alert' AS id, "
+                        "first_seen + 60 AS first_seen, last_seen + 60 AS last_seen) "
+                        "FROM alerts WHERE level >= ? ORDER BY last_seen DESC LIMIT 1",
+                        [DEFAULT_MIN_LEVEL])
+            new = con.sql("SELECT * FROM alerts WHERE id = 'new-alert'").to_arrow_table()
+            app.post_message(CoreMessage(AlertsChanged(new, time.time())))
+            await until(lambda: bool(feed.rows_shown) and feed.rows_shown[0]["id"] == "new-alert")
+            assert not busy.done()  # (shown while the reader was still busy)
+        finally:
+            gate.set()

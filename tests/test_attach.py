@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from core.priority import VIEWER_NICE
+from core.priority import SPARED_NICE, VIEWER_NICE
 from core.store import publication
 from tests import flowgen, scenarios
 from tests.conftest import Bucket, LineReader, write_config
@@ -270,21 +270,27 @@ def test_a_publication_left_by_a_stopped_collector_is_not_taken_for_another_writ
 
 
 
-def test_yielding_lowers_every_thread_and_those_started_after() -> None:
+def test_yielding_lowers_every_thread_but_the_spared_and_heavy_pools_follow() -> None:
     """In a process of its own (a process cannot raise its priority back): a thread started
-    before (as DuckDB's workers are) and one started after both run at VIEWER_NICE."""
+    before (as DuckDB's workers are) runs at VIEWER_NICE, the spared one (the app's UI
+    thread) and what it starts later at SPARED_NICE, and a pool thread that calls
+    follow_yield (the app's view reader) lowers itself to VIEWER_NICE."""
     script = """
 import os, threading
-from core.priority import yield_to_collector
+from concurrent.futures import ThreadPoolExecutor
+from core.priority import follow_yield, yield_to_collector
 def nice(): return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 release = threading.Event(); seen = {}
 before = threading.Thread(target=lambda: (release.wait(), seen.update(before=nice())))
 before.start()
-yield_to_collector()
+yield_to_collector(spare=[threading.main_thread()])
 release.set(); before.join()
 after = threading.Thread(target=lambda: seen.update(after=nice())); after.start(); after.join()
-print(seen["before"], seen["after"], nice())
+heavy = ThreadPoolExecutor(1, initializer=follow_yield).submit(nice).result()
+print(seen["before"], nice(), seen["after"], heavy)
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parent.parent).stdout
-    assert out.split() == [str(VIEWER_NICE)] * 3
+    base = os.nice(0)  # (the child starts at this process's niceness)
+    low, spared = max(base, VIEWER_NICE), max(base, SPARED_NICE)
+    assert out.split() == [str(low), str(spared), str(spared), str(low)]

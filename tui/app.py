@@ -45,6 +45,7 @@ from core.events import (
 )
 from core.explorer import BucketState, Explorer, Scope
 from core.filters import Filter, FilterError, parse_filter
+from core.priority import follow_yield
 from core.sandbox import Sandbox
 from core.store import Store
 from core.timeline import Axis, TimeRange, find_peaks
@@ -54,6 +55,7 @@ from tui.chart_keys import ChartKeys
 from tui.explain_view import ExplainKeys
 from tui.feed_keys import FeedKeys
 from tui.keys import KEYS, key_label
+from tui.new_alerts import NewAlerts
 from tui.tools import Tools
 from tui.view_pump import ViewData, ViewPump
 from tui.widgets.chart import ChartState, Timeline, TrafficChart
@@ -74,7 +76,8 @@ class CoreMessage(Message):
         self.event = event
 
 
-class VpcwatchApp(ChartKeys, ExplainKeys, FeedKeys, Tools, ViewPump, Attachment, App[int]):
+class VpcwatchApp(ChartKeys, ExplainKeys, FeedKeys, NewAlerts, Tools, ViewPump, Attachment,
+                  App[int]):
     TITLE = "vpcwatch"
     CSS_PATH = "app.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -107,11 +110,17 @@ class VpcwatchApp(ChartKeys, ExplainKeys, FeedKeys, Tools, ViewPump, Attachment,
         self._anchor_t: int | None = None
         self.collector: Collector | None = None
         self._stop = asyncio.Event()
-        self._reader = ThreadPoolExecutor(1, thread_name_prefix="vpcwatch-reader")
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="vpcwatch-reader",
+                                          initializer=follow_yield)
+        # new alerts: the collector's small tables reloaded, the feed read (light, and not
+        # behind the reader's work; spared when an attached app yields, core/priority.py)
+        self._alerts_reader = ThreadPoolExecutor(1, thread_name_prefix="vpcwatch-alerts")
         self._ui_loop: asyncio.AbstractEventLoop | None = None  # (the reader posts to it)
         self.explorer: Explorer | None = None
         self.sandbox: Sandbox | None = None  # user SQL (the `:` prompt), made on first use
         self._pending: set[str] = set()
+        self._feed_tickets = 0  # feed pages asked for (take_feed_ticket)…
+        self._feed_shown = 0  # …and the newest shown
         self._pumping = False
         self.index_seconds: float | None = None  # how long the traffic index took to build
         self._older_pending = False  # the chart shown lacks its days before the hot window
@@ -183,6 +192,7 @@ class VpcwatchApp(ChartKeys, ExplainKeys, FeedKeys, Tools, ViewPump, Attachment,
         self._stop.set()
         if self.collector is not None:
             self.collector.close()
+        self._alerts_reader.shutdown(wait=True)  # (its reads use the explorer's cursor)
         if self.explorer is not None:
             self._reader.submit(self.explorer.close).result()
         if self.sandbox is not None:
@@ -227,14 +237,6 @@ class VpcwatchApp(ChartKeys, ExplainKeys, FeedKeys, Tools, ViewPump, Attachment,
             activity.add_error(f"poll failed: {event.error}")
         self._show_status()
 
-    def _alerts_changed(self, count: int) -> None:
-        feed = self.query_one(AlertFeed)
-        if feed.following and self.scope.range is None and feed.page_offset == 0:
-            self.request_view("feed")  # (at once: an alert is what people wait for)
-        else:
-            feed.new_alerts += count
-            self._show_feed_title()
-
     def _data_changed(self) -> None:
         """New flows: redraw the chart, conversations and status at most every
         AUTO_REFRESH_SECONDS (each redraw adds the new flows to the traffic index)."""
@@ -257,13 +259,7 @@ class VpcwatchApp(ChartKeys, ExplainKeys, FeedKeys, Tools, ViewPump, Attachment,
 
     def _apply(self, parts: frozenset[str], data: ViewData) -> None:
         if data.feed is not None:
-            feed = self.query_one(AlertFeed)
-            feed.show(data.feed, data.feed_total, feed.page_offset, self.zone)
-            feed.total_partial = data.feed_partial
-            if feed.following:
-                feed.new_alerts = 0
-            self._show_feed_title()
-            self._show_detail()
+            self._show_feed_page(data.feed_ticket, data.feed, data.feed_total, data.feed_partial)
         if "chart" in parts or "history" in parts:
             self._older_pending = data.chart_partial
             self.chart = ChartState(data.axis, data.values, find_peaks(data.values),

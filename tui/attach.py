@@ -1,8 +1,8 @@
 """The app attached to a running collector (docs/attach.md): instead of collecting, it
-follows what the collector publishes. Each new state is loaded on the reader thread (the
-views never see half of it), then announced as the collector's own events would be, so the
-feed, chart and status update as they do when the app collects. Mixed into
-:class:`tui.app.VpcwatchApp`."""
+follows what the collector publishes. Each new state is loaded whole (in one transaction)
+on the thread that shows new alerts (``tui.new_alerts``: not behind the view reader's
+work), then announced as the collector's own events would be, so the feed, chart and
+status update as they do when the app collects. Mixed into :class:`tui.app.VpcwatchApp`."""
 
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ class Attachment:
                 pending.append(update.alerts)
             if self.store.generation != follower.generation:
                 try:  # (all tables or none: a failed load leaves the last state whole)
-                    loaded = await self._read(self.store.reload_publication)
+                    loaded = await asyncio.get_running_loop().run_in_executor(
+                        self._alerts_reader, self.store.reload_publication)
                 except (OSError, ValueError, KeyError, duckdb.Error) as exc:
                     log.info("reading the collector's state failed, retrying: %s", exc)
                     continue  # (the next tick tries again)

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -326,7 +327,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
             log_to_file(state_dir / "vpcwatch.log"):
         if store.attached_to is None:  # a reader held it, or the collector just stopped:
             raise held  # the app would collect into a store it cannot write
-        _yield_if_attached(store)
+        yield_to_collector(spare=[threading.main_thread()])  # (the UI: see core/priority.py)
         return run_app(store, config, mouse=not args.no_mouse)
 
 

@@ -45,6 +45,7 @@ class ViewRequest:
     columns: int
     focus: str | None
     then: frozenset[str] = frozenset()  # the parts the next step will ask for
+    feed_ticket: int = 0  # (see take_feed_ticket)
 
 
 @dataclass
@@ -52,6 +53,7 @@ class ViewData:
     feed: pa.Table | None = None
     feed_total: int = 0
     feed_partial: bool = False  # feed_total is a lower bound (parity alerts: see Explorer)
+    feed_ticket: int = 0
     axis: Axis | None = None
     values: list[int] = field(default_factory=list)
     conversations: pa.Table | None = None
@@ -145,7 +147,8 @@ class ViewPump:
         columns = max(10, chart.size.width - Y_LABEL_COLUMNS)
         focus = self.focus_address or self.scope.filter.single_address()
         offset = self.query_one(AlertFeed).page_offset
-        return ViewRequest(parts, self.scope, offset, columns, focus, then)
+        ticket = self.take_feed_ticket() if "feed" in parts else 0
+        return ViewRequest(parts, self.scope, offset, columns, focus, then, ticket)
 
     def _compute(self, request: ViewRequest) -> ViewData:
         """On the reader thread: everything ``request.parts`` needs, from the store. The
@@ -180,7 +183,8 @@ class ViewPump:
                 time.perf_counter() - clock)
         if "feed" in request.parts:
             clock = time.perf_counter()
-            data.feed = explorer.feed(scope, request.offset, PAGE)
+            data.feed, data.feed_ticket = explorer.feed(scope, request.offset, PAGE), \
+                request.feed_ticket
             rows = data.feed.num_rows  # on the last page, the total needs no count
             last_page = rows < PAGE and (rows > 0 or request.offset == 0)
             data.feed_total = request.offset + rows if last_page else explorer.feed_count(scope)
