@@ -13,7 +13,7 @@ collector's small tables and reads the feed, which the UI thread starts): they r
 SPARED_NICE, light work that should not wait for the collector's poll to end. Its heavy
 threads (the view reader, the index) call ``follow_yield`` when they start. Measured
 (bench/RESULTS.md): the spared threads at 0 showed an alert in 0.7 s (p95) but cost the
-collector 21-31%; at 10, 1.0 s and 5-18%; everything at 19, 4.4 s and 13-29%.
+collector 21-31%; at 10, 0.95-1.0 s and 5-28%; everything at 19, 4.4 s and 13-29%.
 """
 
 from __future__ import annotations
