@@ -11,7 +11,9 @@ unprivileged process can lower a thread's priority but never raise it back.
 The app spares what shows new alerts (its UI thread, and the thread that reloads the
 collector's small tables and reads the feed, which the UI thread starts): they run at
 SPARED_NICE, light work that should not wait for the collector's poll to end. Its heavy
-threads (the view reader, the index) call ``follow_yield`` when they start. Measured
+threads (the view reader, the index) call ``follow_yield`` when they start. What the user
+asks for by hand (SQL at the `:` prompt, an export) runs on threads the UI thread starts,
+at SPARED_NICE too; DuckDB's own workers stay at VIEWER_NICE whoever calls. Measured
 (bench/RESULTS.md): the spared threads at 0 showed an alert in 0.7 s (p95) but cost the
 collector 21-31%; at 10, 0.95-1.0 s and 5-28%; everything at 19, 4.4 s and 13-29%.
 """

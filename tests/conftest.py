@@ -55,7 +55,8 @@ def yielded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     import tui.cli
 
     calls: list[str] = []
-    monkeypatch.setattr(tui.cli, "yield_to_collector", lambda: calls.append("yielded"))
+    monkeypatch.setattr(tui.cli, "yield_to_collector",
+                        lambda *_, **__: calls.append("yielded"))
     return calls
 
 

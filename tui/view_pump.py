@@ -183,8 +183,8 @@ class ViewPump:
                 time.perf_counter() - clock)
         if "feed" in request.parts:
             clock = time.perf_counter()
-            data.feed, data.feed_ticket = explorer.feed(scope, request.offset, PAGE), \
-                request.feed_ticket
+            data.feed = explorer.feed(scope, request.offset, PAGE)
+            data.feed_ticket = request.feed_ticket
             rows = data.feed.num_rows  # on the last page, the total needs no count
             last_page = rows < PAGE and (rows > 0 or request.offset == 0)
             data.feed_total = request.offset + rows if last_page else explorer.feed_count(scope)
