@@ -202,7 +202,7 @@ class Explorer:
                                                 scope.range or self.span(), need, in_scope))
         return True
 
-    def _alert_where(self, scope: Scope) -> tuple[str, list[Any]]:  # (read by two threads)
+    def _alert_where(self, scope: Scope) -> tuple[str, list[Any]]:
         sql, params = scope.filter.alerts_sql()
         where = f"level >= ? AND {sql}"
         params = [scope.min_level, *params]

@@ -158,7 +158,7 @@ def top_pairs(rows: Rows, low: int, high: int, limit: int, me: int,
     while the app's thread draws.) ``total``, ``flows`` (zeros) and ``slot_of_pair`` (-1)
     are scratch arrays of one entry per pair, left as they were found."""
     touched = pair_totals(rows, low, high, start, pair, nbytes, total, flows)
-    chosen = _most_bytes_of(touched.astype(np.int64), total, flows, pair_ends, limit)
+    chosen = _most_bytes(touched.astype(np.int64), total, flows, pair_ends, limit)
     for slot in range(len(chosen)):
         slot_of_pair[chosen[slot]] = slot
     figures, protocols, counts = pair_details(
@@ -173,18 +173,11 @@ def top_pairs(rows: Rows, low: int, high: int, limit: int, me: int,
 
 
 @_jit  # type: ignore[misc]
-def _most_bytes(total: NDArray[np.int64], flows: NDArray[np.int64],
-                pair_ends: NDArray[np.int32], limit: int) -> NDArray[np.int64]:
-    """The ``limit`` pairs with flows and the most bytes, ordered (ties: more flows, then
-    the lower ends)."""
-    return _most_bytes_of(np.flatnonzero(flows), total, flows, pair_ends, limit)
-
-
-@_jit  # type: ignore[misc]
-def _most_bytes_of(candidates: NDArray[np.int64], total: NDArray[np.int64],
-                   flows: NDArray[np.int64], pair_ends: NDArray[np.int32], limit: int
-                   ) -> NDArray[np.int64]:
-    """``_most_bytes`` among ``candidates`` (pairs with flows, ascending or not)."""
+def _most_bytes(candidates: NDArray[np.int64], total: NDArray[np.int64],
+                flows: NDArray[np.int64], pair_ends: NDArray[np.int32], limit: int
+                ) -> NDArray[np.int64]:
+    """Of ``candidates`` (pairs with flows, in any order), the ``limit`` with the most bytes,
+    ordered (ties: more flows, then the lower ends)."""
     if 0 < limit < len(candidates):  # only those that can make the cut need sorting
         candidates = candidates[total[candidates] >= _kth_largest(total[candidates], limit)]
     order = np.arange(len(candidates))  # stable sorts, the last key first
