@@ -37,6 +37,7 @@ import pyarrow as pa  # noqa: E402
 from results import publish  # noqa: E402
 from ui import ALERTS_SQL, p95  # noqa: E402
 
+from core.config import INDEX_MEMORY  # noqa: E402
 from core.layouts import Kind  # noqa: E402
 from core.objects import ObjectRef, ObjectResult, Status  # noqa: E402
 from core.store import open_store  # noqa: E402
@@ -124,14 +125,15 @@ def build_store(state: Path, flows: int, alerts: int) -> None:
         store.checkpoint()
 
 
-def scope_changes() -> list[tuple[str, str, Any]]:
-    """(kind of range, kind of change, value): filters and ranges in the last day (hot),
-    ranges on the six days before (any), with clears between them."""
-    last = FIRST + 6 * DAY
+def scope_changes(hot_start: int) -> list[tuple[str, str, Any]]:
+    """(kind of range, kind of change, value): filters, and ranges in the hot window (from
+    ``hot_start``: index_memory may make it shorter than the last day), ranges on the six
+    days before the last (any), with clears between them."""
+    end = FIRST + 7 * DAY
     hot = [("hot", "filter", f) for f in ("10.0.1.10", "port:5432", "action:reject",
                                           "10.2.0.0/16", "!action:accept", "port:22")]
-    hot += [("hot", "range", TimeRange(last + h * 3600, last + h * 3600 + 600))
-            for h in (2, 9, 15, 21)]
+    hot += [("hot", "range", TimeRange(t, t + 600)) for t in (
+        (hot_start + (end - hot_start) * k // 8) // 600 * 600 for k in (1, 3, 5, 7))]
     old = [("any", "range", TimeRange(FIRST + d * DAY + h * 3600,
                                       FIRST + d * DAY + h * 3600 + length))
            for d, h, length in ((0, 3, 600), (1, 11, 3600), (2, 17, 600), (3, 8, 3600),
@@ -167,8 +169,11 @@ async def measure(state: Path) -> dict[str, Any]:
                 found["rss_indexed"] = peak_rss()
                 found["indexed"] = time.perf_counter() - opened
                 found["index_build"] = app.index_seconds
-                found["hot_rows"] = app.explorer.index.rows if app.explorer else 0
-                for n, (kind, change, value) in enumerate(scope_changes()):
+                assert app.explorer is not None and app.explorer.index.start is not None
+                found["hot_rows"] = app.explorer.index.rows
+                found["hot_hours"] = (FIRST + 7 * DAY - app.explorer.index.start) / 3600
+                for n, (kind, change, value) in enumerate(
+                        scope_changes(app.explorer.index.start)):
                     if n == 20:
                         found["rss_hot_changes"] = peak_rss()
                     started = time.perf_counter()
@@ -217,11 +222,12 @@ def render(found: dict[str, Any], args: argparse.Namespace, build_seconds: float
         f"{platform.python_implementation()} {platform.python_version()}. Store of "
         f"{args.flows:,} flows over 7 days and {args.alerts:,} alerts built as segments in "
         f"{build_seconds:.0f} s; the app headless at 160x48 in its own process, hot window "
-        f"24 h ({found['hot_rows']:,} flows indexed). A change is timed from the view "
-        "pump's start to its view applied (feed, chart, conversations; with a filter the "
-        "traffic summary cannot answer, the live chart's days before the hot window are read "
-        "from the segments in a step after it), and to everything done and the process idle "
-        "(Textual's `pilot.pause()`), which includes those days.\n\n"
+        f"24 h within index_memory {INDEX_MEMORY / 2**20:.0f} MiB (the defaults): the "
+        f"last {found['hot_hours']:.1f} h, {found['hot_rows']:,} flows indexed. A change is "
+        "timed from the view pump's start to its view applied (feed, chart, conversations; "
+        "with a filter the traffic summary cannot answer, the live chart's days before the "
+        "hot window are read from the segments in a step after it), and to everything done "
+        "and the process idle (Textual's `pilot.pause()`), which includes those days.\n\n"
         "| figure | value | target |\n|---|---|---|\n"
         f"| first paint (status bar, chart of the week, feed) | {found['first_paint']:.2f} s "
         f"| ≤ 2 s: {verdict(found['first_paint'] <= TARGETS['first_paint'])} |\n"

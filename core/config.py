@@ -39,6 +39,7 @@ _MONTHS = {m: i for i, m in enumerate(
 
 
 HOT_WINDOW = 86400.0  # the app's traffic index: the last day of flows (docs/app.md)
+INDEX_MEMORY = 768 * 2**20  # the flow indexes' budget (docs/app.md, "Bounded memory")
 
 
 class ConfigError(Exception):
@@ -86,6 +87,7 @@ class GeneralConfig:
     retention: float = 7 * 86400.0
     relist_interval: float = 86400.0  # how often the whole retention window is listed again
     hot_window: float = HOT_WINDOW  # the flows the app keeps in memory (docs/app.md)
+    index_memory: int = INDEX_MEMORY  # the most memory the app's flow indexes take
     concurrency: int = 8
     max_attempts: int = 3
     max_object_size: int = 2**30
@@ -256,6 +258,8 @@ def _general(source: str, table: dict[str, Any], base: Path) -> GeneralConfig:
                               duration + " (≥ 1h)"),
         hot_window=r.get("hot_window", defaults.hot_window, _min_duration(3600),
                          duration + " (≥ 1h)"),
+        index_memory=r.get("index_memory", defaults.index_memory, _min_size(64 * 2**20),
+                         "a size such as 768MiB or 2GiB (≥ 64MiB)"),
         concurrency=r.get("concurrency", 8, _bounded_int(1, 64), "an integer from 1 to 64"),
         max_attempts=r.get("max_attempts", 3, _bounded_int(1, 20), "an integer from 1 to 20"),
         max_object_size=r.get("max_object_size", defaults.max_object_size, parse_size,
@@ -287,6 +291,16 @@ def _min_duration(minimum: float) -> Callable[[object], float]:
         if seconds < minimum:
             raise ValueError(value)
         return seconds
+
+    return convert
+
+
+def _min_size(minimum: int) -> Callable[[object], int]:
+    def convert(value: object) -> int:
+        size = parse_size(value)
+        if size < minimum:
+            raise ValueError(value)
+        return size
 
     return convert
 

@@ -24,7 +24,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from core.config import HOT_WINDOW
+from core.config import HOT_WINDOW, INDEX_MEMORY
 from core.filters import Filter, IndexTest
 from core.parity_feed import ParityFeed
 from core.priority import follow_yield
@@ -70,15 +70,16 @@ class BucketState:
 
 class Explorer:
     def __init__(self, store: Store, hot_seconds: float | None = HOT_WINDOW,
-                 build: bool = True):
+                 build: bool = True, index_memory: int | None = INDEX_MEMORY):
         """``hot_seconds``: the span of flows the traffic index keeps in memory, before the
-        newest (None: every flow); older ones are read when a range asks for them.
+        newest (None: every flow), shorter when they would take more than ``index_memory``
+        bytes (None: no limit); older ones are read when a range asks for them.
         ``build`` False: the index is built by :meth:`build` (the app shows its first view
         before, with the chart from the traffic summary and no conversations)."""
         self._store = store
         self.con = store.reading_cursor()
         self._alerts_con = store.reading_cursor()  # (stored_feed's, on another thread)
-        self.spans = TrafficSpans(store, self.con, hot_seconds)
+        self.spans = TrafficSpans(store, self.con, hot_seconds, index_memory)
         self.index = self.spans.hot
         self.built = False
         self._cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
@@ -266,6 +267,8 @@ class Explorer:
             return older(axis.end)
         span = scope.range and TimeRange(axis.start, axis.end)
         index = self.spans.index_for(span)
+        if index is None:  # (a past range too long to index: its flows are read)
+            return older(axis.end)
         values = index.histogram(self._kept(index, scope.filter, span), axis)
         if index.start is None or axis.start >= index.start:
             return values
@@ -308,6 +311,8 @@ class Explorer:
         if not self.built:
             return CONVERSATION_SCHEMA.empty_table
         index = self.spans.index_for(scope.range)
+        if index is None:  # (see range_too_long)
+            return CONVERSATION_SCHEMA.empty_table
         rows, me = self._kept(index, scope.filter, scope.range), -1
         if address is not None:
             me = index.address_id(address) or 0
@@ -319,6 +324,11 @@ class Explorer:
         spark = self._spark_axis(scope, index)
         return lambda: self._table(index, index.top_pairs(rows, scope.range, me, limit, spark),
                                    swap=me < 0)
+
+    def range_too_long(self, scope: Scope) -> bool:
+        """Whether the scope's range is a past one with more flows than an index of a past
+        range may take (index_memory): it has a chart but no conversations."""
+        return scope.range is not None and self.spans.index_for(scope.range) is None
 
     def _table(self, index: TrafficIndex, pairs: list[PairFigures], swap: bool) -> pa.Table:
         rows = [_conversation(p, index.names, swap) for p in pairs]

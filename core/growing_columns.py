@@ -49,6 +49,16 @@ class GrowingColumns:
             array[self.rows:self.rows + count] = batch[name]
         self.rows += count
 
+    def truncate(self, rows: int) -> None:
+        """Forget the rows from ``rows`` on."""
+        self.rows = min(self.rows, rows)
+
+    def sort_from(self, first: int, key: str) -> None:
+        """Order the rows from ``first`` on by column ``key`` (stable), a column at a time."""
+        order = np.argsort(self._data[key][first:self.rows], kind="stable")
+        for array in self._data.values():
+            array[first:self.rows] = array[first:self.rows][order]
+
     def keep(self, mask: NDArray[np.bool_]) -> int:
         """Keep the rows where ``mask`` is true, in order; returns how many were dropped."""
         kept = int(mask.sum())

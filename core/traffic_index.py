@@ -13,7 +13,7 @@ loops (``core.traffic_kernels``).
 :meth:`TrafficIndex.sync` follows the segment list: rows of new segments are added, rows of
 segments that compaction merged or retention dropped are removed; when a sync removes more
 rows than it adds (retention, not compaction), addresses no flow uses any more leave
-``ix_addr`` too. Memory: about 70 bytes a flow (700 MB for 10 million).
+``ix_addr`` too. Memory: about 63 bytes a flow, plus up to 36 a pair (FLOW_COST).
 
 An index may cover a time span instead of the whole store: the *hot window* (the last
 ``hot_seconds`` before the newest flow; its start follows new data by whole hours, so it
@@ -38,7 +38,7 @@ from numpy.typing import NDArray
 from core import traffic_kernels as kernels
 from core.filters import IndexTest
 from core.growing_columns import Columns, GrowingColumns
-from core.store import Store
+from core.store import Store, summaries
 from core.store.summaries import MINUTE  # (a hot window starts on the summary's unit)
 from core.timeline import Axis, TimeRange
 from core.traffic_kernels import Rows
@@ -47,12 +47,17 @@ TEXT = ("interface_id", "vpc_id", "account_id")  # kept as codes (0: missing)
 ACTIONS = {"ACCEPT": 1, "REJECT": 2}  # the action column's codes (0: other or missing)
 DTYPES: dict[str, type[np.generic]] = {
     "segment": np.int32, "src": np.int32, "dst": np.int32, "pair": np.int32,
-    "start": np.int64, "end": np.int64, "srcport": np.int32, "dstport": np.int32,
+    "start": np.uint32, "end": np.uint32, "srcport": np.int32, "dstport": np.int32,
     "protocol": np.int16, "packets": np.int64, "bytes": np.int64, "action": np.int8,
     "interface_id": np.int32, "vpc_id": np.int32, "account_id": np.int32}
+# A flow's bytes in the index, with the worst case of a new address pair for each: the
+# pair's key, id and ends, and the conversations' sums (kept per pair).
+PAIR_COST = 8 + 4 + 8 + (8 + 4 + 4)
+FLOW_COST = sum(np.dtype(kind).itemsize for kind in DTYPES.values()) + PAIR_COST
 TOP_PORTS = 3
 _SERIALS = itertools.count(1)
-CHUNK_ROWS = 2_000_000  # segments are indexed this many rows at a time (bounds the reading)
+CHUNK_ROWS = 500_000  # small segments are indexed together up to this many rows, and a
+# large one this many rows at a time: the copies a batch makes stay small beside the index
 Listed = tuple[str, int | None, int | None, int | None]  # name, min start, max end, records
 TRIM_SECONDS = 3600  # a hot window's start moves by at least this much at a time
 
@@ -70,11 +75,17 @@ class PairFigures:
 
 class TrafficIndex:
     def __init__(self, store: Store, con: duckdb.DuckDBPyConnection,
-                 hot_seconds: float | None = None, window: TimeRange | None = None):
+                 hot_seconds: float | None = None, window: TimeRange | None = None,
+                 memory: int | None = None):
         """``hot_seconds``: cover the last this many seconds before the newest flow (None:
-        everything); ``window``: cover this span instead."""
+        everything); ``window``: cover this span instead. ``memory``: a hot window's
+        budget in bytes: it starts later when the flows of ``hot_seconds`` would not fit
+        (at FLOW_COST bytes each)."""
         self._store, self.con = store, con
         self._hot_seconds, self.window = hot_seconds, window
+        self._hot_rows = None if memory is None else memory // FLOW_COST
+        self.trimmed = False  # the budget, not hot_seconds, chose the hot window's start
+        self.newest: int | None = None  # the newest flow's end, when a hot window last moved
         self.start: int | None = window.start if window else None  # None: from the first flow
         self.end: int | None = window.end if window else None  # None: to the newest
         self.indexed: dict[str, int] = {}  # segment name -> its code in the segment column
@@ -84,7 +95,7 @@ class TrafficIndex:
         self._spans: dict[str, tuple[int | None, int | None]] = {}  # segment: first, last
         self._blocks: tuple[int, list[tuple[int, int, str]]] = (-1, [])  # see rows_in
         # the conversations' per-pair sums (see kernels.top_pairs), kept between calls
-        self._scratch = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int32))
+        self._scratch = (np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int32))
         self._scratch_lock = threading.Lock()
         self._codes: dict[str, dict[str, int]] = {c: {} for c in TEXT} | {"action": ACTIONS}
         self._pair_keys = np.empty(0, np.int64)  # sorted (low id << 32 | high id)
@@ -142,11 +153,27 @@ class TrafficIndex:
         newest = max((end for _, _, end, _ in listed if end is not None), default=None)
         if newest is None:
             return 0
+        self.newest = int(newest)
         target = int(newest - self._hot_seconds) // MINUTE * MINUTE
+        if self._hot_rows is not None:
+            fits = self._start_within_budget(target)
+            self.trimmed, target = fits > target, max(target, fits)
         if self.start is not None and target - self.start < TRIM_SECONDS:
             return 0
         self.start = target
         return self._keep(self.columns["start"] >= target)
+
+    def _start_within_budget(self, since: int) -> int:
+        """The first minute from which the flows since ``since`` fit the memory budget
+        (counted in the traffic summary, newest minute first)."""
+        held = 0
+        for minute, flows in self.con.execute(
+                f"SELECT minute, sum(flows) FROM {summaries.TABLE} WHERE minute >= ? "
+                "GROUP BY minute ORDER BY minute DESC", [since]).fetchall():
+            held += int(flows)
+            if held > self._hot_rows:  # type: ignore[operator]
+                return int(minute) + MINUTE
+        return since
 
     def _remove(self, names: set[str]) -> int:
         codes = [self.indexed.pop(name) for name in names]
@@ -162,8 +189,8 @@ class TrafficIndex:
 
     def _add(self, names: Sequence[str]) -> int:
         """Index these segments: their new addresses and texts first, then their rows, all
-        numbers by then. Reading the Parquet files again costs less than copying their rows
-        first; they are immutable."""
+        numbers by then, streamed CHUNK_ROWS at a time. Reading the Parquet files again costs
+        less than copying their rows first; they are immutable."""
         bounds = [f"start >= {int(self.start)}"] if self.start is not None else []
         bounds += [f"start < {int(self.end)}"] if self.end is not None else []
         rows = f"({self._store.segments_sql(names, filename=True)})"
@@ -184,9 +211,9 @@ class TrafficIndex:
         texts = ", ".join(f"coalesce(t{i}.code, 0) AS {c}" for i, c in enumerate(TEXT))
         joins = " ".join(f"LEFT JOIN ix_text t{i} ON t{i}.kind = '{c}' AND t{i}.value = n.{c}"
                          for i, c in enumerate(TEXT))
-        batch = self.con.execute(f"""
+        result = self.con.sql(f"""
             SELECT k.code::INTEGER AS segment, coalesce(s.id, 0) AS src,
-                   coalesce(d.id, 0) AS dst, "start"::BIGINT AS "start", "end"::BIGINT AS "end",
+                   coalesce(d.id, 0) AS dst, {_seconds('"start"')}, {_seconds('"end"')},
                    coalesce(srcport, -1)::INTEGER AS srcport,
                    coalesce(dstport, -1)::INTEGER AS dstport,
                    coalesce(protocol, -1)::SMALLINT AS protocol,
@@ -198,18 +225,28 @@ class TrafficIndex:
               ON k.name = parse_filename(n.filename)
             LEFT JOIN ix_addr s ON s.address = n.srcaddr
             LEFT JOIN ix_addr d ON d.address = n.dstaddr {joins}""",
-            {"names": list(names), "codes": codes}).fetchnumpy()
-        batch = {name: np.asarray(array, dtype=DTYPES[name]) for name, array in batch.items()}
-        batch["pair"] = self._pairs(batch["src"], batch["dst"])
+            params={"names": list(names), "codes": codes})
+        first_row = self.rows
+        try:
+            with result.to_arrow_reader(batch_size=CHUNK_ROWS) as reader:
+                for arrow in reader:
+                    self._append(arrow)
+        except BaseException:  # (a segment gone mid-read: none of these rows stay)
+            self._storage.truncate(first_row)
+            raise
         if len(names) > 1:  # each segment's rows together (see rows_in)
-            order = np.argsort(batch["segment"], kind="stable")
-            batch = {name: array[order] for name, array in batch.items()}
-        self._storage.append(batch)
+            self._storage.sort_from(first_row, "segment")
         self.version += 1
         self.indexed.update(zip(names, codes, strict=True))
+        return self.rows - first_row
+
+    def _append(self, arrow: pa.RecordBatch) -> None:
+        batch = {name: np.asarray(column.to_numpy(zero_copy_only=False), DTYPES[name])
+                 for name, column in zip(arrow.schema.names, arrow.columns, strict=True)}
+        batch["pair"] = self._pairs(batch["src"], batch["dst"])
+        self._storage.append(batch)
         self._id_limit = max(self._id_limit, int(batch["src"].max(initial=0)),
                              int(batch["dst"].max(initial=0)))
-        return len(batch["start"])
 
     def _code_texts(self, column: str, rows: str) -> None:
         """Give the column's new texts codes (0: missing), the same in every batch."""
@@ -358,7 +395,7 @@ class TrafficIndex:
         with self._scratch_lock:  # (one sum at a time uses the scratch arrays)
             pairs = len(self.pair_ends)
             if len(self._scratch[0]) < pairs:
-                self._scratch = (np.zeros(pairs, np.int64), np.zeros(pairs, np.int64),
+                self._scratch = (np.zeros(pairs, np.int64), np.zeros(pairs, np.int32),
                                  np.full(pairs, -1, np.int32))
             chosen, figures, protocols, ports = kernels.top_pairs(
                 rows, low, high, limit, me, self.pair_ends, c["pair"], c["src"], c["dst"],
@@ -373,6 +410,12 @@ class TrafficIndex:
             ends = (first, second) if me < 0 else (me, second if first == me else first)
             out.append(PairFigures(*ends, numbers, kinds, [p for p in best if p >= 0]))
         return out
+
+
+def _seconds(column: str) -> str:
+    """A time column as the index keeps it: unsigned 32-bit seconds (to 2106; a hostile
+    value out of that range is clamped, not wrapped; missing: 0)."""
+    return f"least(greatest(coalesce({column}, 0), 0), {2**32 - 1})::UINTEGER AS {column}"
 
 
 def _may_hold(bounds: tuple[int | None, int | None], span: TimeRange) -> bool:

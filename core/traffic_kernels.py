@@ -42,7 +42,7 @@ def rows_of(keep: Mask) -> Rows:
 
 
 @_jit  # type: ignore[misc]
-def histogram(rows: Rows, start: NDArray[np.int64], nbytes: NDArray[np.int64], first: int,
+def histogram(rows: Rows, start: NDArray[np.uint32], nbytes: NDArray[np.int64], first: int,
               size: int, count: int) -> NDArray[np.int64]:
     """Bytes per bucket of ``size`` seconds from ``first`` (rows outside are left out)."""
     values = np.zeros(count, np.int64)
@@ -72,9 +72,9 @@ def either_is(value: int, a: NDArray[np.int32], b: NDArray[np.int32]) -> Mask:
 
 
 @_jit  # type: ignore[misc]
-def pair_totals(rows: Rows, low: int, high: int, start: NDArray[np.int64],
+def pair_totals(rows: Rows, low: int, high: int, start: NDArray[np.uint32],
                 pair: NDArray[np.int32], nbytes: NDArray[np.int64], total: NDArray[np.int64],
-                flows: NDArray[np.int64]) -> NDArray[np.int32]:
+                flows: NDArray[np.int32]) -> NDArray[np.int32]:
     """Add the bytes and flows of each address pair (rows without a pair are left out) into
     ``total`` and ``flows`` (all zero on entry: see ``top_pairs``); returns the pairs
     touched. Only those entries are written: zeroing arrays over all pairs (ten million on
@@ -98,7 +98,7 @@ def pair_details(rows: Rows, low: int, high: int, slot_of_pair: NDArray[np.int32
                  pair: NDArray[np.int32], src: NDArray[np.int32], dst: NDArray[np.int32],
                  srcport: NDArray[np.int32], dstport: NDArray[np.int32],
                  protocol: NDArray[np.int16], action: NDArray[np.int8],
-                 start: NDArray[np.int64], end: NDArray[np.int64],
+                 start: NDArray[np.uint32], end: NDArray[np.uint32],
                  nbytes: NDArray[np.int64], packets: NDArray[np.int64],
                  spark_first: int, spark_width: int
                  ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int32]]:
@@ -145,9 +145,9 @@ def top_pairs(rows: Rows, low: int, high: int, limit: int, me: int,
               pair_ends: NDArray[np.int32], pair: NDArray[np.int32], src: NDArray[np.int32],
               dst: NDArray[np.int32], srcport: NDArray[np.int32], dstport: NDArray[np.int32],
               protocol: NDArray[np.int16], action: NDArray[np.int8],
-              start: NDArray[np.int64], end: NDArray[np.int64], nbytes: NDArray[np.int64],
+              start: NDArray[np.uint32], end: NDArray[np.uint32], nbytes: NDArray[np.int64],
               packets: NDArray[np.int64], spark_first: int, spark_width: int, ports: int,
-              total: NDArray[np.int64], flows: NDArray[np.int64],
+              total: NDArray[np.int64], flows: NDArray[np.int32],
               slot_of_pair: NDArray[np.int32]
               ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64],
                          NDArray[np.int32]]:
@@ -174,7 +174,7 @@ def top_pairs(rows: Rows, low: int, high: int, limit: int, me: int,
 
 @_jit  # type: ignore[misc]
 def _most_bytes(candidates: NDArray[np.int64], total: NDArray[np.int64],
-                flows: NDArray[np.int64], pair_ends: NDArray[np.int32], limit: int
+                flows: NDArray[np.int32], pair_ends: NDArray[np.int32], limit: int
                 ) -> NDArray[np.int64]:
     """Of ``candidates`` (pairs with flows, in any order), the ``limit`` with the most bytes,
     ordered (ties: more flows, then the lower ends)."""
@@ -182,7 +182,7 @@ def _most_bytes(candidates: NDArray[np.int64], total: NDArray[np.int64],
         candidates = candidates[total[candidates] >= _kth_largest(total[candidates], limit)]
     order = np.arange(len(candidates))  # stable sorts, the last key first
     for key in (pair_ends[candidates, 1].astype(np.int64), pair_ends[candidates, 0].astype(
-            np.int64), -flows[candidates], -total[candidates]):
+            np.int64), -flows[candidates].astype(np.int64), -total[candidates]):
         order = order[np.argsort(key[order], kind="mergesort")]
     return candidates[order[:limit]]
 
@@ -233,11 +233,11 @@ def warm_up() -> None:
     """Load (or, on a machine's first run, compile) every loop now, so that the first view
     does not wait for it (the first load takes ~0.3 s)."""
     keep, ids = np.ones(1, np.bool_), np.zeros(1, np.int32)
-    numbers = np.zeros(1, np.int64)
+    numbers, seconds = np.zeros(1, np.int64), np.zeros(1, np.uint32)
     rows = rows_of(keep)
-    histogram(rows, numbers, numbers, 0, 1, 1)
+    histogram(rows, seconds, numbers, 0, 1, 1)
     either_in(keep, ids, ids)
     either_is(0, ids, ids)
     top_pairs(rows, 0, 1, 1, -1, np.zeros((1, 2), np.int32), ids, ids, ids, ids, ids,
-              np.zeros(1, np.int16), np.zeros(1, np.int8), numbers, numbers, numbers, numbers,
-              0, 1, 3, np.zeros(1, np.int64), np.zeros(1, np.int64), np.full(1, -1, np.int32))
+              np.zeros(1, np.int16), np.zeros(1, np.int8), seconds, seconds, numbers, numbers,
+              0, 1, 3, np.zeros(1, np.int64), np.zeros(1, np.int32), np.full(1, -1, np.int32))

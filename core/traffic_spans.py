@@ -12,15 +12,22 @@ import duckdb
 from core.filters import Filter
 from core.store import Store, summaries
 from core.timeline import Axis, TimeRange
-from core.traffic_index import TrafficIndex
+from core.traffic_index import FLOW_COST, TrafficIndex
 
 OLDER_ENTRIES = 16  # older parts of charts kept (per filter and axis)
+PAST_SHARE = 4  # a past range's index may take 1/PAST_SHARE of the memory, the hot one the rest
 
 
 class TrafficSpans:
-    def __init__(self, store: Store, con: duckdb.DuckDBPyConnection, hot_seconds: float | None):
+    def __init__(self, store: Store, con: duckdb.DuckDBPyConnection, hot_seconds: float | None,
+                 index_memory: int | None = None):
+        """``index_memory``: the most bytes both indexes take (None: no limit)."""
         self._store, self.con = store, con
-        self.hot = TrafficIndex(store, con, hot_seconds)
+        hot_memory, self._past_rows = None, None
+        if index_memory is not None:
+            hot_memory = index_memory - index_memory // PAST_SHARE
+            self._past_rows = index_memory // PAST_SHARE // FLOW_COST
+        self.hot = TrafficIndex(store, con, hot_seconds, memory=hot_memory)
         self.past: TrafficIndex | None = None  # the index of a span before the hot window
         # reads of older flows: a cursor of their own, so that interrupting one (a new view
         # while the live chart's older days are read) stops nothing else
@@ -47,20 +54,33 @@ class TrafficSpans:
         ``duckdb.InterruptException`` there."""
         self._older_con.interrupt()
 
-    def index_for(self, span: TimeRange | None) -> TrafficIndex:
+    def index_for(self, span: TimeRange | None) -> TrafficIndex | None:
         """The hot index, or for a span that starts before it, an index of that span (one
-        is kept: the chart's axis, which holds the range the conversations then ask for)."""
+        is kept: the chart's axis, which holds the range the conversations then ask for);
+        None when that span holds more flows than its share of the memory allows."""
         hot = self.hot
         if span is None or hot.start is None or span.start >= hot.start:
             return hot
         past = self.past
         if past is None or past.window is None or not (
                 past.window.start <= span.start and span.end <= past.window.end):
+            if not self.fits(span):  # (an index kept for a shorter range stays)
+                return None
             self._forget_past()
             past = TrafficIndex(self._store, self._store.reading_cursor(), window=span)
             past.sync()
             self.past = past
         return past
+
+    def fits(self, span: TimeRange) -> bool:
+        """Whether an index of ``span``'s flows (counted in the traffic summary) fits."""
+        if self._past_rows is None:
+            return True
+        [(flows,)] = self.con.execute(
+            f"SELECT coalesce(sum(flows), 0) FROM {summaries.TABLE} WHERE minute >= ? "
+            "AND minute < ?", [span.start // summaries.MINUTE * summaries.MINUTE, span.end]
+        ).fetchall()
+        return int(flows) <= self._past_rows
 
     def older_histogram(self, flt: Filter, axis: Axis, until: int) -> list[int]:
         """Bytes per bucket of ``axis`` of the flows in scope that start before ``until``

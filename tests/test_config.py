@@ -69,6 +69,7 @@ discard_regex = "^REJECT$"
         ('interval = "soon"', "general", "interval", "duration"),
         ('relist_interval = "5m"', "general", "relist_interval", "≥ 1h"),
         ("concurrency = 0", "general", "concurrency", "1 to 64"),
+        ('index_memory = "10MiB"', "general", "index_memory", "≥ 64MiB"),
         ("skip_on_error = 3", "general", "skip_on_error", "true or false"),
         ('colour = "blue"', "general", "colour", "allowed keys"),
         ('type = "guardduty"', "bucket", "type", "vpcflow or cloudtrail"),

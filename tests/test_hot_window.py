@@ -15,6 +15,7 @@ from core.filters import parse_filter
 from core.scan import scan
 from core.store import open_store
 from core.timeline import Axis, TimeRange, axis_for
+from core.traffic_index import FLOW_COST
 from tests.scenarios import line, text
 from tests.test_explorer import LIMIT, _pane_order, reference
 
@@ -164,5 +165,48 @@ def test_a_range_reads_only_the_rows_of_its_segments(tmp_path: Path) -> None:
             axis = axis_for(noon, 160)
             assert explorer.histogram(Scope(range=noon), axis) == expected_histogram(
                 lines, axis)
+        finally:
+            explorer.close()
+
+
+def test_index_memory_shortens_the_hot_window_and_bounds_a_past_range(tmp_path: Path) -> None:
+    """With a budget (index_memory) smaller than the day's flows, the hot window starts at
+    the newest minute from which its flows fit three quarters of it; a past range with more
+    flows than the last quarter gets its chart (read from the flows) but no index."""
+    lines = three_days()
+    (tmp_path / "days.log").write_bytes(text(lines))
+    hot_rows, past_rows = 1200, 400  # 2,304 flows a day: the day does not fit
+    with open_store(tmp_path / "state") as store:
+        scan([tmp_path / "days.log"], store, 1 << 30)
+        explorer = Explorer(store, hot_seconds=DAY, index_memory=4 * past_rows * FLOW_COST)
+        try:
+            per_minute = Counter(int(r.split()[10]) // 60 * 60 for r in lines)
+            held, expected_start = 0, None
+            for minute in sorted(per_minute, reverse=True):
+                held += per_minute[minute]
+                if held > hot_rows:
+                    expected_start = minute + 60
+                    break
+            assert explorer.index.start == expected_start and explorer.index.trimmed
+            assert explorer.index.rows == sum(int(r.split()[10]) >= expected_start
+                                              for r in lines) <= hot_rows
+
+            long_ago = Scope(parse_filter(""), TimeRange(FIRST + 3600, FIRST + 7 * 3600))
+            axis = axis_for(long_ago.range, 160)  # type: ignore[arg-type]
+            assert explorer.histogram(long_ago, axis) == expected_histogram(lines, axis)
+            assert sum(int(r.split()[10]) in range(FIRST + 3600, FIRST + 7 * 3600)
+                       for r in lines) > past_rows
+            assert explorer.range_too_long(long_ago) and explorer.spans.past is None
+            assert explorer.conversations(Scope(parse_filter(""), TimeRange(FIRST, FIRST + 600)),
+                                          None, LIMIT).num_rows > 0  # (a short one: indexed)
+            kept = explorer.spans.past
+            assert kept is not None
+            assert explorer.range_too_long(long_ago) and explorer.spans.past is kept
+            assert explorer.conversations(long_ago, None, LIMIT).num_rows == 0
+
+            short = Scope(parse_filter(""), TimeRange(FIRST + 3600, FIRST + 7200))
+            assert not explorer.range_too_long(short)
+            assert explorer.conversations(short, None, LIMIT).to_pylist() == reference(
+                tmp_path / "state", short, None)[:LIMIT]
         finally:
             explorer.close()

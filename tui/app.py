@@ -33,7 +33,7 @@ from textual.message import Message
 from textual.widgets import Footer, Input, Static
 
 from core.collector import Collector
-from core.config import HOT_WINDOW, Config
+from core.config import HOT_WINDOW, INDEX_MEMORY, Config
 from core.events import (
     AlertsChanged,
     BatchCommitted,
@@ -96,6 +96,8 @@ class VpcwatchApp(ChartKeys, ExplainKeys, FeedKeys, NewAlerts, Tools, ViewPump, 
         super().__init__()
         self.store, self.config = store, config
         self.hot_seconds = config.general.hot_window if config else HOT_WINDOW
+        self.index_memory = config.general.index_memory if config else INDEX_MEMORY
+        self._range_too_long = False  # (see ViewData.too_long)
         self.before_poll, self.collect = before_poll, collect
         self.export_dir = export_dir or Path.cwd()
         self.now, self.zone = now, zone
@@ -175,7 +177,8 @@ class VpcwatchApp(ChartKeys, ExplainKeys, FeedKeys, NewAlerts, Tools, ViewPump, 
             self.collector = Collector(self.config, self.store, self._publish)
             self.run_worker(self._collect(), group="collector", name="collector")
         # (the traffic index of the hot window is built after the first view: view_pump)
-        self.explorer = await self._read(Explorer, self.store, self.hot_seconds, False)
+        self.explorer = await self._read(Explorer, self.store, self.hot_seconds, False,
+                                         self.index_memory)
         self._collect_garbage_when_idle()
         self.request_view()
 
@@ -269,6 +272,7 @@ class VpcwatchApp(ChartKeys, ExplainKeys, FeedKeys, NewAlerts, Tools, ViewPump, 
             self._show_chart()
         if data.conversations is not None:
             self.query_one(Conversations).show(data.conversations, self.zone)
+            self._range_too_long = data.too_long
             self._show_conversations_title()
         if data.buckets is not None:
             self.buckets = data.buckets
@@ -305,12 +309,22 @@ class VpcwatchApp(ChartKeys, ExplainKeys, FeedKeys, NewAlerts, Tools, ViewPump, 
             text.append(plain(focus, 39))
         if self.scope.range:
             text.append(f"  in {self._range_label(self.scope.range)}")
+            if self._range_too_long:
+                text.append("  too many flows for index_memory: select a shorter range",
+                            style="yellow")
         else:  # (the index's span: older conversations are read when a range asks for them)
-            text.append(f"  last {self.hot_seconds / 3600:g} h")
+            text.append(f"  last {self._hot_hours()}")
             if self.explorer is None or not self.explorer.built:
                 text.append("  indexing…", style="yellow")
         text.append("  (Enter: flows, a: filter)", style="dim")
         self.query_one("#conversations-title", Static).update(text, layout=False)
+
+    def _hot_hours(self) -> str:
+        """The hot window's span: as configured, or shorter when it did not fit index_memory."""
+        index = self.explorer.index if self.explorer else None
+        if index and index.trimmed and index.start is not None and index.newest is not None:
+            return f"{(index.newest - index.start) / 3600:.1f} h (index_memory)"
+        return f"{self.hot_seconds / 3600:g} h"
 
     def _show_chart(self) -> None:
         self.chart = self._marked(self.chart)

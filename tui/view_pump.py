@@ -57,6 +57,7 @@ class ViewData:
     axis: Axis | None = None
     values: list[int] = field(default_factory=list)
     conversations: pa.Table | None = None
+    too_long: bool = False  # a past range with more flows than index_memory allows indexing
     buckets: list[BucketState] | None = None
     newest: int | None = None
     problems: int = 0
@@ -195,6 +196,7 @@ class ViewPump:
                 and explorer.conversations_ready(scope, request.focus, CONVERSATION_ROWS)):
             clock = time.perf_counter()
             data.conversations = explorer.conversations(scope, request.focus, CONVERSATION_ROWS)
+            data.too_long = explorer.range_too_long(scope)
             data.seconds["conversations"] = time.perf_counter() - clock
         if "status" in request.parts:
             clock = time.perf_counter()
