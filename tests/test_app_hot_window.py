@@ -17,6 +17,8 @@ from core.filters import parse_filter
 from core.rules import load_engine
 from core.scan import scan
 from core.store import open_store
+from core.timeline import TimeRange
+from core.traffic_index import FLOW_COST
 from tests.apptools import until
 from tests.scenarios import text
 from tests.test_explorer import _pane_order, reference
@@ -141,3 +143,38 @@ async def test_rewind_a_day_back_zoom_out_and_back_to_the_live_view(tmp_path: Pa
                 await pilot.press("o")
                 await app.wait_settled()
             assert app.scope.range is None
+
+
+async def test_the_titles_say_what_index_memory_left_out(tmp_path: Path) -> None:
+    """With index_memory too small for a day, the conversations' title gives the hours the
+    hot window holds; a past range too long for its share says to select a shorter one."""
+    lines = three_days()
+    (tmp_path / "days.log").write_bytes(text(lines))
+    state = tmp_path / "state"
+    with open_store(state) as store:
+        scan([tmp_path / "days.log"], store, 1 << 30)
+    newest = max(int(record.split()[11]) for record in lines)
+    first = min(int(record.split()[10]) for record in lines)
+    with open_store(state) as store:
+        app = VpcwatchApp(store, None, collect=False, now=lambda: newest)
+        app.index_memory = 4 * 400 * FLOW_COST  # (1,200 flows hot, 400 for a past range)
+        async with app.run_test(size=(160, 48)):
+            await until(lambda: app.explorer is not None and app.explorer.built)
+            await app.wait_settled()
+            index = app.explorer.index  # type: ignore[union-attr]
+            assert index.trimmed and index.start is not None and index.newest is not None
+            hours = (index.newest - index.start) / 3600
+            assert hours < 24
+            title = str(app.query_one("#conversations-title", Static).render())
+            assert f"last {hours:.1f} h (index_memory)" in title
+
+            app.set_scope(range=TimeRange(first + 3600, first + 7 * 3600))
+            await app.wait_settled()
+            title = str(app.query_one("#conversations-title", Static).render())
+            assert "too many flows for index_memory" in title
+            assert app.query_one(Conversations).rows_shown == []
+
+            app.set_scope(range=TimeRange(first + 3600, first + 7200))
+            await app.wait_settled()
+            assert "too many" not in str(app.query_one("#conversations-title", Static).render())
+            assert app.query_one(Conversations).rows_shown
