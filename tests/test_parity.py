@@ -130,3 +130,20 @@ def test_a_commit_reports_the_parity_alerts_of_the_windows_it_touched(tmp_path: 
              for key, n in scenarios.parity_groups(lines, action).items()}
     assert {keys[row["id"]]: row["count"] for row in rows} == {k: every[k] for k in in_second}
     assert sum(row["count"] for row in rows) > sum(in_second.values())
+
+
+def test_an_alerts_objects_are_its_first_and_last_as_json_text(tmp_path: Path) -> None:
+    """``objects`` lists the first and last object of the alert's flows, as JSON text
+    (written by concatenation: a key with quotes and a backslash must come back whole)."""
+    lines = scenarios.benign(2_000)
+    names = ['a "quoted" \\ name.log', "b.log"]
+    store = scanned(tmp_path, {names[0]: lines, names[1]: lines[:1000]})  # (copies: 2 flows)
+    try:
+        documents = alert_documents(recent_alerts(store, None, 3))
+    finally:
+        store.close()
+    keys = sorted(str(tmp_path / name) for name in names)
+    both = [d["objects"] for d in documents if d["object_count"] == 2]
+    one = [d["objects"] for d in documents if d["object_count"] == 1]
+    assert both and all(objects == keys for objects in both)
+    assert one and all(objects == [str(tmp_path / names[0])] for objects in one)

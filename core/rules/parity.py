@@ -54,6 +54,11 @@ def _sql_value(value: object) -> str:
     return f"'{value}'" if isinstance(value, str) else str(value)
 
 
+# The first and last object as a JSON list of one or two (written out: three times faster
+# than to_json of a list, a third of the time of 10 minutes of parity alerts)
+_OBJECTS = ("coalesce(CASE WHEN _first_object = _last_object THEN '[' || to_json(_first_object) "
+            "|| ']' ELSE '[' || to_json(_first_object) || ',' || to_json(_last_object) || ']' "
+            "END, '[]')")
 _KEY_COLUMNS = ", ".join(f"{expr} AS _g{i}" for i, (_, expr) in enumerate(_KEYS))
 
 
@@ -105,7 +110,7 @@ def select(flows: str, min_level: int = 0, touched: str | None = None,
                {single('dstport', '_port')}, {single('account_id', '_account')},
                {single('region', '_region')},
                {single('vpc_id', '_vpc')}, {single('interface_id', '_eni')},
-               list_sort(list_distinct([min(object_key), max(object_key)])) AS _objects,
+               min(object_key) AS _first_object, max(object_key) AS _last_object,
                count(DISTINCT object_key) AS _object_count
         FROM f {join} WHERE {not_null} GROUP BY {groups}, _b {_seen(seen_since, seen_until)}
     )
@@ -115,7 +120,7 @@ def select(flows: str, min_level: int = 0, touched: str | None = None,
            _sb::BIGINT AS bytes, _sp::BIGINT AS packets, {group_json}::VARCHAR AS group_key,
            _src AS srcaddr, _dst AS dstaddr, _port::INTEGER AS dstport,
            _g3::INTEGER AS protocol, '[]' AS mitre, {_case("wazuh_id")}::INTEGER AS wazuh_id,
-           to_json(_objects)::VARCHAR AS objects, _object_count AS object_count,
+           {_OBJECTS} AS objects, _object_count AS object_count,
            _account AS account_id, _region AS region, NULL::VARCHAR AS event_name,
            _vpc AS vpc_id, _eni AS interface_id, NULL::VARCHAR AS details,
            NULL::TIMESTAMP AS created, NULL::TIMESTAMP AS updated, 0 AS revision,
