@@ -5,6 +5,10 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -184,3 +188,16 @@ def test_a_line_that_is_not_utf8_is_a_bad_line_with_its_reason() -> None:
     assert (parsed.bad_lines, dict(parsed.bad_reasons)) == (1, {"not UTF-8 text": 1})
     alone = parse_text(b"a\n\x80")
     assert (alone.table.num_rows, alone.bad_lines) == (0, 1)
+
+
+def test_arrow_buffers_come_from_jemalloc_unless_the_environment_chooses() -> None:
+    """core picks Arrow's jemalloc pool (mimalloc's first large parse spent a second in the
+    kernel: core/__init__.py); ARROW_DEFAULT_MEMORY_POOL still wins. Each in a process of
+    its own, as the pool is the process's."""
+    code = "import core, pyarrow; print(pyarrow.default_memory_pool().backend_name)"
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    for chosen, expected in (({}, "jemalloc"), ({"ARROW_DEFAULT_MEMORY_POOL": "system"},
+                                                "system")):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True, cwd=Path(__file__).parent.parent, env=env | chosen)
+        assert out.stdout.strip() == expected
