@@ -49,6 +49,17 @@ class GrowingColumns:
             array[self.rows:self.rows + count] = batch[name]
         self.rows += count
 
+    def dtype(self, name: str) -> np.dtype[np.generic]:
+        return self._data[name].dtype
+
+    def widen(self, name: str, dtype: type[np.generic]) -> None:
+        """Give column ``name`` a wider type (its values kept)."""
+        self._data[name] = self._data[name].astype(dtype)
+
+    @property
+    def row_bytes(self) -> int:
+        return sum(array.itemsize for array in self._data.values())
+
     def truncate(self, rows: int) -> None:
         """Forget the rows from ``rows`` on."""
         self.rows = min(self.rows, rows)

@@ -13,7 +13,7 @@ loops (``core.traffic_kernels``).
 :meth:`TrafficIndex.sync` follows the segment list: rows of new segments are added, rows of
 segments that compaction merged or retention dropped are removed; when a sync removes more
 rows than it adds (retention, not compaction), addresses no flow uses any more leave
-``ix_addr`` too. Memory: about 63 bytes a flow, plus up to 36 a pair (FLOW_COST).
+``ix_addr`` too. Memory: about 55 bytes a flow, plus 36 a pair.
 
 An index may cover a time span instead of the whole store: the *hot window* (the last
 ``hot_seconds`` before the newest flow; its start follows new data by whole hours, so it
@@ -45,13 +45,16 @@ from core.traffic_kernels import Rows
 
 TEXT = ("interface_id", "vpc_id", "account_id")  # kept as codes (0: missing)
 ACTIONS = {"ACCEPT": 1, "REJECT": 2}  # the action column's codes (0: other or missing)
+# Segment codes are reused once their segment leaves (at most 65,535 indexed at once: the
+# collector compacts small ones); text codes start at 16 bits and widen past 65,535 values.
 DTYPES: dict[str, type[np.generic]] = {
-    "segment": np.int32, "src": np.int32, "dst": np.int32, "pair": np.int32,
+    "segment": np.uint16, "src": np.int32, "dst": np.int32, "pair": np.int32,
     "start": np.uint32, "end": np.uint32, "srcport": np.int32, "dstport": np.int32,
     "protocol": np.int16, "packets": np.int64, "bytes": np.int64, "action": np.int8,
-    "interface_id": np.int32, "vpc_id": np.int32, "account_id": np.int32}
-# A flow's bytes in the index, with the worst case of a new address pair for each: the
-# pair's key, id and ends, and the conversations' sums (kept per pair).
+    "interface_id": np.uint16, "vpc_id": np.uint16, "account_id": np.uint16}
+SEGMENT_CODES = np.iinfo(DTYPES["segment"]).max
+# A flow's bytes in the index (55), and an address pair's: its key, id and ends, and the
+# conversations' sums (kept per pair). FLOW_COST: a flow with the worst case of a new pair.
 PAIR_COST = 8 + 4 + 8 + (8 + 4 + 4)
 FLOW_COST = sum(np.dtype(kind).itemsize for kind in DTYPES.values()) + PAIR_COST
 TOP_PORTS = 3
@@ -80,10 +83,10 @@ class TrafficIndex:
         """``hot_seconds``: cover the last this many seconds before the newest flow (None:
         everything); ``window``: cover this span instead. ``memory``: a hot window's
         budget in bytes: it starts later when the flows of ``hot_seconds`` would not fit
-        (at FLOW_COST bytes each)."""
+        (see _start_within_budget)."""
         self._store, self.con = store, con
         self._hot_seconds, self.window = hot_seconds, window
-        self._hot_rows = None if memory is None else memory // FLOW_COST
+        self._memory = memory
         self.trimmed = False  # the budget, not hot_seconds, chose the hot window's start
         self.newest: int | None = None  # the newest flow's end, when a hot window last moved
         self.start: int | None = window.start if window else None  # None: from the first flow
@@ -155,25 +158,41 @@ class TrafficIndex:
             return 0
         self.newest = int(newest)
         target = int(newest - self._hot_seconds) // MINUTE * MINUTE
-        if self._hot_rows is not None:
-            fits = self._start_within_budget(target)
+        if self._memory is not None:
+            fits = self._start_within_budget(target, self._memory)
             self.trimmed, target = fits > target, max(target, fits)
         if self.start is not None and target - self.start < TRIM_SECONDS:
             return 0
         self.start = target
         return self._keep(self.columns["start"] >= target)
 
-    def _start_within_budget(self, since: int) -> int:
-        """The first minute from which the flows since ``since`` fit the memory budget
-        (counted in the traffic summary, newest minute first)."""
+    def _start_within_budget(self, since: int, memory: int) -> int:
+        """The first minute from which the flows since ``since`` fit in ``memory`` bytes
+        (flows counted in the traffic summary, newest minute first). A flow costs its
+        columns and its share of address pairs: the index's own ratio of pairs to flows,
+        or before there is one, the ratio among the flows since ``since``."""
+        ratio = len(self.pair_ends) / self.rows if self.rows else self._pair_ratio(since)
+        budget = memory / (self._storage.row_bytes + PAIR_COST * ratio)
         held = 0
         for minute, flows in self.con.execute(
                 f"SELECT minute, sum(flows) FROM {summaries.TABLE} WHERE minute >= ? "
                 "GROUP BY minute ORDER BY minute DESC", [since]).fetchall():
             held += int(flows)
-            if held > self._hot_rows:  # type: ignore[operator]
+            if held > budget:
                 return int(minute) + MINUTE
         return since
+
+    def _pair_ratio(self, since: int) -> float:
+        """Distinct address pairs per flow among the flows that start from ``since``
+        (HyperLogLog's estimate: within a few percent)."""
+        names = self._store.segments.between(since, None, con=self.con)
+        if not names:
+            return 1.0
+        [(ratio,)] = self.con.execute(
+            "SELECT approx_count_distinct(hash(least(srcaddr, dstaddr), "
+            "greatest(srcaddr, dstaddr))) / greatest(count(*), 1) "
+            f"FROM ({self._store.segments_sql(names)}) WHERE start >= ?", [since]).fetchall()
+        return float(ratio or 0.0)
 
     def _remove(self, names: set[str]) -> int:
         codes = [self.indexed.pop(name) for name in names]
@@ -206,8 +225,7 @@ class TrafficIndex:
                    .fetchall())
         for column in TEXT:
             self._code_texts(column, rows)
-        first = max(self.indexed.values(), default=0) + 1
-        codes = list(range(first, first + len(names)))
+        codes = self._free_segment_codes(len(names))
         texts = ", ".join(f"coalesce(t{i}.code, 0) AS {c}" for i, c in enumerate(TEXT))
         joins = " ".join(f"LEFT JOIN ix_text t{i} ON t{i}.kind = '{c}' AND t{i}.value = n.{c}"
                          for i, c in enumerate(TEXT))
@@ -240,9 +258,21 @@ class TrafficIndex:
         self.indexed.update(zip(names, codes, strict=True))
         return self.rows - first_row
 
+    def _free_segment_codes(self, count: int) -> list[int]:
+        used = set(self.indexed.values())
+        codes = list(itertools.islice((c for c in itertools.count(1) if c not in used), count))
+        if codes[-1] > SEGMENT_CODES:
+            raise RuntimeError(f"more than {SEGMENT_CODES} segments to index at once")
+        return codes
+
     def _append(self, arrow: pa.RecordBatch) -> None:
-        batch = {name: np.asarray(column.to_numpy(zero_copy_only=False), DTYPES[name])
-                 for name, column in zip(arrow.schema.names, arrow.columns, strict=True)}
+        batch = {}
+        for name, column in zip(arrow.schema.names, arrow.columns, strict=True):
+            values = column.to_numpy(zero_copy_only=False)
+            if name in TEXT and int(values.max(initial=0)) > np.iinfo(
+                    self._storage.dtype(name)).max:
+                self._storage.widen(name, np.int32)  # (more texts than 16 bits count)
+            batch[name] = np.asarray(values, self._storage.dtype(name))
         batch["pair"] = self._pairs(batch["src"], batch["dst"])
         self._storage.append(batch)
         self._id_limit = max(self._id_limit, int(batch["src"].max(initial=0)),

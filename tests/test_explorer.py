@@ -53,7 +53,7 @@ def test_index_follows_new_segments_and_compaction(tmp_path: Path) -> None:
         assert sum(explorer.histogram(Scope(), axis)) == expected_bytes(state)
         assert store.compact() == 9  # nine small segments become one
         explorer.refresh()
-        assert len(explorer.index.indexed) == 1
+        assert list(explorer.index.indexed.values()) == [1]  # (the nine codes freed, reused)
         assert sum(explorer.histogram(Scope(), axis)) == expected_bytes(state)
         path = tmp_path / "part-9.log"
         path.write_bytes(text(chunks[9]))
@@ -63,6 +63,26 @@ def test_index_follows_new_segments_and_compaction(tmp_path: Path) -> None:
         web = Scope(parse_filter("dst:10.0.1.10 port:443"))
         assert sum(explorer.histogram(web, axis)) == expected_bytes(
             state, "dstaddr = ? AND (srcport = 443 OR dstport = 443)", ["10.0.1.10"])
+        explorer.close()
+
+
+def test_more_interfaces_than_16_bit_codes_count(tmp_path: Path) -> None:
+    """Text columns start with 16-bit codes and widen when a 65,536th value arrives."""
+    day = 1_764_000_000
+    lines = [line(f"eni-{n:05x}", "10.0.1.10", "198.51.100.7", 40000, 443, 6, 3, 1000 + n,
+                  day + n % 3600) for n in range(70_000)]
+    state = tmp_path / "state"
+    with open_store(state) as store:
+        explorer = Explorer(store, hot_seconds=None)
+        for n, half in enumerate((lines[:35_000], lines[35_000:])):  # (widened between)
+            (tmp_path / f"part-{n}.log").write_bytes(text(half))
+            scan([tmp_path / f"part-{n}.log"], store, 1 << 30)
+            explorer.refresh()
+        assert explorer.index.columns["interface_id"].dtype == np.int32
+        axis = minute_axis(explorer)
+        for n in (1, 65_534, 65_535, 65_536, 69_999):
+            eni = Scope(parse_filter(f"eni:eni-{n:05x}"))
+            assert sum(explorer.histogram(eni, axis)) == 1000 + n
         explorer.close()
 
 

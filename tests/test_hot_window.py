@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from core.explorer import Explorer, Scope
@@ -15,7 +16,7 @@ from core.filters import parse_filter
 from core.scan import scan
 from core.store import open_store
 from core.timeline import Axis, TimeRange, axis_for
-from core.traffic_index import FLOW_COST
+from core.traffic_index import DTYPES, FLOW_COST, PAIR_COST
 from tests.scenarios import line, text
 from tests.test_explorer import LIMIT, _pane_order, reference
 
@@ -171,11 +172,19 @@ def test_a_range_reads_only_the_rows_of_its_segments(tmp_path: Path) -> None:
 
 def test_index_memory_shortens_the_hot_window_and_bounds_a_past_range(tmp_path: Path) -> None:
     """With a budget (index_memory) smaller than the day's flows, the hot window starts at
-    the newest minute from which its flows fit three quarters of it; a past range with more
-    flows than the last quarter gets its chart (read from the flows) but no index."""
+    the newest minute from which its flows fit three quarters of it (each costing its
+    columns and its share of the day's address pairs); a past range with more flows than
+    the last quarter allows at the worst case of a pair each gets its chart (read from the
+    flows) but no index."""
     lines = three_days()
     (tmp_path / "days.log").write_bytes(text(lines))
-    hot_rows, past_rows = 1200, 400  # 2,304 flows a day: the day does not fit
+    past_rows = 400
+    newest = max(int(r.split()[11]) for r in lines)
+    day = [r.split() for r in lines if int(r.split()[10]) >= (newest - DAY) // 60 * 60]
+    pairs = len({tuple(sorted(f[3:5])) for f in day}) / len(day)
+    row_bytes = sum(np.dtype(kind).itemsize for kind in DTYPES.values())
+    hot_rows = 3 * past_rows * FLOW_COST / (row_bytes + PAIR_COST * pairs)
+    assert 1000 < hot_rows < len(day)  # (2,304 flows a day: the day does not fit)
     with open_store(tmp_path / "state") as store:
         scan([tmp_path / "days.log"], store, 1 << 30)
         explorer = Explorer(store, hot_seconds=DAY, index_memory=4 * past_rows * FLOW_COST)
