@@ -134,9 +134,9 @@ def pair_details(rows: Rows, low: int, high: int, slot_of_pair: NDArray[np.int32
         figures[g, 9 + bucket] += nbytes[i]
         if protocol[i] >= 0:
             protocols[g, protocol[i]] += 1
-        low = _service_port(srcport[i], dstport[i])
-        if low >= 0:
-            ports[g, low] += 1
+        service = _service_port(srcport[i], dstport[i])  # (not ``low``: the range's start)
+        if service >= 0:
+            ports[g, service] += 1
     return figures, protocols, ports
 
 

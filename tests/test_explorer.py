@@ -66,6 +66,24 @@ def test_index_follows_new_segments_and_compaction(tmp_path: Path) -> None:
         explorer.close()
 
 
+def test_a_range_counts_only_its_flows_whatever_their_order(tmp_path: Path) -> None:
+    """A regression: the conversations' loop reused the range's start for a port number, so
+    a pair's flow before the range that came after one inside it (in one segment) was
+    counted. Found by a review of the index's kernels."""
+    t0 = 1_764_000_000
+    lines = [line("eni-1", "10.0.0.1", "10.0.0.2", 40000, 443, 6, 1, 100, t0 + 4000),
+             line("eni-1", "10.0.0.1", "10.0.0.2", 40001, 443, 6, 1, 5000, t0 + 100)]
+    (tmp_path / "a.log").write_bytes(text(lines))
+    with open_store(tmp_path / "state") as store:
+        scan([tmp_path / "a.log"], store, 1 << 30)
+        explorer = Explorer(store, hot_seconds=None)
+        [row] = explorer.conversations(Scope(parse_filter(""), TimeRange(t0 + 3600, t0 + 7200)),
+                                       None, 10).to_pylist()
+        explorer.close()
+    assert (row["bytes_out"] + row["bytes_in"], row["flows"], row["first_seen"]) == (
+        100, 1, t0 + 4000)
+
+
 def test_more_interfaces_than_16_bit_codes_count(tmp_path: Path) -> None:
     """Text columns start with 16-bit codes and widen when a 65,536th value arrives."""
     day = 1_764_000_000
