@@ -328,7 +328,7 @@ class Explorer:
     def range_too_long(self, scope: Scope) -> bool:
         """Whether the scope's range is a past one with more flows than an index of a past
         range may take (index_memory): it has a chart but no conversations."""
-        return scope.range is not None and self.spans.index_for(scope.range) is None
+        return scope.range is not None and self.spans.refuses(scope.range)
 
     def _table(self, index: TrafficIndex, pairs: list[PairFigures], swap: bool) -> pa.Table:
         rows = [_conversation(p, index.names, swap) for p in pairs]

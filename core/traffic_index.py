@@ -87,6 +87,7 @@ class TrafficIndex:
         self._store, self.con = store, con
         self._hot_seconds, self.window = hot_seconds, window
         self._memory = memory
+        self._budget = (0, 0)  # (newest flow then, the first minute that fit the budget)
         self.trimmed = False  # the budget, not hot_seconds, chose the hot window's start
         self.newest: int | None = None  # the newest flow's end, when a hot window last moved
         self.start: int | None = window.start if window else None  # None: from the first flow
@@ -128,7 +129,7 @@ class TrafficIndex:
         newest flow for a hot window); True when anything changed."""
         listed = self._store.segments.listed(self.con)
         version = self.version
-        removed = self._follow_hot_window(listed)
+        removed = moved = self._follow_hot_window(listed)
         wanted = {name for name, first, last, _ in listed
                   if (self.start is None or last is None or last >= self.start)
                   and (self.end is None or first is None or first < self.end)}
@@ -144,8 +145,9 @@ class TrafficIndex:
             self._storage.reserve(sum(records or 0 for _, records in new))  # (at most)
             for chunk in _chunks(new):
                 added += self._add(chunk)
-        if removed > added:
+        if removed > added or moved:  # (retention, or the hot window moved on)
             self._forget_unused_addresses()
+            self._forget_unused_pairs()
         return self.version != version
 
     def _follow_hot_window(self, listed: Sequence[Listed]) -> int:
@@ -159,7 +161,9 @@ class TrafficIndex:
         self.newest = int(newest)
         target = int(newest - self._hot_seconds) // MINUTE * MINUTE
         if self._memory is not None:
-            fits = self._start_within_budget(target, self._memory)
+            if self.start is None or self.newest - self._budget[0] >= TRIM_SECONDS:
+                self._budget = (self.newest, self._start_within_budget(target, self._memory))
+            fits = self._budget[1]  # (looked for when the window may move: hourly)
             self.trimmed, target = fits > target, max(target, fits)
         if self.start is not None and target - self.start < TRIM_SECONDS:
             return 0
@@ -174,12 +178,10 @@ class TrafficIndex:
         ratio = len(self.pair_ends) / self.rows if self.rows else self._pair_ratio(since)
         budget = memory / (self._storage.row_bytes + PAIR_COST * ratio)
         held = 0
-        for minute, flows in self.con.execute(
-                f"SELECT minute, sum(flows) FROM {summaries.TABLE} WHERE minute >= ? "
-                "GROUP BY minute ORDER BY minute DESC", [since]).fetchall():
-            held += int(flows)
+        for minute, flows in summaries.flows_per_minute(self.con, since):
+            held += flows
             if held > budget:
-                return int(minute) + MINUTE
+                return minute + MINUTE
         return since
 
     def _pair_ratio(self, since: int) -> float:
@@ -319,6 +321,25 @@ class TrafficIndex:
         inverse = encoded.indices.to_numpy()
         pairs[valid] = ids[inverse]
         return pairs
+
+    def _forget_unused_pairs(self) -> None:
+        """Drop the pairs no row uses any more and renumber the others (the pair column
+        too), so that the pairs' tables and sums follow the rows rather than grow."""
+        pair = self.columns["pair"]
+        used = np.zeros(len(self.pair_ends), bool)
+        used[pair[pair >= 0]] = True
+        if used.all():
+            return
+        renumbered = (np.cumsum(used) - 1).astype(np.int32)  # each old id's new one
+        valid = pair >= 0
+        pair[valid] = renumbered[pair[valid]]  # (in place: a view of the storage)
+        kept = used[self._pair_of_key]
+        self._pair_keys = self._pair_keys[kept]
+        self._pair_of_key = renumbered[self._pair_of_key[kept]]
+        self.pair_ends = self.pair_ends[used]
+        with self._scratch_lock:  # (made again, smaller, by the next sum)
+            self._scratch = (np.zeros(0, np.int64), np.zeros(0, np.int32),
+                             np.zeros(0, np.int32))
 
     def _forget_unused_addresses(self) -> None:
         ids = self.con.execute("SELECT id FROM ix_addr").fetchnumpy()["id"]

@@ -62,8 +62,7 @@ class TrafficSpans:
         if span is None or hot.start is None or span.start >= hot.start:
             return hot
         past = self.past
-        if past is None or past.window is None or not (
-                past.window.start <= span.start and span.end <= past.window.end):
+        if not _covers(past, span):
             if not self.fits(span):  # (an index kept for a shorter range stays)
                 return None
             self._forget_past()
@@ -72,15 +71,17 @@ class TrafficSpans:
             self.past = past
         return past
 
+    def refuses(self, span: TimeRange) -> bool:
+        """Whether ``index_for(span)`` gives no index (asked without building one)."""
+        hot = self.hot
+        if hot.start is None or span.start >= hot.start or _covers(self.past, span):
+            return False
+        return not self.fits(span)
+
     def fits(self, span: TimeRange) -> bool:
         """Whether an index of ``span``'s flows (counted in the traffic summary) fits."""
-        if self._past_rows is None:
-            return True
-        [(flows,)] = self.con.execute(
-            f"SELECT coalesce(sum(flows), 0) FROM {summaries.TABLE} WHERE minute >= ? "
-            "AND minute < ?", [span.start // summaries.MINUTE * summaries.MINUTE, span.end]
-        ).fetchall()
-        return int(flows) <= self._past_rows
+        return (self._past_rows is None
+                or summaries.flows_between(self.con, span.start, span.end) <= self._past_rows)
 
     def older_histogram(self, flt: Filter, axis: Axis, until: int) -> list[int]:
         """Bytes per bucket of ``axis`` of the flows in scope that start before ``until``
@@ -126,3 +127,9 @@ class TrafficSpans:
         for bucket, total in rows:
             values[int(bucket)] += int(total or 0)
         return values
+
+
+def _covers(index: TrafficIndex | None, span: TimeRange) -> bool:
+    """Whether ``index`` is one of a fixed window that holds ``span``."""
+    return (index is not None and index.window is not None
+            and index.window.start <= span.start and span.end <= index.window.end)

@@ -211,11 +211,43 @@ def test_index_memory_shortens_the_hot_window_and_bounds_a_past_range(tmp_path: 
             kept = explorer.spans.past
             assert kept is not None
             assert explorer.range_too_long(long_ago) and explorer.spans.past is kept
+            other = Scope(parse_filter(""), TimeRange(FIRST + 7200, FIRST + 7800))
+            assert not explorer.range_too_long(other) and explorer.spans.past is kept
             assert explorer.conversations(long_ago, None, LIMIT).num_rows == 0
 
             short = Scope(parse_filter(""), TimeRange(FIRST + 3600, FIRST + 7200))
             assert not explorer.range_too_long(short)
             assert explorer.conversations(short, None, LIMIT).to_pylist() == reference(
                 tmp_path / "state", short, None)[:LIMIT]
+        finally:
+            explorer.close()
+
+
+def test_the_pairs_follow_the_rows_as_the_window_moves(tmp_path: Path) -> None:
+    """Pairs no row uses leave the index when the hot window moves on (renumbered, the
+    conversations unchanged): new clients every hour must not grow it, nor shrink a
+    budgeted window. Found by a review: they used to pile up."""
+    def hour(h: int) -> list[str]:  # every flow a new pair
+        return [line("eni-1", f"10.{h}.{n // 250}.{n % 250 + 1}", "10.255.0.1", 40000, 443,
+                     6, 1, 100 + n, FIRST + h * 3600 + n * 12) for n in range(300)]
+
+    state = tmp_path / "state"
+    with open_store(state) as store:
+        explorer = Explorer(store, hot_seconds=6 * 3600, index_memory=10 ** 7)
+        try:
+            for h in range(14):
+                (tmp_path / f"h{h}.log").write_bytes(text(hour(h)))
+                scan([tmp_path / f"h{h}.log"], store, 1 << 30)
+                explorer.refresh()
+                index = explorer.index
+                pair = index.columns["pair"]
+                assert len(index.pair_ends) == len(np.unique(pair[pair >= 0]))
+            assert index.start is not None and not index.trimmed
+            starts = [int(r.split()[10]) for h in range(14) for r in hour(h)]
+            assert index.rows == sum(t >= index.start for t in starts) >= 300 * 6
+            scope = Scope(parse_filter(""), None)
+            hot = Scope(parse_filter(""), TimeRange(index.start, FIRST + 14 * 3600))
+            got = explorer.conversations(scope, None, LIMIT).to_pylist()
+            assert got == reference(state, hot, None)[:LIMIT]
         finally:
             explorer.close()

@@ -34,6 +34,20 @@ def summary_sql(segment: str, relation: str) -> str:
             f"coalesce(sum(bytes), 0)::BIGINT AS bytes FROM {relation} GROUP BY ALL")
 
 
+def flows_per_minute(con: duckdb.DuckDBPyConnection, since: int) -> list[tuple[int, int]]:
+    """(minute, flows) of the minutes from ``since`` on, newest first."""
+    rows = con.execute(f"SELECT minute, sum(flows) FROM {TABLE} WHERE minute >= ? "
+                       "GROUP BY minute ORDER BY minute DESC", [since]).fetchall()
+    return [(int(minute), int(flows)) for minute, flows in rows]
+
+
+def flows_between(con: duckdb.DuckDBPyConnection, first: int, end: int) -> int:
+    """The flows that start in the minutes of [first, end)."""
+    [(flows,)] = con.execute(f"SELECT coalesce(sum(flows), 0) FROM {TABLE} WHERE minute >= ? "
+                             "AND minute < ?", [first // MINUTE * MINUTE, end]).fetchall()
+    return int(flows)
+
+
 def write(con: duckdb.DuckDBPyConnection, segment: str, flows: pa.Table) -> None:
     """Summarise a segment being listed (inside the caller's transaction)."""
     needed = {name: pa.string() for name in DIMENSIONS} | {
