@@ -258,7 +258,7 @@ def _general(source: str, table: dict[str, Any], base: Path) -> GeneralConfig:
                               duration + " (≥ 1h)"),
         hot_window=r.get("hot_window", defaults.hot_window, _min_duration(3600),
                          duration + " (≥ 1h)"),
-        index_memory=r.get("index_memory", defaults.index_memory, _min_size(64 * 2**20),
+        index_memory=r.get("index_memory", defaults.index_memory, _at_least(parse_size, 64 * 2**20),
                          "a size such as 768MiB or 2GiB (≥ 64MiB)"),
         concurrency=r.get("concurrency", 8, _bounded_int(1, 64), "an integer from 1 to 64"),
         max_attempts=r.get("max_attempts", 3, _bounded_int(1, 20), "an integer from 1 to 20"),
@@ -285,24 +285,19 @@ def _paths(base: Path) -> Callable[[object], tuple[Path, ...]]:
     return convert
 
 
-def _min_duration(minimum: float) -> Callable[[object], float]:
+def _at_least(parse: Callable[[object], float], minimum: float) -> Callable[[object], Any]:
+    """``parse``, refusing values below ``minimum``."""
     def convert(value: object) -> float:
-        seconds = parse_duration(value)
-        if seconds < minimum:
+        parsed = parse(value)
+        if parsed < minimum:
             raise ValueError(value)
-        return seconds
+        return parsed
 
     return convert
 
 
-def _min_size(minimum: int) -> Callable[[object], int]:
-    def convert(value: object) -> int:
-        size = parse_size(value)
-        if size < minimum:
-            raise ValueError(value)
-        return size
-
-    return convert
+def _min_duration(minimum: float) -> Callable[[object], float]:
+    return _at_least(parse_duration, minimum)
 
 
 def _bounded_int(low: int, high: int) -> Callable[[object], int]:
