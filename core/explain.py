@@ -44,6 +44,7 @@ class PeakExplanation:
     ports: list[tuple[int, int]]  # (service port: the lower of the two, bytes)
     accounts: list[tuple[str, int]]  # (account, bytes)
     alerts: pa.Table  # the feed's alerts of the span, newest first
+    too_long: bool = False  # no pairs: the span has more flows than index_memory allows
 
 
 def explain(explorer: Explorer, scope: Scope, span: TimeRange, limit: int = 20
@@ -70,7 +71,7 @@ def _explain(explorer: Explorer, scope: Scope, span: TimeRange, limit: int
     ports = _top(explorer, span, "least(srcport, dstport)", where, params, TOP_PORTS)
     accounts = _top(explorer, span, "account_id", where, params, TOP_ACCOUNTS)
     return PeakExplanation(span, total, rows, basis, ports, accounts,
-                           explorer.feed(ranged, 0, ALERTS))
+                           explorer.feed(ranged, 0, ALERTS), explorer.range_too_long(ranged))
 
 
 def _usual_windows(explorer: Explorer, span: TimeRange) -> tuple[list[TimeRange], str]:

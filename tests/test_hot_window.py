@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.explain import explain
 from core.explorer import Explorer, Scope
 from core.filters import parse_filter
 from core.scan import scan
@@ -214,6 +215,10 @@ def test_index_memory_shortens_the_hot_window_and_bounds_a_past_range(tmp_path: 
             other = Scope(parse_filter(""), TimeRange(FIRST + 7200, FIRST + 7800))
             assert not explorer.range_too_long(other) and explorer.spans.past is kept
             assert explorer.conversations(long_ago, None, LIMIT).num_rows == 0
+            explained = explain(explorer, Scope(), long_ago.range)  # type: ignore[arg-type]
+            assert explained.too_long and explained.pairs == [] and explained.total == sum(
+                int(r.split()[9]) for r in lines
+                if FIRST + 3600 <= int(r.split()[10]) < FIRST + 7 * 3600)
 
             short = Scope(parse_filter(""), TimeRange(FIRST + 3600, FIRST + 7200))
             assert not explorer.range_too_long(short)

@@ -69,6 +69,9 @@ def heading(found: PeakExplanation, zone: tzinfo) -> Text:
     if found.alerts.num_rows:
         top = max(found.alerts.to_pylist(), key=lambda a: a["level"])
         text.append(" (highest: ").append(plain(top["title"], 80)).append(")")
+    if found.too_long:
+        text.append("\nno conversations: too many flows for index_memory; select a shorter span",
+                    style="yellow")
     text.append("\nEnter: filter on the pair over this time; Esc closes", style="dim")
     return text
 
