@@ -326,13 +326,11 @@ class TrafficIndex:
         """Drop the pairs no row uses any more and renumber the others (the pair column
         too), so that the pairs' tables and sums follow the rows rather than grow."""
         pair = self.columns["pair"]
-        used = np.zeros(len(self.pair_ends), bool)
-        used[pair[pair >= 0]] = True
+        used = kernels.used_ids(pair, len(self.pair_ends))
         if used.all():
             return
-        renumbered = (np.cumsum(used) - 1).astype(np.int32)  # each old id's new one
-        valid = pair >= 0
-        pair[valid] = renumbered[pair[valid]]  # (in place: a view of the storage)
+        renumbered = np.cumsum(used, dtype=np.int32) - 1  # each old id's new one
+        kernels.renumber(pair, renumbered)  # (in place: a view of the storage)
         kept = used[self._pair_of_key]
         self._pair_keys = self._pair_keys[kept]
         self._pair_of_key = renumbered[self._pair_of_key[kept]]

@@ -229,6 +229,24 @@ def top_ports(ports: NDArray[np.int32], keep: int) -> NDArray[np.int32]:
     return best
 
 
+@_jit  # type: ignore[misc]
+def used_ids(ids: NDArray[np.int32], count: int) -> Mask:
+    """Which of the ids 0 .. count-1 occur in ``ids`` (negative ones: none)."""
+    used = np.zeros(count, np.bool_)
+    for i in ids:
+        if i >= 0:
+            used[i] = True
+    return used
+
+
+@_jit  # type: ignore[misc]
+def renumber(ids: NDArray[np.int32], new: NDArray[np.int32]) -> None:
+    """Replace each id (>= 0) by ``new[id]``, in place (no copy of a column)."""
+    for k in range(len(ids)):
+        if ids[k] >= 0:
+            ids[k] = new[ids[k]]
+
+
 def warm_up() -> None:
     """Load (or, on a machine's first run, compile) every loop now, so that the first view
     does not wait for it (the first load takes ~0.3 s)."""
@@ -238,6 +256,8 @@ def warm_up() -> None:
     histogram(rows, seconds, numbers, 0, 1, 1)
     either_in(keep, ids, ids)
     either_is(0, ids, ids)
+    renumber(np.zeros(1, np.int32), np.zeros(1, np.int32))
+    used_ids(ids, 1)
     top_pairs(rows, 0, 1, 1, -1, np.zeros((1, 2), np.int32), ids, ids, ids, ids, ids,
               np.zeros(1, np.int16), np.zeros(1, np.int8), seconds, seconds, numbers, numbers,
               0, 1, 3, np.zeros(1, np.int64), np.zeros(1, np.int32), np.full(1, -1, np.int32))
