@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from core.config import HOT_WINDOW, INDEX_MEMORY
 from core.filters import Filter, IndexTest
+from core.memory import release_free_memory
 from core.parity_feed import ParityFeed
 from core.priority import follow_yield
 from core.rules import parity
@@ -101,6 +102,7 @@ class Explorer:
     def build(self) -> None:
         """Index the hot window's flows (seconds for tens of millions of them)."""
         self.index.sync()
+        release_free_memory()  # (the build's passing copies)
         self.built = True
         self._cache.clear()
         self._started.clear()

@@ -10,6 +10,7 @@ from typing import Any
 import duckdb
 
 from core.filters import Filter
+from core.memory import release_free_memory
 from core.store import Store, summaries
 from core.timeline import Axis, TimeRange
 from core.traffic_index import FLOW_COST, TrafficIndex
@@ -68,6 +69,7 @@ class TrafficSpans:
             self._forget_past()
             past = TrafficIndex(self._store, self._store.reading_cursor(), window=span)
             past.sync()
+            release_free_memory()  # (the one before and this build's passing copies)
             self.past = past
         return past
 
