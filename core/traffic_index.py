@@ -63,6 +63,7 @@ CHUNK_ROWS = 500_000  # small segments are indexed together up to this many rows
 # large one this many rows at a time: the copies a batch makes stay small beside the index
 Listed = tuple[str, int | None, int | None, int | None]  # name, min start, max end, records
 TRIM_SECONDS = 3600  # a hot window's start moves by at least this much at a time
+OVER_BUDGET = 1.25  # the budget is looked at again before the hour when this far over it
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,9 @@ class TrafficIndex:
             self._storage.reserve(sum(records or 0 for _, records in new))  # (at most)
             for chunk in _chunks(new):
                 added += self._add(chunk)
+        if added and self._over_budget():  # (late data for the hours held)
+            dropped = self._follow_hot_window(listed)
+            removed, moved = removed + dropped, moved + dropped
         if removed > added or moved:  # (retention, or the hot window moved on)
             self._forget_unused_addresses()
             self._forget_unused_pairs()
@@ -161,7 +165,8 @@ class TrafficIndex:
         self.newest = int(newest)
         target = int(newest - self._hot_seconds) // MINUTE * MINUTE
         if self._memory is not None:
-            if self.start is None or self.newest - self._budget[0] >= TRIM_SECONDS:
+            if (self.start is None or self.newest - self._budget[0] >= TRIM_SECONDS
+                    or self._over_budget()):
                 self._budget = (self.newest, self._start_within_budget(target, self._memory))
             fits = self._budget[1]  # (looked for when the window may move: hourly)
             self.trimmed, target = fits > target, max(target, fits)
@@ -169,6 +174,11 @@ class TrafficIndex:
             return 0
         self.start = target
         return self._keep(self.columns["start"] >= target)
+
+    def _over_budget(self) -> bool:
+        """Whether the index is well over its budget (then it is looked at before the hour)."""
+        held = self.rows * self._storage.row_bytes + PAIR_COST * len(self.pair_ends)
+        return self._memory is not None and held > self._memory * OVER_BUDGET
 
     def _start_within_budget(self, since: int, memory: int) -> int:
         """The first minute from which the flows since ``since`` fit in ``memory`` bytes
@@ -335,9 +345,8 @@ class TrafficIndex:
         self._pair_keys = self._pair_keys[kept]
         self._pair_of_key = renumbered[self._pair_of_key[kept]]
         self.pair_ends = self.pair_ends[used]
-        with self._scratch_lock:  # (made again, smaller, by the next sum)
-            self._scratch = (np.zeros(0, np.int64), np.zeros(0, np.int32),
-                             np.zeros(0, np.int32))
+        # (no sum runs meanwhile: Explorer.refresh waits for them before a sync)
+        self._scratch = (np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int32))
 
     def _forget_unused_addresses(self) -> None:
         ids = self.con.execute("SELECT id FROM ix_addr").fetchnumpy()["id"]

@@ -62,16 +62,15 @@ class TrafficSpans:
         hot = self.hot
         if span is None or hot.start is None or span.start >= hot.start:
             return hot
-        past = self.past
-        if not _covers(past, span):
-            if not self.fits(span):  # (an index kept for a shorter range stays)
-                return None
+        if self.refuses(span):  # (an index kept for a shorter range stays)
+            return None
+        if not _covers(self.past, span):
             self._forget_past()
             past = TrafficIndex(self._store, self._store.reading_cursor(), window=span)
             past.sync()
             release_free_memory()  # (the one before and this build's passing copies)
             self.past = past
-        return past
+        return self.past
 
     def refuses(self, span: TimeRange) -> bool:
         """Whether ``index_for(span)`` gives no index (asked without building one)."""

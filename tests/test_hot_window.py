@@ -256,3 +256,29 @@ def test_the_pairs_follow_the_rows_as_the_window_moves(tmp_path: Path) -> None:
             assert got == reference(state, hot, None)[:LIMIT]
         finally:
             explorer.close()
+
+
+def test_late_data_for_the_hours_held_keeps_the_budget(tmp_path: Path) -> None:
+    """A second account delivering the hours already held (the newest flow unchanged) must
+    not let the index outgrow its budget until the next hour: it is looked at again once
+    the index is well over it. Found by a review."""
+    def hours(tag: int, per_hour: int) -> list[str]:
+        return [line("eni-1", f"10.{tag}.{n // 250}.{n % 250 + 1}", "10.255.0.1", 40000, 443,
+                     6, 1, 100, FIRST + h * 3600 + n * (3600 // per_hour))
+                for h in range(12) for n in range(per_hour)]
+
+    memory = 400_000
+    with open_store(tmp_path / "state") as store:
+        (tmp_path / "a.log").write_bytes(text(hours(1, 200)))
+        scan([tmp_path / "a.log"], store, 1 << 30)
+        explorer = Explorer(store, hot_seconds=12 * 3600, index_memory=memory)
+        try:
+            (tmp_path / "b.log").write_bytes(text(hours(2, 1000)))
+            scan([tmp_path / "b.log"], store, 1 << 30)
+            explorer.refresh()
+            index = explorer.index
+            row_bytes = sum(np.dtype(kind).itemsize for kind in DTYPES.values())
+            held = index.rows * row_bytes + PAIR_COST * len(index.pair_ends)
+            assert index.trimmed and held <= (memory - memory // 4) * 1.25
+        finally:
+            explorer.close()

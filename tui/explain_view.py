@@ -72,6 +72,7 @@ def heading(found: PeakExplanation, zone: tzinfo) -> Text:
     if found.too_long:
         text.append("\nno conversations: too many flows for index_memory; select a shorter span",
                     style="yellow")
+        return text.append("\nEsc closes", style="dim")
     text.append("\nEnter: filter on the pair over this time; Esc closes", style="dim")
     return text
 
