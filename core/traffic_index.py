@@ -25,20 +25,20 @@ the traffic summary or the segments (``core.explorer``; docs/app.md).
 from __future__ import annotations
 
 import itertools
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from numpy.typing import NDArray
 
+from core import index_budget
 from core import traffic_kernels as kernels
+from core.address_pairs import PAIR_COST, AddressPairs
 from core.filters import IndexTest
 from core.growing_columns import Columns, GrowingColumns
-from core.store import Store, summaries
+from core.store import Store
 from core.store.summaries import MINUTE  # (a hot window starts on the summary's unit)
 from core.timeline import Axis, TimeRange
 from core.traffic_kernels import Rows
@@ -53,9 +53,7 @@ DTYPES: dict[str, type[np.generic]] = {
     "protocol": np.int16, "packets": np.int64, "bytes": np.int64, "action": np.int8,
     "interface_id": np.uint16, "vpc_id": np.uint16, "account_id": np.uint16}
 SEGMENT_CODES = np.iinfo(DTYPES["segment"]).max
-# A flow's bytes in the index (55), and an address pair's: its key, id and ends, and the
-# conversations' sums (kept per pair). FLOW_COST: a flow with the worst case of a new pair.
-PAIR_COST = 8 + 4 + 8 + (8 + 4 + 4)
+# A flow's bytes in the index (55) with the worst case of a new address pair for each.
 FLOW_COST = sum(np.dtype(kind).itemsize for kind in DTYPES.values()) + PAIR_COST
 TOP_PORTS = 3
 _SERIALS = itertools.count(1)
@@ -99,13 +97,8 @@ class TrafficIndex:
         self.serial = next(_SERIALS)  # tells indexes apart (an id() may be reused)
         self._spans: dict[str, tuple[int | None, int | None]] = {}  # segment: first, last
         self._blocks: tuple[int, list[tuple[int, int, str]]] = (-1, [])  # see rows_in
-        # the conversations' per-pair sums (see kernels.top_pairs), kept between calls
-        self._scratch = (np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int32))
-        self._scratch_lock = threading.Lock()
         self._codes: dict[str, dict[str, int]] = {c: {} for c in TEXT} | {"action": ACTIONS}
-        self._pair_keys = np.empty(0, np.int64)  # sorted (low id << 32 | high id)
-        self._pair_of_key = np.empty(0, np.int32)  # the pair id of each key
-        self.pair_ends = np.empty((0, 2), np.int32)  # low and high address id of each pair
+        self.pairs = AddressPairs()  # each row's address pair, and the conversations' sums
         self._id_limit = 0  # no indexed row has a higher address id
         self.names: list[str | None] = [None]  # each address id's text (id 0: missing)
         self._ids: dict[str, int] = {}  # and the other way
@@ -151,7 +144,7 @@ class TrafficIndex:
             removed, moved = removed + dropped, moved + dropped
         if removed > added or moved:  # (retention, or the hot window moved on)
             self._forget_unused_addresses()
-            self._forget_unused_pairs()
+            self.pairs.forget_unused(self.columns["pair"])
         return self.version != version
 
     def _follow_hot_window(self, listed: Sequence[Listed]) -> int:
@@ -167,7 +160,7 @@ class TrafficIndex:
         if self._memory is not None:
             if (self.start is None or self.newest - self._budget[0] >= TRIM_SECONDS
                     or self._over_budget()):
-                self._budget = (self.newest, self._start_within_budget(target, self._memory))
+                self._budget = (self.newest, self._start_within_budget(target))
             fits = self._budget[1]  # (looked for when the window may move: hourly)
             self.trimmed, target = fits > target, max(target, fits)
         if self.start is not None and target - self.start < TRIM_SECONDS:
@@ -177,34 +170,17 @@ class TrafficIndex:
 
     def _over_budget(self) -> bool:
         """Whether the index is well over its budget (then it is looked at before the hour)."""
-        held = self.rows * self._storage.row_bytes + PAIR_COST * len(self.pair_ends)
+        held = self.rows * self._storage.row_bytes + PAIR_COST * len(self.pairs)
         return self._memory is not None and held > self._memory * OVER_BUDGET
 
-    def _start_within_budget(self, since: int, memory: int) -> int:
-        """The first minute from which the flows since ``since`` fit in ``memory`` bytes
-        (flows counted in the traffic summary, newest minute first). A flow costs its
-        columns and its share of address pairs: the index's own ratio of pairs to flows,
-        or before there is one, the ratio among the flows since ``since``."""
-        ratio = len(self.pair_ends) / self.rows if self.rows else self._pair_ratio(since)
-        budget = memory / (self._storage.row_bytes + PAIR_COST * ratio)
-        held = 0
-        for minute, flows in summaries.flows_per_minute(self.con, since):
-            held += flows
-            if held > budget:
-                return minute + MINUTE
-        return since
-
-    def _pair_ratio(self, since: int) -> float:
-        """Distinct address pairs per flow among the flows that start from ``since``
-        (HyperLogLog's estimate: within a few percent)."""
-        names = self._store.segments.between(since, None, con=self.con)
-        if not names:
-            return 1.0
-        [(ratio,)] = self.con.execute(
-            "SELECT approx_count_distinct(hash(least(srcaddr, dstaddr), "
-            "greatest(srcaddr, dstaddr))) / greatest(count(*), 1) "
-            f"FROM ({self._store.segments_sql(names)}) WHERE start >= ?", [since]).fetchall()
-        return float(ratio or 0.0)
+    def _start_within_budget(self, since: int) -> int:
+        """A flow costs its columns and its share of address pairs: the index's own ratio of
+        pairs to flows, or before there is one, the ratio among the flows since ``since``."""
+        assert self._memory is not None
+        ratio = (len(self.pairs) / self.rows if self.rows
+                 else index_budget.pair_ratio(self._store, self.con, since))
+        return index_budget.start_within(self.con, since, self._memory,
+                                         self._storage.row_bytes + PAIR_COST * ratio)
 
     def _remove(self, names: set[str]) -> int:
         codes = [self.indexed.pop(name) for name in names]
@@ -285,7 +261,7 @@ class TrafficIndex:
                     self._storage.dtype(name)).max:
                 self._storage.widen(name, np.int32)  # (more texts than 16 bits count)
             batch[name] = np.asarray(values, self._storage.dtype(name))
-        batch["pair"] = self._pairs(batch["src"], batch["dst"])
+        batch["pair"] = self.pairs.ids(batch["src"], batch["dst"])
         self._storage.append(batch)
         self._id_limit = max(self._id_limit, int(batch["src"].max(initial=0)),
                              int(batch["dst"].max(initial=0)))
@@ -303,50 +279,6 @@ class TrafficIndex:
         self._codes[column].update(self.con.execute(
             "SELECT value, code FROM ix_text WHERE kind = ? AND code > ?",
             [column, before]).fetchall())
-
-    def _pairs(self, src: NDArray[np.int32], dst: NDArray[np.int32]) -> NDArray[np.int32]:
-        """The pair id of each row (-1 when an address is missing); new pairs get new ids."""
-        low, high = np.minimum(src, dst).astype(np.int64), np.maximum(src, dst)
-        pairs = np.full(len(src), -1, np.int32)
-        valid = low > 0
-        encoded = pc.dictionary_encode(pa.array(low[valid] << 32 | high[valid]))  # (hashing)
-        unsorted = encoded.dictionary.to_numpy()
-        by_key = np.argsort(unsorted)  # (searching sorted keys is several times faster)
-        unique = unsorted[by_key]
-        where = np.searchsorted(self._pair_keys, unique)
-        known = where < len(self._pair_keys)
-        known[known] = self._pair_keys[where[known]] == unique[known]
-        ids = np.empty(len(unique), np.int32)
-        ids[known] = self._pair_of_key[where[known]]
-        fresh = unique[~known]
-        ids[~known] = np.arange(len(self.pair_ends), len(self.pair_ends) + len(fresh))
-        self.pair_ends = np.concatenate(
-            [self.pair_ends, np.stack([fresh >> 32, fresh & 0xFFFFFFFF], 1).astype(np.int32)])
-        # merged into the sorted keys (sorting them all again, per batch, cost seconds)
-        self._pair_keys = np.insert(self._pair_keys, where[~known], fresh)
-        self._pair_of_key = np.insert(self._pair_of_key, where[~known], ids[~known])
-        inverse = np.empty(len(unique), np.int32)
-        inverse[by_key] = np.arange(len(unique), dtype=np.int32)  # dictionary index -> sorted
-        ids = ids[inverse]
-        inverse = encoded.indices.to_numpy()
-        pairs[valid] = ids[inverse]
-        return pairs
-
-    def _forget_unused_pairs(self) -> None:
-        """Drop the pairs no row uses any more and renumber the others (the pair column
-        too), so that the pairs' tables and sums follow the rows rather than grow."""
-        pair = self.columns["pair"]
-        used = kernels.used_ids(pair, len(self.pair_ends))
-        if used.all():
-            return
-        renumbered = np.cumsum(used, dtype=np.int32) - 1  # each old id's new one
-        kernels.renumber(pair, renumbered)  # (in place: a view of the storage)
-        kept = used[self._pair_of_key]
-        self._pair_keys = self._pair_keys[kept]
-        self._pair_of_key = renumbered[self._pair_of_key[kept]]
-        self.pair_ends = self.pair_ends[used]
-        # (no sum runs meanwhile: Explorer.refresh waits for them before a sync)
-        self._scratch = (np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int32))
 
     def _forget_unused_addresses(self) -> None:
         ids = self.con.execute("SELECT id FROM ix_addr").fetchnumpy()["id"]
@@ -448,25 +380,19 @@ class TrafficIndex:
         """Of ``rows``, those that start in ``window``: the ``limit`` pairs with the most bytes
         (ties: more flows, then lower ids), with their figures; each as (me, peer) when
         ``me`` >= 0, else as (low id, high id)."""
-        c = self.columns
+        c, ends = self.columns, self.pairs.ends
         low, high = (window.start, window.end) if window else (-(2**62), 2**62)
-        with self._scratch_lock:  # (one sum at a time uses the scratch arrays)
-            pairs = len(self.pair_ends)
-            if len(self._scratch[0]) < pairs:
-                self._scratch = (np.zeros(pairs, np.int64), np.zeros(pairs, np.int32),
-                                 np.full(pairs, -1, np.int32))
-            chosen, figures, protocols, ports = kernels.top_pairs(
-                rows, low, high, limit, me, self.pair_ends, c["pair"], c["src"], c["dst"],
-                c["srcport"], c["dstport"], c["protocol"], c["action"], c["start"],
-                c["end"], c["bytes"], c["packets"], spark[0], spark[1], TOP_PORTS,
-                *self._scratch)
+        chosen, figures, protocols, ports = self.pairs.summed(lambda sums: kernels.top_pairs(
+            rows, low, high, limit, me, ends, c["pair"], c["src"], c["dst"], c["srcport"],
+            c["dstport"], c["protocol"], c["action"], c["start"], c["end"], c["bytes"],
+            c["packets"], spark[0], spark[1], TOP_PORTS, *sums))
         seen = [np.flatnonzero(counts).tolist() for counts in protocols]
         out = []
         for pair, numbers, kinds, best in zip(chosen.tolist(), figures.tolist(), seen,
                                               ports.tolist(), strict=True):
-            first, second = self.pair_ends[pair].tolist()
-            ends = (first, second) if me < 0 else (me, second if first == me else first)
-            out.append(PairFigures(*ends, numbers, kinds, [p for p in best if p >= 0]))
+            first, second = ends[pair].tolist()
+            shown = (first, second) if me < 0 else (me, second if first == me else first)
+            out.append(PairFigures(*shown, numbers, kinds, [p for p in best if p >= 0]))
         return out
 
 

@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.address_pairs import PAIR_COST
 from core.explain import explain
 from core.explorer import Explorer, Scope
 from core.filters import parse_filter
 from core.scan import scan
 from core.store import open_store
 from core.timeline import Axis, TimeRange, axis_for
-from core.traffic_index import DTYPES, FLOW_COST, PAIR_COST
+from core.traffic_index import DTYPES, FLOW_COST
 from tests.scenarios import line, text
 from tests.test_explorer import LIMIT, _pane_order, reference
 
@@ -246,7 +247,7 @@ def test_the_pairs_follow_the_rows_as_the_window_moves(tmp_path: Path) -> None:
                 explorer.refresh()
                 index = explorer.index
                 pair = index.columns["pair"]
-                assert len(index.pair_ends) == len(np.unique(pair[pair >= 0]))
+                assert len(index.pairs) == len(np.unique(pair[pair >= 0]))
             assert index.start is not None and not index.trimmed
             starts = [int(r.split()[10]) for h in range(14) for r in hour(h)]
             assert index.rows == sum(t >= index.start for t in starts) >= 300 * 6
@@ -278,7 +279,7 @@ def test_late_data_for_the_hours_held_keeps_the_budget(tmp_path: Path) -> None:
             explorer.refresh()
             index = explorer.index
             row_bytes = sum(np.dtype(kind).itemsize for kind in DTYPES.values())
-            held = index.rows * row_bytes + PAIR_COST * len(index.pair_ends)
+            held = index.rows * row_bytes + PAIR_COST * len(index.pairs)
             assert index.trimmed and held <= (memory - memory // 4) * 1.25
         finally:
             explorer.close()
