@@ -184,18 +184,23 @@ def flowlogs_reader_run(url: str) -> tuple[float, int]:
     return time.perf_counter() - started, count
 
 
-def local_scan(scratch: Path, records: int) -> float:
+def local_scan(scratch: Path, records: int, runs: int) -> list[float]:
+    """Seconds of each ``scan`` of one file into a new store (opening the store included),
+    in this process: the first pays its first-use costs (DuckDB's catalogue, the allocator's
+    first pages), as a ``vpcwatch scan`` process does."""
     from core.scan import scan
     from core.store import open_store
 
     path = scratch / "one-million.log.gz"
     path.write_bytes(gzip.compress(records_text(records, 99, 1_764_000_000), mtime=0))
-    started = time.perf_counter()
-    with open_store(scratch / "scan-state") as store:
-        summary = scan([path], store, 2**31)
-    elapsed = time.perf_counter() - started
-    assert summary.records == records, summary
-    return elapsed
+    seconds = []
+    for n in range(runs):
+        started = time.perf_counter()
+        with open_store(scratch / f"scan-state-{n}") as store:
+            summary = scan([path], store, 2**31)
+        seconds.append(time.perf_counter() - started)
+        assert summary.records == records, summary
+    return seconds
 
 
 def small_commit_rule_seconds(scratch: Path) -> dict[str, float]:
@@ -291,7 +296,7 @@ def main() -> int:
             emulator_cpu = statistics.median(r[5] for r in runs)
             peer_seconds, peer_count = flowlogs_reader_run(url)
             assert peer_count == total, peer_count
-            scan_seconds = local_scan(scratch, args.records)
+            scans = local_scan(scratch, args.records, args.runs)
             small = small_commit_rule_seconds(scratch)
     finally:
         emulator.terminate()
@@ -318,8 +323,9 @@ def main() -> int:
         "flowlogs_reader_records_per_s": total / peer_seconds,
         "ratio_vs_flowlogs_reader": peer_seconds / poll,
         "ratio_of_bare_get_rate": bare / poll,
-        "scan_seconds": scan_seconds,
-        "scan_records_per_s": args.records / scan_seconds,
+        "scan_seconds": statistics.median(scans),
+        "scan_first_seconds": scans[0],
+        "scan_records_per_s": args.records / statistics.median(scans),
         "small_commit_flow_rules_seconds": small["flows"],
         "small_commit_event_rules_seconds": small["events"],
     }
@@ -368,9 +374,12 @@ def render(f: dict, args: argparse.Namespace) -> str:
         ("CPU time during the collect: vpcwatch process / S3 emulator",
          f"{f['vpcwatch_cpu_seconds']:.2f} s / {f['emulator_cpu_seconds']:.2f} s "
          f"(2 cores give {2 * f['vpcwatch_process_seconds']:.2f} s in that time)", ""),
-        (f"local `scan` of one {f['records']:,}-record .log.gz",
+        (f"local `scan` of one {f['records']:,}-record .log.gz, into a new store (median)",
          f"{f['scan_seconds']:.2f} s = **{f['scan_records_per_s']:,.0f} records/s**",
          verdict(f["scan_records_per_s"], 2e6, "≥ 2,000,000/s")),
+        ("the same, the first scan of the process",
+         f"{f['scan_first_seconds']:.2f} s = "
+         f"{f['records'] / f['scan_first_seconds']:,.0f} records/s", ""),
     ]
     command = "make bench" if not sys.argv[1:] else "python bench/ingest.py " + " ".join(
         sys.argv[1:])

@@ -15,6 +15,7 @@ from core.store import DATABASE_NAME, Store, StoreError, ledger
 from core.store import segments as store_module
 from core.store.segments import write_segment
 from tests import flowgen
+from tests.conftest import assert_summary_is_the_flows
 
 
 def result(n: int, records: int, start: int = flowgen.BASE_TIME) -> ObjectResult:
@@ -93,6 +94,51 @@ def test_compaction_merges_small_segments_and_keeps_every_row(
                               "GROUP BY 1 ORDER BY 1").fetchall()
     assert after == before and sum(row[1] for row in after) == sum(100 + n for n in range(6))
     assert store.compact() == 0
+    store.close()
+
+
+def test_a_large_batch_is_written_as_several_segments_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A table of at least two compaction sizes is written as one segment per core (up to
+    MAX_PARTS), in parallel; each is listed with its summary and every row is there once.
+    (Sizes scaled down: 100 rows stand for a compaction size.)"""
+    monkeypatch.setattr(store_module, "COMPACT_BELOW", 100)
+    monkeypatch.setattr(store_module.os, "cpu_count", lambda: 2)
+    store = Store(tmp_path)
+    batch = [result(n, 150) for n in range(3)]  # 450 rows: two parts of 225
+    store.commit(batch)
+    sizes = store.con.execute("SELECT records FROM segments ORDER BY records").fetchall()
+    assert sizes == [(225,), (225,)]
+    assert len(list((tmp_path / "flows").iterdir())) == 2
+    expected = sorted((r.ref.key, 150, sum(r.flows["bytes"].to_pylist())) for r in batch)
+    assert store.con.execute("SELECT object_key, count(*), sum(bytes) FROM flows "
+                             "GROUP BY 1 ORDER BY 1").fetchall() == expected
+    assert_summary_is_the_flows(store.con)
+    store.close()
+
+
+def test_a_part_that_fails_to_write_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "COMPACT_BELOW", 100)
+    monkeypatch.setattr(store_module.os, "cpu_count", lambda: 2)
+    store = Store(tmp_path)
+    written = store_module.write_segment
+    calls = []
+
+    def second_fails(directory: Path, table: object) -> str:
+        calls.append(table)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return written(directory, table)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store_module, "write_segment", second_fails)
+    with pytest.raises(OSError, match="disk full"):
+        store.commit([result(n, 150) for n in range(3)])
+    assert len(calls) == 2
+    assert list((tmp_path / "flows").iterdir()) == []
+    assert count(store) == 0
     store.close()
 
 

@@ -161,7 +161,7 @@ class Store:
                              + ", ".join(f"s3://{b}/{k}" for b, k in twice))
         flows = _flow_batch(results)
         events = _event_batch(results)
-        written = [self.segments.add(flows)] if flows is not None else []
+        written = self.segments.add(flows) if flows is not None else []
         killpoints.reached("segment-written")
         additive = not any(result.replaces for result in results)
         replaced: list[str] = []
@@ -169,8 +169,7 @@ class Store:
             fresh, rule_errors = detections.evaluate(self.con, self.engine, flows, events,
                                                      additive, self._committed)
             with transaction(self.con):
-                if flows is not None:
-                    self.segments.enlist(written[0], flows)
+                self.segments.enlist(written)
                 for result in results:
                     if result.replaces:
                         self.con.execute(
@@ -181,7 +180,7 @@ class Store:
                 changed = detections.upsert(self.con, fresh)
                 ledger.write(self.con, results)
         except BaseException:
-            remove(self.segment_dir, written)
+            remove(self.segment_dir, [segment.name for segment in written])
             if self.engine is not None:
                 self.engine.discard(self.con)
             raise
