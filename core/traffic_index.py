@@ -57,7 +57,7 @@ SEGMENT_CODES = np.iinfo(DTYPES["segment"]).max
 FLOW_COST = sum(np.dtype(kind).itemsize for kind in DTYPES.values()) + PAIR_COST
 TOP_PORTS = 3
 _SERIALS = itertools.count(1)
-CHUNK_ROWS = 500_000  # small segments are indexed together up to this many rows, and a
+CHUNK_ROWS = 250_000  # small segments are indexed together up to this many rows, and a
 # large one this many rows at a time: the copies a batch makes stay small beside the index
 Listed = tuple[str, int | None, int | None, int | None]  # name, min start, max end, records
 TRIM_SECONDS = 3600  # a hot window's start moves by at least this much at a time
