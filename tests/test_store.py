@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from core.flowlog_parser import parse_text
@@ -101,10 +103,18 @@ def test_a_large_batch_is_written_as_several_segments_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A table of at least two compaction sizes is written as one segment per core (up to
-    MAX_PARTS), in parallel; each is listed with its summary and every row is there once.
-    (Sizes scaled down: 100 rows stand for a compaction size.)"""
+    MAX_PARTS), the parts at the same time; each is listed with its summary and every row
+    is there once. (Sizes scaled down: 100 rows stand for a compaction size.)"""
     monkeypatch.setattr(store_module, "COMPACT_BELOW", 100)
-    monkeypatch.setattr(store_module.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(store_module, "_cores", lambda: 2)
+    both_writing = threading.Barrier(2, timeout=10)  # (broken unless both wait at once)
+    write = store_module.write_segment
+
+    def together(directory: Path, table: object) -> str:
+        both_writing.wait()
+        return write(directory, table)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store_module, "write_segment", together)
     store = Store(tmp_path)
     batch = [result(n, 150) for n in range(3)]  # 450 rows: two parts of 225
     store.commit(batch)
@@ -118,27 +128,59 @@ def test_a_large_batch_is_written_as_several_segments_at_once(
     store.close()
 
 
-def test_a_part_that_fails_to_write_leaves_no_file(
+@pytest.mark.parametrize(("rows", "cores", "sizes"), [
+    (301, 3, [101, 100, 100]), (299, 3, [150, 149]), (199, 4, [199]), (800, 8, [200] * 4)])
+def test_a_batch_is_cut_into_equal_parts_none_below_the_compaction_size(
+        monkeypatch: pytest.MonkeyPatch, rows: int, cores: int, sizes: list[int]) -> None:
+    monkeypatch.setattr(store_module, "COMPACT_BELOW", 100)
+    monkeypatch.setattr(store_module, "_cores", lambda: cores)
+    parts = store_module._parts(pa.table({"n": list(range(rows))}))
+    assert [part.num_rows for part in parts] == sizes
+    assert pa.concat_tables(parts)["n"].to_pylist() == list(range(rows))
+
+
+def test_a_part_that_fails_leaves_no_file_once_the_other_is_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """One part fails while the other is still being written: the commit fails and no
+    segment or temporary file stays, the other's included."""
     monkeypatch.setattr(store_module, "COMPACT_BELOW", 100)
-    monkeypatch.setattr(store_module.os, "cpu_count", lambda: 2)
-    store = Store(tmp_path)
-    written = store_module.write_segment
-    calls = []
+    monkeypatch.setattr(store_module, "_cores", lambda: 2)
+    write_parquet = store_module._write_parquet
+    failed = threading.Event()
+    calls: list[object] = []
 
-    def second_fails(directory: Path, table: object) -> str:
+    def first_fails(table: object, path: Path) -> None:
         calls.append(table)
-        if len(calls) == 2:
+        if len(calls) == 1:
+            failed.set()
             raise OSError("disk full")
-        return written(directory, table)  # type: ignore[arg-type]
+        assert failed.wait(timeout=10)
+        write_parquet(table, path)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(store_module, "write_segment", second_fails)
+    monkeypatch.setattr(store_module, "_write_parquet", first_fails)
+    store = Store(tmp_path)
     with pytest.raises(OSError, match="disk full"):
         store.commit([result(n, 150) for n in range(3)])
     assert len(calls) == 2
     assert list((tmp_path / "flows").iterdir()) == []
     assert count(store) == 0
+    store.close()
+
+
+def test_two_objects_sharing_a_segment_are_both_replaced_in_one_commit(
+        tmp_path: Path) -> None:
+    """Dropping the first object's old rows rewrites their shared segment; that rewrite
+    still holds the second's old rows, which must go too."""
+    store = Store(tmp_path)
+    old = [result(n, 10) for n in range(3)]
+    store.commit(old)  # one segment holding the three objects
+    new = [replace(result(n, 4, start=flowgen.BASE_TIME + 3600), replaces=True)
+           for n in range(2)]
+    store.commit(new)
+    assert store.con.execute("SELECT object_key, count(*) FROM flows GROUP BY 1 ORDER BY 1"
+                             ).fetchall() == [("key-0", 4), ("key-1", 4), ("key-2", 10)]
+    assert_summary_is_the_flows(store.con)
     store.close()
 
 

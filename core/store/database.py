@@ -162,6 +162,7 @@ class Store:
         flows = _flow_batch(results)
         events = _event_batch(results)
         written = self.segments.add(flows) if flows is not None else []
+        batch = {segment.name for segment in written}
         killpoints.reached("segment-written")
         additive = not any(result.replaces for result in results)
         replaced: list[str] = []
@@ -175,7 +176,7 @@ class Store:
                         self.con.execute(
                             "DELETE FROM cloudtrail WHERE bucket = ? AND object_key = ?",
                             [result.ref.bucket, result.ref.key])
-                        replaced += self.segments.drop_object_rows(result.ref, written)
+                        replaced += self.segments.drop_object_rows(result.ref, batch, written)
                 inserted = self._insert_events(events)
                 changed = detections.upsert(self.con, fresh)
                 ledger.write(self.con, results)

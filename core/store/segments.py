@@ -14,6 +14,7 @@ deleted when the store is next opened for writing.
 
 from __future__ import annotations
 
+import itertools
 import os
 import uuid
 from collections.abc import Sequence
@@ -59,9 +60,21 @@ def write_segment(directory: Path, table: pa.Table) -> str:
     directory.mkdir(mode=0o700, exist_ok=True)
     name = f"{_PREFIX}{uuid.uuid4().hex}.parquet"
     temporary = directory / f"{_TMP_PREFIX}{name}"
+    try:
+        _write_parquet(table, temporary)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    os.rename(temporary, directory / name)
+    _fsync_dir(directory)
+    return name
+
+
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    """Write and fsync."""
     pq.write_table(
         table,
-        temporary,
+        path,
         compression="snappy",
         row_group_size=1 << 20,
         # Measured: 20% faster than dictionary-encoding and min/max-ing every column.
@@ -70,11 +83,8 @@ def write_segment(directory: Path, table: pa.Table) -> str:
                         if not pa.types.is_integer(f.type) and f.name not in _ADDRESSES],
         write_statistics=[f.name for f in table.schema if pa.types.is_integer(f.type)],
     )
-    with open(temporary, "rb+") as handle:
+    with open(path, "rb+") as handle:
         os.fsync(handle.fileno())
-    os.rename(temporary, directory / name)
-    _fsync_dir(directory)
-    return name
 
 
 def read_segment(directory: Path, name: str) -> pa.Table:
@@ -204,14 +214,17 @@ class Segments:
                                  + summaries.summary_sql(name, f"({self.sql([name])})"))
         return len(names)
 
-    def drop_object_rows(self, ref: ObjectRef, written: list[NewSegment]) -> list[str]:
-        """Rewrite the segments holding rows of ``ref`` without them (inside the caller's
-        transaction; new files are appended to ``written``); return the old names.
+    def drop_object_rows(self, ref: ObjectRef, batch: set[str], written: list[NewSegment]
+                         ) -> list[str]:
+        """Rewrite the segments holding rows of ``ref`` without them, but those of
+        ``batch`` (the commit's own, with its new rows), inside the caller's transaction;
+        new files are appended to ``written``. Returns the old names. A segment rewritten
+        for another object of the same commit is rewritten again: it may hold this one's
+        old rows too.
 
         Only for an object whose content changed after it was read (AWS never does this).
         """
-        new = {segment.name for segment in written}
-        holding = [name for name in self._holding(ref) if name not in new]
+        holding = [name for name in self._holding(ref) if name not in batch]
         for name in holding:
             table = read_segment(self.directory, name)
             other = pc.invert(pc.and_(pc.equal(table["bucket"].cast(pa.string()), ref.bucket),
@@ -261,11 +274,21 @@ class Segments:
 
 
 def _parts(table: pa.Table) -> list[pa.Table]:
-    """``table`` cut into as many parts as there are cores (at most ``MAX_PARTS``), none
-    small enough to be compacted again."""
-    count = max(1, min(os.cpu_count() or 1, MAX_PARTS, table.num_rows // COMPACT_BELOW))
-    size = -(-table.num_rows // count)
-    return [table.slice(start, size) for start in range(0, table.num_rows, size)] or [table]
+    """``table`` cut into equal parts, as many as this process has cores (at most
+    ``MAX_PARTS``), none small enough to be compacted again."""
+    count = min(_cores(), MAX_PARTS, table.num_rows // COMPACT_BELOW)
+    if count <= 1:
+        return [table]
+    size, rest = divmod(table.num_rows, count)
+    starts = [n * size + min(n, rest) for n in range(count + 1)]
+    return [table.slice(start, end - start) for start, end in itertools.pairwise(starts)]
+
+
+def _cores() -> int:
+    """The cores this process may run on (a container's or an affinity's limit)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _bound(table: pa.Table, column: str, which: str) -> int | None:
