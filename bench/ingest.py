@@ -374,7 +374,8 @@ def render(f: dict, args: argparse.Namespace) -> str:
         ("CPU time during the collect: vpcwatch process / S3 emulator",
          f"{f['vpcwatch_cpu_seconds']:.2f} s / {f['emulator_cpu_seconds']:.2f} s "
          f"(2 cores give {2 * f['vpcwatch_process_seconds']:.2f} s in that time)", ""),
-        (f"local `scan` of one {f['records']:,}-record .log.gz, into a new store (median)",
+        (f"local `scan` of one {f['records']:,}-record .log.gz into a new store, median of "
+         f"{args.runs} in one process (the later ones warm)",
          f"{f['scan_seconds']:.2f} s = **{f['scan_records_per_s']:,.0f} records/s**",
          verdict(f["scan_records_per_s"], 2e6, "≥ 2,000,000/s")),
         ("the same, the first scan of the process",
