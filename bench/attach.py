@@ -105,6 +105,7 @@ def main() -> int:
 
     emulator, url = start_emulator()
     rates: dict[str, list[float]] = {name: [] for name, _, _ in SCENARIOS}
+    cpu: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in SCENARIOS}
     latencies: list[float] = []
     arrived: queue.Queue[float] = queue.Queue()  # latencies as the viewers report them
     try:
@@ -137,12 +138,15 @@ def main() -> int:
                         collector.send_signal(signal.SIGSTOP)
                         put_round(client, round_number, args.objects,
                                   args.records // args.objects)
+                        before = cpu_seconds([collector]), cpu_seconds(apps)
                         collector.send_signal(signal.SIGCONT)
                         while True:  # the poll that read the round's records
                             summary = json.loads(log.wait_for("poll finished").split(
                                 "poll finished: ", 1)[1])
                             if summary["records"]:
                                 break
+                        cpu[name].append((cpu_seconds([collector]) - before[0],
+                                          cpu_seconds(apps) - before[1]))
                         rates[name].append(summary["records"] / summary["seconds"])
                         print(f"{name}: {rates[name][-1]:,.0f} records/s", flush=True)
                         # each idle app shows the round's new alerts (a viewer that shows
@@ -158,7 +162,7 @@ def main() -> int:
     finally:
         emulator.terminate()
         emulator.wait(timeout=30)
-    report = render(rates, latencies, args)
+    report = render(rates, cpu, latencies, args)
     publish(report, write=not args.no_write)
     return 0
 
@@ -187,6 +191,15 @@ def _collect_latencies(lines: Lines, arrived: queue.Queue[float]) -> None:
             arrived.put(json.loads(line)["latency"])
 
 
+def cpu_seconds(processes: list[subprocess.Popen[str]]) -> float:
+    """The CPU time (user and system, every thread) these processes have used so far."""
+    total = 0
+    for process in processes:
+        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # (utime, stime: fields 14 and 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def stop_viewers(apps: list[subprocess.Popen[str]]) -> None:
     for app in apps:
         app.send_signal(signal.SIGTERM)
@@ -194,8 +207,8 @@ def stop_viewers(apps: list[subprocess.Popen[str]]) -> None:
         app.wait(timeout=60)
 
 
-def render(rates: dict[str, list[float]], latencies: list[float],
-           args: argparse.Namespace) -> str:
+def render(rates: dict[str, list[float]], cpu: dict[str, list[tuple[float, float]]],
+           latencies: list[float], args: argparse.Namespace) -> str:
     base = statistics.median(rates["no viewer"])
     lines = [f"## Attached viewers, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
              f"Command: `make bench-attach` (`python bench/attach.py --objects {args.objects} "
@@ -209,6 +222,11 @@ def render(rates: dict[str, list[float]], latencies: list[float],
             f"≥ 95%: {'met' if median >= 0.95 * base else 'MISSED'}")
         lines.append(f"| collect rate, {name} | {median:,.0f} records/s "
                      f"(**{100 * median / base:.0f}%**) | {verdict} |")
+    for name, values in cpu.items():
+        collector = statistics.median(c for c, _ in values)
+        viewers = statistics.median(v for _, v in values)
+        lines.append(f"| CPU during the round's poll, {name}: collector / viewers | "
+                     f"{collector:.2f} s / {viewers:.2f} s | |")
     if latencies:
         ordered = sorted(latencies)
         p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
