@@ -102,10 +102,10 @@ def test_compaction_merges_small_segments_and_keeps_every_row(
 def test_a_large_batch_is_written_as_several_segments_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A table of at least two compaction sizes is written as one segment per core (up to
+    """A table of at least two PART_ROWS is written as one segment per core (up to
     MAX_PARTS), the parts at the same time; each is listed with its summary and every row
-    is there once. (Sizes scaled down: 100 rows stand for a compaction size.)"""
-    monkeypatch.setattr(store_module, "COMPACT_BELOW", 100)
+    is there once. (Sizes scaled down: 100 rows stand for PART_ROWS.)"""
+    monkeypatch.setattr(store_module, "PART_ROWS", 100)
     monkeypatch.setattr(store_module, "_cores", lambda: 2)
     both_writing = threading.Barrier(2, timeout=10)  # (broken unless both wait at once)
     write = store_module.write_segment
@@ -130,9 +130,10 @@ def test_a_large_batch_is_written_as_several_segments_at_once(
 
 @pytest.mark.parametrize(("rows", "cores", "sizes"), [
     (301, 3, [101, 100, 100]), (299, 3, [150, 149]), (199, 4, [199]), (800, 8, [200] * 4)])
-def test_a_batch_is_cut_into_equal_parts_none_below_the_compaction_size(
+def test_a_batch_is_cut_into_equal_parts_none_below_part_rows(
         monkeypatch: pytest.MonkeyPatch, rows: int, cores: int, sizes: list[int]) -> None:
-    monkeypatch.setattr(store_module, "COMPACT_BELOW", 100)
+    assert store_module.PART_ROWS >= store_module.COMPACT_BELOW  # (never compacted again)
+    monkeypatch.setattr(store_module, "PART_ROWS", 100)
     monkeypatch.setattr(store_module, "_cores", lambda: cores)
     parts = store_module._parts(pa.table({"n": list(range(rows))}))
     assert [part.num_rows for part in parts] == sizes
@@ -144,7 +145,7 @@ def test_a_part_that_fails_leaves_no_file_once_the_other_is_written(
 ) -> None:
     """One part fails while the other is still being written: the commit fails and no
     segment or temporary file stays, the other's included."""
-    monkeypatch.setattr(store_module, "COMPACT_BELOW", 100)
+    monkeypatch.setattr(store_module, "PART_ROWS", 100)
     monkeypatch.setattr(store_module, "_cores", lambda: 2)
     write_parquet = store_module._write_parquet
     failed = threading.Event()

@@ -40,7 +40,10 @@ _ADDRESSES = {"srcaddr", "dstaddr", "pkt_srcaddr", "pkt_dstaddr"}
 COMPACT_BELOW = 262_144  # segments smaller than this are merged…
 COMPACT_AT = 8  # …once there are this many of them
 COMPACT_MAX_ROWS = 4_000_000  # rows merged at once (bounds the memory compaction takes)
-MAX_PARTS = 4  # a large table is written as up to this many segments at once
+MAX_PARTS = 4  # a large table is written as up to this many segments at once…
+PART_ROWS = 500_000  # …none smaller than this: a default commit's size (commit_records),
+# so that splitting never leaves more, smaller segments than the collector writes anyway
+# (each segment costs the app's index and range reads a few queries of its own)
 
 
 @dataclass(frozen=True)
@@ -275,8 +278,8 @@ class Segments:
 
 def _parts(table: pa.Table) -> list[pa.Table]:
     """``table`` cut into equal parts, as many as this process has cores (at most
-    ``MAX_PARTS``), none small enough to be compacted again."""
-    count = min(_cores(), MAX_PARTS, table.num_rows // COMPACT_BELOW)
+    ``MAX_PARTS``), none under ``PART_ROWS`` rows."""
+    count = min(_cores(), MAX_PARTS, table.num_rows // PART_ROWS)
     if count <= 1:
         return [table]
     size, rest = divmod(table.num_rows, count)
