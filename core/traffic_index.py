@@ -3,8 +3,9 @@
 The Parquet segments stay the record. Answering "who talked to 10.0.2.45" from them means
 reading two address-string columns of every row: about 150 ms per column per 10 million rows
 on two cores, before any grouping. The index keeps the columns the app filters and groups on
-as numpy arrays, with each address replaced by an integer id (``ix_addr``, a temp table of
-the reading connection, so that address and network terms stay SQL) and each address pair
+as numpy arrays, with each address replaced by an integer id (``core.address_ids``: in
+``ix_addr``, a temp table of the reading connection, so that address and network terms stay
+SQL) and each address pair
 by a pair id; texts become small integer codes (action: fixed ones; interface, VPC and
 account: given in ``ix_text`` as they first appear).
 Filter terms are evaluated on the arrays (:meth:`select`) and the sums run as compiled
@@ -35,6 +36,7 @@ from numpy.typing import NDArray
 
 from core import index_budget
 from core import traffic_kernels as kernels
+from core.address_ids import AddressIds
 from core.address_pairs import PAIR_COST, AddressPairs
 from core.filters import IndexTest
 from core.growing_columns import Columns, GrowingColumns
@@ -100,9 +102,7 @@ class TrafficIndex:
         self._codes: dict[str, dict[str, int]] = {c: {} for c in TEXT} | {"action": ACTIONS}
         self.pairs = AddressPairs()  # each row's address pair, and the conversations' sums
         self._id_limit = 0  # no indexed row has a higher address id
-        self.names: list[str | None] = [None]  # each address id's text (id 0: missing)
-        self._ids: dict[str, int] = {}  # and the other way
-        con.execute("CREATE OR REPLACE TEMP TABLE ix_addr (id INTEGER, address VARCHAR)")
+        self.addresses = AddressIds(con)
         con.execute("CREATE OR REPLACE TEMP TABLE ix_text (kind VARCHAR, value VARCHAR, "
                     "code INTEGER)")
         kernels.warm_up()
@@ -143,7 +143,7 @@ class TrafficIndex:
             dropped = self._follow_hot_window(listed)
             removed, moved = removed + dropped, moved + dropped
         if removed > added or moved:  # (retention, or the hot window moved on)
-            self._forget_unused_addresses()
+            self.addresses.forget_unused(self.columns["src"], self.columns["dst"])
             self.pairs.forget_unused(self.columns["pair"])
         return self.version != version
 
@@ -203,14 +203,7 @@ class TrafficIndex:
         rows = f"({self._store.segments_sql(names, filename=True)})"
         if bounds:
             rows = f"(SELECT * FROM {rows} WHERE {' AND '.join(bounds)})"
-        [(before,)] = self.con.execute("SELECT coalesce(max(id), 0) FROM ix_addr").fetchall()
-        self.con.execute(f"""
-            INSERT INTO ix_addr
-            SELECT ? + row_number() OVER (), a
-            FROM (SELECT srcaddr AS a FROM {rows} UNION SELECT dstaddr FROM {rows}) n
-            WHERE a IS NOT NULL AND a NOT IN (SELECT address FROM ix_addr)""", [before])
-        self._name(self.con.execute("SELECT id, address FROM ix_addr WHERE id > ?", [before])
-                   .fetchall())
+        self.addresses.add(rows)
         for column in TEXT:
             self._code_texts(column, rows)
         codes = self._free_segment_codes(len(names))
@@ -280,28 +273,13 @@ class TrafficIndex:
             "SELECT value, code FROM ix_text WHERE kind = ? AND code > ?",
             [column, before]).fetchall())
 
-    def _forget_unused_addresses(self) -> None:
-        ids = self.con.execute("SELECT id FROM ix_addr").fetchnumpy()["id"]
-        used = np.zeros(int(ids.max(initial=0)) + 1, bool)
-        used[self.columns["src"]] = used[self.columns["dst"]] = True
-        unused = ids[~used[ids]].tolist()
-        self.con.execute("DELETE FROM ix_addr WHERE id IN (SELECT unnest(?))", [unused])
-        self._name([(i, None) for i in unused])
-
-    def _name(self, rows: Sequence[tuple[int, str | None]]) -> None:
-        """Keep ``names`` (address by id) and its reverse in step with ``ix_addr``."""
-        top = max((i for i, _ in rows), default=0)
-        self.names.extend([None] * (top + 1 - len(self.names)))
-        for i, address in rows:
-            old = self.names[i]
-            if old is not None:
-                del self._ids[old]
-            if address is not None:
-                self._ids[address] = i
-            self.names[i] = address
+    @property
+    def names(self) -> list[str | None]:
+        """Each address id's text (id 0: missing)."""
+        return self.addresses.names
 
     def address_id(self, address: str) -> int | None:
-        return self._ids.get(address)
+        return self.addresses.id_of(address)
 
     # -- questions ------------------------------------------------------------------------
 
