@@ -24,7 +24,8 @@ def start_within(con: duckdb.DuckDBPyConnection, since: int, memory: int,
 
 def pair_ratio(store: Store, con: duckdb.DuckDBPyConnection, since: int) -> float:
     """Distinct address pairs per flow among the flows that start from ``since``
-    (HyperLogLog's estimate: within a few percent; 1 when there is none)."""
+    (HyperLogLog's estimate: within a few percent; 1, the worst case, when no segment
+    holds such flows)."""
     names = store.segments.between(since, None, con=con)
     if not names:
         return 1.0

@@ -5,9 +5,8 @@ reading two address-string columns of every row: about 150 ms per column per 10 
 on two cores, before any grouping. The index keeps the columns the app filters and groups on
 as numpy arrays, with each address replaced by an integer id (``core.address_ids``: in
 ``ix_addr``, a temp table of the reading connection, so that address and network terms stay
-SQL) and each address pair
-by a pair id; texts become small integer codes (action: fixed ones; interface, VPC and
-account: given in ``ix_text`` as they first appear).
+SQL) and each address pair by a pair id; texts become small integer codes (action: fixed
+ones; interface, VPC and account: given in ``ix_text`` as they first appear).
 Filter terms are evaluated on the arrays (:meth:`select`) and the sums run as compiled
 loops (``core.traffic_kernels``).
 
