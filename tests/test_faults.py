@@ -312,3 +312,17 @@ async def test_role_credentials_are_assumed_again_before_they_expire(
     assert proxy.requests["sts"] == 3
     first, second, third, fourth = proxy.access_keys
     assert first == second and len({second, third, fourth}) == 3
+
+
+def test_each_poll_s_session_shares_the_process_s_loader_of_botocore_models(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A session is made for each bucket at each poll (it reads the credential chain again),
+    but botocore's model files are read once per process: they cost 0.2-0.3 CPU-seconds a
+    session (core/s3.py). A different data_path gets its own loader."""
+    from core.s3 import _session
+
+    first, second = _session(None), _session(None)
+    assert first is not second
+    assert first.get_component("data_loader") is second.get_component("data_loader")
+    monkeypatch.setenv("AWS_DATA_PATH", "/nonexistent/models")
+    assert _session(None).get_component("data_loader") is not first.get_component("data_loader")
