@@ -16,6 +16,15 @@ asks for by hand (SQL at the `:` prompt, an export) runs on threads the UI threa
 at SPARED_NICE too; DuckDB's own workers stay at VIEWER_NICE whoever calls. Measured
 (bench/RESULTS.md): the spared threads at 0 showed an alert in 0.7 s (p95) but cost the
 collector 21-31%; at 10, 0.95-1.0 s and 5-28%; everything at 19, 4.4 s and 13-29%.
+
+Niceness is not enough for an app recomputing its views without pause: it fills the gaps
+the collector leaves (waiting for S3, one thread holding the GIL) and still cost it a
+quarter of its rate. So, while the collector is busy (``CollectorLoad``: it used more than
+BUSY_SHARE of a core since the last look), an attached app's views (the chart, the
+conversations, a filter's feed, and the new flows they index) are rationed (``CpuRation``):
+the process may use RATION_SHARE of a core, after a burst of RATION_BURST CPU-seconds (about
+one view change at full speed), and catches up when the collector rests. New alerts are not
+rationed: they are read on a thread of their own.
 """
 
 from __future__ import annotations
@@ -23,12 +32,18 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 VIEWER_NICE = 19  # an attached viewer's niceness: the lowest priority (the collector runs at 0)
 SPARED_NICE = 10  # the spared threads' (below the collector's, above the heavy work's)
+BUSY_SHARE = 0.5  # of a core: a collector using more since the last look is busy
+RATION_SHARE = 0.05  # of a core: what an attached app's views may use while it is busy…
+RATION_BURST = 0.1  # …after this many CPU-seconds (about one view change)
+RATION_DEBT = 1.0  # CPU-seconds: the most a rationed process owes (a wait of 20 s at most)
 _yielding = False  # set once this process yields: threads started later follow
 
 
@@ -60,3 +75,66 @@ def _lower(thread: int, nice: int) -> None:
             os.setpriority(os.PRIO_PROCESS, thread, nice)
     except OSError as exc:  # (gone meanwhile, or a sandbox refusing it)
         log.debug("cannot lower thread %d's priority: %s", thread, exc)
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """The CPU time (user and system, every thread) process ``pid`` has used so far, or
+    None when it is gone (or this is not Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # (stat's 14, 15)
+
+
+class CollectorLoad:
+    """Is the collector busy? Sampled every fraction of a second: it is when it used more
+    than BUSY_SHARE of a core since the previous sample (its pauses between polls, and its
+    waits for S3, use next to nothing)."""
+
+    def __init__(self, cpu_seconds: Callable[[int], float | None] = process_cpu_seconds,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._cpu_seconds, self._clock = cpu_seconds, clock
+        self._last: tuple[int, float, float] | None = None  # (pid, when, its CPU time)
+        self.busy = False
+
+    def sample(self, pid: int | None) -> bool:
+        used = self._cpu_seconds(pid) if pid is not None else None
+        now, last = self._clock(), self._last
+        if used is None or pid is None:
+            self._last, self.busy = None, False
+        elif last is None or last[0] != pid or now <= last[1]:
+            self._last = (pid, now, used)  # (a first look: busy as before)
+        else:
+            self.busy = (used - last[2]) / (now - last[1]) > BUSY_SHARE
+            self._last = (pid, now, used)
+        return self.busy
+
+
+class CpuRation:
+    """What this process may spend while the collector is busy: a bucket of CPU-seconds
+    refilled at ``share`` of a core, holding at most ``burst``; full whenever the collector
+    is not busy. ``delay`` says how long to wait before the next heavy step."""
+
+    def __init__(self, share: float = RATION_SHARE, burst: float = RATION_BURST,
+                 cpu: Callable[[], float] = time.process_time,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.share, self.burst = share, burst
+        self._cpu, self._clock = cpu, clock
+        self._at, self._used = clock(), cpu()
+        self.tokens = burst
+
+    def reset(self) -> None:
+        """Owe nothing for what was used so far (the app's start: its index)."""
+        self._at, self._used, self.tokens = self._clock(), self._cpu(), self.burst
+
+    def delay(self, contended: bool) -> float:
+        now, used = self._clock(), self._cpu()
+        if contended:
+            earned = self.share * (now - self._at)
+            self.tokens = max(-RATION_DEBT, min(self.burst, self.tokens + earned)
+                              - (used - self._used))
+        else:
+            self.tokens = self.burst
+        self._at, self._used = now, used
+        return max(0.0, -self.tokens / self.share)

@@ -26,6 +26,7 @@ from tui.screens import HelpScreen, SqlScreen, TableScreen
 from tui.widgets.chart import TrafficChart
 from tui.widgets.conversations import Conversations
 from tui.widgets.feed import AlertFeed
+from tui.widgets.status import StatusBar
 
 # Every app test runs with the guard: no Text made from unsafe characters (tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("text_guard")
@@ -501,3 +502,36 @@ async def test_a_new_alert_is_shown_while_the_view_reader_is_busy(
             assert not busy.done()  # (shown while the reader was still busy)
         finally:
             gate.set()
+
+
+async def test_views_wait_for_the_ration_while_the_collector_is_busy(
+        frozen_state: Path, tmp_path: Path) -> None:
+    """An app attached to a busy collector rations its views (core/priority.py): a filter
+    asked for then is shown once the ration allows, with the views asked for meanwhile.
+    (The ration is a stand-in the test opens; tests/test_priority.py tests the real one.)"""
+    class Held:
+        def __init__(self) -> None:
+            self.open, self.asked = False, []
+
+        def delay(self, contended: bool) -> float:
+            self.asked.append(contended)
+            return 0.0 if self.open else 0.01
+
+    async with frozen_app(frozen_state, tmp_path) as (app, _):
+        held = Held()
+        app._ration, app.collector_busy = held, True  # type: ignore[assignment]
+        feed = app.query_one(AlertFeed)
+        before, shown = feed.total, app.applied
+        assert app.apply_filter_text(EXFIL_HOST)
+        app.request_view("status")
+        await until(lambda: len(held.asked) >= 3)
+        assert app.applied == shown and feed.total == before  # held: nothing shown yet
+        status = app.query_one(StatusBar)
+        assert "views wait: the collector is busy" in str(status.render())
+        held.open = True
+        await app.wait_settled()
+        assert "views wait" not in str(status.render())
+        assert held.asked[0] is True  # (the busy collector was what the ration was told)
+        assert app.applied == app.requested > shown
+        assert 0 < feed.total < before
+        assert all(EXFIL_HOST in (r["srcaddr"], r["dstaddr"]) for r in feed.rows_shown)

@@ -44,7 +44,7 @@ from core.events import (
     PrefixBlocked,
 )
 from core.explorer import BucketState, Explorer, Scope
-from core.priority import follow_yield
+from core.priority import CpuRation, follow_yield
 from core.sandbox import Sandbox
 from core.store import Store
 from core.timeline import Axis, TimeRange, find_peaks
@@ -111,6 +111,9 @@ class VpcwatchApp(ChartKeys, ExplainKeys, FeedKeys, NewAlerts, ScopeKeys, Tools,
         self.selection: TimeRange | None = None
         self._anchor_t: int | None = None
         self.collector: Collector | None = None
+        self._collector_pid: int | None = None  # the collector this app is attached to…
+        self.collector_busy = False  # …is busy: the views are rationed (core/priority.py)
+        self._ration = CpuRation()
         self._stop = asyncio.Event()
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="vpcwatch-reader",
                                           initializer=follow_yield)

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from core.events import AlertsChanged, BatchCommitted
 from core.follow import Follower, collector_owner
+from core.priority import CollectorLoad
 from core.store.publication import read_status
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,12 @@ class Attachment:
         await asyncio.to_thread(follower.poll)  # (what the store holds already)
         checked = 0.0
         pending: list[pa.Table] = []  # alerts announced once the state holding them is shown
+        load = CollectorLoad()  # (the view pump rations its work while the collector is busy)
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(FOLLOW_SECONDS):
                     await self._stop.wait()
+            self.collector_busy = load.sample(self._collector_pid)
             if time.monotonic() - checked >= ALIVE_SECONDS:
                 checked = time.monotonic()
                 await self._check_collector(state_dir)
@@ -60,10 +63,13 @@ class Attachment:
         owner = await asyncio.to_thread(collector_owner, state_dir)
         activity = self.activity
         activity.collector_gone = owner is None
+        self._collector_pid = None
         if owner is not None:
             activity.attached = owner
         status = await asyncio.to_thread(read_status, state_dir)
         if status is not None and not activity.collector_gone:
+            pid = status.get("pid")
+            self._collector_pid = pid if isinstance(pid, int) else None
             activity.polling = bool(status.get("polling"))
             activity.last_poll = _number(status.get("last_poll"))
             activity.next_poll = _number(status.get("next_poll"))

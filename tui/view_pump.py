@@ -35,6 +35,7 @@ GC_IDLE_SECONDS = 3.0  # without a view change, before a full garbage collection
 GC_OVERDUE = 20  # full garbage collections due: run one between two views anyway
 CONVERSATION_ROWS = 40  # peers or pairs shown (the biggest by bytes)
 Y_LABEL_COLUMNS = 12  # what plotext's y-axis labels take from the chart's width
+RATION_CHECK_SECONDS = 0.25  # a rationed view looks again this often (the collector may rest)
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class ViewPump:
         question) come in a second step, so the feed and the chart never wait for them."""
         try:
             while self._pending:
+                await self._wait_for_cpu()
                 serial, parts = self.requested, frozenset(self._pending)
                 self._pending.clear()
                 started = time.perf_counter()
@@ -111,6 +113,23 @@ class ViewPump:
             if self.applied >= self.requested:
                 self._settled.set()
 
+    async def _wait_for_cpu(self) -> None:
+        """While the collector this app is attached to is busy, the views are rationed
+        (core/priority.py): those asked for meanwhile join the one that waits, and the
+        status bar says so. The app's start (its first view and index) is not; nor are new
+        alerts: they are read on a thread of their own (tui/new_alerts.py)."""
+        if self.explorer is None or not self.explorer.built:
+            return
+        while (delay := self._ration.delay(self.collector_busy)) > 0:
+            self._say_rationed(True)
+            await asyncio.sleep(min(delay, RATION_CHECK_SECONDS))
+        self._say_rationed(False)
+
+    def _say_rationed(self, rationed: bool) -> None:
+        if self.activity.rationed != rationed:
+            self.activity.rationed = rationed
+            self._show_status()
+
     async def _build_index(self) -> None:
         """After the first view (the chart from the traffic summary, the feed, the status):
         index the hot window, then show everything again from it. Views asked for
@@ -124,6 +143,7 @@ class ViewPump:
                         severity="error", markup=False)
             return
         self.index_seconds = time.perf_counter() - clock
+        self._ration.reset()  # (the start is not rationed: see _wait_for_cpu)
         self.requested += 1
         self._pending.update(ALL_PARTS)
 

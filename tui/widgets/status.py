@@ -28,6 +28,7 @@ class Activity:
     late: int = 0  # objects found by relists since the app started (see core.listing_plan)
     attached: str | None = None  # the collector the app follows (docs/attach.md), if any
     collector_gone: bool = False  # …and it stopped (its lock is free): waiting for it
+    rationed: bool = False  # …is busy, and a view waits for its CPU ration (core/priority.py)
     errors: list[str] = field(default_factory=list)  # poll and rule errors, newest last
 
     def add_error(self, error: str) -> None:
@@ -58,6 +59,8 @@ def status_text(buckets: list[BucketState], activity: Activity, zone: tzinfo,
     if not activity.collector_gone:
         text.append("● polling " if activity.polling else "○ idle ",
                     style="green" if activity.polling else "dim")
+    if activity.rationed:
+        text.append("(views wait: the collector is busy) ", style="yellow")
     text.append(f"last {clock(activity.last_poll, zone) or '–'} "
                 f"next {clock(activity.next_poll, zone) or '–'}  ")
     if activity.last_poll is not None:

@@ -1,0 +1,89 @@
+"""core/priority.py's ration: what an attached app's views may spend while the collector is
+busy. Clocks and CPU counters are given by the tests, so every figure is exact (the expected
+ones worked out by hand from the shares in the docstrings); the one reading of /proc is
+compared with Python's own counter."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from core.priority import (
+    BUSY_SHARE,
+    RATION_DEBT,
+    CollectorLoad,
+    CpuRation,
+    process_cpu_seconds,
+)
+
+
+class Counters:
+    """A wall clock and a CPU counter moved by hand."""
+
+    def __init__(self) -> None:
+        self.now, self.cpu = 100.0, 5.0
+
+    def clock(self) -> float:
+        return self.now
+
+    def used(self) -> float:
+        return self.cpu
+
+
+def test_a_ration_lets_a_burst_through_then_the_share_and_is_full_when_uncontended() -> None:
+    c = Counters()
+    ration = CpuRation(share=0.05, burst=0.1, cpu=c.used, clock=c.clock)
+    assert ration.delay(contended=True) == 0  # a full bucket: the first view goes at once
+    c.cpu += 0.3  # that view took 0.3 CPU-seconds: 0.1 - 0.3 = 0.2 owed, 4 s at 0.05 a second
+    assert ration.delay(contended=True) == pytest.approx(4.0)
+    c.now += 2  # two seconds later, 0.1 earned back: 0.1 owed, 2 s more
+    assert ration.delay(contended=True) == pytest.approx(2.0)
+    c.now += 2
+    assert ration.delay(contended=True) == pytest.approx(0.0)
+    c.now += 1000  # a long wait earns no more than the burst
+    assert ration.tokens == pytest.approx(0.0)
+    assert ration.delay(contended=True) == 0 and ration.tokens == pytest.approx(0.1)
+    c.cpu += 5  # while the collector rests, nothing is owed, however much is used
+    assert ration.delay(contended=False) == 0 and ration.tokens == pytest.approx(0.1)
+
+
+def test_a_ration_owes_at_most_its_debt() -> None:
+    c = Counters()
+    ration = CpuRation(share=0.05, burst=0.1, cpu=c.used, clock=c.clock)
+    ration.delay(contended=True)
+    c.cpu += 60  # (an index built while the collector was busy)
+    assert ration.delay(contended=True) == pytest.approx(RATION_DEBT / 0.05)
+
+
+def test_the_collector_is_busy_when_it_used_more_than_its_share_since_the_last_look() -> None:
+    c = Counters()
+    cpu = {7: 1.0}
+    load = CollectorLoad(cpu_seconds=lambda pid: cpu.get(pid), clock=c.clock)
+    assert load.sample(7) is False  # a first look: nothing to compare with yet
+    c.now += 0.25
+    cpu[7] += 0.25 * BUSY_SHARE * 2  # twice the share: busy
+    assert load.sample(7) is True
+    assert load.sample(7) is True  # (the same instant: as before)
+    c.now += 0.25
+    cpu[7] += 0.25 * BUSY_SHARE / 2  # half the share: resting
+    assert load.sample(7) is False
+    c.now += 0.25
+    cpu[7] += 1.0
+    assert load.sample(8) is False  # a process that is gone (or none): not busy
+    assert load.sample(None) is False
+    assert load.sample(7) is False  # …and the first look again after it
+
+
+def test_a_process_cpu_time_is_read_from_proc() -> None:
+    if not Path(f"/proc/{os.getpid()}/stat").exists():
+        pytest.skip("no /proc here")
+    start = time.process_time()
+    while time.process_time() - start < 0.2:  # (use some CPU)
+        sum(range(10_000))
+    read = process_cpu_seconds(os.getpid())
+    assert read is not None and abs(read - time.process_time()) < 0.05  # (ticks of 10 ms)
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    assert process_cpu_seconds(pid_max + 1) is None
