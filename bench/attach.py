@@ -228,7 +228,7 @@ def render(rates: dict[str, list[float]], cpu: dict[str, list[tuple[float, float
         ratio = statistics.median(v / b for v, b in zip(values, rates["no viewer"], strict=True))
         verdict = "" if name == "no viewer" else f"≥ 95%: {'met' if ratio >= 0.95 else 'MISSED'}"
         lines.append(f"| collect rate, {name} | {statistics.median(values):,.0f} records/s "
-                     f"(**{100 * ratio:.0f}%** of the same round's without viewers) "
+                     f"(**{100 * ratio:.1f}%** of the same round's without viewers) "
                      f"| {verdict} |")
     for name, values in cpu.items():
         collector = statistics.median(c for c, _ in values)

@@ -22,8 +22,8 @@ the collector leaves (waiting for S3, one thread holding the GIL) and still cost
 quarter of its rate. So, while the collector is busy (``CollectorLoad``: it used more than
 BUSY_SHARE of a core since the last look), an attached app's views (the chart, the
 conversations, a filter's feed, and the new flows they index) are rationed (``CpuRation``):
-the process may use RATION_SHARE of a core, after a burst of RATION_BURST CPU-seconds (about
-one view change at full speed), and catches up when the collector rests. New alerts are not
+they may use RATION_SHARE of a core, after a burst of RATION_BURST CPU-seconds (about one
+view change at full speed), and catch up when the collector rests. New alerts are not
 rationed: they are read on a thread of their own.
 """
 
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -43,7 +44,7 @@ SPARED_NICE = 10  # the spared threads' (below the collector's, above the heavy 
 BUSY_SHARE = 0.5  # of a core: a collector using more since the last look is busy
 RATION_SHARE = 0.05  # of a core: what an attached app's views may use while it is busy…
 RATION_BURST = 0.1  # …after this many CPU-seconds (about one view change)
-RATION_DEBT = 1.0  # CPU-seconds: the most a rationed process owes (a wait of 20 s at most)
+RATION_DEBT = 1.0  # CPU-seconds: the most rationed work owes (a wait of 20 s at most)
 _yielding = False  # set once this process yields: threads started later follow
 
 
@@ -87,6 +88,15 @@ def process_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # (stat's 14, 15)
 
 
+def local_pid(owner: str | None) -> int | None:
+    """The pid of a state directory's lock owner ("pid N on host (command)", see
+    core.store.statedir) when it runs on this host, else None."""
+    words = (owner or "").split()
+    if len(words) > 3 and words[0] == "pid" and words[1].isdigit() and words[2] == "on":
+        return int(words[1]) if words[3] == socket.gethostname() else None
+    return None
+
+
 class CollectorLoad:
     """Is the collector busy? Sampled every fraction of a second: it is when it used more
     than BUSY_SHARE of a core since the previous sample (its pauses between polls, and its
@@ -112,29 +122,32 @@ class CollectorLoad:
 
 
 class CpuRation:
-    """What this process may spend while the collector is busy: a bucket of CPU-seconds
-    refilled at ``share`` of a core, holding at most ``burst``; full whenever the collector
-    is not busy. ``delay`` says how long to wait before the next heavy step."""
+    """What this process's rationed work may spend while the collector is busy: a bucket of
+    CPU-seconds refilled at ``share`` of a core, holding at most ``burst`` and owing at
+    most ``debt``; full whenever the collector is not busy. The work is charged what the
+    process used while it ran (``charge``); ``delay`` says how long to wait before the next
+    round. ``update`` at each look at the collector keeps the bucket current between them."""
 
     def __init__(self, share: float = RATION_SHARE, burst: float = RATION_BURST,
-                 cpu: Callable[[], float] = time.process_time,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.share, self.burst = share, burst
-        self._cpu, self._clock = cpu, clock
-        self._at, self._used = clock(), cpu()
-        self.tokens = burst
+                 debt: float = RATION_DEBT, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
+        self.share, self.burst, self.debt = share, burst, debt
+        self._clock, self._at = clock, clock()
+        self.tokens, self.contended = burst, False
 
-    def reset(self) -> None:
-        """Owe nothing for what was used so far (the app's start: its index)."""
-        self._at, self._used, self.tokens = self._clock(), self._cpu(), self.burst
-
-    def delay(self, contended: bool) -> float:
-        now, used = self._clock(), self._cpu()
+    def update(self, contended: bool) -> None:
+        now = self._clock()
         if contended:
-            earned = self.share * (now - self._at)
-            self.tokens = max(-RATION_DEBT, min(self.burst, self.tokens + earned)
-                              - (used - self._used))
+            self.tokens = min(self.burst, self.tokens + self.share * (now - self._at))
         else:
             self.tokens = self.burst
-        self._at, self._used = now, used
+        self._at, self.contended = now, contended
+
+    def charge(self, cpu_seconds: float) -> None:
+        """A round used ``cpu_seconds`` (free while the collector was not busy)."""
+        if self.contended:
+            self.tokens = max(-self.debt, self.tokens - cpu_seconds)
+
+    def delay(self, contended: bool) -> float:
+        self.update(contended)
         return max(0.0, -self.tokens / self.share)

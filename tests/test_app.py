@@ -517,6 +517,9 @@ async def test_views_wait_for_the_ration_while_the_collector_is_busy(
             self.asked.append(contended)
             return 0.0 if self.open else 0.01
 
+        def charge(self, cpu_seconds: float) -> None:
+            pass
+
     async with frozen_app(frozen_state, tmp_path) as (app, _):
         held = Held()
         app._ration, app.collector_busy = held, True  # type: ignore[assignment]

@@ -6,56 +6,60 @@ compared with Python's own counter."""
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 
 import pytest
 
-from core.priority import (
-    BUSY_SHARE,
-    RATION_DEBT,
-    CollectorLoad,
-    CpuRation,
-    process_cpu_seconds,
-)
+from core.priority import BUSY_SHARE, CollectorLoad, CpuRation, local_pid, process_cpu_seconds
 
 
 class Counters:
-    """A wall clock and a CPU counter moved by hand."""
+    """A wall clock moved by hand."""
 
     def __init__(self) -> None:
-        self.now, self.cpu = 100.0, 5.0
+        self.now = 100.0
 
     def clock(self) -> float:
         return self.now
 
-    def used(self) -> float:
-        return self.cpu
-
 
 def test_a_ration_lets_a_burst_through_then_the_share_and_is_full_when_uncontended() -> None:
     c = Counters()
-    ration = CpuRation(share=0.05, burst=0.1, cpu=c.used, clock=c.clock)
-    assert ration.delay(contended=True) == 0  # a full bucket: the first view goes at once
-    c.cpu += 0.3  # that view took 0.3 CPU-seconds: 0.1 - 0.3 = 0.2 owed, 4 s at 0.05 a second
+    ration = CpuRation(share=0.05, burst=0.1, debt=1.0, clock=c.clock)
+    assert ration.delay(contended=True) == 0  # a full bucket: the first round goes at once
+    ration.charge(0.3)  # that round took 0.3 CPU-seconds: 0.1 - 0.3 = 0.2 owed, 4 s at 0.05/s
     assert ration.delay(contended=True) == pytest.approx(4.0)
     c.now += 2  # two seconds later, 0.1 earned back: 0.1 owed, 2 s more
     assert ration.delay(contended=True) == pytest.approx(2.0)
     c.now += 2
     assert ration.delay(contended=True) == pytest.approx(0.0)
     c.now += 1000  # a long wait earns no more than the burst
-    assert ration.tokens == pytest.approx(0.0)
-    assert ration.delay(contended=True) == 0 and ration.tokens == pytest.approx(0.1)
-    c.cpu += 5  # while the collector rests, nothing is owed, however much is used
-    assert ration.delay(contended=False) == 0 and ration.tokens == pytest.approx(0.1)
+    ration.update(contended=True)
+    assert ration.tokens == pytest.approx(0.1)
+    assert ration.delay(contended=False) == 0
+    ration.charge(5)  # while the collector rests, nothing is owed, however much is used
+    assert ration.tokens == pytest.approx(0.1) and ration.delay(contended=True) == 0
 
 
 def test_a_ration_owes_at_most_its_debt() -> None:
     c = Counters()
-    ration = CpuRation(share=0.05, burst=0.1, cpu=c.used, clock=c.clock)
-    ration.delay(contended=True)
-    c.cpu += 60  # (an index built while the collector was busy)
-    assert ration.delay(contended=True) == pytest.approx(RATION_DEBT / 0.05)
+    ration = CpuRation(share=0.05, burst=0.1, debt=1.0, clock=c.clock)
+    ration.update(contended=True)
+    ration.charge(60)  # (a range of a year, read while the collector was busy)
+    assert ration.delay(contended=True) == pytest.approx(1.0 / 0.05)
+
+
+def test_what_is_used_while_the_collector_rests_is_never_charged_once_it_is_busy() -> None:
+    """(Found by review: when the ration read the process's CPU time only at each view, a
+    busy collector's first view was charged all that was used since the last one.)"""
+    c = Counters()
+    ration = CpuRation(share=0.05, burst=0.1, debt=1.0, clock=c.clock)
+    ration.update(contended=False)
+    ration.charge(0.5)
+    c.now += 60
+    assert ration.delay(contended=True) == 0
 
 
 def test_the_collector_is_busy_when_it_used_more_than_its_share_since_the_last_look() -> None:
@@ -87,3 +91,11 @@ def test_a_process_cpu_time_is_read_from_proc() -> None:
     assert read is not None and abs(read - time.process_time()) < 0.05  # (ticks of 10 ms)
     pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
     assert process_cpu_seconds(pid_max + 1) is None
+
+
+def test_the_collector_s_pid_is_its_lock_owner_s_on_this_host_only() -> None:
+    here = socket.gethostname()
+    assert local_pid(f"pid 4242 on {here} (vpcwatch collect)") == 4242
+    assert local_pid("pid 4242 on another-host (vpcwatch collect)") is None
+    assert local_pid("another process") is None
+    assert local_pid(None) is None

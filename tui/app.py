@@ -44,11 +44,11 @@ from core.events import (
     PrefixBlocked,
 )
 from core.explorer import BucketState, Explorer, Scope
-from core.priority import CpuRation, follow_yield
+from core.priority import CollectorLoad, CpuRation, follow_yield
 from core.sandbox import Sandbox
 from core.store import Store
 from core.timeline import Axis, TimeRange, find_peaks
-from tui.attach import Attachment
+from tui.attach import LOAD_SECONDS, Attachment
 from tui.cells import plain
 from tui.chart_keys import ChartKeys
 from tui.explain_view import ExplainKeys
@@ -111,7 +111,7 @@ class VpcwatchApp(ChartKeys, ExplainKeys, FeedKeys, NewAlerts, ScopeKeys, Tools,
         self.selection: TimeRange | None = None
         self._anchor_t: int | None = None
         self.collector: Collector | None = None
-        self._collector_pid: int | None = None  # the collector this app is attached to…
+        self._collector_load = CollectorLoad()  # the collector this app is attached to…
         self.collector_busy = False  # …is busy: the views are rationed (core/priority.py)
         self._ration = CpuRation()
         self._stop = asyncio.Event()
@@ -176,6 +176,7 @@ class VpcwatchApp(ChartKeys, ExplainKeys, FeedKeys, NewAlerts, ScopeKeys, Tools,
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.exit)
         if self.store.attached_to is not None:
             self.run_worker(self._follow(), group="collector", name="follower")
+            self.set_interval(LOAD_SECONDS, self._sample_collector_load)
         elif self.collect and self.config is not None:
             self.collector = Collector(self.config, self.store, self._publish)
             self.run_worker(self._collect(), group="collector", name="collector")

@@ -17,12 +17,13 @@ import pyarrow as pa
 
 from core.events import AlertsChanged, BatchCommitted
 from core.follow import Follower, collector_owner
-from core.priority import CollectorLoad
+from core.priority import local_pid
 from core.store.publication import read_status
 
 log = logging.getLogger(__name__)
 FOLLOW_SECONDS = 0.25  # how often the publication is looked at (one small file read)
 ALIVE_SECONDS = 1.0  # how often the collector's lock and status are looked at
+LOAD_SECONDS = 0.25  # how often its CPU time is (the views' ration, core/priority.py)
 
 
 class Attachment:
@@ -32,12 +33,10 @@ class Attachment:
         await asyncio.to_thread(follower.poll)  # (what the store holds already)
         checked = 0.0
         pending: list[pa.Table] = []  # alerts announced once the state holding them is shown
-        load = CollectorLoad()  # (the view pump rations its work while the collector is busy)
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(FOLLOW_SECONDS):
                     await self._stop.wait()
-            self.collector_busy = load.sample(self._collector_pid)
             if time.monotonic() - checked >= ALIVE_SECONDS:
                 checked = time.monotonic()
                 await self._check_collector(state_dir)
@@ -58,18 +57,22 @@ class Attachment:
                 self._publish(AlertsChanged(alerts, time.time()))
                 pending = []
 
+    def _sample_collector_load(self) -> None:
+        """Is the collector (the lock's owner, on this host) busy? The view pump rations its
+        work while it is."""
+        pid = None if self.activity.collector_gone else local_pid(self.activity.attached)
+        self.collector_busy = self._collector_load.sample(pid)
+        self._ration.update(self.collector_busy)
+
     async def _check_collector(self, state_dir: Path) -> None:
         """Is the collector still there (its lock), and what is it doing (status.json)?"""
         owner = await asyncio.to_thread(collector_owner, state_dir)
         activity = self.activity
         activity.collector_gone = owner is None
-        self._collector_pid = None
         if owner is not None:
             activity.attached = owner
         status = await asyncio.to_thread(read_status, state_dir)
         if status is not None and not activity.collector_gone:
-            pid = status.get("pid")
-            self._collector_pid = pid if isinstance(pid, int) else None
             activity.polling = bool(status.get("polling"))
             activity.last_poll = _number(status.get("last_poll"))
             activity.next_poll = _number(status.get("next_poll"))

@@ -87,6 +87,7 @@ class ViewPump:
         try:
             while self._pending:
                 await self._wait_for_cpu()
+                used = time.process_time()  # (charged to the ration: see _wait_for_cpu)
                 serial, parts = self.requested, frozenset(self._pending)
                 self._pending.clear()
                 started = time.perf_counter()
@@ -104,6 +105,8 @@ class ViewPump:
                         await self._show_step(frozenset({"history"}), frozenset(), timings)
                     finally:
                         self._history_running = False
+                if self.explorer is not None and self.explorer.built:  # (not the start)
+                    self._ration.charge(time.process_time() - used)
                 self.last_view_parts = timings
                 self.applied = serial
                 if not self._pending and self.explorer is not None and not self.explorer.built:
@@ -115,8 +118,9 @@ class ViewPump:
 
     async def _wait_for_cpu(self) -> None:
         """While the collector this app is attached to is busy, the views are rationed
-        (core/priority.py): those asked for meanwhile join the one that waits, and the
-        status bar says so. The app's start (its first view and index) is not; nor are new
+        (core/priority.py): each round of steps is charged the CPU the process used while it
+        ran, those asked for meanwhile join the one that waits, and the status bar says so.
+        The app's start (its first view and index) is not rationed; nor are new stored
         alerts: they are read on a thread of their own (tui/new_alerts.py)."""
         if self.explorer is None or not self.explorer.built:
             return
@@ -143,7 +147,6 @@ class ViewPump:
                         severity="error", markup=False)
             return
         self.index_seconds = time.perf_counter() - clock
-        self._ration.reset()  # (the start is not rationed: see _wait_for_cpu)
         self.requested += 1
         self._pending.update(ALL_PARTS)
 
