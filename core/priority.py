@@ -37,6 +37,8 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from core.store.statedir import owner_pid
+
 log = logging.getLogger(__name__)
 
 VIEWER_NICE = 19  # an attached viewer's niceness: the lowest priority (the collector runs at 0)
@@ -89,12 +91,10 @@ def process_cpu_seconds(pid: int) -> float | None:
 
 
 def local_pid(owner: str | None) -> int | None:
-    """The pid of a state directory's lock owner ("pid N on host (command)", see
-    core.store.statedir) when it runs on this host, else None."""
-    words = (owner or "").split()
-    if len(words) > 3 and words[0] == "pid" and words[1].isdigit() and words[2] == "on":
-        return int(words[1]) if words[3] == socket.gethostname() else None
-    return None
+    """The pid of a state directory's lock owner (``StateDirBusy.owner``) when it runs on
+    this host, else None."""
+    writer = owner_pid(owner)
+    return writer[0] if writer is not None and writer[1] == socket.gethostname() else None
 
 
 class CollectorLoad:

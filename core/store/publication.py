@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 
 from core.permissions import replace_private
 from core.rules.sqlparts import literal
+from core.store.statedir import owner_pid
 from core.store.transaction import transaction
 
 log = logging.getLogger(__name__)
@@ -163,8 +164,8 @@ def published_by(manifest: dict[str, object], owner: str) -> bool:
     """Whether the process holding the lock (``owner``: "pid N on host (command)") wrote
     ``manifest``: a publication left by a collector that has stopped must not be taken for
     the state of whatever writes the directory now (a scan, say)."""
-    words = owner.split()
-    return len(words) > 1 and words[0] == "pid" and words[1] == str(manifest.get("pid"))
+    writer = owner_pid(owner)
+    return writer is not None and writer[0] == manifest.get("pid")
 
 
 def load(state_dir: Path, manifest: dict[str, object]) -> duckdb.DuckDBPyConnection:

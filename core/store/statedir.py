@@ -90,7 +90,7 @@ class StateLock:
         if self.exclusive:
             os.ftruncate(fd, 0)
             command = " ".join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv[:2]))
-            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} ({command})".encode(), 0)
+            os.pwrite(fd, owner_text(os.getpid(), socket.gethostname(), command).encode(), 0)
         self._fd = fd
         return self
 
@@ -110,3 +110,16 @@ class StateLock:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+def owner_text(pid: int, host: str, command: str) -> str:
+    """What the lock file says of its writer (StateDirBusy.owner): read by ``owner_pid``."""
+    return f"pid {pid} on {host} ({command})"
+
+
+def owner_pid(owner: str | None) -> tuple[int, str] | None:
+    """The pid and host that ``owner_text`` wrote, or None for anything else."""
+    words = (owner or "").split()
+    if len(words) > 3 and words[0] == "pid" and words[1].isdigit() and words[2] == "on":
+        return int(words[1]), words[3]
+    return None
