@@ -17,14 +17,13 @@ at SPARED_NICE too; DuckDB's own workers stay at VIEWER_NICE whoever calls. Meas
 (bench/RESULTS.md): the spared threads at 0 showed an alert in 0.7 s (p95) but cost the
 collector 21-31%; at 10, 0.95-1.0 s and 5-28%; everything at 19, 4.4 s and 13-29%.
 
-Niceness is not enough for an app recomputing its views without pause: it fills the gaps
-the collector leaves (waiting for S3, one thread holding the GIL) and still cost it a
-quarter of its rate. So, while the collector is busy (``CollectorLoad``: it used more than
-BUSY_SHARE of a core since the last look), an attached app's views (the chart, the
-conversations, a filter's feed, and the new flows they index) are rationed (``CpuRation``):
-they may use RATION_SHARE of a core, after a burst of RATION_BURST CPU-seconds (about one
-view change at full speed), and catch up when the collector rests. New alerts are not
-rationed: they are read on a thread of their own.
+Priority is not enough: what a viewer costs the collector is the memory its work streams
+through, not the CPU time the scheduler gives it (measured: two memory-bound processes at
+SCHED_IDLE, the lowest priority there is, cost the collector 20% of its rate; two
+CPU-bound ones at SCHED_IDLE, 3%). So, while the collector is busy (``CollectorLoad``: it
+used more than BUSY_SHARE of a core since the last look), an attached app's views (the
+chart, the conversations, a filter's feed, and the new flows they index) wait for it to
+rest, VIEW_WAIT_MAX at most. New alerts do not wait: they are read on a thread of their own.
 """
 
 from __future__ import annotations
@@ -44,9 +43,7 @@ log = logging.getLogger(__name__)
 VIEWER_NICE = 19  # an attached viewer's niceness: the lowest priority (the collector runs at 0)
 SPARED_NICE = 10  # the spared threads' (below the collector's, above the heavy work's)
 BUSY_SHARE = 0.5  # of a core: a collector using more since the last look is busy
-RATION_SHARE = 0.05  # of a core: what an attached app's views may use while it is busy…
-RATION_BURST = 0.1  # …after this many CPU-seconds (about one view change)
-RATION_DEBT = 1.0  # CPU-seconds: the most rationed work owes (a wait of 20 s at most)
+VIEW_WAIT_MAX = 10.0  # seconds: the longest a round of views waits for a busy collector
 _yielding = False  # set once this process yields: threads started later follow
 
 
@@ -119,35 +116,3 @@ class CollectorLoad:
             self.busy = (used - last[2]) / (now - last[1]) > BUSY_SHARE
             self._last = (pid, now, used)
         return self.busy
-
-
-class CpuRation:
-    """What this process's rationed work may spend while the collector is busy: a bucket of
-    CPU-seconds refilled at ``share`` of a core, holding at most ``burst`` and owing at
-    most ``debt``; full whenever the collector is not busy. The work is charged what the
-    process used while it ran (``charge``); ``delay`` says how long to wait before the next
-    round. ``update`` at each look at the collector keeps the bucket current between them."""
-
-    def __init__(self, share: float = RATION_SHARE, burst: float = RATION_BURST,
-                 debt: float = RATION_DEBT, clock: Callable[[], float] = time.monotonic
-                 ) -> None:
-        self.share, self.burst, self.debt = share, burst, debt
-        self._clock, self._at = clock, clock()
-        self.tokens, self.contended = burst, False
-
-    def update(self, contended: bool) -> None:
-        now = self._clock()
-        if contended:
-            self.tokens = min(self.burst, self.tokens + self.share * (now - self._at))
-        else:
-            self.tokens = self.burst
-        self._at, self.contended = now, contended
-
-    def charge(self, cpu_seconds: float) -> None:
-        """A round used ``cpu_seconds`` (free while the collector was not busy)."""
-        if self.contended:
-            self.tokens = max(-self.debt, self.tokens - cpu_seconds)
-
-    def delay(self, contended: bool) -> float:
-        self.update(contended)
-        return max(0.0, -self.tokens / self.share)

@@ -504,37 +504,39 @@ async def test_a_new_alert_is_shown_while_the_view_reader_is_busy(
             gate.set()
 
 
-async def test_views_wait_for_the_ration_while_the_collector_is_busy(
-        frozen_state: Path, tmp_path: Path) -> None:
-    """An app attached to a busy collector rations its views (core/priority.py): a filter
-    asked for then is shown once the ration allows, with the views asked for meanwhile.
-    (The ration is a stand-in the test opens; tests/test_priority.py tests the real one.)"""
-    class Held:
-        def __init__(self) -> None:
-            self.open, self.asked = False, []
-
-        def delay(self, contended: bool) -> float:
-            self.asked.append(contended)
-            return 0.0 if self.open else 0.01
-
-        def charge(self, cpu_seconds: float) -> None:
-            pass
-
+async def test_views_wait_while_the_collector_is_busy(frozen_state: Path,
+                                                      tmp_path: Path) -> None:
+    """An app attached to a busy collector holds its views until it rests (core/priority.py):
+    a filter asked for then is shown once it does, with the views asked for meanwhile. (The
+    test sets what the app's sampler of the collector's CPU would: tests/test_priority.py
+    tests the sampler, tests/test_attach.py that the app finds the collector's pid.)"""
     async with frozen_app(frozen_state, tmp_path) as (app, _):
-        held = Held()
-        app._ration, app.collector_busy = held, True  # type: ignore[assignment]
-        feed = app.query_one(AlertFeed)
+        app.collector_rests.clear()
+        feed, status = app.query_one(AlertFeed), app.query_one(StatusBar)
         before, shown = feed.total, app.applied
         assert app.apply_filter_text(EXFIL_HOST)
+        await until(lambda: "views wait: the collector is busy" in str(status.render()))
         app.request_view("status")
-        await until(lambda: len(held.asked) >= 3)
         assert app.applied == shown and feed.total == before  # held: nothing shown yet
-        status = app.query_one(StatusBar)
-        assert "views wait: the collector is busy" in str(status.render())
-        held.open = True
+        app.collector_rests.set()
         await app.wait_settled()
         assert "views wait" not in str(status.render())
-        assert held.asked[0] is True  # (the busy collector was what the ration was told)
         assert app.applied == app.requested > shown
         assert 0 < feed.total < before
         assert all(EXFIL_HOST in (r["srcaddr"], r["dstaddr"]) for r in feed.rows_shown)
+
+
+async def test_views_wait_for_a_busy_collector_for_a_while_only(
+        frozen_state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A collector busy for ever (a first poll of a month of logs) holds a view for
+    VIEW_WAIT_MAX at most: the person still sees the filter they asked for."""
+    monkeypatch.setattr("tui.view_pump.VIEW_WAIT_MAX", 0.05)
+    async with frozen_app(frozen_state, tmp_path) as (app, _):
+        app.collector_rests.clear()
+        feed = app.query_one(AlertFeed)
+        before = feed.total
+        assert app.apply_filter_text(EXFIL_HOST)
+        await app.wait_settled()
+        assert not app.collector_rests.is_set()  # (shown while the collector was still busy)
+        assert 0 < feed.total < before
+        assert "views wait" not in str(app.query_one(StatusBar).render())

@@ -1,7 +1,7 @@
-"""core/priority.py's ration: what an attached app's views may spend while the collector is
-busy. Clocks and CPU counters are given by the tests, so every figure is exact (the expected
-ones worked out by hand from the shares in the docstrings); the one reading of /proc is
-compared with Python's own counter."""
+"""core/priority.py: when an attached app's views wait for the collector (it is busy), and
+whose CPU time says so. Clocks and CPU counters are given by the tests, so every figure is
+exact (worked out by hand from BUSY_SHARE); the one reading of /proc is compared with
+Python's own counter."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from core.priority import BUSY_SHARE, CollectorLoad, CpuRation, local_pid, process_cpu_seconds
+from core.priority import BUSY_SHARE, CollectorLoad, local_pid, process_cpu_seconds
 
 
 class Counters:
@@ -23,43 +23,6 @@ class Counters:
 
     def clock(self) -> float:
         return self.now
-
-
-def test_a_ration_lets_a_burst_through_then_the_share_and_is_full_when_uncontended() -> None:
-    c = Counters()
-    ration = CpuRation(share=0.05, burst=0.1, debt=1.0, clock=c.clock)
-    assert ration.delay(contended=True) == 0  # a full bucket: the first round goes at once
-    ration.charge(0.3)  # that round took 0.3 CPU-seconds: 0.1 - 0.3 = 0.2 owed, 4 s at 0.05/s
-    assert ration.delay(contended=True) == pytest.approx(4.0)
-    c.now += 2  # two seconds later, 0.1 earned back: 0.1 owed, 2 s more
-    assert ration.delay(contended=True) == pytest.approx(2.0)
-    c.now += 2
-    assert ration.delay(contended=True) == pytest.approx(0.0)
-    c.now += 1000  # a long wait earns no more than the burst
-    ration.update(contended=True)
-    assert ration.tokens == pytest.approx(0.1)
-    assert ration.delay(contended=False) == 0
-    ration.charge(5)  # while the collector rests, nothing is owed, however much is used
-    assert ration.tokens == pytest.approx(0.1) and ration.delay(contended=True) == 0
-
-
-def test_a_ration_owes_at_most_its_debt() -> None:
-    c = Counters()
-    ration = CpuRation(share=0.05, burst=0.1, debt=1.0, clock=c.clock)
-    ration.update(contended=True)
-    ration.charge(60)  # (a range of a year, read while the collector was busy)
-    assert ration.delay(contended=True) == pytest.approx(1.0 / 0.05)
-
-
-def test_what_is_used_while_the_collector_rests_is_never_charged_once_it_is_busy() -> None:
-    """(Found by review: when the ration read the process's CPU time only at each view, a
-    busy collector's first view was charged all that was used since the last one.)"""
-    c = Counters()
-    ration = CpuRation(share=0.05, burst=0.1, debt=1.0, clock=c.clock)
-    ration.update(contended=False)
-    ration.charge(0.5)
-    c.now += 60
-    assert ration.delay(contended=True) == 0
 
 
 def test_the_collector_is_busy_when_it_used_more_than_its_share_since_the_last_look() -> None:

@@ -44,7 +44,7 @@ from core.events import (
     PrefixBlocked,
 )
 from core.explorer import BucketState, Explorer, Scope
-from core.priority import CollectorLoad, CpuRation, follow_yield
+from core.priority import CollectorLoad, follow_yield
 from core.sandbox import Sandbox
 from core.store import Store
 from core.timeline import Axis, TimeRange, find_peaks
@@ -112,8 +112,8 @@ class VpcwatchApp(ChartKeys, ExplainKeys, FeedKeys, NewAlerts, ScopeKeys, Tools,
         self._anchor_t: int | None = None
         self.collector: Collector | None = None
         self._collector_load = CollectorLoad()  # the collector this app is attached to…
-        self.collector_busy = False  # …is busy: the views are rationed (core/priority.py)
-        self._ration = CpuRation()
+        self.collector_rests = asyncio.Event()  # …is not busy: views wait until it is set
+        self.collector_rests.set()  # (core/priority.py)
         self._stop = asyncio.Event()
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="vpcwatch-reader",
                                           initializer=follow_yield)

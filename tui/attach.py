@@ -23,7 +23,7 @@ from core.store.publication import read_status
 log = logging.getLogger(__name__)
 FOLLOW_SECONDS = 0.25  # how often the publication is looked at (one small file read)
 ALIVE_SECONDS = 1.0  # how often the collector's lock and status are looked at
-LOAD_SECONDS = 0.25  # how often its CPU time is (the views' ration, core/priority.py)
+LOAD_SECONDS = 0.25  # how often its CPU time is (views wait while it is busy: priority.py)
 
 
 class Attachment:
@@ -58,11 +58,13 @@ class Attachment:
                 pending = []
 
     def _sample_collector_load(self) -> None:
-        """Is the collector (the lock's owner, on this host) busy? The view pump rations its
-        work while it is."""
+        """Is the collector (the lock's owner, on this host) busy? The view pump waits while
+        it is."""
         pid = None if self.activity.collector_gone else local_pid(self.activity.attached)
-        self.collector_busy = self._collector_load.sample(pid)
-        self._ration.update(self.collector_busy)
+        if self._collector_load.sample(pid):
+            self.collector_rests.clear()
+        else:
+            self.collector_rests.set()
 
     async def _check_collector(self, state_dir: Path) -> None:
         """Is the collector still there (its lock), and what is it doing (status.json)?"""

@@ -22,6 +22,7 @@ import duckdb
 import pyarrow as pa
 
 from core.explorer import BucketState, Scope
+from core.priority import VIEW_WAIT_MAX
 from core.safetext import visible
 from core.timeline import Axis, TimeRange, axis_for
 from tui.chart_keys import ZOOM_MIN_SECONDS
@@ -35,7 +36,6 @@ GC_IDLE_SECONDS = 3.0  # without a view change, before a full garbage collection
 GC_OVERDUE = 20  # full garbage collections due: run one between two views anyway
 CONVERSATION_ROWS = 40  # peers or pairs shown (the biggest by bytes)
 Y_LABEL_COLUMNS = 12  # what plotext's y-axis labels take from the chart's width
-RATION_CHECK_SECONDS = 0.25  # a rationed view looks again this often (the collector may rest)
 
 
 @dataclass(frozen=True)
@@ -86,8 +86,7 @@ class ViewPump:
         question) come in a second step, so the feed and the chart never wait for them."""
         try:
             while self._pending:
-                await self._wait_for_cpu()
-                used = time.process_time()  # (charged to the ration: see _wait_for_cpu)
+                await self._wait_for_collector()
                 serial, parts = self.requested, frozenset(self._pending)
                 self._pending.clear()
                 started = time.perf_counter()
@@ -105,8 +104,6 @@ class ViewPump:
                         await self._show_step(frozenset({"history"}), frozenset(), timings)
                     finally:
                         self._history_running = False
-                if self.explorer is not None and self.explorer.built:  # (not the start)
-                    self._ration.charge(time.process_time() - used)
                 self.last_view_parts = timings
                 self.applied = serial
                 if not self._pending and self.explorer is not None and not self.explorer.built:
@@ -116,22 +113,26 @@ class ViewPump:
             if self.applied >= self.requested:
                 self._settled.set()
 
-    async def _wait_for_cpu(self) -> None:
-        """While the collector this app is attached to is busy, the views are rationed
-        (core/priority.py): each round of steps is charged the CPU the process used while it
-        ran, those asked for meanwhile join the one that waits, and the status bar says so.
-        The app's start (its first view and index) is not rationed; nor are new stored
-        alerts: they are read on a thread of their own (tui/new_alerts.py)."""
-        if self.explorer is None or not self.explorer.built:
+    async def _wait_for_collector(self) -> None:
+        """While the collector this app is attached to is busy, a round of views waits for
+        it to rest, VIEW_WAIT_MAX at most (core/priority.py says why); the views asked for
+        meanwhile join it, and the status bar says so. The app's start (its first view and
+        index) does not wait; nor do new stored alerts: they are read on a thread of their
+        own (tui/new_alerts.py)."""
+        if self.explorer is None or not self.explorer.built or self.collector_rests.is_set():
             return
-        while (delay := self._ration.delay(self.collector_busy)) > 0:
-            self._say_rationed(True)
-            await asyncio.sleep(min(delay, RATION_CHECK_SECONDS))
-        self._say_rationed(False)
+        self._say_views_wait(True)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(VIEW_WAIT_MAX):
+                    await self.collector_rests.wait()
+        finally:
+            self.activity.views_wait = False  # (no widget touched here: this may be a cancel)
+        self._show_status()
 
-    def _say_rationed(self, rationed: bool) -> None:
-        if self.activity.rationed != rationed:
-            self.activity.rationed = rationed
+    def _say_views_wait(self, wait: bool) -> None:
+        if self.activity.views_wait != wait:
+            self.activity.views_wait = wait
             self._show_status()
 
     async def _build_index(self) -> None:

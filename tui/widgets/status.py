@@ -28,7 +28,7 @@ class Activity:
     late: int = 0  # objects found by relists since the app started (see core.listing_plan)
     attached: str | None = None  # the collector the app follows (docs/attach.md), if any
     collector_gone: bool = False  # …and it stopped (its lock is free): waiting for it
-    rationed: bool = False  # …is busy, and a view waits for its CPU ration (core/priority.py)
+    views_wait: bool = False  # …is busy, and a view waits for it to rest (core/priority.py)
     errors: list[str] = field(default_factory=list)  # poll and rule errors, newest last
 
     def add_error(self, error: str) -> None:
@@ -59,7 +59,7 @@ def status_text(buckets: list[BucketState], activity: Activity, zone: tzinfo,
     if not activity.collector_gone:
         text.append("● polling " if activity.polling else "○ idle ",
                     style="green" if activity.polling else "dim")
-    if activity.rationed:
+    if activity.views_wait:
         text.append("(views wait: the collector is busy) ", style="yellow")
     text.append(f"last {clock(activity.last_poll, zone) or '–'} "
                 f"next {clock(activity.next_poll, zone) or '–'}  ")
