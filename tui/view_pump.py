@@ -121,7 +121,8 @@ class ViewPump:
         own (tui/new_alerts.py)."""
         if self.explorer is None or not self.explorer.built or self.collector_rests.is_set():
             return
-        self._say_views_wait(True)
+        self.activity.views_wait = True
+        self._show_status()
         try:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(VIEW_WAIT_MAX):
@@ -129,11 +130,6 @@ class ViewPump:
         finally:
             self.activity.views_wait = False  # (no widget touched here: this may be a cancel)
         self._show_status()
-
-    def _say_views_wait(self, wait: bool) -> None:
-        if self.activity.views_wait != wait:
-            self.activity.views_wait = wait
-            self._show_status()
 
     async def _build_index(self) -> None:
         """After the first view (the chart from the traffic summary, the feed, the status):
