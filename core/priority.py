@@ -20,10 +20,11 @@ collector 21-31%; at 10, 0.95-1.0 s and 5-28%; everything at 19, 4.4 s and 13-29
 Priority is not enough: what a viewer costs the collector is the memory its work streams
 through, not the CPU time the scheduler gives it (measured: two memory-bound processes at
 SCHED_IDLE, the lowest priority there is, cost the collector 20% of its rate; two
-CPU-bound ones at SCHED_IDLE, 3%). So, while the collector is busy (``CollectorLoad``: it
-used more than BUSY_SHARE of a core since the last look), an attached app's views (the
-chart, the conversations, a filter's feed, and the new flows they index) wait for it to
-rest, VIEW_WAIT_MAX at most. New alerts do not wait: they are read on a thread of their own.
+CPU-bound ones at SCHED_IDLE, 5% in the same run). So, while the collector is busy
+(``CollectorLoad``: it used more than BUSY_SHARE of a core since the last look), an attached
+app's views that read flows (all but a feed of stored alerts: tui/view_pump.py) wait for it
+to rest, VIEW_WAIT_MAX at most. New alerts do not wait: they are read on a thread of their
+own.
 """
 
 from __future__ import annotations

@@ -86,7 +86,8 @@ class ViewPump:
         question) come in a second step, so the feed and the chart never wait for them."""
         try:
             while self._pending:
-                await self._wait_for_collector()
+                if self._reads_flows(self._pending):
+                    await self._wait_for_collector()
                 serial, parts = self.requested, frozenset(self._pending)
                 self._pending.clear()
                 started = time.perf_counter()
@@ -113,12 +114,18 @@ class ViewPump:
             if self.applied >= self.requested:
                 self._settled.set()
 
+    def _reads_flows(self, parts: set[str]) -> bool:
+        """Whether a round of ``parts`` reads flows (the memory-heavy work that waits for a
+        busy collector): all but a feed of stored alerts (a page of it, following it)."""
+        return bool(parts - {"feed"}) or (self.explorer is not None
+                                          and self.explorer.feed_reads_flows(self.scope))
+
     async def _wait_for_collector(self) -> None:
-        """While the collector this app is attached to is busy, a round of views waits for
-        it to rest, VIEW_WAIT_MAX at most (core/priority.py says why); the views asked for
-        meanwhile join it, and the status bar says so. The app's start (its first view and
-        index) does not wait; nor do new stored alerts: they are read on a thread of their
-        own (tui/new_alerts.py)."""
+        """While the collector this app is attached to is busy, a round of views that reads
+        flows waits for it to rest, VIEW_WAIT_MAX at most (core/priority.py says why); the
+        views asked for meanwhile join it, and the status bar says so. The app's start (its
+        first view and index) does not wait; nor do new stored alerts (tui/new_alerts.py)
+        or pages of the feed of stored alerts."""
         if self.explorer is None or not self.explorer.built or self.collector_rests.is_set():
             return
         self.activity.views_wait = True
