@@ -81,8 +81,9 @@ def _write_parquet(table: pa.Table, path: Path) -> None:
         path,
         compression="snappy",
         # Row groups are what DuckDB prunes by their min/max and reads in parallel: at 131,072
-        # rows (DuckDB's own are 122,880) the app's index of a day of 10 M flows builds in
-        # 4.1 s instead of 5.1 (a million rows a group), for the same write time and size.
+        # rows (DuckDB's own are 122,880) rather than a million, the app's index of a day of
+        # 10 M flows built in 5.2 s instead of 6.3 (the same store both ways, median of 3),
+        # for the same write time and size (bench/RESULTS.md, 2026-12-05 14:44).
         row_group_size=ROW_GROUP_ROWS,
         # Measured: 20% faster than dictionary-encoding and min/max-ing every column.
         # Addresses rarely repeat within a segment; times and ports are what filters prune on.
