@@ -163,7 +163,7 @@ async def test_an_app_attached_to_a_running_collector_follows_its_commits(
                     assert "attached to pid" in str(app.query_one(StatusBar).render())
                     # the collector's own activity (status.json): its last poll
                     await until(lambda: app.activity.last_poll is not None, timeout=30)
-                    # (whose CPU the app samples: its views are rationed while it is busy)
+                    # (whose CPU the app samples: its views wait while it is busy)
                     assert local_pid(app.activity.attached) == collector.pid
                     put_detections(bucket, 10, 3)  # (its CloudTrail event: a new alert)
                     await until(lambda: feed.total > before, timeout=60)
