@@ -98,7 +98,7 @@ def local_pid(owner: str | None) -> int | None:
 class CollectorLoad:
     """Is the collector busy? Sampled every fraction of a second: it is when it used more
     than BUSY_SHARE of a core since the previous sample (its pauses between polls, and its
-    waits for S3, use next to nothing)."""
+    waits for S3, use next to nothing), or since it said it started a poll."""
 
     def __init__(self, cpu_seconds: Callable[[int], float | None] = process_cpu_seconds,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -116,4 +116,16 @@ class CollectorLoad:
         else:
             self.busy = (used - last[2]) / (now - last[1]) > BUSY_SHARE
             self._last = (pid, now, used)
+        return self.busy
+
+    def announce(self, pid: int | None, polling: bool) -> bool:
+        """The collector said that it started (``polling``) or finished a poll: it is busy
+        (resting) from now on, and the next sample measures from here. The views need not
+        wait for a sample to see a poll start: an app changing its filter without pause ran
+        about 20 rounds in a poll's first quarter of a second before the sampler saw it."""
+        used = self._cpu_seconds(pid) if pid is not None else None
+        if used is None or pid is None:
+            self._last, self.busy = None, False
+        else:
+            self._last, self.busy = (pid, self._clock(), used), polling
         return self.busy

@@ -4,6 +4,9 @@ written here, straight over the Parquet segments and the alerts table."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,7 +19,7 @@ from textual.widgets import Static
 
 from core.config import parse_config
 from core.rules import load_engine
-from core.store import DATABASE_NAME, open_store
+from core.store import DATABASE_NAME, open_store, publication
 from core.store.segments import segment_dir
 from tests.apptools import FROZEN_NOW, PAYLOAD_ARN, demo_objects, frozen_store, until
 from tests.conftest import Bucket
@@ -529,6 +532,32 @@ async def test_views_wait_while_the_collector_is_busy(
         assert app.applied == app.requested > shown
         assert 0 < feed.total < before
         assert all(EXFIL_HOST in (r["srcaddr"], r["dstaddr"]) for r in feed.rows_shown)
+
+
+async def test_views_wait_from_the_moment_the_collector_says_it_polls(
+        frozen_state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The collector's status says a poll started: the next round of views waits at once,
+    before any sample of its CPU; the status saying the poll finished ends the wait. (The
+    store stands for one attached to this test's process; the app's sampler, which runs
+    only in an app attached when it starts, is called by hand.)"""
+    monkeypatch.setattr("tui.view_pump.VIEW_WAIT_MAX", 600.0)  # (only a rest ends the wait)
+    state = tmp_path / "state"
+    shutil.copytree(frozen_state, state)
+    (state / publication.DIRECTORY).mkdir(mode=0o700)
+    async with frozen_app(state, tmp_path) as (app, _):
+        owner = f"pid {os.getpid()} on {socket.gethostname()} (vpcwatch collect)"
+        app.store.attached_to = app.activity.attached = owner
+        feed, status = app.query_one(AlertFeed), app.query_one(StatusBar)
+        before, shown = feed.total, app.applied
+        publication.write_status(state, {"polling": True})
+        assert app.apply_filter_text(EXFIL_HOST)
+        await until(lambda: "views wait: the collector is busy" in str(status.render()))
+        assert app.applied == shown and feed.total == before
+        publication.write_status(state, {"polling": False})
+        app._sample_collector_load()
+        await app.wait_settled()
+        assert app.applied == app.requested > shown
+        assert 0 < feed.total < before
 
 
 async def test_views_wait_for_a_busy_collector_for_a_while_only(

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from core.priority import BUSY_SHARE, CollectorLoad, local_pid, process_cpu_seconds
+from core.store import publication
 
 
 class Counters:
@@ -42,6 +43,40 @@ def test_the_collector_is_busy_when_it_used_more_than_its_share_since_the_last_l
     assert load.sample(8) is False  # a process that is gone (or none): not busy
     assert load.sample(None) is False
     assert load.sample(7) is False  # …and the first look again after it
+
+
+def test_a_poll_the_collector_announces_is_busy_at_once_and_measured_from_then() -> None:
+    c = Counters()
+    cpu = {7: 1.0}
+    load = CollectorLoad(cpu_seconds=lambda pid: cpu.get(pid), clock=c.clock)
+    assert load.sample(7) is False
+    c.now += 0.25
+    cpu[7] += 0.25 * BUSY_SHARE * 2  # (busy before the announcement: not counted after it)
+    assert load.announce(7, polling=True) is True  # no sample yet: busy from now
+    c.now += 0.25
+    cpu[7] += 0.25 * BUSY_SHARE / 2  # since the announcement, half the share: resting
+    assert load.sample(7) is False
+    assert load.announce(7, polling=True) is True
+    c.now += 0.25
+    cpu[7] += 0.25 * BUSY_SHARE * 2
+    assert load.announce(7, polling=False) is False  # a finished poll: resting at once
+    c.now += 0.25
+    assert load.sample(7) is False  # (measured from the end of the poll: nothing since)
+    assert load.announce(None, polling=True) is False  # no collector here: never busy
+    assert load.announce(8, polling=True) is False  # …nor one that is gone
+
+
+def test_the_status_is_read_again_only_when_the_collector_replaced_it(tmp_path: Path) -> None:
+    (tmp_path / publication.DIRECTORY).mkdir()
+    watch = publication.StatusWatch(tmp_path)
+    assert watch.changed() is None  # (none written yet)
+    publication.write_status(tmp_path, {"polling": True})
+    assert watch.changed() == {"polling": True}
+    assert watch.changed() is None  # (the same file)
+    publication.write_status(tmp_path, {"polling": True})
+    assert watch.changed() == {"polling": True}  # (written again: a new poll)
+    publication.write_status(tmp_path, {"polling": False})
+    assert watch.changed() == {"polling": False}
 
 
 def test_a_process_cpu_time_is_read_from_proc() -> None:

@@ -47,6 +47,7 @@ from core.explorer import BucketState, Explorer, Scope
 from core.priority import CollectorLoad, follow_yield
 from core.sandbox import Sandbox
 from core.store import Store
+from core.store.publication import StatusWatch
 from core.timeline import Axis, TimeRange, find_peaks
 from tui.attach import LOAD_SECONDS, Attachment
 from tui.cells import plain
@@ -112,6 +113,7 @@ class VpcwatchApp(ChartKeys, ExplainKeys, FeedKeys, NewAlerts, ScopeKeys, Tools,
         self._anchor_t: int | None = None
         self.collector: Collector | None = None
         self._collector_load = CollectorLoad()  # the collector this app is attached to…
+        self._status_watch = StatusWatch(store.state_dir)  # (…says when it polls)
         self.collector_rests = asyncio.Event()  # …is not busy: views wait until it is set
         self.collector_rests.set()  # (core/priority.py)
         self._stop = asyncio.Event()

@@ -60,11 +60,28 @@ class Attachment:
     def _sample_collector_load(self) -> None:
         """Is the collector (the lock's owner, on this host) busy? The view pump waits while
         it is."""
-        pid = None if self.activity.collector_gone else local_pid(self.activity.attached)
-        if self._collector_load.sample(pid):
-            self.collector_rests.clear()
-        else:
+        if self._notice_poll():
+            return  # (the next sample measures from now)
+        self._rest(not self._collector_load.sample(self._collector_pid()))
+
+    def _notice_poll(self) -> bool:
+        """Has the collector started or finished a poll since the last look (its status
+        replaced)? Then it is busy (resting) from now on: the view pump looks before each
+        round, not only at the sampler's pace (core/priority.py)."""
+        if self.store.attached_to is None or (status := self._status_watch.changed()) is None:
+            return False
+        polling = bool(status.get("polling"))
+        self._rest(not self._collector_load.announce(self._collector_pid(), polling))
+        return True
+
+    def _collector_pid(self) -> int | None:
+        return None if self.activity.collector_gone else local_pid(self.activity.attached)
+
+    def _rest(self, rests: bool) -> None:
+        if rests:
             self.collector_rests.set()
+        else:
+            self.collector_rests.clear()
 
     async def _check_collector(self, state_dir: Path) -> None:
         """Is the collector still there (its lock), and what is it doing (status.json)?"""

@@ -126,6 +126,7 @@ class ViewPump:
         views asked for meanwhile join it, and the status bar says so. The app's start (its
         first view and index) does not wait; nor do new stored alerts (tui/new_alerts.py)
         or pages of the feed of stored alerts."""
+        self._notice_poll()  # (a poll started since the sampler's last look?)
         if self.explorer is None or not self.explorer.built or self.collector_rests.is_set():
             return
         self.activity.views_wait = True

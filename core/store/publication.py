@@ -217,3 +217,23 @@ def read_status(state_dir: Path) -> dict[str, object] | None:
     except (OSError, ValueError):
         return None
     return status
+
+
+class StatusWatch:
+    """status.json, read again only when the collector has replaced it (a stat per look:
+    cheap enough for every round of an app's views)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / DIRECTORY / STATUS
+        self._seen: tuple[int, int] | None = None  # (its inode, its mtime)
+
+    def changed(self) -> dict[str, object] | None:
+        """The status when it changed since the last look, else None."""
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return None
+        if (stat.st_ino, stat.st_mtime_ns) == self._seen:
+            return None
+        self._seen = (stat.st_ino, stat.st_mtime_ns)
+        return read_status(self.path.parent.parent)
