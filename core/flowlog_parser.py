@@ -8,13 +8,9 @@ counted per reason and dropped, all with vectorised compute.
 
 from __future__ import annotations
 
-import itertools
-import os
 import re
 import threading
 from collections import Counter
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -36,8 +32,6 @@ from core.fields import (
 MAX_FIELDS = 128
 _INTEGER = r"^-?[0-9]{1,19}$"
 _BLOCK_SIZE = 8 << 20
-PIECE_BYTES = 8 << 20  # of decompressed text, read by one worker (parse_text_pieces)
-PARSE_WORKERS = max(2, min(4, os.cpu_count() or 2))  # (decompressing is 3-4 times as fast)
 _NOT_SPACE = re.compile(rb"\S")
 
 
@@ -52,121 +46,47 @@ class ParsedFlows:
 
 def parse_text(data: bytes) -> ParsedFlows:
     """Parse a flow-log text object whose first line is its header."""
-    return parse_text_pieces(iter([data]))
-
-
-def parse_text_pieces(pieces: Iterator[bytes]) -> ParsedFlows:
-    """Parse a flow-log text object given in pieces that end at line ends, the first starting
-    with its header (``core.decompress.text_pieces``). An object of several pieces is
-    parsed by PARSE_WORKERS threads, a piece each, while the next piece is decompressed:
-    measured on a million records (111 MB), 0.20 s instead of 0.30 s for decompressing and
-    parsing them whole, and a quarter less CPU (each piece parsed on one core, in pieces of
-    8 MB rather than the whole text in blocks of 8 MB on every core; bench/RESULTS.md)."""
-    first = next(pieces, b"")
-    layout, start = _layout(first)
-    second = next(pieces, None)
-    if second is None:
-        read = [_read_piece(first, start, layout, threads=True)]
+    header_end = data.find(b"\n")
+    first_line = data if header_end < 0 else data[:header_end]
+    if first_line.endswith(b"\r") and header_end >= 0:  # CRLF ends: one pass drops them all
+        return parse_text(data.replace(b"\r\n", b"\n"))
+    first_line = first_line.rstrip(b"\r")  # (one line, ended by a lone CR)
+    fields = _header_fields(first_line)
+    body: bytes | memoryview = data  # a view, not a copy, of the records
+    if fields is None:
+        fields = list(DEFAULT_FORMAT)  # no header: only the default format can be assumed
+    elif header_end < 0:
+        body = b""
+    elif data.find(first_line.strip(), header_end) >= 0:
+        body = _drop_repeated_headers(data[header_end + 1 :], first_line.strip())
     else:
-        read = _read_in_parallel(itertools.chain(
-            [(first, start), (second, 0)], ((piece, 0) for piece in pieces)), layout)
-    if any(parsed.bad_lines for _, parsed in read) and any(
-            _irregular_whitespace(bytes(body)) for body, _ in read):
+        body = memoryview(data)[header_end + 1 :]
+    if not _NOT_SPACE.search(body):
+        return ParsedFlows(_empty_table(fields))
+    parsed = _read(body, fields)
+    if parsed.bad_lines and _irregular_whitespace(bytes(body)):
         # AWS separates fields by one space, but its own examples hold double spaces, which
         # the CSV reader sees as empty fields. Clean data never pays for this second pass.
-        read = [(body, _read(_normalise_whitespace(bytes(body)), layout.fields, True)
-                 if parsed.table.num_rows or parsed.bad_lines else parsed)
-                for body, parsed in read]
-    parsed = ParsedFlows(pa.concat_tables(parsed.table for _, parsed in read),
-                         sum(parsed.bad_lines for _, parsed in read),
-                         sum((parsed.bad_reasons for _, parsed in read), Counter()))
+        parsed = _read(_normalise_whitespace(bytes(body)), fields)
     parsed.table = _seconds(_rename(parsed.table))
     return parsed
 
 
-@dataclass(frozen=True)
-class _Layout:
-    """What an object's first line says about all of its lines."""
-
-    fields: list[str]
-    header: bytes | None  # repeated in the body (concatenated objects): not records
-    crs: int  # the CRs that end the first line before its LF: every line's are dropped
-
-
-def _layout(first: bytes) -> tuple[_Layout, int]:
-    """The layout, and where the records start in the first piece."""
-    header_end = first.find(b"\n")
-    first_line = first if header_end < 0 else first[:header_end]
-    stripped = first_line.rstrip(b"\r")  # (one line, ended by a lone CR, has no LF)
-    crs = len(first_line) - len(stripped) if header_end >= 0 else 0
-    fields = _header_fields(stripped)
-    if fields is None:  # no header: only the default format can be assumed
-        return _Layout(list(DEFAULT_FORMAT), None, crs), 0
-    return _Layout(fields, stripped.strip(), crs), len(first) if header_end < 0 else (
-        header_end + 1)
-
-
-def _read_piece(data: bytes, start: int, layout: _Layout, threads: bool
-                ) -> tuple[bytes | memoryview, ParsedFlows]:
-    """The records of ``data[start:]``, named as in the header, and the text they were
-    read from."""
-    if layout.crs:  # (a pass drops one CR before each LF; pieces end after an LF)
-        data, start = data[start:], 0
-        for _ in range(layout.crs):
-            data = data.replace(b"\r\n", b"\n")
-    body: bytes | memoryview = memoryview(data)[start:] if start else data  # (not a copy)
-    if layout.header is not None and data.find(layout.header, start) >= 0:
-        body = _drop_repeated_headers(bytes(body), layout.header)
-    if not _NOT_SPACE.search(body):
-        return body, ParsedFlows(_typed_empty(layout.fields))
-    return body, _read(body, layout.fields, threads)
-
-
-def _read_in_parallel(pieces: Iterator[tuple[bytes, int]], layout: _Layout
-                      ) -> list[tuple[bytes | memoryview, ParsedFlows]]:
-    """Each worker takes the next piece (decompressing it: one at a time) and reads it on
-    its own core; the results come back in the pieces' order."""
-    lock = threading.Lock()
-    numbered = enumerate(pieces)
-    read: dict[int, tuple[bytes | memoryview, ParsedFlows]] = {}
-    failed = threading.Event()
-
-    def work() -> None:
-        try:
-            while not failed.is_set():
-                with lock:
-                    item = next(numbered, None)
-                if item is None:
-                    return
-                number, (data, start) = item
-                read[number] = _read_piece(data, start, layout, threads=False)
-        except BaseException:
-            failed.set()
-            raise
-
-    with ThreadPoolExecutor(PARSE_WORKERS - 1, thread_name_prefix="parse-piece") as pool:
-        helpers = [pool.submit(work) for _ in range(PARSE_WORKERS - 1)]
-        work()
-        for helper in helpers:
-            helper.result()
-    return [read[number] for number in sorted(read)]
-
-
-def _read(body: bytes | memoryview, fields: list[str], threads: bool) -> ParsedFlows:
+def _read(body: bytes | memoryview, fields: list[str]) -> ParsedFlows:
     try:
-        return _read_typed(body, fields, threads)
+        return _read_typed(body, fields)
     except pa.ArrowInvalid:
         pass
     try:
-        return _read_checked(body, fields, threads)
+        return _read_checked(body, fields)
     except pa.ArrowInvalid:
         text, undecodable = _utf8_lines(bytes(body))
         if not undecodable:
             raise
     if _NOT_SPACE.search(text):
-        parsed = _read_checked(text, fields, threads)  # (a line that is not text is a bad line)
+        parsed = _read_checked(text, fields)  # (a line that is not text is a bad line)
     else:
-        parsed = ParsedFlows(_typed_empty(fields))
+        parsed = ParsedFlows(pa.table({name: pa.array([], arrow_type(name)) for name in fields}))
     parsed.bad_reasons["not UTF-8 text"] += undecodable
     parsed.bad_lines += undecodable
     return parsed
@@ -228,8 +148,7 @@ def _drop_repeated_headers(body: bytes, header: bytes) -> bytes:
 
 
 def _irregular_whitespace(body: bytes) -> bool:
-    return body.startswith(b" ") or any(  # (a piece may start where a line does)
-        mark in body for mark in (b"  ", b"\t", b"\r", b"\n ", b" \n"))
+    return any(mark in body for mark in (b"  ", b"\t", b"\r", b"\n ", b" \n"))
 
 
 def _normalise_whitespace(body: bytes) -> bytes:
@@ -250,12 +169,9 @@ class _BadRows:
         return "skip"
 
 
-def _csv_options(fields: list[str], bad_rows: _BadRows, threads: bool
-                 ) -> tuple[pacsv.ReadOptions, pacsv.ParseOptions]:
-    """``threads``: the text in blocks of _BLOCK_SIZE on every core, else in one block (a
-    piece of PIECE_BYTES, and the line that ends it) on this thread."""
-    read = pacsv.ReadOptions(column_names=fields, use_threads=threads,
-                             block_size=_BLOCK_SIZE if threads else 2 * PIECE_BYTES)
+def _csv_options(fields: list[str], bad_rows: _BadRows) -> tuple[pacsv.ReadOptions,
+                                                                 pacsv.ParseOptions]:
+    read = pacsv.ReadOptions(column_names=fields, block_size=_BLOCK_SIZE, use_threads=True)
     parse = pacsv.ParseOptions(
         delimiter=" ",
         quote_char=False,
@@ -268,9 +184,9 @@ def _csv_options(fields: list[str], bad_rows: _BadRows, threads: bool
     return read, parse
 
 
-def _read_typed(body: bytes | memoryview, fields: list[str], threads: bool) -> ParsedFlows:
+def _read_typed(body: bytes | memoryview, fields: list[str]) -> ParsedFlows:
     bad_rows = _BadRows()
-    read, parse = _csv_options(fields, bad_rows, threads)
+    read, parse = _csv_options(fields, bad_rows)
     convert = pacsv.ConvertOptions(
         column_types={name: arrow_type(name) for name in fields},
         null_values=["-"],
@@ -281,10 +197,10 @@ def _read_typed(body: bytes | memoryview, fields: list[str], threads: bool) -> P
     return ParsedFlows(table, sum(bad_rows.reasons.values()), bad_rows.reasons)
 
 
-def _read_checked(body: bytes | memoryview, fields: list[str], threads: bool) -> ParsedFlows:
+def _read_checked(body: bytes | memoryview, fields: list[str]) -> ParsedFlows:
     """Read every column as text, drop (and count) rows with a value that is not a number."""
     bad_rows = _BadRows()
-    read, parse = _csv_options(fields, bad_rows, threads)
+    read, parse = _csv_options(fields, bad_rows)
     convert = pacsv.ConvertOptions(
         column_types={name: pa.string() for name in fields},
         null_values=["-"],
@@ -332,6 +248,8 @@ def _seconds(table: pa.Table) -> pa.Table:
     return table
 
 
-def _typed_empty(fields: list[str]) -> pa.Table:
-    return pa.table({name: pa.array([], arrow_type(name)) for name in fields})
+def _empty_table(fields: list[str]) -> pa.Table:
+    return pa.table(
+        {column_name(name): pa.array([], arrow_type(name)) for name in fields}
+    )
 

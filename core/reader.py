@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.cloudtrail_parser import parse_cloudtrail
-from core.decompress import CorruptObject, maybe_gunzip, text_pieces
+from core.decompress import CorruptObject, maybe_gunzip
 from core.fields import column_name
-from core.flowlog_parser import PIECE_BYTES, parse_parquet, parse_text_pieces
+from core.flowlog_parser import parse_parquet, parse_text
 from core.layouts import Kind, delivery_time
 from core.objects import ObjectRef, ObjectResult, Status
 
@@ -29,7 +29,7 @@ def read_object(
         parsed = parse_parquet(data)
         result = ObjectResult(ref, Status.DONE, flows=parsed.table)
     elif ref.kind is Kind.TEXT:
-        parsed = parse_text_pieces(text_pieces(data, ref.key, max_size, PIECE_BYTES))
+        parsed = parse_text(maybe_gunzip(data, ref.key, max_size))
         result = ObjectResult(ref, Status.DONE, flows=parsed.table,
                               bad_lines=parsed.bad_lines, bad_reasons=parsed.bad_reasons)
     elif ref.kind is Kind.CLOUDTRAIL:

@@ -15,25 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from core.cloudtrail_parser import parse_cloudtrail
-from core.decompress import CorruptObject, gunzip, text_pieces
-from core.flowlog_parser import ParsedFlows, parse_parquet, parse_text, parse_text_pieces
+from core.decompress import CorruptObject, gunzip
+from core.flowlog_parser import parse_parquet, parse_text
 from tests import flowgen
 from tests.flowgen import FlowObject, reference_rows
-
-PIECES = (1, 97)  # bytes: a line a piece, and pieces that end within lines
-
-
-def parse(text: bytes) -> ParsedFlows:
-    """``parse_text`` of the whole text, checked against the same text gzipped and parsed in
-    pieces (as a large object is: decompressed piece by piece, each piece parsed by one of
-    several threads), which must give the same rows, in order, and the same bad lines."""
-    whole = parse_text(text)
-    for piece in PIECES:
-        pieces = parse_text_pieces(text_pieces(gzip.compress(text), "o.log.gz", 1 << 30, piece))
-        assert pieces.table.schema == whole.table.schema
-        assert pieces.table.to_pylist() == whole.table.to_pylist()
-        assert (pieces.bad_lines, pieces.bad_reasons) == (whole.bad_lines, whole.bad_reasons)
-    return whole
 
 
 def as_aws(rows: list[dict]) -> list[dict]:
@@ -42,7 +27,7 @@ def as_aws(rows: list[dict]) -> list[dict]:
 
 
 def assert_same(obj: FlowObject, lines: list[str] | None = None) -> None:
-    parsed = parse(obj.text() if lines is None else _text(obj.fields, lines))
+    parsed = parse_text(obj.text() if lines is None else _text(obj.fields, lines))
     expected = reference_rows(obj.fields, obj.lines if lines is None else lines)
     assert as_aws(parsed.table.to_pylist()) == expected
     assert parsed.table.num_rows == len(expected) > 0
@@ -64,7 +49,7 @@ def test_each_format_reads_exactly_what_the_reference_reads(fields: list[str]) -
 
 
 def test_types_follow_athena() -> None:
-    table = parse(flowgen.flow_object(flowgen.ALL_V8, 5).text()).table
+    table = parse_text(flowgen.flow_object(flowgen.ALL_V8, 5).text()).table
     types = {name: str(table.schema.field(name).type) for name in table.column_names}
     assert types["srcport"] == types["protocol"] == types["tcp_flags"] == "int32"
     assert types["traffic_path"] == types["version"] == "int32"
@@ -74,7 +59,7 @@ def test_types_follow_athena() -> None:
 
 def test_nodata_and_skipdata_rows_are_kept_with_nulls() -> None:
     obj = flowgen.flow_object(flowgen.V2, 10, nodata=3, skipdata=2)
-    table = parse(obj.text()).table
+    table = parse_text(obj.text()).table
     statuses = table["log_status"].to_pylist()
     assert statuses.count("NODATA") == 3 and statuses.count("SKIPDATA") == 2
     skip = [row for row in table.to_pylist() if row["log_status"] == "SKIPDATA"]
@@ -85,7 +70,7 @@ def test_nodata_and_skipdata_rows_are_kept_with_nulls() -> None:
 
 def test_ipv6_addresses_and_millisecond_times() -> None:
     obj = flowgen.flow_object(flowgen.V2, 50, ipv6_every=2, ms=True)
-    table = parse(obj.text()).table
+    table = parse_text(obj.text()).table
     assert sum(":" in addr for addr in table["srcaddr"].to_pylist()) == 25
     assert max(table["start"].to_pylist()) < 2**31  # normalised to seconds
     assert_same(obj)
@@ -96,18 +81,8 @@ def test_repeated_headers_blank_lines_and_extra_spaces_are_not_records() -> None
     header = " ".join(obj.fields)
     lines = [*obj.lines[:10], "", header, "   ", *obj.lines[10:15], header]
     lines += [line.replace(" ", "  ", 2) for line in obj.lines[15:]]  # AWS's double spaces
-    parsed = parse(_text(obj.fields, lines))
+    parsed = parse_text(_text(obj.fields, lines))
     assert parsed.table.num_rows == 20
-    assert parsed.bad_lines == 0
-    assert as_aws(parsed.table.to_pylist()) == reference_rows(obj.fields, obj.lines)
-
-
-@pytest.mark.parametrize("line_end", [b"\r\n", b"\r\r\n"], ids=["crlf", "cr-cr-lf"])
-def test_lines_ended_by_carriage_returns_read_as_lines_ended_by_newlines(line_end: bytes) -> None:
-    """A file saved on Windows (or through two such tools) ends its lines with CRs before the
-    newline; they are not part of the last field."""
-    obj = flowgen.flow_object(flowgen.V2, 30)
-    parsed = parse(obj.text().replace(b"\n", line_end))
     assert parsed.bad_lines == 0
     assert as_aws(parsed.table.to_pylist()) == reference_rows(obj.fields, obj.lines)
 
@@ -120,7 +95,7 @@ def test_bad_lines_are_counted_with_a_reason_and_the_rest_kept() -> None:
     huge = obj.lines[2].split()
     huge[5] = "99999999999"  # srcport beyond 32 bits
     lines = [*obj.lines[3:], short, " ".join(word), " ".join(huge), "garbage"]
-    parsed = parse(_text(obj.fields, lines))
+    parsed = parse_text(_text(obj.fields, lines))
     assert parsed.table.num_rows == 27
     assert parsed.bad_lines == 4
     assert parsed.bad_reasons == {
@@ -135,7 +110,7 @@ def test_bad_lines_are_counted_with_a_reason_and_the_rest_kept() -> None:
 def test_unknown_future_fields_are_kept_as_text() -> None:
     fields = [*flowgen.V2, "resource-id", "encryption-status"]
     obj = flowgen.flow_object(fields, 10)
-    table = parse(obj.text()).table
+    table = parse_text(obj.text()).table
     assert table.schema.field("resource_id").type == pa.string()
     assert table.schema.field("encryption_status").type == pa.string()
     assert_same(obj)
@@ -143,14 +118,14 @@ def test_unknown_future_fields_are_kept_as_text() -> None:
 
 def test_a_file_without_header_is_read_as_the_default_format() -> None:
     obj = flowgen.flow_object(flowgen.V2, 10)
-    parsed = parse(("\n".join(obj.lines) + "\n").encode())
+    parsed = parse_text(("\n".join(obj.lines) + "\n").encode())
     assert as_aws(parsed.table.to_pylist()) == reference_rows(obj.fields, obj.lines)
 
 
 @pytest.mark.parametrize("first_line", [b"<html>", b"version version", b"\xff\xfe"])
 def test_a_first_line_that_is_not_a_header_is_a_corrupt_object(first_line: bytes) -> None:
     with pytest.raises(CorruptObject):
-        parse(first_line + b"\n1 2 3\n")
+        parse_text(first_line + b"\n1 2 3\n")
 
 
 def test_parquet_objects() -> None:
@@ -208,10 +183,10 @@ def test_gunzip_limit_is_exact() -> None:
 
 def test_a_line_that_is_not_utf8_is_a_bad_line_with_its_reason() -> None:
     """Found by tests/test_fuzz.py (b'a\\n\\x80' raised pyarrow's ArrowInvalid)."""
-    parsed = parse(b"version srcaddr\n2 1.2.3.4\n\x80\xff x\n2 5.6.7.8\n")
+    parsed = parse_text(b"version srcaddr\n2 1.2.3.4\n\x80\xff x\n2 5.6.7.8\n")
     assert parsed.table["srcaddr"].to_pylist() == ["1.2.3.4", "5.6.7.8"]
     assert (parsed.bad_lines, dict(parsed.bad_reasons)) == (1, {"not UTF-8 text": 1})
-    alone = parse(b"a\n\x80")
+    alone = parse_text(b"a\n\x80")
     assert (alone.table.num_rows, alone.bad_lines) == (0, 1)
 
 
