@@ -87,6 +87,16 @@ def test_repeated_headers_blank_lines_and_extra_spaces_are_not_records() -> None
     assert as_aws(parsed.table.to_pylist()) == reference_rows(obj.fields, obj.lines)
 
 
+@pytest.mark.parametrize("line_end", [b"\r\n", b"\r\r\n"], ids=["crlf", "cr-cr-lf"])
+def test_lines_ended_by_carriage_returns_read_as_lines_ended_by_newlines(line_end: bytes) -> None:
+    """A file saved on Windows (or through two such tools) ends its lines with CRs before the
+    newline; they are not part of the last field."""
+    obj = flowgen.flow_object(flowgen.V2, 30)
+    parsed = parse_text(obj.text().replace(b"\n", line_end))
+    assert parsed.bad_lines == 0
+    assert as_aws(parsed.table.to_pylist()) == reference_rows(obj.fields, obj.lines)
+
+
 def test_bad_lines_are_counted_with_a_reason_and_the_rest_kept() -> None:
     obj = flowgen.flow_object(flowgen.V2, 30)
     short = " ".join(obj.lines[0].split()[:9])
