@@ -8,6 +8,7 @@ import stat
 from datetime import date
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from core.flowlog_parser import parse_text
@@ -38,31 +39,76 @@ def events(n: int) -> ObjectResult:
                         events=parsed.table)
 
 
-def same_as_store(store: Store) -> None:
+class Follower:
+    """A viewer that loads each new state from the one it holds (its new files only)."""
+
+    def __init__(self) -> None:
+        self.con: duckdb.DuckDBPyConnection | None = None
+        self.manifest: dict[str, object] | None = None
+
+    def follow(self, state_dir: Path) -> duckdb.DuckDBPyConnection:
+        manifest = publication.current(state_dir)
+        if self.con is None:
+            self.con = publication.load(state_dir, manifest)
+        else:
+            publication.fill(self.con, state_dir, manifest, self.manifest)
+        self.manifest = manifest
+        return self.con
+
+
+def same_as_store(store: Store, follower: Follower | None = None) -> None:
+    """What a viewer loads (whole, and from the state it held) equals what the store holds."""
     published = publication.load(store.state_dir, publication.current(store.state_dir))
+    viewers = [published] + ([follower.follow(store.state_dir)] if follower else [])
     for table, key in TABLES.items():
         sql = f"SELECT * FROM {table} ORDER BY {key}"
-        assert published.sql(sql).fetchall() == store.con.sql(sql).fetchall(), table
+        for viewer in viewers:
+            assert viewer.sql(sql).fetchall() == store.con.sql(sql).fetchall(), table
 
 
 def test_what_a_viewer_loads_equals_the_store_commit_after_commit(tmp_path: Path) -> None:
     store = Store(tmp_path, engine=load_engine([]))
     store.start_publishing()
     lines = [line for s in scenarios.detections() for line in s.lines]
+    follower = Follower()
     for n in range(4):  # windows span commits: alerts are updated (new revisions)
         store.commit([flows(n, lines[n::4]), events(n)])
-        same_as_store(store)
+        same_as_store(store, follower)
     assert store.con.sql("SELECT max(revision) FROM alerts").fetchall()[0][0] > 1
     changed = flows(0, lines[::3])  # an object read again with another ETag
     changed.replaces = True
     store.commit([changed])
-    same_as_store(store)
-    store.compact()
+    same_as_store(store, follower)
+    for n in range(4, 8):  # (enough small segments to be merged)
+        store.commit([flows(n, lines[n::9])])
+        same_as_store(store, follower)
+    assert store.compact() > 0  # (merged: the summary's rows of the old segments leave)
+    same_as_store(store, follower)
     store.prune(10 * 365 * 86400, date.today())  # (nothing that old: a whole publication)
-    same_as_store(store)
+    same_as_store(store, follower)
+    store.commit([flows(9, lines[::5]), events(9)])  # (after a whole one: from it)
+    same_as_store(store, follower)
     directory = tmp_path / publication.DIRECTORY
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     assert {stat.S_IMODE(p.stat().st_mode) for p in directory.iterdir()} == {0o600}
+    store.close()
+
+
+def test_a_state_whose_new_files_cannot_be_added_is_loaded_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store(tmp_path, engine=load_engine([]))
+    store.start_publishing()
+    lines = [line for s in scenarios.detections() for line in s.lines]
+    follower = Follower()
+    store.commit([flows(0, lines[::2]), events(0)])
+    same_as_store(store, follower)
+
+    def fails(*_: object) -> None:
+        raise duckdb.ConversionException("a column of another type")
+
+    monkeypatch.setattr(publication, "_add", fails)
+    store.commit([flows(1, lines[1::2]), events(1)])
+    same_as_store(store, follower)
     store.close()
 
 

@@ -67,6 +67,7 @@ class Store:
         self.publisher: Publisher | None = None  # see start_publishing
         self.attached_to: str | None = None  # the collector a published store comes from
         self.generation: object = None  # the published state it holds (attached stores)
+        self.manifest: dict[str, object] | None = None  # …and the manifest that named it
         self._publication_failed = False
         path = state_dir / DATABASE_NAME
         read_only = read_only or published is not None
@@ -260,8 +261,8 @@ class Store:
         manifest = publication.current(self.state_dir)
         if manifest.get("generation") == self.generation:
             return False
-        publication.fill(self.con, self.state_dir, manifest)
-        self.generation = manifest.get("generation")
+        publication.fill(self.con, self.state_dir, manifest, self.manifest)
+        self.generation, self.manifest = manifest.get("generation"), manifest
         self._refresh_view()
         return True
 
@@ -368,5 +369,6 @@ def _attached(state_dir: Path, engine: RuleEngine | None, owner: str) -> Store:
         raise StoreError(f"{busy}, and its publication cannot be read: {exc}") from None
     store = Store(state_dir, read_only=True, engine=engine, published=published)
     store.attached_to, store.generation = owner, manifest.get("generation")
+    store.manifest = manifest
     log.info("attached to %s (its last committed state)", owner)
     return store

@@ -176,26 +176,79 @@ def load(state_dir: Path, manifest: dict[str, object]) -> duckdb.DuckDBPyConnect
     return con
 
 
-def fill(con: duckdb.DuckDBPyConnection, state_dir: Path, manifest: dict[str, object]) -> None:
+def fill(con: duckdb.DuckDBPyConnection, state_dir: Path, manifest: dict[str, object],
+         previous: dict[str, object] | None = None) -> None:
     """(Re)create the store's tables in ``con`` as ``manifest`` names them, all or none
-    (ValueError for a manifest that names anything but this module's files)."""
-    directory = state_dir / DIRECTORY
+    (ValueError for a manifest that names anything but this module's files). ``previous``:
+    the manifest ``con`` holds now. A table of deltas (or the summary) whose files only grew
+    since is brought up to date from its new files alone, so a viewer's cost per commit is
+    the commit's, not that of every alert and ledger row kept; if that fails, every table is
+    loaded whole."""
+    try:
+        _fill(con, state_dir / DIRECTORY, manifest, previous)
+    except duckdb.Error:
+        if previous is None:
+            raise
+        log.info("loading the publication's new files failed: loading it whole")
+        _fill(con, state_dir / DIRECTORY, manifest, None)
+
+
+def _fill(con: duckdb.DuckDBPyConnection, directory: Path, manifest: dict[str, object],
+          previous: dict[str, object] | None) -> None:
     files: dict[str, list[str]] = manifest["files"]  # type: ignore[assignment]
+    loaded: dict[str, list[str]] = (previous or {}).get("files") or {}  # type: ignore[assignment]
     with transaction(con):
         # (the summary last: it keeps the rows of the segments listed)
         for table, names in sorted(files.items(), key=lambda item: item[0] == SUMMARY):
             if table not in (*DELTAS, *WHOLE, SUMMARY) or not all(
                     re.fullmatch(rf"{table}-\d+\.parquet", name) for name in names):
                 raise ValueError(f"a manifest naming {table!r}: not a publication's")
-            paths = "[" + ", ".join(literal(str(directory / name)) for name in names) + "]"
-            source = f"read_parquet({paths}, union_by_name=true)"
-            if table in DELTAS:
-                key, newest = DELTAS[table]
-                source = (f"(SELECT * FROM {source} QUALIFY row_number() OVER "
-                          f"(PARTITION BY {key} ORDER BY {newest}) = 1)")
-            elif table == SUMMARY:
-                source = f"(SELECT * FROM {source} WHERE segment IN (SELECT name FROM segments))"
-            con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM {source}")
+            known = loaded.get(table) or []
+            if table not in WHOLE and known and names[:len(known)] == known:
+                _add(con, table, [directory / name for name in names[len(known):]])
+            else:
+                source = _source(table, [directory / name for name in names])
+                con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM {source}")
+
+
+def _source(table: str, paths: list[Path]) -> str:
+    """The rows of ``table`` that files ``paths`` hold, as SQL: a delta's newest row of each
+    key, the summary's rows of the segments listed."""
+    source = f"read_parquet([{', '.join(literal(str(path)) for path in paths)}], " \
+             "union_by_name=true)"
+    if table in DELTAS:
+        key, newest = DELTAS[table]
+        return (f"(SELECT * FROM {source} QUALIFY row_number() OVER "
+                f"(PARTITION BY {key} ORDER BY {newest}) = 1)")
+    if table == SUMMARY:
+        return f"(SELECT * FROM {source} WHERE segment IN (SELECT name FROM segments))"
+    return source
+
+
+def _add(con: duckdb.DuckDBPyConnection, table: str, paths: list[Path]) -> None:
+    """Files ``paths`` added to those ``table`` was loaded from: for a table of deltas, the
+    newest row of each key among the rows held and the new ones; for the summary, the rows
+    of the segments still listed."""
+    if table == SUMMARY:
+        con.execute(f"DELETE FROM {SUMMARY} WHERE segment NOT IN (SELECT name FROM segments)")
+        if paths:
+            con.execute(f"INSERT INTO {SUMMARY} BY NAME SELECT * FROM {_source(table, paths)}")
+        return
+    if not paths:
+        return
+    key, newest = DELTAS[table]
+    on = " AND ".join(f"{table}.{k} = n.{k}" for k in key.split(", "))
+    con.execute(f"CREATE OR REPLACE TEMP TABLE published_new AS SELECT * FROM "
+                f"read_parquet([{', '.join(literal(str(p)) for p in paths)}], union_by_name=true)")
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE published_merged AS SELECT * FROM ("
+                    f"SELECT {table}.* FROM {table} SEMI JOIN published_new n ON {on} "
+                    f"UNION ALL BY NAME SELECT * FROM published_new) QUALIFY row_number() "
+                    f"OVER (PARTITION BY {key} ORDER BY {newest}) = 1")
+        con.execute(f"DELETE FROM {table} USING published_new n WHERE {on}")
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM published_merged")
+    finally:
+        con.execute("DROP TABLE IF EXISTS published_new; DROP TABLE IF EXISTS published_merged")
 
 
 def _current_generation(directory: Path) -> int:
