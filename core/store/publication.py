@@ -214,8 +214,7 @@ def _fill(con: duckdb.DuckDBPyConnection, directory: Path, manifest: dict[str, o
 def _source(table: str, paths: list[Path]) -> str:
     """The rows of ``table`` that files ``paths`` hold, as SQL: a delta's newest row of each
     key, the summary's rows of the segments listed."""
-    source = f"read_parquet([{', '.join(literal(str(path)) for path in paths)}], " \
-             "union_by_name=true)"
+    source = _read(paths)
     if table in DELTAS:
         key, newest = DELTAS[table]
         return (f"(SELECT * FROM {source} QUALIFY row_number() OVER "
@@ -223,6 +222,10 @@ def _source(table: str, paths: list[Path]) -> str:
     if table == SUMMARY:
         return f"(SELECT * FROM {source} WHERE segment IN (SELECT name FROM segments))"
     return source
+
+
+def _read(paths: list[Path]) -> str:
+    return f"read_parquet([{', '.join(literal(str(path)) for path in paths)}], union_by_name=true)"
 
 
 def _add(con: duckdb.DuckDBPyConnection, table: str, paths: list[Path]) -> None:
@@ -238,8 +241,7 @@ def _add(con: duckdb.DuckDBPyConnection, table: str, paths: list[Path]) -> None:
         return
     key, newest = DELTAS[table]
     on = " AND ".join(f"{table}.{k} = n.{k}" for k in key.split(", "))
-    con.execute(f"CREATE OR REPLACE TEMP TABLE published_new AS SELECT * FROM "
-                f"read_parquet([{', '.join(literal(str(p)) for p in paths)}], union_by_name=true)")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE published_new AS SELECT * FROM {_read(paths)}")
     try:
         con.execute(f"CREATE OR REPLACE TEMP TABLE published_merged AS SELECT * FROM ("
                     f"SELECT {table}.* FROM {table} SEMI JOIN published_new n ON {on} "
@@ -277,16 +279,16 @@ class StatusWatch:
     cheap enough for every round of an app's views)."""
 
     def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / DIRECTORY / STATUS
+        self.state_dir = state_dir
         self._seen: tuple[int, int] | None = None  # (its inode, its mtime)
 
     def changed(self) -> dict[str, object] | None:
         """The status when it changed since the last look, else None."""
         try:
-            stat = os.stat(self.path)
+            stat = os.stat(self.state_dir / DIRECTORY / STATUS)
         except OSError:
             return None
         if (stat.st_ino, stat.st_mtime_ns) == self._seen:
             return None
         self._seen = (stat.st_ino, stat.st_mtime_ns)
-        return read_status(self.path.parent.parent)
+        return read_status(self.state_dir)
