@@ -45,6 +45,7 @@ VIEWER_NICE = 19  # an attached viewer's niceness: the lowest priority (the coll
 SPARED_NICE = 10  # the spared threads' (below the collector's, above the heavy work's)
 BUSY_SHARE = 0.5  # of a core: a collector using more since the last look is busy
 VIEW_WAIT_MAX = 10.0  # seconds: the longest a round of views waits for a busy collector
+MIN_SAMPLE_SECONDS = 0.1  # the shortest span a sample measures the collector's CPU over
 _yielding = False  # set once this process yields: threads started later follow
 
 
@@ -113,6 +114,8 @@ class CollectorLoad:
             self._last, self.busy = None, False
         elif last is None or last[0] != pid or now <= last[1]:
             self._last = (pid, now, used)  # (a first look: busy as before)
+        elif now - last[1] < MIN_SAMPLE_SECONDS:
+            pass  # (too soon after an announcement: CPU time counts in ticks of 10 ms)
         else:
             self.busy = (used - last[2]) / (now - last[1]) > BUSY_SHARE
             self._last = (pid, now, used)

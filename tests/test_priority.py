@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from core.priority import BUSY_SHARE, CollectorLoad, local_pid, process_cpu_seconds
+from core.priority import (
+    BUSY_SHARE,
+    MIN_SAMPLE_SECONDS,
+    CollectorLoad,
+    local_pid,
+    process_cpu_seconds,
+)
 from core.store import publication
 
 
@@ -62,6 +68,13 @@ def test_a_poll_the_collector_announces_is_busy_at_once_and_measured_from_then()
     assert load.announce(7, polling=False) is False  # a finished poll: resting at once
     c.now += 0.25
     assert load.sample(7) is False  # (measured from the end of the poll: nothing since)
+    assert load.announce(7, polling=True) is True
+    c.now += MIN_SAMPLE_SECONDS / 2
+    cpu[7] += 0.0  # (a sample this soon would read 0% or 100%: ticks of 10 ms)
+    assert load.sample(7) is True  # too soon: as announced, measured later
+    c.now += MIN_SAMPLE_SECONDS
+    cpu[7] += 1.5 * MIN_SAMPLE_SECONDS * BUSY_SHARE * 2  # (twice the share since the baseline)
+    assert load.sample(7) is True
     assert load.announce(None, polling=True) is False  # no collector here: never busy
     assert load.announce(8, polling=True) is False  # …nor one that is gone
 

@@ -4,6 +4,9 @@ store holds, commit after commit; files are private; a failed publication loses 
 from __future__ import annotations
 
 import gzip
+import logging
+import os
+import socket
 import stat
 from datetime import date
 from pathlib import Path
@@ -16,6 +19,7 @@ from core.layouts import Kind
 from core.objects import ObjectRef, ObjectResult, Status
 from core.rules import load_engine
 from core.store import Store, publication
+from core.store.database import _attached
 from tests import flowgen, scenarios
 
 TABLES = {"alerts": "id", "objects": "bucket, key", "cloudtrail": "event_id",
@@ -40,20 +44,19 @@ def events(n: int) -> ObjectResult:
 
 
 class Follower:
-    """A viewer that loads each new state from the one it holds (its new files only)."""
+    """A viewer attached as the app is (``Store.reload_publication``: each new state loaded
+    from the one it holds)."""
 
     def __init__(self) -> None:
-        self.con: duckdb.DuckDBPyConnection | None = None
-        self.manifest: dict[str, object] | None = None
+        self.store: Store | None = None
 
     def follow(self, state_dir: Path) -> duckdb.DuckDBPyConnection:
-        manifest = publication.current(state_dir)
-        if self.con is None:
-            self.con = publication.load(state_dir, manifest)
+        if self.store is None:  # (this process publishes: it stands for the collector)
+            owner = f"pid {os.getpid()} on {socket.gethostname()} (vpcwatch collect)"
+            self.store = _attached(state_dir, None, owner)
         else:
-            publication.fill(self.con, state_dir, manifest, self.manifest)
-        self.manifest = manifest
-        return self.con
+            assert self.store.reload_publication()
+        return self.store.con
 
 
 def same_as_store(store: Store, follower: Follower | None = None) -> None:
@@ -66,7 +69,9 @@ def same_as_store(store: Store, follower: Follower | None = None) -> None:
             assert viewer.sql(sql).fetchall() == store.con.sql(sql).fetchall(), table
 
 
-def test_what_a_viewer_loads_equals_the_store_commit_after_commit(tmp_path: Path) -> None:
+def test_what_a_viewer_loads_equals_the_store_commit_after_commit(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="core.store.publication")
     store = Store(tmp_path, engine=load_engine([]))
     store.start_publishing()
     lines = [line for s in scenarios.detections() for line in s.lines]
@@ -74,6 +79,11 @@ def test_what_a_viewer_loads_equals_the_store_commit_after_commit(tmp_path: Path
     for n in range(4):  # windows span commits: alerts are updated (new revisions)
         store.commit([flows(n, lines[n::4]), events(n)])
         same_as_store(store, follower)
+    late = flows(20, lines[::7])  # an object that failed once, then was read
+    store.commit([ObjectResult(late.ref, Status.PENDING, error="timed out")])
+    same_as_store(store, follower)
+    store.commit([late])
+    same_as_store(store, follower)
     assert store.con.sql("SELECT max(revision) FROM alerts").fetchall()[0][0] > 1
     changed = flows(0, lines[::3])  # an object read again with another ETag
     changed.replaces = True
@@ -88,6 +98,7 @@ def test_what_a_viewer_loads_equals_the_store_commit_after_commit(tmp_path: Path
     same_as_store(store, follower)
     store.commit([flows(9, lines[::5]), events(9)])  # (after a whole one: from it)
     same_as_store(store, follower)
+    assert "loading it whole" not in caplog.text  # (each state from the one held)
     directory = tmp_path / publication.DIRECTORY
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     assert {stat.S_IMODE(p.stat().st_mode) for p in directory.iterdir()} == {0o600}
@@ -109,6 +120,27 @@ def test_a_state_whose_new_files_cannot_be_added_is_loaded_whole(
     monkeypatch.setattr(publication, "_add", fails)
     store.commit([flows(1, lines[1::2]), events(1)])
     same_as_store(store, follower)
+    store.close()
+
+
+def test_a_state_another_collector_published_is_loaded_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A collector restarted without its old manifests numbers its files from 1 again: the
+    names a viewer holds may then hold other rows, so only the same collector's are added."""
+    store = Store(tmp_path, engine=load_engine([]))
+    store.start_publishing()
+    lines = [line for s in scenarios.detections() for line in s.lines]
+    store.commit([flows(0, lines[::2]), events(0)])
+    held = publication.current(tmp_path)
+    viewer = publication.load(tmp_path, held)
+    store.commit([flows(1, lines[1::2]), events(1)])
+    added: list[object] = []
+    monkeypatch.setattr(publication, "_add", lambda *args: added.append(args))
+    publication.fill(viewer, tmp_path, publication.current(tmp_path), {**held, "pid": -1})
+    assert added == []
+    for table, key in TABLES.items():
+        sql = f"SELECT * FROM {table} ORDER BY {key}"
+        assert viewer.sql(sql).fetchall() == store.con.sql(sql).fetchall(), table
     store.close()
 
 

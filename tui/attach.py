@@ -1,6 +1,6 @@
 """The app attached to a running collector (docs/attach.md): instead of collecting, it
-follows what the collector publishes. Each new state is loaded whole (in one transaction)
-on the thread that shows new alerts (``tui.new_alerts``: not behind the view reader's
+follows what the collector publishes. Each new state is loaded (in one transaction, from the
+state held: ``core.store.publication.fill``) on the thread that shows new alerts (``tui.new_alerts``: not behind the view reader's
 work), then announced as the collector's own events would be, so the feed, chart and
 status update as they do when the app collects. Mixed into :class:`tui.app.VpcwatchApp`."""
 
@@ -65,9 +65,10 @@ class Attachment:
         self._rest(not self._collector_load.sample(self._collector_pid()))
 
     def _notice_poll(self) -> bool:
-        """Has the collector started or finished a poll since the last look (its status
-        replaced)? Then it is busy (resting) from now on: the view pump looks before each
-        round, not only at the sampler's pace (core/priority.py)."""
+        """Has the collector rewritten its status since the last look (it does when a poll
+        starts or ends, and on a problem)? Then it is busy (while its poll runs) or resting
+        from now on: the view pump looks before each round, not only at the sampler's pace
+        (core/priority.py)."""
         if self.store.attached_to is None or (status := self._status_watch.changed()) is None:
             return False
         polling = bool(status.get("polling"))

@@ -181,15 +181,18 @@ def fill(con: duckdb.DuckDBPyConnection, state_dir: Path, manifest: dict[str, ob
     """(Re)create the store's tables in ``con`` as ``manifest`` names them, all or none
     (ValueError for a manifest that names anything but this module's files). ``previous``:
     the manifest ``con`` holds now. A table of deltas (or the summary) whose files only grew
-    since is brought up to date from its new files alone, so a viewer's cost per commit is
+    since (the same collector's) is brought up to date from its new files alone, so a
+    viewer's cost per commit is
     the commit's, not that of every alert and ledger row kept; if that fails, every table is
     loaded whole."""
+    if previous is not None and previous.get("pid") != manifest.get("pid"):
+        previous = None  # (another collector's files: the same names may hold other rows)
     try:
         _fill(con, state_dir / DIRECTORY, manifest, previous)
-    except duckdb.Error:
+    except duckdb.Error as exc:
         if previous is None:
             raise
-        log.info("loading the publication's new files failed: loading it whole")
+        log.info("loading the publication's new files failed (%s): loading it whole", exc)
         _fill(con, state_dir / DIRECTORY, manifest, None)
 
 
@@ -240,17 +243,16 @@ def _add(con: duckdb.DuckDBPyConnection, table: str, paths: list[Path]) -> None:
     if not paths:
         return
     key, newest = DELTAS[table]
-    on = " AND ".join(f"{table}.{k} = n.{k}" for k in key.split(", "))
+    on = " AND ".join(f"{table}.{k} IS NOT DISTINCT FROM n.{k}" for k in key.split(", "))
+    # (temporary tables of the caller's transaction: a failure rolls them back with it)
     con.execute(f"CREATE OR REPLACE TEMP TABLE published_new AS SELECT * FROM {_read(paths)}")
-    try:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE published_merged AS SELECT * FROM ("
-                    f"SELECT {table}.* FROM {table} SEMI JOIN published_new n ON {on} "
-                    f"UNION ALL BY NAME SELECT * FROM published_new) QUALIFY row_number() "
-                    f"OVER (PARTITION BY {key} ORDER BY {newest}) = 1")
-        con.execute(f"DELETE FROM {table} USING published_new n WHERE {on}")
-        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM published_merged")
-    finally:
-        con.execute("DROP TABLE IF EXISTS published_new; DROP TABLE IF EXISTS published_merged")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE published_merged AS SELECT * FROM ("
+                f"SELECT {table}.* FROM {table} SEMI JOIN published_new n ON {on} "
+                f"UNION ALL BY NAME SELECT * FROM published_new) QUALIFY row_number() "
+                f"OVER (PARTITION BY {key} ORDER BY {newest}) = 1")
+    con.execute(f"DELETE FROM {table} USING published_new n WHERE {on}")
+    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM published_merged")
+    con.execute("DROP TABLE published_new; DROP TABLE published_merged")
 
 
 def _current_generation(directory: Path) -> int:
