@@ -1,8 +1,9 @@
 """The app attached to a running collector (docs/attach.md): instead of collecting, it
 follows what the collector publishes. Each new state is loaded (in one transaction, from the
-state held: ``core.store.publication.fill``) on the thread that shows new alerts (``tui.new_alerts``: not behind the view reader's
-work), then announced as the collector's own events would be, so the feed, chart and
-status update as they do when the app collects. Mixed into :class:`tui.app.VpcwatchApp`."""
+state held: ``core.store.publication.fill``) on the thread that shows new alerts
+(``tui.new_alerts``: not behind the view reader's work), then announced as the collector's
+own events would be, so the feed, chart and status update as they do when the app
+collects. Mixed into :class:`tui.app.VpcwatchApp`."""
 
 from __future__ import annotations
 
