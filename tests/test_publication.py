@@ -62,11 +62,14 @@ class Follower:
 def same_as_store(store: Store, follower: Follower | None = None) -> None:
     """What a viewer loads (whole, and from the state it held) equals what the store holds."""
     published = publication.load(store.state_dir, publication.current(store.state_dir))
-    viewers = [published] + ([follower.follow(store.state_dir)] if follower else [])
+    for viewer in [published] + ([follower.follow(store.state_dir)] if follower else []):
+        same_tables(viewer, store)
+
+
+def same_tables(viewer: duckdb.DuckDBPyConnection, store: Store) -> None:
     for table, key in TABLES.items():
         sql = f"SELECT * FROM {table} ORDER BY {key}"
-        for viewer in viewers:
-            assert viewer.sql(sql).fetchall() == store.con.sql(sql).fetchall(), table
+        assert viewer.sql(sql).fetchall() == store.con.sql(sql).fetchall(), table
 
 
 def test_what_a_viewer_loads_equals_the_store_commit_after_commit(
@@ -138,9 +141,7 @@ def test_a_state_another_collector_published_is_loaded_whole(
     monkeypatch.setattr(publication, "_add", lambda *args: added.append(args))
     publication.fill(viewer, tmp_path, publication.current(tmp_path), {**held, "pid": -1})
     assert added == []
-    for table, key in TABLES.items():
-        sql = f"SELECT * FROM {table} ORDER BY {key}"
-        assert viewer.sql(sql).fetchall() == store.con.sql(sql).fetchall(), table
+    same_tables(viewer, store)
     store.close()
 
 

@@ -19,11 +19,11 @@ import pyarrow as pa
 from core.events import AlertsChanged, BatchCommitted
 from core.follow import Follower, collector_owner
 from core.priority import local_pid
-from core.store.publication import read_status
+from tui.widgets.status import Activity
 
 log = logging.getLogger(__name__)
 FOLLOW_SECONDS = 0.25  # how often the publication is looked at (one small file read)
-ALIVE_SECONDS = 1.0  # how often the collector's lock and status are looked at
+ALIVE_SECONDS = 1.0  # how often the collector's lock is looked at
 LOAD_SECONDS = 0.25  # how often its CPU time is (views wait while it is busy: priority.py)
 
 
@@ -74,6 +74,9 @@ class Attachment:
             return False
         polling = bool(status.get("polling"))
         self._rest(not self._collector_load.announce(self._collector_pid(), polling))
+        if not self.activity.collector_gone:  # (what the status bar shows of it)
+            _show_activity(self.activity, status)
+            self._show_status()
         return True
 
     def _collector_pid(self) -> int | None:
@@ -86,22 +89,24 @@ class Attachment:
             self.collector_rests.clear()
 
     async def _check_collector(self, state_dir: Path) -> None:
-        """Is the collector still there (its lock), and what is it doing (status.json)?"""
+        """Is the collector still there (its lock)? (What it is doing, its status, is read
+        when it changes: ``_notice_poll``.)"""
         owner = await asyncio.to_thread(collector_owner, state_dir)
-        activity = self.activity
-        activity.collector_gone = owner is None
+        self.activity.collector_gone = owner is None
         if owner is not None:
-            activity.attached = owner
-        status = await asyncio.to_thread(read_status, state_dir)
-        if status is not None and not activity.collector_gone:
-            activity.polling = bool(status.get("polling"))
-            activity.last_poll = _number(status.get("last_poll"))
-            activity.next_poll = _number(status.get("next_poll"))
-            activity.records_per_second = _number(status.get("records_per_second")) or 0.0
-            activity.late = int(_number(status.get("late")) or 0)
-            for error in status.get("errors") or []:
-                activity.add_error(str(error))
+            self.activity.attached = owner
         self._show_status()
+
+
+def _show_activity(activity: Activity, status: dict[str, object]) -> None:
+    """The collector's status (status.json) as the status bar shows it."""
+    activity.polling = bool(status.get("polling"))
+    activity.last_poll = _number(status.get("last_poll"))
+    activity.next_poll = _number(status.get("next_poll"))
+    activity.records_per_second = _number(status.get("records_per_second")) or 0.0
+    activity.late = int(_number(status.get("late")) or 0)
+    for error in status.get("errors") or []:  # type: ignore[attr-defined]
+        activity.add_error(str(error))
 
 
 def _number(value: object) -> float | None:

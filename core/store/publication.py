@@ -182,9 +182,8 @@ def fill(con: duckdb.DuckDBPyConnection, state_dir: Path, manifest: dict[str, ob
     (ValueError for a manifest that names anything but this module's files). ``previous``:
     the manifest ``con`` holds now. A table of deltas (or the summary) whose files only grew
     since (the same collector's) is brought up to date from its new files alone, so a
-    viewer's cost per commit is
-    the commit's, not that of every alert and ledger row kept; if that fails, every table is
-    loaded whole."""
+    viewer's cost per commit is the commit's, not that of every alert and ledger row kept;
+    if that fails, every table is loaded whole."""
     if previous is not None and previous.get("pid") != manifest.get("pid"):
         previous = None  # (another collector's files: the same names may hold other rows)
     try:
