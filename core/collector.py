@@ -3,7 +3,8 @@
 One poll runs a pipeline per bucket: listing -> the ledger picks what to read -> a bounded
 pool of downloads (a slow object never blocks the others) -> parsing in worker threads
 (pyarrow releases the GIL) -> a single writer that commits groups of objects, each object's
-rows with its ledger entry, in one transaction. The store is used from one thread only.
+rows with its ledger entry, in one transaction, while the next group is read. The store is
+used from one thread only.
 """
 
 from __future__ import annotations
@@ -50,7 +51,6 @@ T = TypeVar("T")
 TRANSIENT_TRIES = 6  # per object per poll; then it stays pending for the next poll
 BACKOFF_BASE = 0.2
 BACKOFF_CAP = 5.0
-_FLUSH = object()
 
 
 class Collector:
@@ -239,36 +239,50 @@ class Collector:
     # -- committing ---------------------------------------------------------------------
 
     async def _write(self, queue: asyncio.Queue[Any], summary: PollSummary) -> None:
-        """Group results into transactions: by size, or after ``commit_interval``, stretched
-        to twice the last commit's duration: when commits are slow (rules over a large
-        batch), fewer and larger ones keep the store from falling behind, and each commit
-        recomputes the rules' windows once instead of once per small batch."""
+        """Group results into transactions and commit them one at a time, while the next
+        batch is read: a batch is committed when it has ``commit_records`` rows, when
+        ``commit_interval`` has passed since its first result, or at the poll's end; if the
+        commit before it still runs then, the batch keeps growing (up to ``commit_records``
+        rows, then reading waits). So slow commits (rules over a large batch) make fewer,
+        larger ones instead of holding up the downloads and parsing behind them."""
         general = self.config.general
         loop = asyncio.get_running_loop()
         batch: list[ObjectResult] = []
-        rows = 0
-        deadline = 0.0
-        last_commit = 0.0
-        while True:
-            timeout = max(0.0, deadline - loop.time()) if batch else None
-            try:  # (not asyncio.wait_for: on 3.11 it can swallow a cancellation that
-                # arrives as the item does, and the poll would then never end)
-                async with asyncio.timeout(timeout):
-                    item = await queue.get()
-            except TimeoutError:
-                item = _FLUSH
-            if isinstance(item, ObjectResult):
-                if not batch:
-                    deadline = loop.time() + max(general.commit_interval, 2 * last_commit)
-                batch.append(item)
-                rows += item.rows
-            if batch and (item is None or item is _FLUSH or rows >= general.commit_records):
-                started = loop.time()
-                await self._commit(batch, summary)
-                last_commit = loop.time() - started
-                batch, rows = [], 0
-            if item is None:
-                return
+        rows, deadline, ended = 0, 0.0, False
+        committing: asyncio.Future[None] = loop.create_future()
+        committing.set_result(None)
+        getting: asyncio.Future[Any] | None = None
+        try:
+            while not ended or batch or not committing.done():
+                if committing.done():
+                    committing.result()  # (a failed commit fails the poll at once)
+                full = rows >= general.commit_records
+                due = bool(batch) and (ended or full or loop.time() >= deadline)
+                if due and committing.done():
+                    committing = asyncio.ensure_future(self._commit(batch, summary))
+                    batch, rows = [], 0
+                    continue
+                waits: set[asyncio.Future[Any]] = set()
+                if not committing.done():
+                    waits.add(committing)
+                if not (ended or full):
+                    getting = getting or asyncio.ensure_future(queue.get())
+                    waits.add(getting)
+                timeout = max(0.0, deadline - loop.time()) if batch and not due else None
+                await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if getting is not None and getting.done():
+                    item, getting = getting.result(), None
+                    if item is None:
+                        ended = True
+                        continue
+                    if not batch:
+                        deadline = loop.time() + general.commit_interval
+                    batch.append(item)
+                    rows += item.rows
+        finally:
+            for future in (getting, committing):
+                if future is not None and not future.done():
+                    future.cancel()
 
     async def _commit(self, batch: list[ObjectResult], summary: PollSummary) -> None:
         stats = await self.db(self.store.commit, batch)

@@ -295,6 +295,66 @@ async def test_a_store_that_cannot_commit_ends_the_poll_with_its_error(
         store.close()
 
 
+async def test_objects_are_read_while_a_commit_runs(
+    tmp_path: Path, bucket: Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer commits one batch at a time while the next one is read: with the first
+    commit held (a real commit, gated), every other object is still downloaded and parsed,
+    and they are committed together once it ends. Before, reading stopped when the results
+    queue was full (``concurrency`` * 2 results)."""
+    import asyncio
+    import threading
+
+    import core.collector
+    from core.collector import Collector
+    from core.config import load_config
+    from core.events import BatchCommitted
+    from core.store import Store
+
+    objects = 30
+    for n in range(objects):
+        bucket.put(flowgen.flow_key("", A, "us-east-1", NOW, n),
+                   flowgen.flow_object(flowgen.V2, 20, seed=n).gz())
+    config = load_config(write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
+                                                  "endpoint_url": bucket.url}],
+                                      concurrency=1, commit_interval="0s"))
+    (tmp_path / "state").mkdir()
+    store = Store(tmp_path / "state")
+    read_object, commit = core.collector.read_object, store.commit
+    parsed, all_parsed, release = [], threading.Event(), threading.Event()
+
+    def counted(*args: object) -> object:
+        result = read_object(*args)  # type: ignore[arg-type]
+        parsed.append(result)
+        if len(parsed) == objects:
+            all_parsed.set()
+        return result
+
+    def held(batch: object) -> object:
+        assert release.wait(60), "the test never released the first commit"
+        return commit(batch)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(core.collector, "read_object", counted)
+    monkeypatch.setattr(store, "commit", held)
+    events: list[object] = []
+    collector = Collector(config, store, events.append)
+    try:
+        poll = asyncio.create_task(collector.poll())
+        read_while_held = await asyncio.to_thread(all_parsed.wait, 60)
+        release.set()
+        async with asyncio.timeout(60):
+            summary = await poll
+    finally:
+        release.set()
+        collector.close()
+        store.close()
+    assert read_while_held, f"only {len(parsed)} of {objects} objects read during a commit"
+    batches = [len(e.outcomes) for e in events if isinstance(e, BatchCommitted)]
+    assert batches == [1, objects - 1]
+    assert summary.records == objects * 20
+    assert query(tmp_path / "state", "SELECT count(*) FROM flows") == [(objects * 20,)]
+
+
 async def test_the_core_publishes_what_it_committed_in_order(
     tmp_path: Path, bucket: Bucket
 ) -> None:
