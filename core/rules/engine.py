@@ -192,8 +192,14 @@ def _failed(rules: list[Rule], exc: duckdb.Error) -> str:
 
 
 def _screen_query(shape: SourceShape, rules: list[WindowedRule], new: str) -> str:
-    terms = "".join(f", {sql.screen_term()}" for sql in rules)
-    return f"SELECT min(_t), max(_t){terms} FROM (SELECT *, {shape.time} AS _t FROM {new})"
+    """The new records' time range, and for each rule whether any of them is one it takes:
+    an EXISTS each, not a count with a FILTER (DuckDB then evaluates the whole condition on
+    every record, not its costly address tests only on the records its cheap tests keep: 64
+    against 36 ms for the default ruleset's three unheld rules on 500,000 records)."""
+    records = f"(SELECT *, {shape.time} AS _t FROM {new})"
+    terms = "".join(f", EXISTS (SELECT 1 FROM {records} WHERE {sql.screen_condition()})"
+                    for sql in rules)
+    return f"SELECT min(_t), max(_t){terms} FROM {records}"
 
 
 def _screen(con: duckdb.DuckDBPyConnection, shape: SourceShape, rules: list[WindowedRule],
@@ -202,23 +208,23 @@ def _screen(con: duckdb.DuckDBPyConnection, shape: SourceShape, rules: list[Wind
     every rule of the source (each alone when that fails, to report the one that does)."""
     try:
         row = next(iter(con.execute(_screen_query(shape, rules, new)).fetchall()), None)
-        counts = list(row[2:]) if row else []
+        taken = [bool(value) for value in row[2:]] if row else []
     except duckdb.Error:
-        row, counts = None, []
+        row, taken = None, []
         for sql in rules:
             try:
                 row = next(iter(con.execute(_screen_query(shape, [sql], new)).fetchall()), None)
-                counts.append(row[2] if row else 0)
+                taken.append(bool(row and row[2]))
             except duckdb.Error as exc:
                 message = _failed([sql.rule], exc)
                 log.error("%s", message)
                 errors.append(message)
-                counts.append(0)
+                taken.append(False)
         if row is None:  # (every rule failed: the time range alone)
             row = next(iter(con.execute(_screen_query(shape, [], new)).fetchall()), None)
     if row is None or row[0] is None or row[1] is None:
         return None
-    return row[0], row[1], [sql for sql, count in zip(rules, counts, strict=True) if count]
+    return row[0], row[1], [sql for sql, took in zip(rules, taken, strict=True) if took]
 
 
 def _span(sql: WindowedRule, low: int, high: int) -> tuple[int, int, int]:

@@ -4,7 +4,7 @@ An alert's key is (rule, group key, bucket), where the bucket is the rule's ``su
 span (or its window) in record time. Each rule recomputes the buckets the new records fall
 in from everything stored, new records included (see docs/rules.md). Three statements, from
 cheap to costly, so that a commit pays for the last one only when something happened:
-``screen_term`` (does any new record match?), ``check`` (does a touched window fire?) and
+``screen_condition`` (does any new record match?), ``check`` (does a touched window fire?) and
 ``select`` (the alert rows).
 """
 
@@ -60,11 +60,11 @@ class WindowedRule:
         than ``_rows``, for what needs no more."""
         return f"(SELECT *, {self.shape.time} AS _t{self._key_columns} FROM {relation})"
 
-    def screen_term(self) -> str:
-        """An aggregate over the new records (with the derived fields): how many of them this
-        rule's windows take. None: the commit cannot change any of its alerts."""
+    def screen_condition(self) -> str:
+        """Whether a record (with its time as ``_t``) is one this rule's windows take: when
+        no new record is, the commit cannot change any of its alerts."""
         not_null = "".join(f" AND ({expr}) IS NOT NULL" for _, expr in self.keys)
-        return f"count(*) FILTER (WHERE ({self.rule.where}) AND _t IS NOT NULL{not_null})"
+        return f"({self.rule.where}) AND _t IS NOT NULL{not_null}"
 
     @property
     def needs_check(self) -> bool:
