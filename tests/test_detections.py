@@ -4,6 +4,7 @@ expected key and figures, and stays silent on a benign baseline of 100,000 flows
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from core.alerts import recent_alerts
-from core.rules import load_engine
+from core.rules import load_engine, window_state
 from core.rules.windowed import WindowedRule
 from core.scan import scan
 from core.store import Store
@@ -466,15 +467,20 @@ def test_alerts_added_commit_by_commit_equal_alerts_computed_at_once(tmp_path: P
     assert rows(stepwise) == rows(at_once)
 
 
+@pytest.mark.parametrize("share", [window_state.AGGREGATE_FIRST_SHARE, 0.0, math.inf],
+                         ids=["as chosen", "aggregating first", "joining first"])
 def test_the_threshold_check_skips_only_windows_that_raise_nothing(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, share: float) -> None:
     """A threshold or baseline rule first checks whether a touched window fires and
     describes it only then (docs/rules.md). Commit by commit over every scenario, the
-    alerts must be those of the same rules describing every touched window."""
+    alerts must be those of the same rules describing every touched window, whichever way
+    the check over held windows is written (``share``: 0 always aggregates first, infinity
+    always joins first)."""
     lines = scenarios.benign(6_000) + [
         line for scenario in scenarios.detections() for line in scenario.lines]
     lines.sort(key=lambda text: int(text.split()[10]))
     parts = {f"part{n:02d}.log": scenarios.text(lines[n::12]) for n in range(12)}
+    monkeypatch.setattr(window_state, "AGGREGATE_FIRST_SHARE", share)
     checked = scan_alerts(tmp_path / "checked", parts)
     monkeypatch.setattr(WindowedRule, "needs_check", property(lambda self: False))
     described = scan_alerts(tmp_path / "described", parts)

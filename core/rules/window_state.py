@@ -36,6 +36,12 @@ Committed = Callable[[int, int | None], str | None]
 
 SLACK = 3600  # seconds kept beyond a rule's own span: late objects of the last hour are cheap
 NO_END = 2**62
+# A check aggregates every row of its range first when the new rows are at least this share
+# of the rows held there: a large commit touches most keys, and joining the held rows to
+# them first keeps nearly all (measured, four 500,000-record commits of one hour: the checks
+# took 72 ms a commit aggregating first, 85 ms joining first); a small one touches few, and
+# the join leaves little to aggregate
+AGGREGATE_FIRST_SHARE = 0.5
 
 
 @dataclass
@@ -50,6 +56,7 @@ class _Held:
     hi: int = NO_END
     newest: int = 0
     staged: str | None = None  # the table of the new records' partial rows, until committed
+    staged_rows: int = 0
 
 
 class WindowState:
@@ -86,8 +93,8 @@ class WindowState:
         except duckdb.Error as exc:  # (the rule's own check then reads the segments)
             self._failed(con, held, exc)
             return None
-        held.staged = staged
-        return bool(rows and rows[0][0])
+        held.staged, held.staged_rows = staged, int(rows[0][0]) if rows else 0
+        return held.staged_rows > 0
 
     def check(self, con: duckdb.DuckDBPyConnection, sql: WindowedRule, begin: int, end: int,
               committed: Committed) -> str | None:
@@ -97,16 +104,18 @@ class WindowState:
         held = self.held.get(sql.rule.id)
         if held is None or held.staged is None:
             return None
+        in_range = f"FROM {held.table} WHERE _w >= {begin} AND _w < {end}"
         try:
             if not self._cover(con, sql, held, begin, end, committed):
                 return None
+            [(held_rows,)] = con.execute(f"SELECT count(*) {in_range}").fetchall()
         except duckdb.Error as exc:
             self._failed(con, held, exc)
             return None
         held.newest = max(held.newest, end)
-        rows = (f"(SELECT * FROM {held.staged} UNION ALL BY NAME SELECT * FROM {held.table} "
-                f"WHERE _w >= {begin} AND _w < {end})")
-        return sql.check_parts(rows, held.staged, held.partials)
+        rows = f"(SELECT * FROM {held.staged} UNION ALL BY NAME SELECT * {in_range})"
+        large = held.staged_rows >= AGGREGATE_FIRST_SHARE * held_rows
+        return sql.check_parts(rows, held.staged, held.partials, aggregate_first=large)
 
     def _failed(self, con: duckdb.DuckDBPyConnection, held: _Held, exc: duckdb.Error) -> None:
         log.warning("%s: the rule's held windows failed, it reads the segments: %s",
@@ -211,7 +220,9 @@ def _quietly(con: duckdb.DuckDBPyConnection, statement: str) -> None:
 def _compiles(con: duckdb.DuckDBPyConnection, sql: WindowedRule, partials: Partials) -> bool:
     parts = f"({sql.partial_rows('flows', partials)})"
     try:
-        con.execute("EXPLAIN " + sql.check_parts(parts, parts, partials)).fetchall()
+        for aggregate_first in (False, True):
+            con.execute("EXPLAIN " + sql.check_parts(parts, parts, partials, aggregate_first)
+                        ).fetchall()
     except duckdb.Error:
         return False
     return True

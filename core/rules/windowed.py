@@ -203,16 +203,26 @@ class WindowedRule:
                 f"FROM {self._keyed(relation)} WHERE ({self.rule.where}) AND _t IS NOT NULL"
                 f"{self._keys_present}{time} GROUP BY ALL")
 
-    def check_parts(self, parts: str, new_parts: str, partials: Partials) -> str:
+    def check_parts(self, parts: str, new_parts: str, partials: Partials,
+                    aggregate_first: bool = False) -> str:
         """``check`` over partial rows: ``parts`` those of every record, committed or new,
         of the windows in [first - the baseline's span, last); ``new_parts`` those of the
-        new records (whose windows are the touched ones)."""
+        new records (whose windows are the touched ones). ``aggregate_first``: find the
+        firing windows among all of ``parts``, then keep the touched ones, instead of
+        keeping the rows of touched windows and then aggregating them: the same answer,
+        cheaper when the new records touch most of the keys (a large commit), where the
+        join would keep nearly every row."""
         rule, groups, b = self.rule, "".join(f"{g}, " for g in self.g), self.rule.bucket
         touched = f"touched AS (SELECT DISTINCT {groups}_w // {b} * {b} AS _b FROM {new_parts})"
         if rule.baseline:
             per_window = (f"SELECT {groups}_w, {partials.merged} AS value FROM {parts} AS src "
                           f"{self._touched_keys()} GROUP BY ALL")
             return f"WITH {touched}, {self._compare(per_window)} SELECT 1 FROM windows LIMIT 1"
+        if aggregate_first:
+            return f"""
+            WITH {touched}, firing AS (SELECT {groups}_w FROM {parts} AS src
+                                      GROUP BY {groups}_w HAVING ({partials.merged}))
+            SELECT 1 FROM firing {self._join_touched("firing", "firing._w")} LIMIT 1"""
         return f"""
         WITH {touched}
         SELECT 1 FROM {parts} AS src {self._join_touched("src", "src._w")}
