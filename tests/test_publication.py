@@ -20,6 +20,7 @@ from core.objects import ObjectRef, ObjectResult, Status
 from core.rules import load_engine
 from core.store import Store, publication
 from core.store.database import _attached
+from core.store.ledger import ListingMarks
 from tests import flowgen, scenarios
 
 TABLES = {"alerts": "id", "objects": "bucket, key", "cloudtrail": "event_id",
@@ -97,7 +98,10 @@ def test_what_a_viewer_loads_equals_the_store_commit_after_commit(
         same_as_store(store, follower)
     assert store.compact() > 0  # (merged: the summary's rows of the old segments leave)
     same_as_store(store, follower)
-    store.prune(10 * 365 * 86400, date.today())  # (nothing that old: a whole publication)
+    generation = store.publisher.generation
+    store.prune(10 * 365 * 86400, date.today())  # (nothing that old: nothing changed…)
+    assert store.publisher.generation == generation  # (…so no new state to load)
+    store.publisher.whole()  # (as after a prune that dropped rows)
     same_as_store(store, follower)
     store.commit([flows(9, lines[::5]), events(9)])  # (after a whole one: from it)
     same_as_store(store, follower)
@@ -105,6 +109,31 @@ def test_what_a_viewer_loads_equals_the_store_commit_after_commit(
     directory = tmp_path / publication.DIRECTORY
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     assert {stat.S_IMODE(p.stat().st_mode) for p in directory.iterdir()} == {0o600}
+    store.close()
+
+
+def test_upkeep_that_changes_nothing_publishes_no_new_state(tmp_path: Path) -> None:
+    """Each poll ends with upkeep (the listing marks, retention): when it changed nothing a
+    viewer could see, no new state is published (each would make every attached app load
+    it and recompute its views, every poll); when it changed the marks, one is."""
+    store = Store(tmp_path)
+    store.start_publishing()
+    store.commit([flows(1, [line for s in scenarios.detections() for line in s.lines])])
+    marks = ListingMarks(date(2026, 12, 1), date(2026, 11, 1), 1_764_000_000.0)
+    store.set_listing_marks("flows", marks)
+    store.prune(10 * 365 * 86400, date.today())
+    follower = Follower()
+    follower.follow(tmp_path)
+    published = store.publisher.generation
+    for _ in range(3):  # polls that found nothing new
+        store.set_listing_marks("flows", marks)
+        store.prune(10 * 365 * 86400, date.today())
+    assert store.publisher.generation == published
+    store.set_listing_marks("flows", ListingMarks(date(2026, 12, 1), date(2026, 11, 1),
+                                                  1_764_003_600.0))  # (a relist finished)
+    store.prune(10 * 365 * 86400, date.today())
+    assert store.publisher.generation == published + 1
+    same_as_store(store, follower)
     store.close()
 
 

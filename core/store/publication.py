@@ -64,6 +64,7 @@ class Publisher:
         os.chmod(self.directory, 0o700)
         self.generation = _current_generation(self.directory)
         self.files: dict[str, list[str]] = {}
+        self._small: dict[str, pa.Table] = {}  # the WHOLE tables as last published
         self._retired: dict[str, float] = {}  # file -> when it stopped being named
         self._summarised: set[str] = set()  # segments whose summary rows are published
         self.whole()
@@ -71,9 +72,10 @@ class Publisher:
     def whole(self) -> None:
         """Every table whole: at start, after pruning, and when deltas pile up."""
         self.generation += 1
-        self.files = {table: [self._write(table, self.con.sql(f"SELECT * FROM {table}")
-                                          .to_arrow_table())]
-                      for table in (*DELTAS, *WHOLE, SUMMARY)}
+        tables = {table: self.con.sql(f"SELECT * FROM {table}").to_arrow_table()
+                  for table in (*DELTAS, *WHOLE, SUMMARY)}
+        self.files = {table: [self._write(table, rows)] for table, rows in tables.items()}
+        self._small = {table: tables[table] for table in WHOLE}
         self._summarised = {row[0] for row in self.con.execute("SELECT name FROM segments")
                             .fetchall()}
         self._publish("whole")
@@ -81,9 +83,17 @@ class Publisher:
     def commit(self, keys: Sequence[tuple[str, str]], alerts: pa.Table | None) -> None:
         """What one commit changed: the ledger entries and events of the objects ``keys``
         (bucket, key), the alerts it wrote, and the small tables whole. Without ``keys``:
-        upkeep (compaction, the listing marks), which adds no flows."""
+        upkeep (compaction, the listing marks), which adds no flows; upkeep that changed
+        nothing publishes no new state (a poll that found nothing new would otherwise make
+        every viewer load one, and recompute its views, at each poll)."""
         if any(len(files) > MAX_DELTAS for files in self.files.values()):
             self.whole()
+            return
+        small = {table: self.con.sql(f"SELECT * FROM {table}").to_arrow_table()
+                 for table in WHOLE}
+        if not keys and not (alerts is not None and alerts.num_rows) and all(
+                table in self._small and rows.equals(self._small[table])
+                for table, rows in small.items()):
             return
         self.generation += 1
         self.con.register("published_keys", pa.table({
@@ -100,9 +110,9 @@ class Publisher:
         if alerts is not None and alerts.num_rows:
             self.files["alerts"].append(self._write("alerts", alerts))
         self._publish_summaries()
-        for table in WHOLE:
-            self.files[table] = [self._write(table, self.con.sql(f"SELECT * FROM {table}")
-                                             .to_arrow_table())]
+        for table, rows in small.items():
+            self.files[table] = [self._write(table, rows)]
+        self._small = small
         self._publish("commit" if keys else "upkeep")
 
     def _publish_summaries(self) -> None:
