@@ -560,6 +560,25 @@ async def test_views_wait_from_the_moment_the_collector_says_it_polls(
         assert 0 < feed.total < before
 
 
+async def test_the_status_bar_is_laid_out_again_only_when_its_text_changes(
+        frozen_state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An attached app looks at its collector every second and shows the status each time:
+    an unchanged status must not update the bar (each update lays the screen out again)."""
+    async with frozen_app(frozen_state, tmp_path) as (app, _):
+        status = app.query_one(StatusBar)
+        updates: list[object] = []
+        update = status.update
+        monkeypatch.setattr(status, "update", lambda text: (updates.append(text), update(text)))
+        for _ in range(3):
+            app._show_status()
+        assert updates == []
+        assert not app.activity.polling  # (no collector here)
+        app.activity.polling = True
+        app._show_status()
+        app._show_status()
+        assert len(updates) == 1 and "polling" in str(status.render())
+
+
 async def test_views_wait_for_a_busy_collector_for_a_while_only(
         frozen_state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A collector busy for ever (a first poll of a month of logs) holds a view for

@@ -40,9 +40,17 @@ class Activity:
 
 
 class StatusBar(Static):
+    _shown: Text | None = None
+
     def show(self, buckets: list[BucketState], activity: Activity, zone: tzinfo,
              now: float) -> None:
-        self.update(status_text(buckets, activity, zone, now))
+        """Show the status, unless it is what is shown: an update lays the screen out
+        again (the bar's height follows its text), and an attached app looks at its
+        collector every second (that relayout was most of an idle attached app's CPU)."""
+        text = status_text(buckets, activity, zone, now)
+        if text != self._shown:
+            self._shown = text
+            self.update(text)
 
 
 def status_text(buckets: list[BucketState], activity: Activity, zone: tzinfo,
