@@ -253,9 +253,11 @@ class Collector:
         committing.set_result(None)
         getting: asyncio.Future[Any] | None = None
         try:
-            while not ended or batch or not committing.done():
+            while True:
                 if committing.done():
                     committing.result()  # (a failed commit fails the poll at once)
+                    if ended and not batch:
+                        return
                 full = rows >= general.commit_records
                 due = bool(batch) and (ended or full or loop.time() >= deadline)
                 if due and committing.done():

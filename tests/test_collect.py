@@ -260,19 +260,21 @@ def test_a_missing_bucket_is_an_error_not_a_blocked_prefix(
     assert len(summary["errors"]) == 1 and "NoSuchBucket" in summary["errors"][0]
 
 
+@pytest.mark.parametrize("objects", [30, 1], ids=["while reading", "the last commit"])
 async def test_a_store_that_cannot_commit_ends_the_poll_with_its_error(
-    tmp_path: Path, bucket: Bucket, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, bucket: Bucket, monkeypatch: pytest.MonkeyPatch, objects: int
 ) -> None:
     """Disk full cannot be produced here, so the commit is made to fail (a stand-in): the
     readers blocked on the full queue must be cancelled, not left waiting, and the poll must
-    end with the store's own error."""
+    end with the store's own error, also when the failed commit is the poll's last (found
+    by review: the writer then ended without looking at it)."""
     import asyncio
 
     from core.collector import Collector
     from core.config import load_config
     from core.store import Store
 
-    for n in range(30):
+    for n in range(objects):
         bucket.put(flowgen.flow_key("", A, "us-east-1", NOW, n),
                    flowgen.flow_object(flowgen.V2, 20, seed=n).gz())
     config = load_config(write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
@@ -350,7 +352,8 @@ async def test_objects_are_read_while_a_commit_runs(
         store.close()
     assert read_while_held, f"only {len(parsed)} of {objects} objects read during a commit"
     batches = [len(e.outcomes) for e in events if isinstance(e, BatchCommitted)]
-    assert batches == [1, objects - 1]
+    # (the last object parsed may reach the writer after the first commit ends)
+    assert batches[0] == 1 and sum(batches) == objects and len(batches) <= 3
     assert summary.records == objects * 20
     assert query(tmp_path / "state", "SELECT count(*) FROM flows") == [(objects * 20,)]
 
