@@ -226,3 +226,42 @@ def test_rows_of_a_failed_commit_are_never_held(tmp_path: Path,
         assert store.con.execute("SELECT count(*) FROM flows").fetchall() == [(1000,)]
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("aggregate_first", [False, True], ids=["joining first",
+                                                                 "aggregating first"])
+def test_both_forms_of_a_held_check_fire_only_for_a_touched_window(
+        tmp_path: Path, aggregate_first: bool) -> None:
+    """A check over partial rows (``WindowedRule.check_parts``) asks: does a window the new
+    records touch fire? Written either way (the held rows joined to the touched keys first,
+    or the firing windows found first), a window that fires but is not touched, a touched
+    one that does not fire, and records without a key must all answer no (found by review:
+    the detection tests could not tell a check that fires too often)."""
+    (tmp_path / "scan.toml").write_text(
+        '[[rule]]\nid = "test.scan"\nlevel = 5\ntitle = "{srcaddr}"\nsource = "vpcflow"\n'
+        'where = "log_status = \'OK\'"\ngroup_by = ["srcaddr", "dstaddr"]\nwindow = "5m"\n'
+        'having = "count(DISTINCT dstport) >= 3"\n')
+    [sql] = load_engine([tmp_path / "scan.toml"], default_rules=False).sql
+    partials = split(sql.rule.having)
+    assert partials is not None
+    t = scenarios.START // WINDOW * WINDOW
+
+    def probe(src: str, dst: str, port: int) -> str:
+        return scenarios.line(*scenarios.APP[:1], src, dst, 40000, port, 6, 1, 40, t + 10)
+
+    held = [probe("198.51.100.1", "10.0.2.45", p) for p in (22, 23)]  # (two ports so far)
+    held += [probe("198.51.100.2", "10.0.2.45", p) for p in (22, 23, 25)]  # (fires, untouched)
+    con = duckdb.connect()
+
+    def fires(new: list[str]) -> bool:
+        for name, lines in (("held_flows", held), ("new_flows", new)):
+            con.register(name, parse_text(scenarios.text(lines)).table)
+        con.execute(f"CREATE OR REPLACE TABLE held AS {sql.partial_rows('held_flows', partials)}")
+        con.execute(f"CREATE OR REPLACE TABLE staged AS {sql.partial_rows('new_flows', partials)}")
+        parts = "(SELECT * FROM staged UNION ALL BY NAME SELECT * FROM held)"
+        check = sql.check_parts(parts, "staged", partials, aggregate_first)
+        return bool(con.execute(f"SELECT EXISTS ({check})").fetchall()[0][0])
+
+    assert fires([probe("198.51.100.1", "10.0.2.45", 25)])  # (its third port)
+    assert not fires([probe("198.51.100.1", "10.0.2.45", 23)])  # (touched, two ports)
+    assert not fires([probe("-", "10.0.2.45", p) for p in (80, 81, 82)])  # (no key)

@@ -108,13 +108,13 @@ class WindowState:
         try:
             if not self._cover(con, sql, held, begin, end, committed):
                 return None
-            [(held_rows,)] = con.execute(f"SELECT count(*) {in_range}").fetchall()
+            large = not sql.rule.baseline and held.staged_rows >= AGGREGATE_FIRST_SHARE * (
+                con.execute(f"SELECT count(*) {in_range}").fetchall()[0][0])
         except duckdb.Error as exc:
             self._failed(con, held, exc)
             return None
         held.newest = max(held.newest, end)
         rows = f"(SELECT * FROM {held.staged} UNION ALL BY NAME SELECT * {in_range})"
-        large = held.staged_rows >= AGGREGATE_FIRST_SHARE * held_rows
         return sql.check_parts(rows, held.staged, held.partials, aggregate_first=large)
 
     def _failed(self, con: duckdb.DuckDBPyConnection, held: _Held, exc: duckdb.Error) -> None:
