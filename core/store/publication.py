@@ -94,6 +94,7 @@ class Publisher:
         if not keys and not (alerts is not None and alerts.num_rows) and all(
                 table in self._small and rows.equals(self._small[table])
                 for table, rows in small.items()):
+            self._remove_unnamed(self._named())  # (files retired two minutes ago go)
             return
         self.generation += 1
         self.con.register("published_keys", pa.table({
@@ -138,8 +139,12 @@ class Publisher:
                            "written": time.time(), "reason": reason, "files": self.files})
         for name, content in ((manifest, text), (CURRENT, manifest)):
             replace_private(self.directory / name, lambda out, c=content: out.write(c.encode()))
-        self._remove_unnamed({manifest, CURRENT, STATUS}
-                             | {f for fs in self.files.values() for f in fs})
+        self._remove_unnamed(self._named())
+
+    def _named(self) -> set[str]:
+        """The files the current state names (with its manifest, CURRENT and the status)."""
+        return ({f"manifest-{self.generation}.json", CURRENT, STATUS}
+                | {f for fs in self.files.values() for f in fs})
 
     def _remove_unnamed(self, named: set[str]) -> None:
         """Files no manifest names any more, once GRACE_SECONDS after they stopped being
