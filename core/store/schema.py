@@ -52,7 +52,6 @@ NOW = "(now() AT TIME ZONE 'UTC')"
 
 
 @functools.cache
-@functools.cache
 def _flow_columns() -> pa.Schema:
     return duckdb.connect().sql(EMPTY_FLOWS).to_arrow_table().schema
 
