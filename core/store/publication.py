@@ -134,17 +134,19 @@ class Publisher:
         return name
 
     def _publish(self, reason: str) -> None:
-        manifest = f"manifest-{self.generation}.json"
+        manifest = self._manifest()
         text = json.dumps({"generation": self.generation, "pid": os.getpid(),
                            "written": time.time(), "reason": reason, "files": self.files})
         for name, content in ((manifest, text), (CURRENT, manifest)):
             replace_private(self.directory / name, lambda out, c=content: out.write(c.encode()))
         self._remove_unnamed(self._named())
 
+    def _manifest(self) -> str:
+        return f"manifest-{self.generation}.json"
+
     def _named(self) -> set[str]:
         """The files the current state names (with its manifest, CURRENT and the status)."""
-        return ({f"manifest-{self.generation}.json", CURRENT, STATUS}
-                | {f for fs in self.files.values() for f in fs})
+        return {self._manifest(), CURRENT, STATUS} | {f for fs in self.files.values() for f in fs}
 
     def _remove_unnamed(self, named: set[str]) -> None:
         """Files no manifest names any more, once GRACE_SECONDS after they stopped being
