@@ -82,10 +82,11 @@ class Publisher:
 
     def commit(self, keys: Sequence[tuple[str, str]], alerts: pa.Table | None) -> None:
         """What one commit changed: the ledger entries and events of the objects ``keys``
-        (bucket, key), the alerts it wrote, and the small tables whole. Without ``keys``:
-        upkeep (compaction, the listing marks), which adds no flows; upkeep that changed
-        nothing publishes no new state (a poll that found nothing new would otherwise make
-        every viewer load one, and recompute its views, at each poll)."""
+        (bucket, key), the alerts it wrote, and each small table that changed, whole.
+        Without ``keys``: upkeep (compaction, the listing marks), which adds no flows;
+        upkeep that changed nothing publishes no new state (a poll that found nothing new
+        would otherwise make every viewer load one, and recompute its views, at each
+        poll)."""
         if any(len(files) > MAX_DELTAS for files in self.files.values()):
             self.whole()
             return
@@ -111,8 +112,9 @@ class Publisher:
         if alerts is not None and alerts.num_rows:
             self.files["alerts"].append(self._write("alerts", alerts))
         self._publish_summaries()
-        for table, rows in small.items():
-            self.files[table] = [self._write(table, rows)]
+        for table, rows in small.items():  # (one left as it was keeps its file)
+            if table not in self._small or not rows.equals(self._small[table]):
+                self.files[table] = [self._write(table, rows)]
         self._small = small
         self._publish("commit" if keys else "upkeep")
 
@@ -223,6 +225,8 @@ def _fill(con: duckdb.DuckDBPyConnection, directory: Path, manifest: dict[str, o
                     re.fullmatch(rf"{table}-\d+\.parquet", name) for name in names):
                 raise ValueError(f"a manifest naming {table!r}: not a publication's")
             known = loaded.get(table) or []
+            if table != SUMMARY and names == known:
+                continue  # (the same files: a table the commit left as it was)
             if table not in WHOLE and known and names[:len(known)] == known:
                 _add(con, table, [directory / name for name in names[len(known):]])
             else:
@@ -249,8 +253,9 @@ def _read(paths: list[Path]) -> str:
 
 def _add(con: duckdb.DuckDBPyConnection, table: str, paths: list[Path]) -> None:
     """Files ``paths`` added to those ``table`` was loaded from: for a table of deltas, the
-    newest row of each key among the rows held and the new ones; for the summary, the rows
-    of the segments still listed."""
+    newest row of each key in the new files replaces the row held, if any (a delta holds
+    what a later commit wrote: a newer revision of an alert, a newer ledger entry, events
+    the store had not held); for the summary, the rows of the segments still listed."""
     if table == SUMMARY:
         con.execute(f"DELETE FROM {SUMMARY} WHERE segment NOT IN (SELECT name FROM segments)")
         if paths:
@@ -258,17 +263,14 @@ def _add(con: duckdb.DuckDBPyConnection, table: str, paths: list[Path]) -> None:
         return
     if not paths:
         return
-    key, newest = DELTAS[table]
-    on = " AND ".join(f"{table}.{k} IS NOT DISTINCT FROM n.{k}" for k in key.split(", "))
-    # (temporary tables of the caller's transaction: a failure rolls them back with it)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE published_new AS SELECT * FROM {_read(paths)}")
-    con.execute(f"CREATE OR REPLACE TEMP TABLE published_merged AS SELECT * FROM ("
-                f"SELECT {table}.* FROM {table} SEMI JOIN published_new n ON {on} "
-                f"UNION ALL BY NAME SELECT * FROM published_new) QUALIFY row_number() "
-                f"OVER (PARTITION BY {key} ORDER BY {newest}) = 1")
+    on = " AND ".join(f"{table}.{k} IS NOT DISTINCT FROM n.{k}"
+                      for k in DELTAS[table][0].split(", "))
+    # (a temporary table of the caller's transaction: a failure rolls it back with it)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE published_new AS "
+                f"SELECT * FROM {_source(table, paths)}")
     con.execute(f"DELETE FROM {table} USING published_new n WHERE {on}")
-    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM published_merged")
-    con.execute("DROP TABLE published_new; DROP TABLE published_merged")
+    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM published_new")
+    con.execute("DROP TABLE published_new")
 
 
 def _current_generation(directory: Path) -> int:
