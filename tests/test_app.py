@@ -560,15 +560,21 @@ async def test_views_wait_from_the_moment_the_collector_says_it_polls(
         assert 0 < feed.total < before
 
 
-async def test_the_status_bar_is_laid_out_again_only_when_its_text_changes(
+async def test_the_status_bar_is_laid_out_again_only_when_its_height_changes(
         frozen_state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An attached app looks at its collector every second and shows the status each time:
-    an unchanged status must not update the bar (each update lays the screen out again)."""
-    async with frozen_app(frozen_state, tmp_path) as (app, _):
+    """An attached app looks at its collector every second and shows its activity as it
+    changes, several times a poll: an unchanged status must not update the bar, and a
+    changed one of the same height must not lay the screen out again (each layout renders
+    the whole screen); one that needs another row must."""
+    async with frozen_app(frozen_state, tmp_path) as (app, pilot):
         status = app.query_one(StatusBar)
         updates: list[object] = []
-        update = status.update
-        monkeypatch.setattr(status, "update", lambda text: (updates.append(text), update(text)))
+        layouts: list[bool] = []
+        update, refresh = status.update, status.refresh
+        monkeypatch.setattr(status, "update", lambda text, **kw: (
+            updates.append(text), update(text, **kw)))
+        monkeypatch.setattr(status, "refresh", lambda *regions, **kw: (
+            layouts.append(kw.get("layout", False)), refresh(*regions, **kw))[1])
         for _ in range(3):
             app._show_status()
         assert updates == []
@@ -577,6 +583,16 @@ async def test_the_status_bar_is_laid_out_again_only_when_its_text_changes(
         app._show_status()
         app._show_status()
         assert len(updates) == 1 and "polling" in str(status.render())
+        assert True not in layouts
+        await pilot.pause()
+        rows = status.size.height
+        app.activity.attached = "pid 1 on " + "h" * 60  # (a first line wider than the screen)
+        app.activity.views_wait, app.activity.late = True, 3
+        app.activity.add_error("a problem")
+        app._show_status()
+        assert len(updates) == 2 and True in layouts
+        await pilot.pause()
+        assert status.size.height == rows + 1
 
 
 async def test_views_wait_for_a_busy_collector_for_a_while_only(

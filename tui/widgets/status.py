@@ -44,13 +44,19 @@ class StatusBar(Static):
 
     def show(self, buckets: list[BucketState], activity: Activity, zone: tzinfo,
              now: float) -> None:
-        """Show the status, unless it is what is shown: an update lays the screen out
-        again (the bar's height follows its text), and an attached app looks at its
-        collector every second (that relayout was most of an idle attached app's CPU)."""
+        """Show the status, unless it is what is shown. The screen is laid out again only
+        when the bar's height changes (it follows the text): an attached app shows its
+        collector's activity as it changes, several times a poll, and each layout renders
+        the whole screen again (that was most of an idle attached app's CPU)."""
         text = status_text(buckets, activity, zone, now)
-        if text != self._shown:
-            self._shown = text
-            self.update(text)
+        if text == self._shown:
+            return
+        self._shown = text
+        self.update(text, layout=False)
+        width = self.content_size.width
+        if not width or self.get_content_height(self.size, self.size, width) != \
+                self.content_size.height:
+            self.refresh(layout=True)
 
 
 def status_text(buckets: list[BucketState], activity: Activity, zone: tzinfo,
