@@ -1,8 +1,7 @@
 """One attached app for `bench/attach.py`: the real app, headless (Textual's run_test), on a
 store a running collector publishes. Prints "ready" once it shows the store; then, until
-SIGTERM, either changes its filter continuously (--churn) or sits idle and prints, for each
-rise of its feed's alert count, the seconds from the commit of the newest alert to the
-screen."""
+SIGTERM, either changes its filter continuously (--churn) or sits idle and prints, each time
+its feed shows more alerts, the seconds from the commit of the newest alert to the screen."""
 
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLE_SECONDS = 0.02  # how often the screen is looked at (the latency's resolution)
+SAMPLE_SECONDS = 0.02  # how often the app is looked at while it starts
 FILTERS = ["port:22", "action:reject", "10.0.0.0/8", "proto:udp", ""]
 
 
@@ -27,6 +26,23 @@ def committed(cursor: object) -> float | None:
     row = cursor.execute(  # type: ignore[attr-defined]
         "SELECT epoch(max(created)) FROM alerts").fetchall()
     return float(row[0][0]) if row and row[0][0] is not None else None
+
+
+def report_rises(feed: object, cursor: object) -> None:
+    """Print the latency each time the feed shows more alerts than it did: ``feed.show`` is
+    wrapped, so the moment is exact and an idle viewer costs what the app does (the loop
+    that looked at the screen every 20 ms before cost 0.2-0.9% of a core per viewer)."""
+    show, shown = feed.show, [feed.total]  # type: ignore[attr-defined]
+
+    def showing(*args: object, **kwargs: object) -> None:
+        show(*args, **kwargs)
+        if feed.total > shown[0]:  # type: ignore[attr-defined]
+            shown[0] = feed.total  # type: ignore[attr-defined]
+            at = committed(cursor)
+            if at is not None:
+                print(json.dumps({"latency": time.time() - at}), flush=True)
+
+    feed.show = showing  # type: ignore[attr-defined]
 
 
 async def run(state_dir: Path, churn: bool) -> None:
@@ -48,20 +64,14 @@ async def run(state_dir: Path, churn: bool) -> None:
                 stop = asyncio.Event()
                 asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
                 feed = app.query_one(AlertFeed)
-                total, step = feed.total, 0
-                cursor = store.con.cursor()
+                if not churn:
+                    report_rises(feed, store.con.cursor())
+                    await stop.wait()
+                step = 0
                 while not stop.is_set():
-                    if churn:
-                        app.apply_filter_text(FILTERS[step % len(FILTERS)])
-                        step += 1
-                        await app.wait_settled()
-                        continue
-                    await asyncio.sleep(SAMPLE_SECONDS)
-                    if feed.total > total:
-                        total = feed.total
-                        at = committed(cursor)
-                        if at is not None:
-                            print(json.dumps({"latency": time.time() - at}), flush=True)
+                    app.apply_filter_text(FILTERS[step % len(FILTERS)])
+                    step += 1
+                    await app.wait_settled()
         finally:
             app.close_background()
 
