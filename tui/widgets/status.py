@@ -54,7 +54,7 @@ class StatusBar(Static):
         self._shown = text
         self.update(text, layout=False)
         width = self.content_size.width
-        if not width or self.get_content_height(self.size, self.size, width) != \
+        if not width or self.get_content_height(self.container_size, self.app.size, width) != \
                 self.content_size.height:
             self.refresh(layout=True)
 
