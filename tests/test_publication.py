@@ -8,10 +8,12 @@ import logging
 import os
 import socket
 import stat
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from core.flowlog_parser import parse_text
@@ -79,15 +81,22 @@ def test_what_a_viewer_loads_equals_the_store_commit_after_commit(
     store = Store(tmp_path, engine=load_engine([]))
     store.start_publishing()
     lines = [line for s in scenarios.detections() for line in s.lines]
-    follower = Follower()
+    follower, skipping = Follower(), Follower()  # (the second loads every other state)
     for n in range(4):  # windows span commits: alerts are updated (new revisions)
         store.commit([flows(n, lines[n::4]), events(n)])
         same_as_store(store, follower)
+        if n % 2 == 0:
+            same_tables(skipping.follow(store.state_dir), store)
+        if n == 0:
+            small = {table: store.publisher.files[table] for table in ("prefixes", "meta")}
+    # (tables the commits left as they were keep their files: nothing to write or load)
+    assert {table: store.publisher.files[table] for table in small} == small
     late = flows(20, lines[::7])  # an object that failed once, then was read
     store.commit([ObjectResult(late.ref, Status.PENDING, error="timed out")])
     same_as_store(store, follower)
     store.commit([late])
     same_as_store(store, follower)
+    same_tables(skipping.follow(store.state_dir), store)  # (three states at once)
     assert store.con.sql("SELECT max(revision) FROM alerts").fetchall()[0][0] > 1
     changed = flows(0, lines[::3])  # an object read again with another ETag
     changed.replaces = True
@@ -110,6 +119,30 @@ def test_what_a_viewer_loads_equals_the_store_commit_after_commit(
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     assert {stat.S_IMODE(p.stat().st_mode) for p in directory.iterdir()} == {0o600}
     store.close()
+
+
+def test_the_row_of_the_latest_delta_wins_whatever_its_clock(tmp_path: Path) -> None:
+    """A delta holds what a later commit wrote, as the store keeps it: its row of a key
+    wins over an earlier file's even when its ``updated`` is older (the clock stepped back
+    between an object's failure and its retry), loaded whole or from the state held."""
+    (tmp_path / "store").mkdir()
+    store = Store(tmp_path / "store")
+    schema = store.con.sql("SELECT * FROM objects").to_arrow_table().schema
+    store.close()
+    directory = tmp_path / publication.DIRECTORY
+    directory.mkdir()
+    for generation, status, hour in ((1, "pending", 12), (2, "done", 11)):
+        row = {"bucket": "b", "key": "k", "status": status,
+               "updated": datetime(2026, 12, 5, hour, tzinfo=UTC).replace(tzinfo=None)}
+        pq.write_table(pa.Table.from_pylist([row], schema=schema),
+                       directory / f"objects-{generation}.parquet")
+    first = {"pid": 1, "files": {"objects": ["objects-1.parquet"]}}
+    both = {"pid": 1, "files": {"objects": ["objects-1.parquet", "objects-2.parquet"]}}
+    held = duckdb.connect()
+    publication.fill(held, tmp_path, first)
+    publication.fill(held, tmp_path, both, first)
+    for con in (publication.load(tmp_path, both), held):
+        assert con.sql("SELECT key, status FROM objects").fetchall() == [("k", "done")]
 
 
 def test_upkeep_that_changes_nothing_publishes_no_new_state(tmp_path: Path) -> None:

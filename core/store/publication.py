@@ -47,6 +47,7 @@ STATUS = "status.json"
 MAX_DELTAS = 50
 GRACE_SECONDS = 120.0
 # tables published as deltas: the key a newer row replaces an older one by, and which wins
+# among the rows of one file (among files, the latest file's: a later commit wrote it)
 DELTAS = {"alerts": ("id", "revision DESC, updated DESC"),
           "cloudtrail": ("event_id", "event_time"),
           "objects": ("bucket, key", "updated DESC")}
@@ -236,19 +237,29 @@ def _fill(con: duckdb.DuckDBPyConnection, directory: Path, manifest: dict[str, o
 
 def _source(table: str, paths: list[Path]) -> str:
     """The rows of ``table`` that files ``paths`` hold, as SQL: a delta's newest row of each
-    key, the summary's rows of the segments listed."""
-    source = _read(paths)
+    key (the row of the latest file: a later commit wrote it; within one file, as
+    ``DELTAS`` says), the summary's rows of the segments listed."""
     if table in DELTAS:
         key, newest = DELTAS[table]
-        return (f"(SELECT * FROM {source} QUALIFY row_number() OVER "
-                f"(PARTITION BY {key} ORDER BY {newest}) = 1)")
+        if len(paths) == 1:  # (the usual state: one commit's file)
+            return (f"(SELECT * FROM {_read(paths)} QUALIFY row_number() OVER "
+                    f"(PARTITION BY {key} ORDER BY {newest}) = 1)")
+        return (f"(SELECT * EXCLUDE (filename) FROM {_read(paths, filename=True)} "
+                f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY "
+                f"{_GENERATION} DESC, {newest}) = 1)")
     if table == SUMMARY:
-        return f"(SELECT * FROM {source} WHERE segment IN (SELECT name FROM segments))"
-    return source
+        return f"(SELECT * FROM {_read(paths)} WHERE segment IN (SELECT name FROM segments))"
+    return _read(paths)
 
 
-def _read(paths: list[Path]) -> str:
-    return f"read_parquet([{', '.join(literal(str(path)) for path in paths)}], union_by_name=true)"
+# the generation of the file a row was read from (names are ``table-N.parquet``)
+_GENERATION = r"regexp_extract(filename, '-(\d+)\.parquet$', 1)::BIGINT"
+
+
+def _read(paths: list[Path], filename: bool = False) -> str:
+    names = ", ".join(literal(str(path)) for path in paths)
+    options = "union_by_name=true, filename=true" if filename else "union_by_name=true"
+    return f"read_parquet([{names}], {options})"
 
 
 def _add(con: duckdb.DuckDBPyConnection, table: str, paths: list[Path]) -> None:
