@@ -53,10 +53,20 @@ class StatusBar(Static):
             return
         self._shown = text
         self.update(text, layout=False)
-        width = self.content_size.width
-        if not width or self.get_content_height(self.container_size, self.app.size, width) != \
-                self.content_size.height:
+        if self._rows_needed() != self.content_size.height:
             self.refresh(layout=True)
+
+    def _rows_needed(self) -> int | None:
+        """The rows the text shown needs at the bar's width, up to its max-height (None
+        before its first layout)."""
+        width = self.content_size.width
+        if not width:
+            return None
+        rows = self.get_content_height(self.container_size, self.app.size, width)
+        if (limit := self.styles.max_height) is not None:
+            most = limit.resolve(self.container_size, self.app.size) - self.styles.gutter.height
+            rows = min(rows, int(most))
+        return rows
 
 
 def status_text(buckets: list[BucketState], activity: Activity, zone: tzinfo,
