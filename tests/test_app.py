@@ -565,8 +565,8 @@ async def test_the_status_bar_is_laid_out_again_only_when_its_height_changes(
     """An attached app looks at its collector every second and shows its activity as it
     changes, several times a poll: an unchanged status must not update the bar, and a
     changed one of the same height must not lay the screen out again (each layout renders
-    the whole screen); one that needs another row must. A text taller than the bar's
-    max-height needs no more rows than it shows."""
+    the whole screen); one that needs another row, or one row fewer, must. A text taller
+    than the bar's max-height needs no more rows than it shows."""
     async with frozen_app(frozen_state, tmp_path) as (app, pilot):
         status = app.query_one(StatusBar)
         updates: list[object] = []
@@ -594,7 +594,8 @@ async def test_the_status_bar_is_laid_out_again_only_when_its_height_changes(
         assert len(updates) == 2 and True in layouts
         await pilot.pause()
         assert status.size.height == rows + 1
-        app.buckets = [replace(app.buckets[0], bucket=f"b{n}") for n in range(6)]
+        buckets = app.buckets
+        app.buckets = [replace(buckets[0], bucket=f"b{n}") for n in range(6)]
         app._show_status()  # (more rows than the bar's max-height: it shows four)
         await pilot.pause()
         assert status.size.height == 4
@@ -602,6 +603,12 @@ async def test_the_status_bar_is_laid_out_again_only_when_its_height_changes(
         app.activity.late = 4  # (a change that needs as many rows: none is added)
         app._show_status()
         assert len(updates) == 4 and True not in layouts
+        assert len(buckets) == 2  # (the frozen store's: flows and CloudTrail)
+        app.buckets = buckets[:1]  # (two rows of the first line, one of a bucket)
+        app._show_status()
+        assert True in layouts
+        await pilot.pause()
+        assert status.size.height == 3
 
 
 async def test_views_wait_for_a_busy_collector_for_a_while_only(

@@ -36,14 +36,15 @@ def flows(n: int, lines: list[str]) -> ObjectResult:
                         flows=table)
 
 
-def events(n: int) -> ObjectResult:
+def events(n: int, key: str | None = None) -> ObjectResult:
+    """An object (``trail-n``, or ``key``) holding CloudTrail event ``en``."""
     from core.cloudtrail_parser import parse_cloudtrail
 
     body = flowgen.trail_object([flowgen.trail_event("CreateVpc", event_id=f"e{n}",
                                                      error="Client.UnauthorizedOperation")])
     parsed = parse_cloudtrail(gzip.decompress(body))
-    return ObjectResult(ObjectRef("b", f"trail-{n}", "etag", 1, Kind.CLOUDTRAIL), Status.DONE,
-                        events=parsed.table)
+    return ObjectResult(ObjectRef("b", key or f"trail-{n}", "etag", 1, Kind.CLOUDTRAIL),
+                        Status.DONE, events=parsed.table)
 
 
 class Follower:
@@ -97,6 +98,10 @@ def test_what_a_viewer_loads_equals_the_store_commit_after_commit(
     store.commit([late])
     same_as_store(store, follower)
     same_tables(skipping.follow(store.state_dir), store)  # (three states at once)
+    store.commit([events(1, key="trail-again")])  # (an event delivered twice: stored once)
+    same_as_store(store, follower)
+    assert store.con.sql("SELECT count(*) FROM cloudtrail WHERE event_id = 'e1'"
+                         ).fetchall() == [(1,)]
     assert store.con.sql("SELECT max(revision) FROM alerts").fetchall()[0][0] > 1
     changed = flows(0, lines[::3])  # an object read again with another ETag
     changed.replaces = True
