@@ -6,6 +6,7 @@ import json
 import os
 import queue
 import threading
+import time
 import unicodedata
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from rich.text import Text
 from textual.content import Content
 
 from core.store import Store
+from tests.flowgen import BASE_TIME
 from tui.embedded_s3 import EmbeddedS3, start_s3, use_emulator_credentials
 
 use_emulator_credentials()
@@ -65,15 +67,24 @@ def bucket(s3_server: EmbeddedS3) -> Bucket:
     return Bucket(s3_server.url)
 
 
+def fixture_days(more: int) -> str:
+    """A span (``"Nd"``) that reaches ``more`` days before the fixtures' fixed record times
+    (``flowgen.BASE_TIME``), whatever today's date: a retention or lookback of a fixed
+    number of days would drop them once they are that old (a test's data must not expire)."""
+    return f"{int(time.time() - BASE_TIME) // 86400 + 1 + more}d"
+
+
 def write_config(
     directory: Path,
     buckets: list[dict[str, Any]],
     **general: Any,
 ) -> Path:
     """A TOML config with a private state dir under ``directory``. Detection rules are off
-    unless the test asks for them (``default_rules=True``): ingest tests stay fast."""
+    unless the test asks for them (``default_rules=True``): ingest tests stay fast. The
+    retention keeps the fixtures' records unless the test sets its own."""
     general.setdefault("state_dir", str(directory / "state"))
     general.setdefault("default_rules", False)
+    general.setdefault("retention", fixture_days(30))
     lines = ["[general]"] + [f"{key} = {json.dumps(value)}" for key, value in general.items()]
     for table in buckets:
         lines.append("[[bucket]]")

@@ -95,8 +95,7 @@ def test_kill_9_with_rules_gives_the_same_alerts_as_an_uninterrupted_run(
         configs[name] = write_config(folder, [{"type": "vpcflow", "name": bucket.name,
                                                "endpoint_url": bucket.url}],
                                      concurrency=1, commit_records=per_object,
-                                     default_rules=True, blocklist=["blocklist.txt"],
-                                     retention="30d")
+                                     default_rules=True, blocklist=["blocklist.txt"])
 
     command = [sys.executable, "-m", "tui.cli", "-v", "collect", "--config",
                str(configs["killed"]), "--once"]

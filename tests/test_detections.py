@@ -17,7 +17,7 @@ from core.rules.windowed import WindowedRule
 from core.scan import scan
 from core.store import Store
 from tests import flowgen, scenarios
-from tests.conftest import Bucket, collect_once, query, write_config
+from tests.conftest import Bucket, collect_once, fixture_days, query, write_config
 from tests.scenarios import ACCOUNT, BLOCKLIST, WINDOW_START, Scenario
 from tui.cli import main
 
@@ -345,8 +345,8 @@ def test_detections_through_the_embedded_s3(
                                       "endpoint_url": bucket.url},
                                      {"type": "cloudtrail", "name": bucket.name,
                                       "endpoint_url": bucket.url}],
-                          default_rules=True, blocklist=["blocklist.txt"], lookback="7d",
-                          retention="30d")
+                          default_rules=True, blocklist=["blocklist.txt"],
+                          lookback=fixture_days(1))
 
     code, summary = collect_once(config, capsys)
     assert code == 0

@@ -168,7 +168,7 @@ def test_watch_headless_at_level_3_prints_the_parity_alerts_each_commit_touched(
     wanted = sum(len(groups) for groups in expected.values())
     config = write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
                                       "endpoint_url": bucket.url}],
-                          default_rules=True, interval="1h", lookback="7d", retention="30d")
+                          default_rules=True, interval="1h", lookback="7d")
     process = subprocess.Popen([sys.executable, "-m", "tui.cli", "watch", "--config",
                                 str(config), "--headless", "--min-level", "3"],
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
