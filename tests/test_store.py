@@ -13,7 +13,7 @@ import pytest
 from core.flowlog_parser import parse_text
 from core.layouts import Kind
 from core.objects import ObjectRef, ObjectResult, Status
-from core.store import DATABASE_NAME, Store, StoreError, ledger
+from core.store import DATABASE_NAME, Store, StoreError, detections, ledger
 from core.store import segments as store_module
 from core.store.segments import write_segment
 from tests import flowgen
@@ -54,6 +54,32 @@ def test_a_failed_commit_leaves_no_rows_and_no_file(tmp_path: Path, monkeypatch)
     with pytest.raises(RuntimeError):
         store.commit([result(1, 10)])
     assert count(store) == 0
+    assert list((tmp_path / "flows").iterdir()) == []
+    assert count(store, "SELECT count(*) FROM objects") == 0
+    store.close()
+
+
+def test_rules_failing_while_the_segment_is_written_leave_no_file(
+        tmp_path: Path, monkeypatch) -> None:
+    """The segment is written on another thread while the rules run: when they fail, the
+    file written meanwhile goes too."""
+    store = Store(tmp_path)
+    written = threading.Event()
+    write = store_module.write_segment
+
+    def write_and_say(*args: object) -> str:
+        name = write(*args)  # type: ignore[arg-type]
+        written.set()
+        return name
+
+    def fail(*_: object) -> None:
+        assert written.wait(timeout=10)  # (the file exists when the rules fail)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store_module, "write_segment", write_and_say)
+    monkeypatch.setattr(detections, "evaluate", fail)
+    with pytest.raises(KeyboardInterrupt):
+        store.commit([result(1, 10)])
     assert list((tmp_path / "flows").iterdir()) == []
     assert count(store, "SELECT count(*) FROM objects") == 0
     store.close()

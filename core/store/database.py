@@ -19,6 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -32,7 +33,7 @@ from core.rules import RuleEngine
 from core.store import detections, ledger, publication, retention, schema
 from core.store.ledger import Candidate
 from core.store.publication import Publisher
-from core.store.segments import Segments, remove, remove_unlisted, segment_dir
+from core.store.segments import NewSegment, Segments, remove, remove_unlisted, segment_dir
 from core.store.statedir import StateDirBusy, StateLock, make_private, prepare
 from core.store.transaction import transaction
 
@@ -69,6 +70,7 @@ class Store:
         self.generation: object = None  # the published state it holds (attached stores)
         self.manifest: dict[str, object] | None = None  # …and the manifest that named it
         self._publication_failed = False
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="vpcwatch-segments")
         path = state_dir / DATABASE_NAME
         read_only = read_only or published is not None
         try:
@@ -127,6 +129,7 @@ class Store:
         return con
 
     def close(self) -> None:
+        self._writer.shutdown(wait=True)
         self.con.close()
 
     # -- the ledger -----------------------------------------------------------------------
@@ -162,14 +165,20 @@ class Store:
                              + ", ".join(f"s3://{b}/{k}" for b, k in twice))
         flows = _flow_batch(results)
         events = _event_batch(results)
-        written = self.segments.add(flows) if flows is not None else []
-        batch = {segment.name for segment in written}
-        killpoints.reached("segment-written")
+        # Parquet encodes the segments on other cores while DuckDB runs the rules over the
+        # same Arrow table: neither needs the other (the rules read committed segments only)
+        writing = self._writer.submit(self.segments.add, flows) if flows is not None else None
+        written: list[NewSegment] = []
         additive = not any(result.replaces for result in results)
         replaced: list[str] = []
         try:
-            fresh, rule_errors = detections.evaluate(self.con, self.engine, flows, events,
-                                                     additive, self._committed)
+            try:
+                fresh, rule_errors = detections.evaluate(self.con, self.engine, flows, events,
+                                                         additive, self._committed)
+            finally:
+                written = writing.result() if writing is not None else []
+            killpoints.reached("segment-written")
+            batch = {segment.name for segment in written}
             with transaction(self.con):
                 self.segments.enlist(written)
                 for result in results:
