@@ -94,7 +94,7 @@ def held_values(store: Store) -> tuple[int, int, dict[tuple[str, int], int]]:
     held = store.engine.state.held["test.mixed"]
     assert held.lo is not None
     partials = held.partials
-    rows = store.con.execute(f"SELECT _g0, _w, {partials.merged} FROM {held.table} "
+    rows = store.con.execute(f"SELECT _g0, _w, {partials.merged} FROM ({held.rows()}) "
                              f"WHERE _w >= {held.lo} AND _w < {held.hi} GROUP BY ALL").fetchall()
     return held.lo, held.hi, {(key, w): value for key, w, value in rows}
 

@@ -1,11 +1,15 @@
 """What the threshold and baseline rules of flows already know about their open windows, so
 that a commit's check reads its new records and this, not the stored segments.
 
-Per rule, a temporary table on the writer's connection holds partial aggregates
+Per rule, temporary tables on the writer's connection hold partial aggregates
 (``partials``) of every committed record it takes with a time in ``[lo, hi)``, grouped by the
 rule's keys, its window (``_w``) and the values its DISTINCT aggregates count. A check
 merges those rows for the touched windows with the new records' own partial rows. After the
-commit's transaction, the new records' partial rows are appended (``committed``).
+commit's transaction, the table of the new records' partial rows joins the held ones
+(``committed``): it is not copied (inserting a large commit's rows into one table cost
+30-40 ms of its 200 ms of rule work). Past ``MAX_TABLES``, the two neighbouring tables
+with the fewest rows are merged, so a row is copied a few times at most, not at every
+commit.
 
 The table is derived from the store, never the other way round, so it is kept only in
 memory: after a restart the first commit of a rule fills it from the segments (what every
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import duckdb
 
@@ -42,13 +46,21 @@ NO_END = 2**62
 # took 72 ms a commit aggregating first, 85 ms joining first); a small one touches few, and
 # the join leaves little to aggregate
 AGGREGATE_FIRST_SHARE = 0.5
+# Held tables of one rule before two are merged: each adds a scan to every check
+MAX_TABLES = 8
+
+
+@dataclass
+class _Table:
+    name: str
+    rows: int
 
 
 @dataclass
 class _Held:
-    """One rule's table and the range of record times it holds whole."""
+    """One rule's tables and the range of record times they hold whole."""
 
-    table: str
+    name: str  # (its tables' names start with it)
     partials: Partials
     window: int
     keep: int  # seconds behind the newest window that are kept
@@ -57,6 +69,18 @@ class _Held:
     newest: int = 0
     staged: str | None = None  # the table of the new records' partial rows, until committed
     staged_rows: int = 0
+    tables: list[_Table] = field(default_factory=list)  # oldest first (none: lo is None)
+    serial: int = 0  # (for the next table's name)
+
+    def new_table(self) -> str:
+        self.serial += 1
+        return f"{self.name}_{self.serial}"
+
+    def rows(self, where: str = "", tables: list[_Table] | None = None) -> str:
+        """SQL of the held rows (``where``: those that pass it; ``tables``: of these)."""
+        return " UNION ALL BY NAME ".join(f"SELECT * FROM {table.name} {where}"
+                                          for table in self.tables if tables is None
+                                          or table in tables)
 
 
 class WindowState:
@@ -86,7 +110,7 @@ class WindowState:
         held = self.held.get(sql.rule.id)
         if held is None:
             return None
-        staged = f"{held.table}_new"
+        staged = held.new_table()
         try:
             rows = con.execute(f"CREATE OR REPLACE TEMP TABLE {staged} AS "
                                f"{sql.partial_rows(new, held.partials)}").fetchall()
@@ -104,22 +128,24 @@ class WindowState:
         held = self.held.get(sql.rule.id)
         if held is None or held.staged is None:
             return None
-        in_range = f"FROM {held.table} WHERE _w >= {begin} AND _w < {end}"
         try:
             if not self._cover(con, sql, held, begin, end, committed):
                 return None
-            large = not sql.rule.baseline and held.staged_rows >= AGGREGATE_FIRST_SHARE * (
-                con.execute(f"SELECT count(*) {in_range}").fetchall()[0][0])
+            in_range = held.rows(f"WHERE _w >= {begin} AND _w < {end}")
+            large = not sql.rule.baseline and (not in_range or held.staged_rows >= (
+                AGGREGATE_FIRST_SHARE * con.execute(f"SELECT count(*) FROM ({in_range})"
+                                                    ).fetchall()[0][0]))
         except duckdb.Error as exc:
             self._failed(con, held, exc)
             return None
         held.newest = max(held.newest, end)
-        rows = f"(SELECT * FROM {held.staged} UNION ALL BY NAME SELECT * {in_range})"
+        rows = f"SELECT * FROM {held.staged}"
+        rows = f"({rows} UNION ALL BY NAME {in_range})" if in_range else f"({rows})"
         return sql.check_parts(rows, held.staged, held.partials, aggregate_first=large)
 
     def _failed(self, con: duckdb.DuckDBPyConnection, held: _Held, exc: duckdb.Error) -> None:
         log.warning("%s: the rule's held windows failed, it reads the segments: %s",
-                    held.table, str(exc).splitlines()[0])
+                    held.name, str(exc).splitlines()[0])
         self._drop(con, held)
 
     def _cover(self, con: duckdb.DuckDBPyConnection, sql: WindowedRule, held: _Held,
@@ -131,8 +157,6 @@ class WindowState:
         if held.lo is not None and end > held.hi + held.keep:
             self._drop_table(con, held)
         if held.lo is None:
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {held.table} AS "
-                        f"SELECT * FROM {held.staged} LIMIT 0")
             held.lo = held.hi = begin
         elif begin < held.lo - held.keep:
             return False
@@ -140,8 +164,10 @@ class WindowState:
         for low, high in ((begin, held.lo), (held.hi, end)):
             stored = committed(low, high) if low < high else None
             if stored is not None:
-                con.execute(f"INSERT INTO {held.table} BY NAME "
-                            f"{sql.partial_rows(f'({stored})', held.partials, low, high)}")
+                table = _Table(held.new_table(), 0)
+                held.tables.append(table)
+                rows = sql.partial_rows(f"({stored})", held.partials, low, high)
+                table.rows = _changed(con, f"CREATE TEMP TABLE {table.name} AS {rows}")
         held.lo = min(held.lo, begin)
         if end > held.hi:
             held.hi = end if committed(end, None) else NO_END
@@ -159,12 +185,19 @@ class WindowState:
     def _take_staged(self, con: duckdb.DuckDBPyConnection, held: _Held) -> None:
         if held.staged is None:
             return
-        if held.lo is not None:
-            con.execute(f"INSERT INTO {held.table} BY NAME SELECT * FROM {held.staged} "
-                        f"WHERE _w >= {held.lo} AND _w < {held.hi}")
-        con.execute(f"DROP TABLE {held.staged}")
+        staged = held.staged
+        outside = held.staged_rows if held.lo is None else _changed(
+            con, f"DELETE FROM {staged} WHERE _w < {held.lo} OR _w >= {held.hi}")
+        if outside < held.staged_rows:
+            held.tables.append(_Table(staged, held.staged_rows - outside))
+        else:
+            con.execute(f"DROP TABLE {staged}")
         held.staged = None
-        if held.lo is not None and held.lo < held.newest - held.keep - SLACK:
+        if held.lo is None:
+            return
+        if len(held.tables) > MAX_TABLES:
+            _merge_smallest_pair(con, held)
+        if held.lo < held.newest - held.keep - SLACK:
             self._drop_before(con, held, held.newest - held.keep)
 
     def discard(self, con: duckdb.DuckDBPyConnection) -> None:
@@ -195,8 +228,13 @@ class WindowState:
             held.staged = None
 
     @staticmethod
-    def _drop_table(con: duckdb.DuckDBPyConnection, held: _Held) -> None:
-        _quietly(con, f"DROP TABLE IF EXISTS {held.table}")
+    def _drop_tables(con: duckdb.DuckDBPyConnection, held: _Held) -> None:
+        for table in held.tables:
+            _quietly(con, f"DROP TABLE IF EXISTS {table.name}")
+        held.tables = []
+
+    def _drop_table(self, con: duckdb.DuckDBPyConnection, held: _Held) -> None:
+        self._drop_tables(con, held)
         held.lo, held.hi = None, NO_END
 
     def _drop_before(self, con: duckdb.DuckDBPyConnection, held: _Held, time: int) -> None:
@@ -205,8 +243,30 @@ class WindowState:
         if lo >= held.hi:  # (nothing left of [lo, hi))
             self._drop_table(con, held)
             return
-        con.execute(f"DELETE FROM {held.table} WHERE _w < {lo}")
+        for table in held.tables:
+            table.rows -= _changed(con, f"DELETE FROM {table.name} WHERE _w < {lo}")
+        for table in [table for table in held.tables if not table.rows]:
+            held.tables.remove(table)
+            con.execute(f"DROP TABLE {table.name}")
         held.lo = lo
+
+
+def _merge_smallest_pair(con: duckdb.DuckDBPyConnection, held: _Held) -> None:
+    """Merge the two neighbouring tables with the fewest rows (neighbours: of similar
+    ages, so that old windows still leave whole tables)."""
+    _, n = min((a.rows + b.rows, n)
+               for n, (a, b) in enumerate(zip(held.tables, held.tables[1:], strict=False)))
+    pair = held.tables[n:n + 2]
+    merged = _Table(held.new_table(), pair[0].rows + pair[1].rows)
+    con.execute(f"CREATE TEMP TABLE {merged.name} AS {held.rows(tables=pair)}")
+    held.tables[n:n + 2] = [merged]
+    for table in pair:
+        con.execute(f"DROP TABLE {table.name}")
+
+
+def _changed(con: duckdb.DuckDBPyConnection, statement: str) -> int:
+    """Run a CREATE TABLE AS or a DELETE; the rows it wrote or removed."""
+    return int(con.execute(statement).fetchall()[0][0])
 
 
 def _quietly(con: duckdb.DuckDBPyConnection, statement: str) -> None:
