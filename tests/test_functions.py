@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pytest
 
 from core.rules.functions import BlocklistError, install, read_blocklist
@@ -27,6 +28,28 @@ def test_address_classes() -> None:
     for address, expected in CLASSES.items():
         assert con.execute("SELECT is_private(?), is_public(?)",
                            [address, address]).fetchall() == [expected], address
+
+
+PRIVATE_V4 = [ipaddress.ip_network(n) for n in (  # (the networks is_private names)
+    "10.0.0.0/8", "192.168.0.0/16", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+    "100.64.0.0/10")]
+
+
+def test_ipv4_classes_for_every_first_two_octets() -> None:
+    """Every first two octets (a.b.7.9): private when in one of the private networks,
+    public when the first octet is 1-223 and the address not private (is_public is one
+    regular expression that spells out "not private")."""
+    addresses = [f"{a}.{b}.7.9" for a in range(256) for b in range(256)]
+    expected = []
+    for text in addresses:
+        address = ipaddress.ip_address(text)
+        private = any(address in network for network in PRIVATE_V4)
+        expected.append((text, private, 1 <= int(text.split(".")[0]) <= 223 and not private))
+    con = duckdb.connect()
+    install(con)
+    con.register("addresses", pa.table({"a": addresses}))
+    found = con.execute("SELECT a, is_private(a), is_public(a) FROM addresses").fetchall()
+    assert sorted(found) == sorted(expected)
 
 
 def test_blocklist_matches_ipv4_and_ipv6_addresses_and_cidrs(tmp_path: Path) -> None:
