@@ -155,7 +155,7 @@ class WindowState:
         it (new data after a quiet spell), what is held is dropped and [lo, hi) starts
         again at [begin, end)."""
         if held.lo is not None and end > held.hi + held.keep:
-            self._drop_table(con, held)
+            self._drop_held(con, held)
         if held.lo is None:
             held.lo = held.hi = begin
         elif begin < held.lo - held.keep:
@@ -222,7 +222,7 @@ class WindowState:
             self._drop(con, held)
 
     def _drop(self, con: duckdb.DuckDBPyConnection, held: _Held) -> None:
-        self._drop_table(con, held)
+        self._drop_held(con, held)
         if held.staged is not None:
             _quietly(con, f"DROP TABLE IF EXISTS {held.staged}")
             held.staged = None
@@ -233,7 +233,8 @@ class WindowState:
             _quietly(con, f"DROP TABLE IF EXISTS {table.name}")
         held.tables = []
 
-    def _drop_table(self, con: duckdb.DuckDBPyConnection, held: _Held) -> None:
+    def _drop_held(self, con: duckdb.DuckDBPyConnection, held: _Held) -> None:
+        """Drop every held row, and the range they held."""
         self._drop_tables(con, held)
         held.lo, held.hi = None, NO_END
 
@@ -241,7 +242,7 @@ class WindowState:
         # the windows from the first boundary at or after ``time`` hold all their records
         lo = -(-time // held.window) * held.window
         if lo >= held.hi:  # (nothing left of [lo, hi))
-            self._drop_table(con, held)
+            self._drop_held(con, held)
             return
         for table in held.tables:
             table.rows -= _changed(con, f"DELETE FROM {table.name} WHERE _w < {lo}")
