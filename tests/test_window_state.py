@@ -19,6 +19,7 @@ from core.layouts import Kind
 from core.objects import ObjectRef, ObjectResult, Status
 from core.rules import load_engine
 from core.rules.partials import split
+from core.rules.window_state import MAX_TABLES
 from core.store import Store
 from tests import scenarios
 
@@ -93,10 +94,29 @@ def test_what_does_not_merge_is_left_to_the_records(expression: str) -> None:
 def held_values(store: Store) -> tuple[int, int, dict[tuple[str, int], int]]:
     held = store.engine.state.held["test.mixed"]
     assert held.lo is not None
+    assert_tables_are_the_held_ones(store)
+    if not held.tables:
+        return held.lo, held.hi, {}
     partials = held.partials
     rows = store.con.execute(f"SELECT _g0, _w, {partials.merged} FROM ({held.rows()}) "
                              f"WHERE _w >= {held.lo} AND _w < {held.hi} GROUP BY ALL").fetchall()
     return held.lo, held.hi, {(key, w): value for key, w, value in rows}
+
+
+def assert_tables_are_the_held_ones(store: Store) -> None:
+    """Every rule's temporary table is one it holds, none empty, at most MAX_TABLES a rule,
+    and none is left once a commit is done (no staged table, no stray one)."""
+    state = store.engine.state
+    listed = {table.name: table.rows for held in state.held.values() for table in held.tables}
+    assert all(held.staged is None for held in state.held.values())
+    assert all(len(held.tables) <= MAX_TABLES for held in state.held.values())
+    found = dict(store.con.execute(
+        "SELECT table_name, estimated_size FROM duckdb_tables() "
+        "WHERE temporary AND table_name LIKE 'rule_state_%'").fetchall())
+    assert found.keys() == listed.keys()
+    for name, rows in listed.items():
+        assert rows > 0
+        assert store.con.execute(f"SELECT count(*) FROM {name}").fetchall() == [(rows,)]
 
 
 def record_values(store: Store, lo: int, hi: int) -> dict[tuple[str, int], int]:
@@ -137,6 +157,7 @@ def test_held_windows_follow_commits_late_objects_replacement_and_retention(
 
         store.commit([flows("late", late[::2], replaces=True)])  # replaced: dropped
         assert store.engine.state.held["test.mixed"].lo is None
+        assert_tables_are_the_held_ones(store)
         store.commit([flows("late-2", late[1::2][-5:])])  # filled again from the segments
         lo, hi, held = held_values(store)
         assert lo < hour.stop
@@ -153,6 +174,35 @@ def test_held_windows_follow_commits_late_objects_replacement_and_retention(
         assert held == {("10.0.2.45", (cutoff + 900) // WINDOW * WINDOW): 1000 + 1 + 80 % 7}
     finally:
         store.close()
+
+
+def test_a_rule_holds_at_most_max_tables_however_its_range_grows(tmp_path: Path) -> None:
+    """Found by review: a range that grows at both ends adds tables from the segments as
+    well as each commit's own, and one merge per commit let their number grow past
+    MAX_TABLES (empty ones too). Here one object lies ahead of the rest, then the store
+    restarts and commits creep forward two minutes at a time."""
+    (tmp_path / "mixed.toml").write_text(RULE)
+    h = scenarios.START // 300 * 300 + 30_000
+
+    def record(source: str, t: int) -> str:
+        return scenarios.line(scenarios.APP[0], source, "10.0.0.5", 40000, 443, 6, 1, 80, t)
+
+    def store() -> Store:
+        return Store(tmp_path / "state", engine=load_engine([tmp_path / "mixed.toml"],
+                                                            default_rules=False))
+
+    (tmp_path / "state").mkdir()
+    first = store()
+    first.commit([flows("ahead", [record("10.9.9.9", h + 3000)])])
+    first.close()
+    restarted = store()
+    try:
+        for n in range(3 * MAX_TABLES):
+            restarted.commit([flows(f"o{n}", [record("10.9.9.1", h + 120 * n + 10)])])
+            lo, hi, held = held_values(restarted)  # (at most MAX_TABLES, none empty)
+            assert held == record_values(restarted, lo, hi)
+    finally:
+        restarted.close()
 
 
 def test_new_data_after_a_quiet_spell_restarts_what_is_held(tmp_path: Path) -> None:

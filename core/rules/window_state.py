@@ -5,20 +5,20 @@ Per rule, temporary tables on the writer's connection hold partial aggregates
 (``partials``) of every committed record it takes with a time in ``[lo, hi)``, grouped by the
 rule's keys, its window (``_w``) and the values its DISTINCT aggregates count. A check
 merges those rows for the touched windows with the new records' own partial rows. After the
-commit's transaction, the table of the new records' partial rows joins the held ones
-(``committed``): it is not copied (inserting a large commit's rows into one table cost
-30-40 ms of its 200 ms of rule work). Past ``MAX_TABLES``, the two neighbouring tables
-with the fewest rows are merged, so a row is copied a few times at most, not at every
-commit.
+commit's transaction, the table of the new records' partial rows, less those outside
+``[lo, hi)``, joins the held ones (``committed``): it is not copied (inserting a large
+commit's rows into one table cost 30-40 ms of its 200 ms of rule work). While a rule has
+more than ``MAX_TABLES``, its two neighbouring tables with the fewest rows are merged, so a
+row is copied a few times at most, not at every commit.
 
-The table is derived from the store, never the other way round, so it is kept only in
-memory: after a restart the first commit of a rule fills it from the segments (what every
-check read before), and whatever makes it doubtful drops it (``reset``: a batch that
-replaces records; ``forget_before``: retention). A commit whose windows lie far before
-``[lo, hi)`` (an object days late) checks from the segments, as before, and leaves the
-table alone apart from its own records inside the range; one far after it (new data after a
-quiet spell) starts the table again. Rows of windows older than the rule's span behind the
-newest ones are dropped, so the tables stay the size of an hour or two of traffic.
+The tables are derived from the store, never the other way round, so they are kept only in
+memory: after a restart the first commit of a rule fills them from the segments (what
+every check read before), and whatever makes them doubtful drops them (``reset``: a batch
+that replaces records; ``forget_before``: retention). A commit whose windows lie far
+before ``[lo, hi)`` (an object days late) checks from the segments, as before, and adds
+only its own records inside the range; one far after it (new data after a quiet spell)
+starts again. Rows of windows older than the rule's span behind the newest ones are
+dropped, so the tables stay the size of an hour or two of traffic.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class _Held:
     newest: int = 0
     staged: str | None = None  # the table of the new records' partial rows, until committed
     staged_rows: int = 0
-    tables: list[_Table] = field(default_factory=list)  # oldest first (none: lo is None)
+    tables: list[_Table] = field(default_factory=list)  # (none: nothing held, or lo is None)
     serial: int = 0  # (for the next table's name)
 
     def new_table(self) -> str:
@@ -165,9 +165,11 @@ class WindowState:
             stored = committed(low, high) if low < high else None
             if stored is not None:
                 table = _Table(held.new_table(), 0)
-                held.tables.append(table)
+                held.tables.append(table)  # (listed first: a failure drops it too)
                 rows = sql.partial_rows(f"({stored})", held.partials, low, high)
                 table.rows = _changed(con, f"CREATE TEMP TABLE {table.name} AS {rows}")
+                if not table.rows:
+                    _drop_listed(con, held, table)
         held.lo = min(held.lo, begin)
         if end > held.hi:
             held.hi = end if committed(end, None) else NO_END
@@ -195,7 +197,7 @@ class WindowState:
         held.staged = None
         if held.lo is None:
             return
-        if len(held.tables) > MAX_TABLES:
+        while len(held.tables) > MAX_TABLES:
             _merge_smallest_pair(con, held)
         if held.lo < held.newest - held.keep - SLACK:
             self._drop_before(con, held, held.newest - held.keep)
@@ -247,8 +249,7 @@ class WindowState:
         for table in held.tables:
             table.rows -= _changed(con, f"DELETE FROM {table.name} WHERE _w < {lo}")
         for table in [table for table in held.tables if not table.rows]:
-            held.tables.remove(table)
-            con.execute(f"DROP TABLE {table.name}")
+            _drop_listed(con, held, table)
         held.lo = lo
 
 
@@ -259,10 +260,17 @@ def _merge_smallest_pair(con: duckdb.DuckDBPyConnection, held: _Held) -> None:
                for n, (a, b) in enumerate(zip(held.tables, held.tables[1:], strict=False)))
     pair = held.tables[n:n + 2]
     merged = _Table(held.new_table(), pair[0].rows + pair[1].rows)
+    held.tables.insert(n + 2, merged)  # (listed first: a failure drops every table listed)
     con.execute(f"CREATE TEMP TABLE {merged.name} AS {held.rows(tables=pair)}")
-    held.tables[n:n + 2] = [merged]
     for table in pair:
-        con.execute(f"DROP TABLE {table.name}")
+        _drop_listed(con, held, table)
+
+
+def _drop_listed(con: duckdb.DuckDBPyConnection, held: _Held, table: _Table) -> None:
+    """Drop a held table, then stop listing it (a failed DROP leaves it listed, so that
+    dropping everything held after the failure drops it too)."""
+    con.execute(f"DROP TABLE {table.name}")
+    held.tables.remove(table)
 
 
 def _changed(con: duckdb.DuckDBPyConnection, statement: str) -> int:
