@@ -59,28 +59,37 @@ def test_a_failed_commit_leaves_no_rows_and_no_file(tmp_path: Path, monkeypatch)
     store.close()
 
 
+@pytest.mark.parametrize("when", ["after the write", "during the write", "the write fails too"])
 def test_rules_failing_while_the_segment_is_written_leave_no_file(
-        tmp_path: Path, monkeypatch) -> None:
-    """The segment is written on another thread while the rules run: when they fail, the
-    file written meanwhile goes too."""
+        tmp_path: Path, monkeypatch, when: str) -> None:
+    """The segment is written on another thread while the rules run: when they fail (or
+    an interrupt comes) before or after the file is written, it goes too, and the error
+    raised is the rules' own."""
     store = Store(tmp_path)
-    written = threading.Event()
+    written, rules_failed = threading.Event(), threading.Event()
     write = store_module.write_segment
 
-    def write_and_say(*args: object) -> str:
+    def write_in_turn(*args: object) -> str:
+        if when != "after the write":
+            assert rules_failed.wait(timeout=10)  # (the rules fail first)
+        if when == "the write fails too":
+            raise OSError("disk full")
         name = write(*args)  # type: ignore[arg-type]
         written.set()
         return name
 
     def fail(*_: object) -> None:
-        assert written.wait(timeout=10)  # (the file exists when the rules fail)
+        if when == "after the write":
+            assert written.wait(timeout=10)
+        rules_failed.set()
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(store_module, "write_segment", write_and_say)
+    monkeypatch.setattr(store_module, "write_segment", write_in_turn)
     monkeypatch.setattr(detections, "evaluate", fail)
     with pytest.raises(KeyboardInterrupt):
         store.commit([result(1, 10)])
-    assert list((tmp_path / "flows").iterdir()) == []
+    assert written.is_set() == (when != "the write fails too")
+    assert not any((tmp_path / "flows").glob("*"))
     assert count(store, "SELECT count(*) FROM objects") == 0
     store.close()
 

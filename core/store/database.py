@@ -172,11 +172,9 @@ class Store:
         additive = not any(result.replaces for result in results)
         replaced: list[str] = []
         try:
-            try:
-                fresh, rule_errors = detections.evaluate(self.con, self.engine, flows, events,
-                                                         additive, self._committed)
-            finally:
-                written = writing.result() if writing is not None else []
+            fresh, rule_errors = detections.evaluate(self.con, self.engine, flows, events,
+                                                     additive, self._committed)
+            written = writing.result() if writing is not None else []
             killpoints.reached("segment-written")
             batch = {segment.name for segment in written}
             with transaction(self.con):
@@ -191,6 +189,9 @@ class Store:
                 changed = detections.upsert(self.con, fresh)
                 ledger.write(self.con, results)
         except BaseException:
+            if writing is not None and not written:  # (the rules failed, or an interrupt)
+                with contextlib.suppress(Exception):  # (a failed write removed its files)
+                    written = writing.result()
             remove(self.segment_dir, [segment.name for segment in written])
             if self.engine is not None:
                 self.engine.discard(self.con)
