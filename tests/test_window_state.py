@@ -247,11 +247,15 @@ having = "count(*) = 3"
     assert (x, 3) in alerts
 
 
+@pytest.mark.parametrize("failing", ["the checks", "the segment write"])
 def test_rows_of_a_failed_commit_are_never_held(tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                failing: str) -> None:
     """Found by review: a commit whose rule evaluation failed after staging left its rows
-    staged, and the next commit without records (a skipped object) took them as its own."""
+    staged, and the next commit without records (a skipped object) took them as its own.
+    The segment is written while the rules run: its failure comes after they staged."""
     import core.rules.engine as engine_module
+    import core.store.segments as segments_module
 
     (tmp_path / "mixed.toml").write_text(RULE)
     lines = scenarios.benign(2_000)
@@ -265,7 +269,10 @@ def test_rows_of_a_failed_commit_are_never_held(tmp_path: Path,
             raise RuntimeError("a bug in the checks")
 
         with monkeypatch.context() as patch:
-            patch.setattr(engine_module, "_fire", broken)
+            if failing == "the checks":
+                patch.setattr(engine_module, "_fire", broken)
+            else:
+                patch.setattr(segments_module, "write_segment", broken)
             with pytest.raises(RuntimeError):
                 store.commit([flows("b", lines[1::2])])
         skipped = ObjectResult(ObjectRef("b", "other.txt", "etag", 1, Kind.TEXT),
