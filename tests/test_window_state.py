@@ -56,6 +56,9 @@ def flows(name: str, lines: list[str], replaces: bool = False) -> ObjectResult:
     VALUE,
     "count(DISTINCT dstaddr) >= 3 AND 2 * count(*) FILTER (WHERE action = 'REJECT') >= count(*)",
     "sum(bytes) >= 20000 OR min(srcport) < 1024",
+    # one DISTINCT value, with NULLs (dstport), beside partials of every merge
+    "count(DISTINCT dstport) * 1000000 + sum(DISTINCT dstport) * 1000 + min(bytes) "
+    "+ max(packets) + count(*) FILTER (WHERE protocol = 6)",
 ])
 def test_partials_merge_to_the_expression_over_records(expression: str) -> None:
     """Partial rows per (key, arbitrary chunk of the records), merged, give the expression
@@ -79,6 +82,10 @@ def test_partials_merge_to_the_expression_over_records(expression: str) -> None:
     direct = con.execute(f"SELECT k, {expression} FROM r GROUP BY k ORDER BY k").fetchall()
     assert len(merged) == 20
     assert merged == direct
+    rows, expression_over_rows = partials.distinct_first(parts, "k, ")
+    merged_per_value_first = con.execute(
+        f"SELECT k, {expression_over_rows} FROM {rows} GROUP BY k ORDER BY k").fetchall()
+    assert merged_per_value_first == direct
 
 
 @pytest.mark.parametrize("expression", [

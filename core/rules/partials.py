@@ -33,11 +33,25 @@ _MERGE_DISTINCT = {"count": "count", "sum": "sum", "min": "min", "max": "max"}
 class Partials:
     """``columns``: partial aggregates over records (``expr AS _pN``); ``distinct``: values
     the partial rows are also grouped by (``expr AS _dN``); ``merged``: the expression over
-    partial rows."""
+    partial rows; ``merges``: how each partial column merges (``sum``, ``min``, ``max``);
+    ``plain``: ``merged`` with its DISTINCT aggregates plain (see ``distinct_first``)."""
 
     columns: tuple[str, ...]
     distinct: tuple[str, ...]
     merged: str
+    merges: tuple[str, ...]
+    plain: str
+
+    def distinct_first(self, parts: str, groups: str) -> tuple[str, str]:
+        """(relation, expression) for aggregating ``parts`` per ``groups`` (the keys and
+        ``_w``, each followed by a comma) when it has one DISTINCT value: the partial rows
+        merged per DISTINCT value first, then plain aggregates over them, instead of
+        DuckDB's DISTINCT aggregate beside the others (the sweep's check over 175,000
+        partial rows: 34 against 21 ms). Otherwise ``parts`` and ``merged``."""
+        if len(self.distinct) != 1:
+            return parts, self.merged
+        merged = "".join(f", {merge}(_p{n}) AS _p{n}" for n, merge in enumerate(self.merges))
+        return f"(SELECT {groups}_d0{merged} FROM {parts} GROUP BY ALL)", self.plain
 
 
 class _NotMergeable(Exception):
@@ -55,15 +69,20 @@ def split(expression: str) -> Partials | None:
         merged = builder.rewrite(tree)
     except _NotMergeable:
         return None
+    # (a DISTINCT value appears once per group once the partial rows are merged per value:
+    # NULL too, which count(x), sum(x), min(x) and max(x) skip as their DISTINCT forms do)
+    plain = _Builder(plain_distinct=True).rewrite(tree)
     return Partials(tuple(f"{sql} AS _p{n}" for n, sql in enumerate(builder.partials)),
                     tuple(f"{sql} AS _d{n}" for n, sql in enumerate(builder.distinct)),
-                    _text(merged))
+                    _text(merged), tuple(builder.merges), _text(plain))
 
 
 class _Builder:
-    def __init__(self) -> None:
+    def __init__(self, plain_distinct: bool = False) -> None:
         self.partials: list[str] = []
+        self.merges: list[str] = []
         self.distinct: list[str] = []
+        self.plain_distinct = plain_distinct  # count(_d0), not count(DISTINCT _d0)
 
     def rewrite(self, node: Any) -> Any:
         if isinstance(node, list):
@@ -88,8 +107,11 @@ class _Builder:
             if node.get("filter") is not None:
                 value = f"CASE WHEN {_text(node['filter'])} THEN {value} END"
             column = _column(self.distinct, value, "_d")
-            return _node(f"{_MERGE_DISTINCT[name]}(DISTINCT {column})")
+            distinct = "" if self.plain_distinct else "DISTINCT "
+            return _node(f"{_MERGE_DISTINCT[name]}({distinct}{column})")
         partial = _text({**node, "distinct": False})
+        if partial not in self.partials:
+            self.merges.append(_MERGE[name])
         return _node(f"{_MERGE[name]}({_column(self.partials, partial, '_p')})")
 
 

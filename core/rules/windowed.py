@@ -219,9 +219,10 @@ class WindowedRule:
                           f"{self._touched_keys()} GROUP BY ALL")
             return f"WITH {touched}, {self._compare(per_window)} SELECT 1 FROM windows LIMIT 1"
         if aggregate_first:
+            rows, merged = partials.distinct_first(parts, f"{groups}_w, ")
             return f"""
-            WITH {touched}, firing AS (SELECT {groups}_w FROM {parts} AS src
-                                      GROUP BY {groups}_w HAVING ({partials.merged}))
+            WITH {touched}, firing AS (SELECT {groups}_w FROM {rows} AS src
+                                      GROUP BY {groups}_w HAVING ({merged}))
             SELECT 1 FROM firing {self._join_touched("firing", "firing._w")} LIMIT 1"""
         return f"""
         WITH {touched}
