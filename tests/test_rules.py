@@ -212,3 +212,39 @@ where = "CAST(event_name AS INTEGER) > 0"
     assert rules == [("cloudtrail.create_vpc_denied",)]
     [error] = summary.errors
     assert error.startswith("rule 'custom.bad_cast' failed: Conversion Error")
+
+
+@pytest.mark.parametrize("where", [
+    "tcp_flags IS NULL AND srcport > 0",  # (a field these records lack: NULL)
+    "COLUMNS('^tcp_fl.*') IS NULL AND srcport > 0",  # (names tcp_flags without its name)
+])
+def test_a_rule_may_name_fields_the_records_lack(tmp_path: Path, where: str) -> None:
+    """The new records reach the rules with NULL columns only for the fields the rules'
+    queries name (each column costs the planning of every query); a rule that names
+    columns without their names (COLUMNS) gets them all. Here v2 records, without
+    tcp_flags, each raise the rule's alert."""
+    rules = rule_file(tmp_path, "lacking.toml", f'''
+[[rule]]
+id = "custom.lacking"
+level = 5
+title = "{{srcaddr}}"
+source = "vpcflow"
+where = "{where}"
+group_by = ["srcaddr"]
+window = "5m"
+''')
+    engine = load_engine([rules], default_rules=False)
+    (tmp_path / "state").mkdir()
+    store = Store(tmp_path / "state", engine=engine)
+    log = tmp_path / "v2.log"
+    lines = [scenarios.line(scenarios.APP[0], f"10.9.9.{n}", "10.0.0.5", 40000, 443, 6, 1, 80,
+                            scenarios.START + n) for n in range(3)]
+    log.write_bytes(scenarios.text(lines))
+    try:
+        assert engine.errors == []
+        summary = scan([log], store, 2**30)
+        sources = store.con.execute("SELECT srcaddr FROM alerts ORDER BY 1").fetchall()
+    finally:
+        store.close()
+    assert summary.errors == []
+    assert sources == [("10.9.9.0",), ("10.9.9.1",), ("10.9.9.2",)]

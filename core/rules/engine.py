@@ -15,6 +15,7 @@ cannot abort the commit. The transaction then writes the alerts that changed.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,6 +49,9 @@ class RuleEngine:
         self.per_event: list[Rule] = []
         self.errors: list[str] = []
         self.state = WindowState([])  # (set by ``check``: only rules that compile hold state)
+        # the words of the flow rules' queries (set by ``check``; None: not known, or a rule
+        # may name columns without their names: see ``names_columns``)
+        self.flow_words: frozenset[str] | None = None
         for rule in rules:
             try:
                 sql = WindowedRule(rule)  # (checks the title of every kind of rule)
@@ -90,6 +94,11 @@ class RuleEngine:
         self.per_event = [rule for rule in self.per_event if compiles(
             rule, PerEventRules([rule]).select(relations[rule.source]))]
         self.state = WindowState(self.sql, con)
+        flow_rules = [sql for sql in self.sql if sql.rule.source == "vpcflow"]
+        if not any(_may_name_columns_unnamed(sql.rule) for sql in flow_rules):
+            self.flow_words = frozenset(word.lower() for sql in flow_rules
+                                        for query in windowed(sql)
+                                        for word in _WORD.findall(query))
 
     def evaluate(self, con: duckdb.DuckDBPyConnection, new: dict[str, str],
                  with_stored: WithStored, additive: bool = True,
@@ -184,6 +193,19 @@ class RuleEngine:
                 errors.append(message)
             return False
         return True
+
+
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# SQL that names columns without writing their names: COLUMNS(...), a star's EXCLUDE or
+# REPLACE, a struct of a whole row
+_UNNAMED = re.compile(r"columns\s*\(|\*\s*(exclude|replace|rename)\b|\b(struct_pack|row)\s*\(\s*\*",
+                      re.IGNORECASE)
+
+
+def _may_name_columns_unnamed(rule: Rule) -> bool:
+    texts = (rule.where, *rule.group_by, rule.having, rule.baseline or "", rule.compare,
+             *(sql for _, sql in rule.fields))
+    return any(_UNNAMED.search(text) for text in texts)
 
 
 def _failed(rules: list[Rule], exc: duckdb.Error) -> str:

@@ -35,7 +35,7 @@ def evaluate(con: duckdb.DuckDBPyConnection, engine: RuleEngine | None,
         return None, []
     new: dict[str, str] = {}
     if flows is not None:
-        con.register("new_flows", with_every_column(flows))
+        con.register("new_flows", with_every_column(flows, engine.flow_words))
         new["vpcflow"] = "new_flows"
     if events is not None:
         con.register("new_events", events)
