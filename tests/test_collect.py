@@ -418,12 +418,17 @@ def test_a_relist_finds_objects_delivered_after_their_day_left_the_lookback(
         store.set_listing_marks(label, ListingMarks(
             listed_from=(NOW - timedelta(days=6)).date(),
             relisted_at=(NOW - timedelta(hours=2)).timestamp()))
-    bucket.put(flowgen.flow_key("", A, "us-east-1", NOW, 1), flowgen.flow_object(
-        flowgen.V2, 10).gz())
+    # (the records' times follow their objects' days: a fixed time would leave the 7-day
+    # retention once that old, as it did on 2026-12-06)
+    def records(n: int, days_ago: int) -> bytes:
+        start = int((NOW - timedelta(days=days_ago, hours=1)).timestamp())
+        return flowgen.flow_object(flowgen.V2, n, start=start).gz()
+
+    bucket.put(flowgen.flow_key("", A, "us-east-1", NOW, 1), records(10, 0))
     late_key = flowgen.flow_key("", A, "us-east-1", NOW - timedelta(days=4), 2)
-    bucket.put(late_key, flowgen.flow_object(flowgen.V2, 20).gz())
+    bucket.put(late_key, records(20, 4))
     bucket.put(flowgen.flow_key("", A, "us-east-1", NOW - timedelta(days=10), 3),
-               flowgen.flow_object(flowgen.V2, 40).gz())
+               records(40, 10))
 
     main(["collect", "--config", str(config), "--once", "--json"])
     captured = capsys.readouterr()
