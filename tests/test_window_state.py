@@ -135,6 +135,21 @@ def record_values(store: Store, lo: int, hi: int) -> dict[tuple[str, int], int]:
     return {(key, w): value for key, w, value in rows}
 
 
+# A time well after the scenarios' records, for tests that place their own
+LATER = scenarios.START // 300 * 300 + 30_000
+
+
+def record(source: str, t: int) -> str:
+    """One flow from ``source`` to a web server at time ``t``."""
+    return scenarios.line(scenarios.APP[0], source, "10.0.0.5", 40000, 443, 6, 1, 80, t)
+
+
+def store_with(tmp_path: Path, rules: Path) -> Store:
+    """The store of ``tmp_path / "state"`` with the rules of ``rules`` only."""
+    (tmp_path / "state").mkdir(exist_ok=True)
+    return Store(tmp_path / "state", engine=load_engine([rules], default_rules=False))
+
+
 def test_held_windows_follow_commits_late_objects_replacement_and_retention(
         tmp_path: Path) -> None:
     (tmp_path / "mixed.toml").write_text(RULE)
@@ -188,24 +203,15 @@ def test_a_rule_holds_at_most_max_tables_however_its_range_grows(tmp_path: Path)
     well as each commit's own, and one merge per commit let their number grow past
     MAX_TABLES (empty ones too). Here one object lies ahead of the rest, then the store
     restarts and commits creep forward two minutes at a time."""
-    (tmp_path / "mixed.toml").write_text(RULE)
-    h = scenarios.START // 300 * 300 + 30_000
-
-    def record(source: str, t: int) -> str:
-        return scenarios.line(scenarios.APP[0], source, "10.0.0.5", 40000, 443, 6, 1, 80, t)
-
-    def store() -> Store:
-        return Store(tmp_path / "state", engine=load_engine([tmp_path / "mixed.toml"],
-                                                            default_rules=False))
-
-    (tmp_path / "state").mkdir()
-    first = store()
-    first.commit([flows("ahead", [record("10.9.9.9", h + 3000)])])
+    rules = tmp_path / "mixed.toml"
+    rules.write_text(RULE)
+    first = store_with(tmp_path, rules)
+    first.commit([flows("ahead", [record("10.9.9.9", LATER + 3000)])])
     first.close()
-    restarted = store()
+    restarted = store_with(tmp_path, rules)
     try:
         for n in range(3 * MAX_TABLES):
-            restarted.commit([flows(f"o{n}", [record("10.9.9.1", h + 120 * n + 10)])])
+            restarted.commit([flows(f"o{n}", [record("10.9.9.1", LATER + 120 * n + 10)])])
             lo, hi, held = held_values(restarted)  # (at most MAX_TABLES, none empty)
             assert held == record_values(restarted, lo, hi)
     finally:
@@ -217,7 +223,8 @@ def test_new_data_after_a_quiet_spell_restarts_what_is_held(tmp_path: Path) -> N
     commit far after it, and a later commit then read one span of the segments twice,
     counting its records twice. Here three records of X in one window must raise the
     `count(*) = 3` alert, however the commits before came."""
-    (tmp_path / "eq.toml").write_text('''
+    rules = tmp_path / "eq.toml"
+    rules.write_text('''
 [[rule]]
 id = "t.eq"
 level = 5
@@ -228,20 +235,11 @@ window = "5m"
 having = "count(*) = 3"
 ''')
     x, y = "10.9.9.1", "10.9.9.2"
-    h = scenarios.START // 300 * 300 + 30_000
-
-    def record(source: str, t: int) -> str:
-        return scenarios.line(scenarios.APP[0], source, "10.0.0.5", 40000, 443, 6, 1, 80, t)
-
-    def store() -> Store:
-        return Store(tmp_path / "state", engine=load_engine([tmp_path / "eq.toml"],
-                                                            default_rules=False))
-
-    (tmp_path / "state").mkdir()
-    first = store()
+    h = LATER
+    first = store_with(tmp_path, rules)
     first.commit([flows("o1", [record(x, h + 10), record(x, h + 20)])])
     first.close()
-    restarted = store()  # (nothing held: the segments say a flow ends after h)
+    restarted = store_with(tmp_path, rules)  # (nothing held: a flow ends after h, say the segments)
     try:
         for name, lines in (("o2", [record(y, h - 290)]), ("o3", [record(y, h + 7210)]),
                             ("o4", [record(y, h - 270), record(x, h + 30)])):
