@@ -50,7 +50,7 @@ class RuleEngine:
         self.errors: list[str] = []
         self.state = WindowState([])  # (set by ``check``: only rules that compile hold state)
         # the words of the flow rules' queries (set by ``check``; None: not known, or a rule
-        # may name columns without their names: see ``names_columns``)
+        # may name columns without their names: see ``_may_name_columns_unnamed``)
         self.flow_words: frozenset[str] | None = None
         for rule in rules:
             try:
