@@ -86,6 +86,10 @@ def test_partials_merge_to_the_expression_over_records(expression: str) -> None:
     merged_per_value_first = con.execute(
         f"SELECT k, {expression_over_rows} FROM {rows} GROUP BY k ORDER BY k").fetchall()
     assert merged_per_value_first == direct
+    one_query = f"(SELECT k, {columns} FROM r GROUP BY ALL)"  # (one row per key and value)
+    rows, expression_over_rows = partials.distinct_first(one_query, "k, ", unique=True)
+    assert con.execute(f"SELECT k, {expression_over_rows} FROM {rows} GROUP BY k ORDER BY k"
+                       ).fetchall() == direct
 
 
 @pytest.mark.parametrize("expression", [

@@ -42,14 +42,18 @@ class Partials:
     merges: tuple[str, ...]
     plain: str
 
-    def distinct_first(self, parts: str, groups: str) -> tuple[str, str]:
+    def distinct_first(self, parts: str, groups: str, unique: bool = False
+                       ) -> tuple[str, str]:
         """(relation, expression) for aggregating ``parts`` per ``groups`` (the keys and
         ``_w``, each followed by a comma) when it has one DISTINCT value: the partial rows
         merged per DISTINCT value first, then plain aggregates over them, instead of
         DuckDB's DISTINCT aggregate beside the others (the sweep's check over 175,000
-        partial rows: 34 against 21 ms). Otherwise ``parts`` and ``merged``."""
+        partial rows: 34 against 21 ms). ``unique``: ``parts`` has one row per group and
+        value already (the rows of one commit): no merge. Otherwise ``parts``, ``merged``."""
         if len(self.distinct) != 1:
             return parts, self.merged
+        if unique:
+            return parts, self.plain
         merged = "".join(f", {merge}(_p{n}) AS _p{n}" for n, merge in enumerate(self.merges))
         return f"(SELECT {groups}_d0{merged} FROM {parts} GROUP BY ALL)", self.plain
 

@@ -142,7 +142,8 @@ class WindowState:
         held.newest = max(held.newest, end)
         rows = f"SELECT * FROM {held.staged}"
         rows = f"({rows} UNION ALL BY NAME {in_range})" if in_range else f"({rows})"
-        return sql.check_parts(rows, held.staged, held.partials, aggregate_first=large)
+        return sql.check_parts(rows, held.staged, held.partials, aggregate_first=large,
+                               unique=not in_range)
 
     def _failed(self, con: duckdb.DuckDBPyConnection, held: _Held, exc: duckdb.Error) -> None:
         log.warning("%s: the rule's held windows failed, it reads the segments: %s",

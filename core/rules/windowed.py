@@ -204,14 +204,15 @@ class WindowedRule:
                 f"{self._keys_present}{time} GROUP BY ALL")
 
     def check_parts(self, parts: str, new_parts: str, partials: Partials,
-                    aggregate_first: bool = False) -> str:
+                    aggregate_first: bool = False, unique: bool = False) -> str:
         """``check`` over partial rows: ``parts`` those of every record, committed or new,
         of the windows in [first - the baseline's span, last); ``new_parts`` those of the
         new records (whose windows are the touched ones). ``aggregate_first``: find the
         firing windows among all of ``parts``, then keep the touched ones, instead of
         keeping the rows of touched windows and then aggregating them: the same answer,
         cheaper when the new records touch most of the keys (a large commit), where the
-        join would keep nearly every row."""
+        join would keep nearly every row. ``unique``: ``parts`` are the partial rows of one
+        query (one row per key, window and DISTINCT value)."""
         rule, groups, b = self.rule, "".join(f"{g}, " for g in self.g), self.rule.bucket
         touched = f"touched AS (SELECT DISTINCT {groups}_w // {b} * {b} AS _b FROM {new_parts})"
         if rule.baseline:
@@ -219,7 +220,7 @@ class WindowedRule:
                           f"{self._touched_keys()} GROUP BY ALL")
             return f"WITH {touched}, {self._compare(per_window)} SELECT 1 FROM windows LIMIT 1"
         if aggregate_first:
-            rows, merged = partials.distinct_first(parts, f"{groups}_w, ")
+            rows, merged = partials.distinct_first(parts, f"{groups}_w, ", unique)
             return f"""
             WITH {touched}, firing AS (SELECT {groups}_w FROM {rows} AS src
                                       GROUP BY {groups}_w HAVING ({merged}))
