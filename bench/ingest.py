@@ -146,8 +146,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def vpcwatch_collect(url: str, scratch: Path, run: str, emulator: int, rules: bool
-                     ) -> tuple[float, float, dict, int, float, float]:
+# a collect run: poll seconds, process seconds, its JSON summary, peak RSS (MB), its CPU
+# seconds, the emulator's CPU seconds meanwhile
+Run = tuple[float, float, dict, int, float, float]
+
+
+def vpcwatch_collect(url: str, scratch: Path, run: str, emulator: int, rules: bool) -> Run:
     state = scratch / f"state-{run}"
     config = scratch / f"bench-{run}.toml"
     config.write_text(f'[general]\nstate_dir = "{state}"\n'
@@ -281,8 +285,8 @@ def main() -> int:
             day = datetime.now(UTC).replace(second=0, microsecond=0)
             keys = upload(url, args.objects, per_object, day)
             bare = statistics.median(asyncio.run(bare_gets(url, keys)) for _ in range(args.runs))
-            runs: list[tuple[float, float, dict, int, float, float]] = []
-            ruled: list[tuple[float, float, dict, int, float, float]] = []
+            runs: list[Run] = []
+            ruled: list[Run] = []
             for n in range(args.runs):  # side by side (a host's drift hits both alike), in
                 pair = [(runs, False), (ruled, True)]  # turns (so does going first)
                 for into, rules in pair if n % 2 == 0 else pair[::-1]:

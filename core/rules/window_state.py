@@ -232,14 +232,11 @@ class WindowState:
             held.staged = None
 
     @staticmethod
-    def _drop_tables(con: duckdb.DuckDBPyConnection, held: _Held) -> None:
+    def _drop_held(con: duckdb.DuckDBPyConnection, held: _Held) -> None:
+        """Drop every held row, and the range they held."""
         for table in held.tables:
             _quietly(con, f"DROP TABLE IF EXISTS {table.name}")
         held.tables = []
-
-    def _drop_held(self, con: duckdb.DuckDBPyConnection, held: _Held) -> None:
-        """Drop every held row, and the range they held."""
-        self._drop_tables(con, held)
         held.lo, held.hi = None, NO_END
 
     def _drop_before(self, con: duckdb.DuckDBPyConnection, held: _Held, time: int) -> None:
