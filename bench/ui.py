@@ -20,8 +20,10 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -233,26 +235,50 @@ def render(timings: list[float], idle_timings: list[float], parts: dict[str, lis
 
 def parity_reads(state: Path) -> dict[str, float]:
     """Seconds to derive the parity alerts of the flows of a 10-minute range and of the whole
-    day (``vpcwatch alerts --min-level 3`` reads them so), median of 3."""
+    day (``vpcwatch alerts --min-level 3`` reads them so), median of 3; and, for the day, the
+    two parts no way of deriving them can skip, timed apart."""
     from core.alerts import parity_flows
     from core.rules import parity
 
     found: dict[str, float] = {}
     with open_store(state, read_only=True) as store:
+        def derive(start: int, end: int) -> Any:
+            flows = parity_flows(store.con, store.segments, start, end)
+            assert flows is not None
+            return store.con.sql(parity.select(flows, seen_since=start, seen_until=end)
+                                 ).to_arrow_table()
+
+        rows = None
         for name, (start, end) in {
             "10 minutes": (DAY_START + 7200, DAY_START + 7800),
             "24 hours": (DAY_START, DAY_START + 86400),
         }.items():
-            seconds, rows = [], 0
-            for _ in range(3):
-                started = time.perf_counter()
-                flows = parity_flows(store.con, store.segments, start, end)
-                assert flows is not None
-                rows = store.con.sql(parity.select(flows, seen_since=start, seen_until=end)
-                                     ).to_arrow_table().num_rows
-                seconds.append(time.perf_counter() - started)
-            found[f"{name} ({rows:,} alerts)"] = statistics.median(seconds)
+            seconds, rows = median_seconds(partial(derive, start, end))
+            found[f"{name} ({rows.num_rows:,} alerts)"] = seconds
+        day = parity_flows(store.con, store.segments, DAY_START, DAY_START + 86400)
+        found[PARITY_GROUPING] = median_seconds(lambda: store.con.sql(
+            f"SELECT count(*) FROM {parity.touched(day)}").fetchall())[0]
+        store.con.register("day_rows", rows)  # (the day's, the loop's last)
+        store.con.execute("CREATE TEMP TABLE parity_rows AS SELECT * FROM day_rows")
+        found[PARITY_HANDING] = median_seconds(lambda: store.con.sql(
+            "SELECT * FROM parity_rows").to_arrow_table())[0]
     return found
+
+
+T = TypeVar("T")
+# the two parts of the day's read that any way of deriving it pays
+PARITY_GROUPING = "24 hours, part: grouping its flows by alert (a count each, no figures, no text)"
+PARITY_HANDING = "24 hours, part: handing over the finished rows (from a table holding them)"
+
+
+def median_seconds(read: Callable[[], T]) -> tuple[float, T]:
+    """The median of 3 timings of ``read``, and what it gave."""
+    seconds = []
+    for _ in range(3):
+        started = time.perf_counter()
+        result = read()
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds), result
 
 
 def main() -> int:
@@ -276,8 +302,12 @@ def main() -> int:
     targets = {"10 minutes": 0.2, "24 hours": 2.0}
     for name, seconds in reads.items():
         target = next(t for key, t in targets.items() if name.startswith(key))
-        report += (f"| parity alerts derived from the flows of {name} | {seconds * 1000:.0f} ms "
-                   f"| ≤ {target * 1000:.0f} ms: {'met' if seconds <= target else 'MISSED'} |\n")
+        if name in (PARITY_GROUPING, PARITY_HANDING):
+            label, verdict = f"the parity read of {name}", ""
+        else:
+            label = f"parity alerts derived from the flows of {name}"
+            verdict = f"≤ {target * 1000:.0f} ms: {'met' if seconds <= target else 'MISSED'}"
+        report += f"| {label} | {seconds * 1000:.0f} ms | {verdict} |\n"
     publish(report, write=not args.no_write)
     return 0
 
