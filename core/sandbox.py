@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from core.rules import RuleEngine
 from core.rules.sqlparts import literal
-from core.store import Store
+from core.store import Store, spill
 
 TABLES = ("alerts", "cloudtrail", "objects", "prefixes")  # besides flows
 TIMEOUT = 60.0  # seconds
@@ -58,7 +58,7 @@ class Sandbox:
         self._store = store
         self._source = store.con.cursor()  # reads the store's tables (under self._lock)
         self._lock = threading.Lock()
-        self.con = duckdb.connect(":memory:", config={
+        self.con = spill.connect(store.state_dir, config={
             "autoinstall_known_extensions": False, "autoload_known_extensions": False,
             "memory_limit": memory_limit})
         (store.engine or RuleEngine([])).install(self.con)  # the rules' SQL functions

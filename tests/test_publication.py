@@ -126,6 +126,51 @@ def test_what_a_viewer_loads_equals_the_store_commit_after_commit(
     store.close()
 
 
+def spilled(con: duckdb.DuckDBPyConnection, directory: Path) -> list[str]:
+    """The files in ``directory`` while a sort too large for ``con``'s memory limit is under
+    way (its reader open: the sort has run, its runs are on disk)."""
+    reader = con.sql("SELECT md5(i::VARCHAR) || repeat('x', 40) AS s FROM range(3000000) t(i) "
+                     "ORDER BY s").to_arrow_reader(1000)
+    try:
+        next(iter(reader))
+        return os.listdir(directory)
+    finally:
+        reader.close()
+
+
+def test_what_a_query_spills_stays_in_the_state_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DuckDB's default for an in-memory database (a viewer's copy of the state, the SQL
+    sandbox) is ``.tmp`` in the current directory, its files readable by everyone: every
+    database vpcwatch opens spills into the state directory's ``spill/`` (0700) instead."""
+    from core.sandbox import Sandbox
+
+    state, elsewhere = tmp_path / "state", tmp_path / "cwd"
+    state.mkdir(mode=0o700)
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # (where DuckDB's default would put them)
+    store = Store(state, engine=load_engine([]))
+    store.start_publishing()
+    store.commit([flows(0, scenarios.detections()[0].lines)])
+    owner = f"pid {os.getpid()} on {socket.gethostname()} (vpcwatch collect)"
+    viewer = _attached(state, None, owner)
+    sandbox = Sandbox(viewer, memory_limit="128MB")
+    try:
+        for con in (store.con, viewer.con):
+            con.execute("SET memory_limit = '128MB'")
+        for name, con in {"store": store.con, "viewer": viewer.con, "sandbox": sandbox.con
+                          }.items():
+            before = set(os.listdir(state / "spill"))
+            new = set(spilled(con, state / "spill")) - before  # (its own sort's files)
+            assert any(f.startswith("duckdb_temp") and "storage" in f for f in new), name
+            assert list(elsewhere.iterdir()) == [], name
+        assert stat.S_IMODE((state / "spill").stat().st_mode) == 0o700
+    finally:
+        sandbox.con.close()
+        viewer.close()
+        store.close()
+
+
 def test_the_row_of_the_latest_delta_wins_whatever_its_clock(tmp_path: Path) -> None:
     """A delta holds what a later commit wrote, as the store keeps it: its row of a key
     wins over an earlier file's even when its ``updated`` is older (the clock stepped back

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from core.follow import Follower, at_least, collector_owner
 from core.rules import RuleEngine
+from core.store import spill
 from core.store.detections import parity_of
 from core.store.segments import Segments, segment_dir
 from tui.output import print_alerts
@@ -56,7 +57,7 @@ def _parity(state_dir: Path, follower: Follower, added: list[str], level: int
     """The parity alerts of the windows the added segments' flows fall in, from every
     published segment (as the collector's own watch prints them)."""
     directory = segment_dir(state_dir)
-    con = duckdb.connect()
+    con = spill.connect(state_dir)
     try:
         RuleEngine([]).install(con)
         segments = Segments(con, directory)

@@ -30,7 +30,7 @@ import pyarrow as pa
 from core import killpoints
 from core.objects import ObjectRef, ObjectResult, Status, constant_column
 from core.rules import RuleEngine
-from core.store import detections, ledger, publication, retention, schema
+from core.store import detections, ledger, publication, retention, schema, spill
 from core.store.ledger import Candidate
 from core.store.publication import Publisher
 from core.store.segments import NewSegment, Segments, remove, remove_unlisted, segment_dir
@@ -74,7 +74,7 @@ class Store:
         path = state_dir / DATABASE_NAME
         read_only = read_only or published is not None
         try:
-            self.con = published or duckdb.connect(str(path), read_only=read_only)
+            self.con = published or spill.connect(state_dir, str(path), read_only)
         except duckdb.Error as exc:
             raise StoreError(f"{path}: cannot open the store: {exc}") from None
         self.segments = Segments(self.con, self.segment_dir)

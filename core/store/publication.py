@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 
 from core.permissions import replace_private
 from core.rules.sqlparts import literal
+from core.store import spill
 from core.store.statedir import owner_pid
 from core.store.transaction import transaction
 
@@ -191,7 +192,7 @@ def published_by(manifest: dict[str, object], owner: str) -> bool:
 def load(state_dir: Path, manifest: dict[str, object]) -> duckdb.DuckDBPyConnection:
     """An in-memory database holding the state ``manifest`` names, with the store's tables
     (for ``core.store.Store`` opened on it)."""
-    con = duckdb.connect(":memory:")
+    con = spill.connect(state_dir)
     fill(con, state_dir, manifest)
     return con
 
