@@ -17,8 +17,26 @@ from core.store.segments import Segments
 _TIMES = ("window_start", "first_seen", "last_seen")
 
 
+BATCH_ROWS = 10_000  # (alert_batches)
+
+
 def recent_alerts(store: Store, since: int | None = None, min_level: int = 0,
                   limit: int | None = None, with_parity: bool = True) -> pa.Table:
+    """``alerts_relation``'s rows, all at once."""
+    return alerts_relation(store, since, min_level, limit, with_parity).to_arrow_table()
+
+
+def alert_batches(store: Store, since: int | None = None, min_level: int = 0,
+                  limit: int | None = None) -> pa.RecordBatchReader:
+    """``alerts_relation``'s rows, a batch at a time, whatever their number: what the command
+    line prints (a day of dense traffic derives millions of parity alerts; all at once, and
+    as Python objects, they took more memory than a 24 GB host had)."""
+    return alerts_relation(store, since, min_level, limit).to_arrow_reader(BATCH_ROWS)
+
+
+def alerts_relation(store: Store, since: int | None = None, min_level: int = 0,
+                    limit: int | None = None, with_parity: bool = True
+                    ) -> duckdb.DuckDBPyRelation:
     """Alerts whose last record is at or after ``since`` (epoch seconds), newest first: the
     stored ones and, when ``min_level`` lets them in (and ``with_parity``), the parity alerts
     of those flows."""
@@ -36,7 +54,7 @@ def recent_alerts(store: Store, since: int | None = None, min_level: int = 0,
     if limit is not None:
         sql += " LIMIT ?"
         params.append(limit)
-    return store.con.sql(sql, params=params).to_arrow_table()
+    return store.con.sql(sql, params=params)
 
 
 def parity_flows(con: duckdb.DuckDBPyConnection, segments: Segments, since: int | None,
@@ -61,7 +79,7 @@ def parity_flows(con: duckdb.DuckDBPyConnection, segments: Segments, since: int 
     return f"(SELECT * FROM ({segments.sql(names)}) WHERE {bounds})"
 
 
-def alert_documents(table: pa.Table) -> list[dict[str, Any]]:
+def alert_documents(table: pa.Table | pa.RecordBatch) -> list[dict[str, Any]]:
     """One JSON-ready object per alert: times in ISO 8601 UTC, lists and the group decoded."""
     return [_document(row) for row in table.to_pylist()]
 

@@ -96,6 +96,31 @@ def test_any_range_gives_whole_windows_with_the_figures_of_all_their_flows(tmp_p
     assert sorted(a["count"] for a in parity) == sorted(accepted.values())
 
 
+def test_the_command_line_prints_every_alert_in_order_a_batch_at_a_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`vpcwatch alerts` reads its rows a batch at a time (all at once, a dense day's
+    millions of parity alerts took more memory than the host had): as many batches as it
+    takes, each alert once, in the order of the whole table."""
+    import core.alerts
+    from tui.cli import main
+
+    store = scanned(tmp_path, {"a.log": scenarios.benign(2_000)})
+    try:
+        whole = alert_documents(recent_alerts(store, None, 3))
+    finally:
+        store.close()
+    monkeypatch.setattr(core.alerts, "BATCH_ROWS", 7)
+    assert len(whole) > 10 * 7  # (many batches)
+    state = str(tmp_path / "state")
+    assert main(["alerts", "--state-dir", state, "--min-level", "3", "--json"]) == 0
+    assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == whole
+    assert main(["alerts", "--state-dir", state, "--min-level", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[2] for line in lines] == [a["rule_id"] for a in whole]
+    assert [line.split()[0] for line in lines] == [a["last_seen"] for a in whole]
+
+
 def test_a_commit_reports_the_parity_alerts_of_the_windows_it_touched(tmp_path: Path) -> None:
     """What `watch --headless --min-level 3` prints: after each commit, every parity alert
     whose window the commit's flows fall in, with its figures so far."""

@@ -25,7 +25,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from core.alerts import alert_documents, recent_alerts
+from core.alerts import alert_batches, alert_documents, recent_alerts
 from core.config import (
     Config,
     ConfigError,
@@ -293,14 +293,15 @@ def cmd_alerts(args: argparse.Namespace) -> int:
             raise UsageError(message) from None
     with open_store(_state_dir(args), read_only=True) as store:
         _yield_if_attached(store)
-        table = recent_alerts(store, since, args.min_level, args.limit)
-    if args.json:
-        print_alerts(table)
-        return EXIT_OK
-    for alert in alert_documents(table):
-        where = " ".join(str(alert[k]) for k in ("srcaddr", "dstaddr") if alert.get(k))
-        print(f"{alert['last_seen']}  {alert['level']:>2}  {alert['rule_id']:<34} "
-              f"{visible(alert['title'])}  [{alert['count']}]  {visible(where)}")
+        batches = alert_batches(store, since, args.min_level, args.limit)
+        if args.json:
+            print_alerts(batches)
+            return EXIT_OK
+        for batch in batches:
+            for alert in alert_documents(batch):
+                where = " ".join(str(alert[k]) for k in ("srcaddr", "dstaddr") if alert.get(k))
+                print(f"{alert['last_seen']}  {alert['level']:>2}  {alert['rule_id']:<34} "
+                      f"{visible(alert['title'])}  [{alert['count']}]  {visible(where)}")
     return EXIT_OK
 
 

@@ -23,11 +23,14 @@ def warn_rule_errors(engine: RuleEngine) -> None:
         print(f"vpcwatch: rule not loaded: {visible(error)}", file=sys.stderr)
 
 
-def print_alerts(table: pa.Table | None) -> None:
-    if table is None:
+def print_alerts(alerts: pa.Table | pa.RecordBatchReader | None) -> None:
+    """One JSON line per alert, written and flushed a batch at a time."""
+    if alerts is None:
         return
-    for document in alert_documents(table):
-        print(json.dumps(document, default=json_value), flush=True)
+    for batch in alerts.to_batches() if isinstance(alerts, pa.Table) else alerts:
+        sys.stdout.write("".join(json.dumps(document, default=json_value) + "\n"
+                                 for document in alert_documents(batch)))
+        sys.stdout.flush()
 
 
 def report(summary: PollSummary, as_json: bool) -> None:
