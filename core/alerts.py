@@ -4,6 +4,7 @@ Wazuh-parity alerts derived from the flows of the range asked for (``core.rules.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -82,6 +83,12 @@ def parity_flows(con: duckdb.DuckDBPyConnection, segments: Segments, since: int 
 def alert_documents(table: pa.Table | pa.RecordBatch) -> list[dict[str, Any]]:
     """One JSON-ready object per alert: times in ISO 8601 UTC, lists and the group decoded."""
     return [_document(row) for row in table.to_pylist()]
+
+
+def each_alert_document(table: pa.Table) -> Iterator[dict[str, Any]]:
+    """``alert_documents``, made a batch at a time as they are asked for."""
+    for batch in table.to_batches(BATCH_ROWS):
+        yield from alert_documents(batch)
 
 
 def _document(row: dict[str, Any]) -> dict[str, Any]:

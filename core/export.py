@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 FORMULA_STARTS = ("=", "+", "-", "@")  # after any leading space: a cell a spreadsheet runs
 
 
-def export_rows(rows: list[dict[str, Any]], directory: Path, stem: str, fmt: str) -> Path:
+def export_rows(rows: Iterable[dict[str, Any]], directory: Path, stem: str, fmt: str) -> Path:
     """Write ``rows`` to ``directory/stem-YYYYmmdd-HHMMSS.{csv,json}`` (JSON: one object per
     line, values exactly as stored; CSV: lists and objects as JSON, text that a spreadsheet
-    would run as a formula made inert, see _csv_cell) and return the path."""
+    would run as a formula made inert, see _csv_cell) and return the path. ``rows`` are
+    written as they come (an export of millions of alerts never holds them all)."""
     if fmt not in ("csv", "json"):
         raise ValueError(f"export format is csv or json, not {fmt!r}")
     directory.mkdir(parents=True, exist_ok=True)
@@ -29,9 +32,13 @@ def export_rows(rows: list[dict[str, Any]], directory: Path, stem: str, fmt: str
             for row in rows:
                 out.write(json.dumps(row, default=str) + "\n")
             return path
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else [])
+        rows = iter(rows)
+        first = next(rows, None)
+        writer = csv.DictWriter(out, fieldnames=list(first) if first is not None else [])
         writer.writeheader()
-        writer.writerows({k: _csv_cell(v) for k, v in row.items()} for row in rows)
+        if first is not None:
+            writer.writerows({k: _csv_cell(v) for k, v in row.items()}
+                             for row in itertools.chain([first], rows))
     return path
 
 

@@ -265,6 +265,10 @@ def test_exports_write_every_row(tmp_path: Path) -> None:
         "5,[],' =1+1", "6,[],\"'", "=1+1\""]
     assert [json.loads(line) for line in json_path.read_text().splitlines()] == rows
     assert export_rows(rows, tmp_path, "t", "csv") != csv_path  # same second: a new name
+    # rows as they come (the app exports alerts so, a batch at a time): the same files
+    for path in (csv_path, json_path):
+        again = export_rows(iter(rows), tmp_path, "g", path.suffix[1:])
+        assert again.read_text() == path.read_text()
 
 
 def test_the_feed_at_level_3_derives_the_parity_alerts_newest_first_and_follows_commits(

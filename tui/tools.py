@@ -14,7 +14,7 @@ from rich.text import Text
 from textual.app import SystemCommand
 from textual.screen import Screen
 
-from core.alerts import alert_documents
+from core.alerts import each_alert_document
 from core.export import export_rows
 from core.permissions import write_private
 from core.safetext import visible
@@ -34,13 +34,15 @@ class Tools:
     async def _export(self, fmt: str) -> Path:
         explorer = self.explorer
         assert explorer is not None
+        rows: Iterable[dict[str, Any]]
         if self.focused is self.query_one(Conversations):
-            rows, stem = self.query_one(Conversations).rows_shown, "vpcwatch-conversations"
+            rows = self.query_one(Conversations).rows_shown
+            count, stem = len(rows), "vpcwatch-conversations"
         else:
             table = await self._read(explorer.feed, self.scope, 0, 10_000_000)
-            rows, stem = alert_documents(table), "vpcwatch-alerts"
+            rows, count, stem = each_alert_document(table), table.num_rows, "vpcwatch-alerts"
         path = await asyncio.to_thread(export_rows, rows, self.export_dir, stem, fmt)
-        self.notify(visible(f"{len(rows):,} rows written to {path}"), title="export", markup=False)
+        self.notify(visible(f"{count:,} rows written to {path}"), title="export", markup=False)
         self.last_export = path
         return path
 
