@@ -25,7 +25,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from core.alerts import alert_batches, alert_documents, recent_alerts
+from core.alerts import BATCH_ROWS, alert_batches, alert_documents, recent_alerts
 from core.config import (
     Config,
     ConfigError,
@@ -247,18 +247,22 @@ def cmd_query(args: argparse.Namespace) -> int:
             raise UsageError(f"query failed: {str(exc).splitlines()[0]}") from None
         finally:
             sandbox.close()
-    # (by column, not to_pylist: a self-join gives two columns of one name)
     columns = table.column_names
-    rows = list(zip(*(c.to_pylist() for c in table.columns), strict=True))
-    if args.format == "json":  # JSON escapes every control and non-ASCII character
-        for row in rows:
-            print(json.dumps(dict(zip(columns, row, strict=True)), default=json_value))
-        return EXIT_OK
     writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(columns)
-    if sys.stdout.isatty():  # shown to a person: log text must not drive the terminal
-        rows = [[visible(v) if isinstance(v, str) else v for v in row] for row in rows]
-    writer.writerows(rows)
+    if args.format == "csv":
+        writer.writerow(columns)
+    shown = sys.stdout.isatty()  # to a person: log text must not drive the terminal
+    for batch in table.to_batches(BATCH_ROWS):  # (as Python objects, a batch at a time)
+        # (by column, not to_pylist: a self-join gives two columns of one name)
+        rows = zip(*(c.to_pylist() for c in batch.columns), strict=True)
+        if args.format == "json":  # JSON escapes every control and non-ASCII character
+            sys.stdout.write("".join(json.dumps(dict(zip(columns, row, strict=True)),
+                                                default=json_value) + "\n" for row in rows))
+        elif shown:
+            writer.writerows([visible(v) if isinstance(v, str) else v for v in row]
+                             for row in rows)
+        else:
+            writer.writerows(rows)
     return EXIT_OK
 
 
