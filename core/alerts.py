@@ -12,7 +12,7 @@ import duckdb
 import pyarrow as pa
 
 from core.rules import parity
-from core.store import Store
+from core.store import Store, StoreError
 from core.store.segments import Segments
 
 _TIMES = ("window_start", "first_seen", "last_seen")
@@ -28,11 +28,21 @@ def recent_alerts(store: Store, since: int | None = None, min_level: int = 0,
 
 
 def alert_batches(store: Store, since: int | None = None, min_level: int = 0,
-                  limit: int | None = None) -> pa.RecordBatchReader:
+                  limit: int | None = None) -> Iterator[pa.RecordBatch]:
     """``alerts_relation``'s rows, a batch at a time, whatever their number: what the command
     line prints (a day of dense traffic derives millions of parity alerts; all at once, and
-    as Python objects, they took more memory than a 24 GB host had)."""
-    return alerts_relation(store, since, min_level, limit).to_arrow_reader(BATCH_ROWS)
+    as Python objects, they took more memory than a 24 GB host had). A failure while they
+    are read (DuckDB out of memory) is a StoreError of one line."""
+    reader = alerts_relation(store, since, min_level, limit).to_arrow_reader(BATCH_ROWS)
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except (pa.ArrowException, OSError, duckdb.Error) as exc:
+            raise StoreError(f"reading the alerts failed: {str(exc).splitlines()[0]}"
+                             ) from None
+        yield batch
 
 
 def alerts_relation(store: Store, since: int | None = None, min_level: int = 0,

@@ -9,7 +9,7 @@ DuckDB database of its own, in memory, that
 - sees ``flows`` (a view over the committed segments) and copies of the store's tables the
   query names (``alerts``, ``cloudtrail``, ``objects``, ``prefixes``), taken when it starts;
 - runs one query at a time, interrupted when it runs past its timeout (or by ``interrupt``
-  from another thread: the app's Esc), with its memory bounded.
+  from another thread: the app's Esc), with its memory and what it spills to disk bounded.
 Only one statement, and only a query, is accepted (``check_read_only``).
 """
 
@@ -27,6 +27,7 @@ from core.store import Store, spill
 TABLES = ("alerts", "cloudtrail", "objects", "prefixes")  # besides flows
 TIMEOUT = 60.0  # seconds
 MEMORY_LIMIT = "1GB"
+SPILL_LIMIT = "4GB"  # what a query may spill into the state directory (the store's disk)
 
 
 class ReadOnlyError(ValueError):
@@ -60,7 +61,7 @@ class Sandbox:
         self._lock = threading.Lock()
         self.con = spill.connect(store.state_dir, config={
             "autoinstall_known_extensions": False, "autoload_known_extensions": False,
-            "memory_limit": memory_limit})
+            "memory_limit": memory_limit, "max_temp_directory_size": SPILL_LIMIT})
         (store.engine or RuleEngine([])).install(self.con)  # the rules' SQL functions
         allowed = str(store.segment_dir).rstrip("/") + "/"
         self.con.execute(f"SET allowed_directories = [{literal(allowed)}]")

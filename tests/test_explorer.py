@@ -269,6 +269,8 @@ def test_exports_write_every_row(tmp_path: Path) -> None:
     for path in (csv_path, json_path):
         again = export_rows(iter(rows), tmp_path, "g", path.suffix[1:])
         assert again.read_text() == path.read_text()
+        none = export_rows(iter([]), tmp_path, "n", path.suffix[1:])
+        assert none.read_text() == export_rows([], tmp_path, "e", path.suffix[1:]).read_text()
 
 
 def test_the_feed_at_level_3_derives_the_parity_alerts_newest_first_and_follows_commits(

@@ -103,6 +103,7 @@ def test_the_command_line_prints_every_alert_in_order_a_batch_at_a_time(
     millions of parity alerts took more memory than the host had): as many batches as it
     takes, each alert once, in the order of the whole table."""
     import core.alerts
+    import tui.output
     from tui.cli import main
 
     store = scanned(tmp_path, {"a.log": scenarios.benign(2_000)})
@@ -112,9 +113,17 @@ def test_the_command_line_prints_every_alert_in_order_a_batch_at_a_time(
         store.close()
     monkeypatch.setattr(core.alerts, "BATCH_ROWS", 7)
     assert len(whole) > 10 * 7  # (many batches)
+    made: list[int] = []  # the alerts made Python objects at each go
+
+    def documents(rows: Any) -> list[dict[str, Any]]:
+        made.append(rows.num_rows)
+        return alert_documents(rows)
+
+    monkeypatch.setattr(tui.output, "alert_documents", documents)
     state = str(tmp_path / "state")
     assert main(["alerts", "--state-dir", state, "--min-level", "3", "--json"]) == 0
     assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == whole
+    assert max(made) == 7 and sum(made) == len(whole)
     assert main(["alerts", "--state-dir", state, "--min-level", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[2] for line in lines] == [a["rule_id"] for a in whole]

@@ -126,14 +126,15 @@ def test_what_a_viewer_loads_equals_the_store_commit_after_commit(
     store.close()
 
 
-def spilled(con: duckdb.DuckDBPyConnection, directory: Path) -> list[str]:
-    """The files in ``directory`` while a sort too large for ``con``'s memory limit is under
-    way (its reader open: the sort has run, its runs are on disk)."""
+def spilled(con: duckdb.DuckDBPyConnection) -> list[Path]:
+    """The files DuckDB spilled to while a sort too large for ``con``'s memory limit is
+    under way (its reader open: the sort has run, its runs are on disk)."""
     reader = con.sql("SELECT md5(i::VARCHAR) || repeat('x', 40) AS s FROM range(3000000) t(i) "
                      "ORDER BY s").to_arrow_reader(1000)
     try:
         next(iter(reader))
-        return os.listdir(directory)
+        files = con.cursor().sql("SELECT path FROM duckdb_temporary_files()").fetchall()
+        return [Path(path) for (path,) in files]
     finally:
         reader.close()
 
@@ -160,13 +161,12 @@ def test_what_a_query_spills_stays_in_the_state_directory(
             con.execute("SET memory_limit = '128MB'")
         for name, con in {"store": store.con, "viewer": viewer.con, "sandbox": sandbox.con
                           }.items():
-            before = set(os.listdir(state / "spill"))
-            new = set(spilled(con, state / "spill")) - before  # (its own sort's files)
-            assert any(f.startswith("duckdb_temp") and "storage" in f for f in new), name
+            files = spilled(con)
+            assert files and {f.parent for f in files} == {state / "spill"}, (name, files)
             assert list(elsewhere.iterdir()) == [], name
         assert stat.S_IMODE((state / "spill").stat().st_mode) == 0o700
     finally:
-        sandbox.con.close()
+        sandbox.close()
         viewer.close()
         store.close()
 

@@ -256,8 +256,9 @@ def cmd_query(args: argparse.Namespace) -> int:
         # (by column, not to_pylist: a self-join gives two columns of one name)
         rows = zip(*(c.to_pylist() for c in batch.columns), strict=True)
         if args.format == "json":  # JSON escapes every control and non-ASCII character
-            sys.stdout.write("".join(json.dumps(dict(zip(columns, row, strict=True)),
-                                                default=json_value) + "\n" for row in rows))
+            for row in rows:  # (a write per line: see print_alerts)
+                sys.stdout.write(json.dumps(dict(zip(columns, row, strict=True)),
+                                            default=json_value) + "\n")
         elif shown:
             writer.writerows([visible(v) if isinstance(v, str) else v for v in row]
                              for row in rows)

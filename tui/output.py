@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
 
-from core.alerts import alert_documents
+from core.alerts import BATCH_ROWS, alert_documents
 from core.events import PollSummary
 from core.rules import RuleEngine
 from core.safetext import visible
@@ -23,13 +24,15 @@ def warn_rule_errors(engine: RuleEngine) -> None:
         print(f"vpcwatch: rule not loaded: {visible(error)}", file=sys.stderr)
 
 
-def print_alerts(alerts: pa.Table | pa.RecordBatchReader | None) -> None:
-    """One JSON line per alert, written and flushed a batch at a time."""
+def print_alerts(alerts: pa.Table | Iterable[pa.RecordBatch] | None) -> None:
+    """One JSON line per alert, flushed a batch at a time. (A line per write: one write of a
+    whole batch that a reader leaving cut short raised no error, so nothing said the output
+    was incomplete.)"""
     if alerts is None:
         return
-    for batch in alerts.to_batches() if isinstance(alerts, pa.Table) else alerts:
-        sys.stdout.write("".join(json.dumps(document, default=json_value) + "\n"
-                                 for document in alert_documents(batch)))
+    for batch in alerts.to_batches(BATCH_ROWS) if isinstance(alerts, pa.Table) else alerts:
+        for document in alert_documents(batch):
+            sys.stdout.write(json.dumps(document, default=json_value) + "\n")
         sys.stdout.flush()
 
 
