@@ -3,12 +3,12 @@
 DuckDB's default for an in-memory database (an attached viewer's copy of the collector's
 state, the SQL sandbox) is ``.tmp`` in the current directory: files of flows and alerts,
 readable by everyone (0644), in whatever directory the command was started from, through a
-symbolic link if one is planted there. Every database vpcwatch opens spills into the state
-directory's own ``spill/`` instead (0700, inside the 0700 state directory). vpcwatch makes
-the directory itself, so DuckDB, which removes the directories it made when it closes,
-never removes it under another process. Processes share it: DuckDB 2 names its spill files
-per process and database (``duckdb_temp_<pid>_<n>_…``) and removes dead processes' files
-(DuckDB 1 did neither: pyproject.toml asks for 2).
+symbolic link if one is planted there. Every database vpcwatch opens over the store's data
+spills into the state directory's own ``spill/`` instead (0700, inside the 0700 state
+directory). vpcwatch makes the directory itself, so DuckDB, which removes the directories
+it made when it closes, never removes it under another process. Processes share it:
+DuckDB 2 names its spill files per process and database (``duckdb_temp_<pid>_<n>_…``) and
+removes dead processes' files (DuckDB 1 did neither: pyproject.toml asks for 2).
 """
 
 from __future__ import annotations
