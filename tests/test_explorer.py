@@ -4,8 +4,11 @@ answers equal SQL over the Parquet segments, through new commits and compaction.
 from __future__ import annotations
 
 import json
+import stat
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -271,6 +274,20 @@ def test_exports_write_every_row(tmp_path: Path) -> None:
         assert again.read_text() == path.read_text()
         none = export_rows(iter([]), tmp_path, "n", path.suffix[1:])
         assert none.read_text() == export_rows([], tmp_path, "e", path.suffix[1:]).read_text()
+
+
+def test_an_export_is_private_and_whole_or_not_there(tmp_path: Path) -> None:
+    def failing(rows: int) -> Iterator[dict[str, Any]]:  # a read that fails midway
+        for n in range(rows):
+            yield {"a": n, "c": "x" * 1000}
+        raise OSError(28, "No space left on device")
+
+    for fmt in ("csv", "json"):
+        with pytest.raises(OSError, match="No space left"):
+            export_rows(failing(500), tmp_path / fmt, "t", fmt)
+        assert list((tmp_path / fmt).iterdir()) == []  # (500 kB were written before)
+        path = export_rows(iter([{"a": 1}]), tmp_path / fmt, "t", fmt)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600  # what the logs say, the owner's
 
 
 def test_the_feed_at_level_3_derives_the_parity_alerts_newest_first_and_follows_commits(
