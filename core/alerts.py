@@ -3,6 +3,7 @@ Wazuh-parity alerts derived from the flows of the range asked for (``core.rules.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -32,17 +33,48 @@ def alert_batches(store: Store, since: int | None = None, min_level: int = 0,
     """``alerts_relation``'s rows, a batch at a time, whatever their number: what the command
     line prints (a day of dense traffic derives millions of parity alerts; all at once, and
     as Python objects, they took more memory than a 24 GB host had). A failure while they
-    are read (DuckDB out of memory) is a StoreError of one line."""
-    reader = alerts_relation(store, since, min_level, limit).to_arrow_reader(BATCH_ROWS)
+    are made or read (DuckDB out of memory) is a StoreError of one line.
+
+    Without a ``limit``, the parity alerts are derived into a temporary table first, the
+    stored ones added, and that one table sorted: DuckDB sorts a table through its spill
+    directory when memory runs short, where sorting the union with the derivation ran out
+    (a day of 10 M flows, 7 M alerts: out of memory at a 4 GB limit; so, within 1 GB). With
+    a limit, the newest few are picked as the rows are derived, no table needed."""
+    stored, params, derived = _parts(store, since, min_level, True)
+    try:
+        if derived is None or limit is not None:
+            yield from _batches(alerts_relation(store, since, min_level, limit))
+            return
+        store.con.execute(f"CREATE OR REPLACE TEMP TABLE {_ALL} AS {stored} LIMIT 0", params)
+        store.con.execute(f"INSERT INTO {_ALL} BY NAME {derived}")
+        store.con.execute(f"INSERT INTO {_ALL} BY NAME {stored}", params)
+        yield from _batches(store.con.sql(f"SELECT * FROM {_ALL}{_ORDER}"))
+    except duckdb.Error as exc:
+        raise _failed(exc) from None
+    finally:
+        if derived is not None and limit is None:
+            with contextlib.suppress(duckdb.Error):
+                store.con.execute(f"DROP TABLE IF EXISTS {_ALL}")
+
+
+_ALL = "alerts_printed"  # (alert_batches' table)
+_ORDER = " ORDER BY last_seen DESC, level DESC, id"
+
+
+def _batches(relation: duckdb.DuckDBPyRelation) -> Iterator[pa.RecordBatch]:
+    reader = relation.to_arrow_reader(BATCH_ROWS)
     while True:
         try:
             batch = reader.read_next_batch()
         except StopIteration:
             return
         except (pa.ArrowException, OSError, duckdb.Error) as exc:
-            raise StoreError(f"reading the alerts failed: {str(exc).splitlines()[0]}"
-                             ) from None
+            raise _failed(exc) from None
         yield batch
+
+
+def _failed(exc: Exception) -> StoreError:
+    return StoreError(f"reading the alerts failed: {str(exc).splitlines()[0]}")
 
 
 def alerts_relation(store: Store, since: int | None = None, min_level: int = 0,
@@ -51,6 +83,19 @@ def alerts_relation(store: Store, since: int | None = None, min_level: int = 0,
     """Alerts whose last record is at or after ``since`` (epoch seconds), newest first: the
     stored ones and, when ``min_level`` lets them in (and ``with_parity``), the parity alerts
     of those flows."""
+    sql, params, derived = _parts(store, since, min_level, with_parity)
+    if derived is not None:
+        sql += f" UNION ALL BY NAME SELECT * FROM ({derived})"
+    sql += _ORDER
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return store.con.sql(sql, params=params)
+
+
+def _parts(store: Store, since: int | None, min_level: int, with_parity: bool
+           ) -> tuple[str, list[Any], str | None]:
+    """The stored alerts' query and its parameters, and the parity alerts' (None: none)."""
     sql = "SELECT *, false AS derived FROM alerts WHERE level >= ?"
     params: list[Any] = [min_level]
     if since is not None:
@@ -58,14 +103,8 @@ def alerts_relation(store: Store, since: int | None = None, min_level: int = 0,
         params.append(since)
     wanted = with_parity and min_level <= parity.MAX_LEVEL
     flows = parity_flows(store.con, store.segments, since, None) if wanted else None
-    if flows is not None:
-        derived = parity.select(flows, min_level, seen_since=since)
-        sql += f" UNION ALL BY NAME SELECT * FROM ({derived})"
-    sql += " ORDER BY last_seen DESC, level DESC, id"
-    if limit is not None:
-        sql += " LIMIT ?"
-        params.append(limit)
-    return store.con.sql(sql, params=params)
+    derived = None if flows is None else parity.select(flows, min_level, seen_since=since)
+    return sql, params, derived
 
 
 def parity_flows(con: duckdb.DuckDBPyConnection, segments: Segments, since: int | None,

@@ -106,13 +106,20 @@ def test_the_command_line_prints_every_alert_in_order_a_batch_at_a_time(
     import tui.output
     from tui.cli import main
 
-    store = scanned(tmp_path, {"a.log": scenarios.benign(2_000)})
+    found = [text for case in scenarios.detections() for text in case.lines]
+    store = scanned(tmp_path, {"a.log": scenarios.benign(2_000), "d.log": found})
     try:
         whole = alert_documents(recent_alerts(store, None, 3))
+        read = core.alerts.alert_batches(store, None, 3)  # (its table goes, read or not)
+        next(read)
+        read.close()
+        assert store.con.sql("SELECT count(*) FROM duckdb_tables() WHERE temporary AND "
+                             "table_name = 'alerts_printed'").fetchall() == [(0,)]
     finally:
         store.close()
     monkeypatch.setattr(core.alerts, "BATCH_ROWS", 7)
     assert len(whole) > 10 * 7  # (many batches)
+    assert {a["derived"] for a in whole} == {True, False}  # (stored among derived, sorted)
     made: list[int] = []  # the alerts made Python objects at each go
 
     def documents(rows: Any) -> list[dict[str, Any]]:
