@@ -78,8 +78,11 @@ def test_alerts_and_query_attach_to_a_running_collector(
         log.wait_for("poll finished")
         first = run_json_lines(alerts, capsys)
         assert first and {a["source"] for a in first} == {"vpcflow", "cloudtrail"}
+        with_parity = run_json_lines([*alerts[:-1], "3"], capsys)  # (derived on the copy)
+        assert [a for a in with_parity if not a["derived"]] == first
+        assert len(with_parity) > len(first)
         [before] = run_json_lines(count, capsys)
-        assert len(yielded) == 2  # each attached command yields the CPU to the collector
+        assert len(yielded) == 3  # each attached command yields the CPU to the collector
         watch = subprocess.Popen([sys.executable, "-m", "tui.cli", "watch", "--headless",
                                   "--config", str(config)], stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True)
