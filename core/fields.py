@@ -57,6 +57,10 @@ _FIELD_NAME = re.compile(r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$")
 MAX_FIELD_NAME = 64
 
 
+# The columns the store adds to every record (the object it came from): no field may be one.
+ORIGIN_COLUMNS = ("bucket", "object_key")
+
+
 def column_name(field: str) -> str:
     """The store/Athena column name of an AWS field name: ``log-status`` -> ``log_status``."""
     return field.replace("-", "_")
@@ -67,8 +71,13 @@ def field_name(column: str) -> str:
     return column.replace("_", "-")
 
 
-def is_valid_field_name(field: str) -> bool:
-    return len(field) <= MAX_FIELD_NAME and bool(_FIELD_NAME.match(field))
+def field_problem(field: str) -> str | None:
+    """Why ``field`` (an AWS-style name) cannot be a column of the store, or None."""
+    if len(field) > MAX_FIELD_NAME or not _FIELD_NAME.match(field):
+        return "is not a flow-log field name"
+    if column_name(field) in ORIGIN_COLUMNS:
+        return "is a column vpcwatch adds to every record (the object it came from)"
+    return None
 
 
 def arrow_type(field: str) -> pa.DataType:

@@ -26,7 +26,7 @@ from core.fields import (
     arrow_type,
     column_name,
     field_name,
-    is_valid_field_name,
+    field_problem,
 )
 
 MAX_FIELDS = 128
@@ -113,8 +113,10 @@ def parse_parquet(data: bytes) -> ParsedFlows:
     columns = {}
     for name in table.column_names:
         aws_name = field_name(name.lower())
-        if not is_valid_field_name(aws_name):
-            raise CorruptObject(f"Parquet column {name[:80]!r} is not a flow-log field name")
+        if (problem := field_problem(aws_name)) is not None:
+            raise CorruptObject(f"Parquet column {name[:80]!r} {problem}")
+        if column_name(aws_name) in columns:
+            raise CorruptObject(f"Parquet column {name[:80]!r} names a field twice")
         try:
             columns[column_name(aws_name)] = table[name].cast(arrow_type(aws_name))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
@@ -135,8 +137,8 @@ def _header_fields(line: bytes) -> list[str] | None:
     if len(words) > MAX_FIELDS:
         raise CorruptObject(f"the header has {len(words)} fields (at most {MAX_FIELDS})")
     for word in words:
-        if not is_valid_field_name(word):
-            raise CorruptObject(f"the header names an invalid field {word[:80]!r}")
+        if (problem := field_problem(word)) is not None:
+            raise CorruptObject(f"the header's field {word[:80]!r} {problem}")
     if len(set(words)) != len(words):
         raise CorruptObject("the header names a field twice")
     return words

@@ -138,6 +138,20 @@ def test_a_first_line_that_is_not_a_header_is_a_corrupt_object(first_line: bytes
         parse_text(first_line + b"\n1 2 3\n")
 
 
+@pytest.mark.parametrize("field", ["bucket", "object-key"])
+def test_a_field_named_as_a_column_the_store_adds_is_a_corrupt_object(field: str) -> None:
+    """(Found by an adversarial review: stored, such a field clashed with the object's origin
+    columns, and every commit of its batch failed, good objects with it, poll after poll.)"""
+    with pytest.raises(CorruptObject, match="adds to every record"):
+        parse_text(f"version srcaddr {field}\n2 10.0.0.1 x\n".encode())
+    for columns in ({"srcaddr": ["10.0.0.1"], field.replace("-", "_"): ["x"]},
+                    {"start": [1], "Start": [2]}):  # (the second: one field twice)
+        buffer = io.BytesIO()
+        pq.write_table(pa.table(columns), buffer)
+        with pytest.raises(CorruptObject, match=r"adds to every record|twice"):
+            parse_parquet(buffer.getvalue())
+
+
 def test_parquet_objects() -> None:
     obj = flowgen.flow_object(flowgen.ALL_V5, 40, ms=True)
     rows = reference_rows(obj.fields, obj.lines)

@@ -8,7 +8,7 @@ import logging
 import duckdb
 import pyarrow as pa
 
-from core.fields import KNOWN_FIELDS, column_name, sql_type
+from core.fields import KNOWN_FIELDS, ORIGIN_COLUMNS, column_name, sql_type
 from core.rules import ALERTS_SCHEMA, CONTEXT, parity
 from core.store.transaction import transaction
 
@@ -46,7 +46,7 @@ bucket VARCHAR, prefix VARCHAR, status VARCHAR, error VARCHAR, updated TIMESTAMP
 # The flows view always has every known column, whatever the segments hold.
 EMPTY_FLOWS = "SELECT " + ", ".join(
     [f'NULL::{sql_type(f)} AS "{column_name(f)}"' for f in KNOWN_FIELDS]
-    + ["NULL::VARCHAR AS bucket", "NULL::VARCHAR AS object_key"]
+    + [f"NULL::VARCHAR AS {name}" for name in ORIGIN_COLUMNS]
 ) + " WHERE false"
 NOW = "(now() AT TIME ZONE 'UTC')"
 
