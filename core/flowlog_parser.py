@@ -30,6 +30,11 @@ from core.fields import (
 )
 
 MAX_FIELDS = 128
+MAX_TIME = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second a date can show
+_COUNT = (0, 2**63 - 1)
+# The values a record's fields can take (store column names); a row outside them is a bad line
+_RANGES = {"srcport": (0, 65535), "dstport": (0, 65535), "protocol": (0, 255),
+           "packets": _COUNT, "bytes": _COUNT, "start": (0, MAX_TIME), "end": (0, MAX_TIME)}
 _INTEGER = r"^-?[0-9]{1,19}$"
 _BLOCK_SIZE = 8 << 20
 _NOT_SPACE = re.compile(rb"\S")
@@ -69,7 +74,7 @@ def parse_text(data: bytes) -> ParsedFlows:
         # the CSV reader sees as empty fields. Clean data never pays for this second pass.
         parsed = _read(_normalise_whitespace(bytes(body)), fields)
     parsed.table = _seconds(_rename(parsed.table))
-    return parsed
+    return _in_range(parsed)
 
 
 def _read(body: bytes | memoryview, fields: list[str]) -> ParsedFlows:
@@ -121,7 +126,7 @@ def parse_parquet(data: bytes) -> ParsedFlows:
             columns[column_name(aws_name)] = table[name].cast(arrow_type(aws_name))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise CorruptObject(f"Parquet column {name!r} has the wrong type: {exc}") from None
-    return ParsedFlows(_seconds(pa.table(columns)))
+    return _in_range(ParsedFlows(_seconds(pa.table(columns))))
 
 
 def _header_fields(line: bytes) -> list[str] | None:
@@ -216,7 +221,7 @@ def _read_checked(body: bytes | memoryview, fields: list[str]) -> ParsedFlows:
         if kind == pa.string():
             continue
         column = table[name]
-        ok = pc.or_kleene(pc.is_null(column), pc.match_substring_regex(column, _INTEGER))
+        ok = pc.or_kleene(pc.is_null(column), _fits_int64(column))
         ok = pc.fill_null(ok, True)
         as_int = pc.cast(pc.if_else(ok, column, None), pa.int64())
         if name in INT32_FIELDS:
@@ -230,6 +235,39 @@ def _read_checked(body: bytes | memoryview, fields: list[str]) -> ParsedFlows:
     table = table.filter(keep)
     table = pa.table({name: table[name].cast(arrow_type(name)) for name in fields})
     return ParsedFlows(table, sum(reasons.values()), reasons)
+
+
+def _fits_int64(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Is each text an integer that a 64-bit column holds? (19 digits may not fit: compared
+    as text with the largest, digit for digit.)"""
+    digits = pc.utf8_ltrim(column, characters="-")
+    return pc.and_(pc.match_substring_regex(column, _INTEGER),
+                   pc.or_(pc.less(pc.utf8_length(digits), 19),
+                          pc.less_equal(digits, str(2**63 - 1))))
+
+
+def _in_range(parsed: ParsedFlows) -> ParsedFlows:
+    """Drop (and count) the rows with a value no flow record has: a negative count, a port
+    or protocol out of its range, a time before 1970 or after the year 9999 (which no date
+    can show, and which would keep its segment from ever leaving by retention)."""
+    table, keep = parsed.table, None
+    for name, (low, high) in _RANGES.items():
+        if name not in table.column_names:
+            continue
+        column = table[name]
+        bounds = pc.min_max(column).as_py()
+        if bounds["min"] is None or (bounds["min"] >= low and bounds["max"] <= high):
+            continue  # (every row: one pass over the column, no filter)
+        ok = pc.fill_null(pc.and_(pc.greater_equal(column, low), pc.less_equal(column, high)),
+                          True)
+        bad = ok if keep is None else pc.or_(pc.invert(keep), ok)
+        newly = pc.sum(pc.invert(bad)).as_py() or 0
+        parsed.bad_reasons[f"{field_name(name)} is out of range ({low} to {high})"] += newly
+        parsed.bad_lines += newly
+        keep = ok if keep is None else pc.and_(keep, ok)
+    if keep is not None:
+        parsed.table = table.filter(keep)
+    return parsed
 
 
 def _rename(table: pa.Table) -> pa.Table:

@@ -152,6 +152,35 @@ def test_a_field_named_as_a_column_the_store_adds_is_a_corrupt_object(field: str
             parse_parquet(buffer.getvalue())
 
 
+def test_values_no_flow_record_has_are_bad_lines_not_a_failed_object() -> None:
+    """(Found by an adversarial review: a count past 2^63 - 1 failed the whole object, and a
+    time past the year 9999 was stored, then every `vpcwatch alerts` failed to show it.)"""
+    good = ("2 123456789012 eni-1 10.0.0.1 10.0.0.2 443 50000 6 10 840 1700000000 1700000060 "
+            "ACCEPT OK")
+    fields = good.split()
+
+    def with_value(index: int, value: str) -> str:
+        return " ".join([*fields[:index], value, *fields[index + 1:]])
+
+    bad = {"bytes is not a 64-bit integer": [with_value(9, "9" * 19),
+                                             with_value(9, "-" + "9" * 19)],
+           "bytes is out of range (0 to 9223372036854775807)": [with_value(9, "-1")],
+           "start is out of range (0 to 253402300799)": [with_value(10, "999999999999999"),
+                                                          with_value(10, "-5")],
+           "dstport is out of range (0 to 65535)": [with_value(6, "70000")],
+           "protocol is out of range (0 to 255)": [with_value(7, "300")]}
+    lines = [good, with_value(9, str(2**63 - 1)), *(line for group in bad.values()
+                                                    for line in group)]
+    parsed = parse_text(("\n".join(lines) + "\n").encode())
+    assert parsed.table["bytes"].to_pylist() == [840, 2**63 - 1]
+    assert parsed.bad_reasons == {reason: len(group) for reason, group in bad.items()}
+    assert parsed.bad_lines == sum(len(group) for group in bad.values())
+    buffer = io.BytesIO()  # the same for Parquet
+    pq.write_table(pa.table({"start": [1700000000, -1], "dstport": [443, 443]}), buffer)
+    parsed = parse_parquet(buffer.getvalue())
+    assert parsed.table["start"].to_pylist() == [1700000000] and parsed.bad_lines == 1
+
+
 def test_parquet_objects() -> None:
     obj = flowgen.flow_object(flowgen.ALL_V5, 40, ms=True)
     rows = reference_rows(obj.fields, obj.lines)
