@@ -47,6 +47,8 @@ def parse_cloudtrail(data: bytes) -> ParsedEvents:
         document = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise CorruptObject(f"not a CloudTrail JSON document: {exc}") from None
+    except RecursionError:
+        raise CorruptObject("not a CloudTrail JSON document: nested too deeply") from None
     records = document.get("Records") if isinstance(document, dict) else None
     if not isinstance(records, list):
         raise CorruptObject('not a CloudTrail log: no "Records" list')
@@ -66,18 +68,26 @@ def parse_cloudtrail(data: bytes) -> ParsedEvents:
 def _event_row(record: object) -> tuple[dict[str, Any], str | None]:
     if not isinstance(record, dict):
         return {}, "record is not a JSON object"
+    try:
+        text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # (JSON's \ud800 escapes decode to lone surrogates)
+        return {}, "record holds text that is not Unicode (a lone surrogate)"
+    except RecursionError:
+        return {}, "record is nested too deeply"
     event_id = record.get("eventID")
     if not isinstance(event_id, str) or not event_id:
         event_id = record_hash(record)
     try:
         when = datetime.fromisoformat(str(record.get("eventTime")).replace("Z", "+00:00"))
-    except ValueError:
+        when = when.astimezone(UTC).replace(tzinfo=None)
+    except (ValueError, OverflowError):  # (year 1 at +01:00 is before the year 1 in UTC)
         return {}, "record has no valid eventTime"
     identity = record.get("userIdentity")
     identity = identity if isinstance(identity, dict) else {}
     return {
         "event_id": event_id,
-        "event_time": when.astimezone(UTC).replace(tzinfo=None),
+        "event_time": when,
         "event_source": _text(record.get("eventSource")),
         "event_name": _text(record.get("eventName")),
         "aws_region": _text(record.get("awsRegion")),
@@ -88,7 +98,7 @@ def _event_row(record: object) -> tuple[dict[str, Any], str | None]:
         "account_id": _text(record.get("recipientAccountId") or identity.get("accountId")),
         "error_code": _text(record.get("errorCode")),
         "error_message": _text(record.get("errorMessage")),
-        "record": json.dumps(record, ensure_ascii=False, separators=(",", ":")),
+        "record": text,
     }, None
 
 

@@ -70,6 +70,9 @@ def _read(ref: ObjectRef, max_size: int) -> ObjectResult:
         return ObjectResult(ref, Status.QUARANTINED, error=str(exc))
     except OSError as exc:
         return ObjectResult(ref, Status.PENDING, error=f"cannot read: {exc.strerror}")
+    except Exception as exc:  # a bug: shown with its traceback, the file set aside (as collect)
+        log.exception("%s: internal error", ref.key)
+        return ObjectResult(ref, Status.QUARANTINED, error=f"internal error: {exc!r}")
 
 
 def _commit(store: Store, batch: list[ObjectResult], summary: PollSummary,

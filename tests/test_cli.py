@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -194,6 +195,29 @@ def test_scan_exits_1_when_a_file_is_refused(
                               "--json"], capsys)
     assert summary["objects"]["quarantined"] == 1 and summary["objects"]["done"] == 1
     assert code == 1
+
+
+def test_a_bug_reading_one_file_quarantines_it_and_the_scan_goes_on(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A parser's bug is simulated (a monkeypatched reader raising for one file): the bugs
+    an adversarial review found each made `scan` of a folder store nothing at all."""
+    import core.scan
+
+    for name in ("a.log", "b.log", "c.log"):
+        (tmp_path / name).write_bytes(flowgen.flow_object(flowgen.V2, 5).text())
+    real = core.scan.read_object
+
+    def buggy(ref: Any, *args: Any) -> Any:
+        if ref.key.endswith("b.log"):
+            raise RecursionError("maximum recursion depth exceeded")
+        return real(ref, *args)
+
+    monkeypatch.setattr(core.scan, "read_object", buggy)
+    code, summary = run_json(["scan", str(tmp_path), "--state-dir", str(tmp_path / "s"),
+                              "--json"], capsys)
+    assert summary["objects"]["quarantined"] == 1 and summary["objects"]["done"] == 2
+    assert summary["records"] == 10 and code == 1
 
 
 def test_a_reader_that_leaves_early_ends_the_output_quietly(tmp_path: Path) -> None:

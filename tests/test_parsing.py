@@ -207,6 +207,23 @@ def test_cloudtrail_duplicates_are_stored_once_and_bad_records_counted() -> None
                                   "record is not a JSON object": 1}
 
 
+def test_a_bad_cloudtrail_record_is_counted_and_the_others_kept() -> None:
+    """(Found by an adversarial review: each of these failed its whole object, and made
+    `vpcwatch scan` of a folder store nothing at all.)"""
+    good = flowgen.trail_event("CreateVpc", event_id="e-1")
+    surrogate = {**flowgen.trail_event("CreateVpc", event_id="e-2"), "eventName": "\ud800"}
+    year_one = flowgen.trail_event("CreateVpc", event_id="e-3")
+    year_one["eventTime"] = "0001-01-01T00:00:00+01:00"  # (before the year 1, in UTC)
+    data = json.dumps({"Records": [good, surrogate, year_one]}).encode()
+    parsed = parse_cloudtrail(data)
+    assert parsed.table["event_id"].to_pylist() == ["e-1"]
+    assert parsed.bad_reasons == {"record has no valid eventTime": 1,
+                                  "record holds text that is not Unicode (a lone surrogate)": 1}
+    deep = b'{"Records": [' + b"[" * 5000 + b"]" * 5000 + b"]}"
+    with pytest.raises(CorruptObject, match="nested too deeply"):
+        parse_cloudtrail(deep)
+
+
 @pytest.mark.parametrize("payload", [b"{}", b"[1,2]", b"not json"])
 def test_a_cloudtrail_object_without_records_is_corrupt(payload: bytes) -> None:
     with pytest.raises(CorruptObject):
