@@ -246,7 +246,7 @@ def _general(source: str, table: dict[str, Any], base: Path) -> GeneralConfig:
         path = Path(os.path.expandvars(_string(value))).expanduser()
         return path if path.is_absolute() else (base / path)
 
-    duration = "a duration such as 30s, 10m, 48h or 7d"
+    duration = "a duration such as 30s, 10m, 48h or 7d, at most 100 years"
     return GeneralConfig(
         interval=r.get("interval", defaults.interval, _min_duration(1), duration + " (≥ 1s)"),
         run_on_start=r.get("run_on_start", True, _boolean, "true or false"),
@@ -262,8 +262,9 @@ def _general(source: str, table: dict[str, Any], base: Path) -> GeneralConfig:
                          "a size such as 768MiB or 2GiB (≥ 64MiB)"),
         concurrency=r.get("concurrency", 8, _bounded_int(1, 64), "an integer from 1 to 64"),
         max_attempts=r.get("max_attempts", 3, _bounded_int(1, 20), "an integer from 1 to 20"),
-        max_object_size=r.get("max_object_size", defaults.max_object_size, parse_size,
-                              "a size such as 512MiB or 2GiB"),
+        max_object_size=r.get("max_object_size", defaults.max_object_size,
+                              _at_least(parse_size, 2**20), "a size such as 512MiB or 2GiB "
+                              "(≥ 1MiB)"),
         connect_timeout=r.get("connect_timeout", 10.0, _min_duration(0.1), duration),
         read_timeout=r.get("read_timeout", 60.0, _min_duration(0.1), duration),
         commit_records=r.get("commit_records", 500_000, _bounded_int(1, 10_000_000),
@@ -382,6 +383,8 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
     buckets_table = document.get("bucket", [])
     if not isinstance(buckets_table, list) or not buckets_table:
         raise top.error("bucket", "at least one [[bucket]] table is required")
+    if not all(isinstance(table, dict) for table in buckets_table):
+        raise top.error("bucket", "must be [[bucket]] tables, not a list of values")
     buckets = tuple(
         _bucket(source, table, f"bucket[{index}]") for index, table in enumerate(buckets_table)
     )

@@ -13,8 +13,12 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 
 
+MAX_DURATION = 100 * 365 * 86400.0  # seconds: longer is a mistake (and overflows dates)
+
+
 def parse_duration(value: object) -> float:
-    """``"10m"`` -> 600.0. Plain numbers are seconds. Raises ValueError."""
+    """``"10m"`` -> 600.0. Plain numbers are seconds. Raises ValueError, also for NaN,
+    infinity and anything over MAX_DURATION (100 years)."""
     if isinstance(value, bool):
         raise ValueError(value)
     if isinstance(value, int | float):
@@ -24,6 +28,6 @@ def parse_duration(value: object) -> float:
         if not match:
             raise ValueError(value)
         seconds = float(match[1]) * _UNITS[match[2] or "s"]
-    if seconds < 0:
+    if not 0 <= seconds <= MAX_DURATION:  # (NaN compares false)
         raise ValueError(value)
     return seconds

@@ -197,6 +197,15 @@ def test_scan_exits_1_when_a_file_is_refused(
     assert code == 1
 
 
+@pytest.mark.parametrize("timeout", ["inf", "nan", "1e10", "0"])
+def test_a_query_timeout_out_of_range_is_a_usage_error(
+        timeout: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """(`--timeout inf` printed a thread's traceback and ran the query with no timeout.)"""
+    with pytest.raises(SystemExit) as exit_:
+        main(["query", "--timeout", timeout, "SELECT 1"])
+    assert exit_.value.code == 2 and "from 0 to 86400" in capsys.readouterr().err
+
+
 def test_a_bug_reading_one_file_quarantines_it_and_the_scan_goes_on(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -63,6 +63,12 @@ discard_regex = "^REJECT$"
     assert bucket.discard_regex is not None and bucket.discard_regex.pattern == "^REJECT$"
 
 
+@pytest.mark.parametrize("bucket", ["bucket = [1, 2]", 'bucket = ["abc"]'])
+def test_buckets_that_are_not_tables_are_named_so(bucket: str) -> None:
+    with pytest.raises(ConfigError, match=r"conf.toml: bucket: must be \[\[bucket\]\] tables"):
+        parse_config(f"{bucket}\n[general]\n", "conf.toml")
+
+
 @pytest.mark.parametrize(
     ("line", "section", "key", "allowed"),
     [
@@ -79,6 +85,13 @@ discard_regex = "^REJECT$"
         ('only_logs_after = "yesterday"', "bucket", "only_logs_after", "2026-01-01"),
         ('discard_regex = "(?<=x)y"', "bucket", "discard_regex", "RE2"),
         ('secret_key = "abc"', "bucket", "secret_key", "credential chain"),
+        # (found by an adversarial review: each was accepted, then failed every poll)
+        ("lookback = inf", "general", "lookback", "at most 100 years"),
+        ("retention = nan", "general", "retention", "duration"),
+        ('lookback = "999999d"', "general", "lookback", "at most 100 years"),
+        ("interval = nan", "general", "interval", "duration"),  # (it polled without pause)
+        ("read_timeout = nan", "general", "read_timeout", "duration"),
+        ("max_object_size = 0", "general", "max_object_size", "≥ 1MiB"),
     ],
 )
 def test_a_bad_value_names_file_key_and_what_is_allowed(

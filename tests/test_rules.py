@@ -34,6 +34,7 @@ having = "count(*) >= 3"
 BAD = {
     "unknown column": ('where = "no_such_field = 1"', "no_such_field"),
     "bad window": ('window = "soon"', "window 'soon' is not a duration"),
+    "infinite window": ("window = inf", "window inf is not a duration"),  # (an OverflowError)
     "bad level": ("level = 99", "level must be an integer from 0 to 15"),
     "syntax": ('having = "count(* >= 3"', "Parser Error"),
     "unknown key": ('colour = "red"', "unknown key 'colour'"),
@@ -63,6 +64,19 @@ def test_a_bad_rule_is_named_with_its_file_and_reason_and_the_others_load(tmp_pa
     for n, (label, (_, reason)) in enumerate(BAD.items()):
         [message] = [e for e in errors if f"bad{n}.toml" in e]
         assert f"custom.bad{n}" in message and reason in message, label
+
+
+def test_a_rule_file_that_is_not_rules_is_named_and_the_others_load(tmp_path: Path) -> None:
+    """(Found by an adversarial review: each of these crashed every command that loads the
+    configuration.)"""
+    files = [rule_file(tmp_path, "good.toml", GOOD), tmp_path / "latin1.toml",
+             rule_file(tmp_path, "list.toml", 'rule = ["x"]\n')]
+    files[1].write_bytes('[[rule]]\nid = "caf\u00e9"\n'.encode("latin-1"))
+    engine = load_engine(files, default_rules=False)
+    assert [rule.id for rule in engine.rules] == ["custom.many_rejects"]
+    assert engine.errors == [f"{files[1]}: not valid TOML: 'utf-8' codec can't decode byte "
+                             "0xe9 in position 18: invalid continuation byte",
+                             f"{files[2]}: rules are [[rule]] tables"]
 
 
 def test_rules_check_list_and_test_commands(tmp_path: Path,

@@ -51,13 +51,14 @@ EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a tool SIGPI
 
 
 def _seconds(text: str) -> float:
-    """A positive number of seconds (argparse type)."""
+    """A positive number of seconds, at most a day (argparse type)."""
     try:
         value = float(text)
     except ValueError:
         value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    if not 0 < value <= 86400:  # (NaN compares false)
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0 to "
+                                         "86400 (a day)")
     return value
 
 

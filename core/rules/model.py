@@ -98,11 +98,11 @@ def read_rule_files(paths: list[Path]) -> RuleSet:
         except OSError as exc:
             result.errors.append(f"{path}: cannot read: {exc.strerror}")
             continue
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             result.errors.append(f"{path}: not valid TOML: {exc}")
             continue
         tables = document.get("rule", [])
-        if not isinstance(tables, list):
+        if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
             result.errors.append(f"{path}: rules are [[rule]] tables")
             continue
         for index, table in enumerate(tables):
