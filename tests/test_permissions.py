@@ -103,3 +103,22 @@ def test_a_state_directory_others_can_read_is_made_private(
     os.chmod(state, 0o770)  # writable by others: refused, left as it is
     assert main(["scan", str(logs), "--state-dir", str(state)]) == 1
     assert "writable by other users" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["vpcwatch.lock", "flows", "spill"])
+def test_a_link_planted_in_the_state_directory_is_refused_and_nothing_written_through_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str) -> None:
+    """(Found by an adversarial review: the lock file was written through such a link, and
+    segments into the directory a `flows` link pointed to, readable by everyone.)"""
+    state, elsewhere = tmp_path / "state", tmp_path / "elsewhere"
+    state.mkdir(mode=0o700)
+    elsewhere.mkdir()
+    victim = elsewhere / "victim.txt"
+    victim.write_text("keep")
+    (state / name).symlink_to(victim if name.endswith(".lock") else elsewhere)
+    logs = tmp_path / "a.log"
+    logs.write_bytes(flowgen.flow_object(flowgen.V2, 5).text())
+    assert main(["scan", str(logs), "--state-dir", str(state)]) == 1
+    assert "a symbolic link in the state directory" in capsys.readouterr().err
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["victim.txt"]
+    assert victim.read_text() == "keep"

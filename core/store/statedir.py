@@ -59,7 +59,22 @@ def make_private(path: Path) -> Path:
         os.chmod(path, 0o700)
         log.warning("%s: the state directory was readable by other users; made it private "
                     "(0700)", path)
+    _refuse_links(path)
     return path
+
+
+def _refuse_links(path: Path) -> None:
+    """vpcwatch never makes a symbolic link in the state directory: one there was planted,
+    to have the lock, the store, segments or spill files written where it points."""
+    try:
+        with os.scandir(path) as entries:
+            links = sorted(entry.name for entry in entries if entry.is_symlink())
+    except OSError as exc:
+        raise StateDirError(f"{path}: cannot use the state directory: {exc.strerror}") from None
+    if links:
+        raise StateDirError(f"{path / links[0]}: a symbolic link in the state directory "
+                            "(vpcwatch never makes one, and writes nothing through one); "
+                            "remove it")
 
 
 class StateLock:
@@ -75,7 +90,11 @@ class StateLock:
         self._fd: int | None = None
 
     def acquire(self) -> StateLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:  # (never through a link: it is written)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise StateDirError(f"{self.path}: cannot open the lock file: {exc.strerror}"
+                                ) from None
         mode = fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH
         try:
             fcntl.flock(fd, mode | fcntl.LOCK_NB)
