@@ -15,7 +15,9 @@ Only one statement, and only a query, is accepted (``check_read_only``).
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 
 import duckdb
 import pyarrow as pa
@@ -27,6 +29,7 @@ from core.store import Store, spill
 TABLES = ("alerts", "cloudtrail", "objects", "prefixes")  # besides flows
 TIMEOUT = 60.0  # seconds
 MEMORY_LIMIT = "1GB"
+BATCH_ROWS = 10_000  # rows handed over at a time (``batches``)
 SPILL_LIMIT = "4GB"  # what a query may spill into the state directory (the store's disk)
 
 
@@ -71,16 +74,43 @@ class Sandbox:
     def run(self, text: str, limit: int | None = None, timeout: float = TIMEOUT) -> pa.Table:
         """The query's rows (at most ``limit``); ReadOnlyError for anything but one query,
         QueryStopped past ``timeout`` seconds or when interrupted, duckdb.Error otherwise."""
+        with self._running(text, timeout) as relation:
+            if relation is None:
+                return pa.table({})
+            return (relation.limit(limit) if limit else relation).to_arrow_table()
+
+    def batches(self, text: str, timeout: float = TIMEOUT) -> Iterator[pa.RecordBatch]:
+        """``run``'s rows, all of them, BATCH_ROWS at a time: a result is never whole in this
+        process (DuckDB's memory limit does not cover what it hands over; a query of every
+        flow would take as much memory as the flows). The timeout covers the whole read."""
+        with self._running(text, timeout) as relation:
+            if relation is None:
+                return
+            reader = relation.to_arrow_reader(BATCH_ROWS)
+            given = False
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    if not given:  # (no row: its columns still)
+                        yield pa.RecordBatch.from_pylist([], schema=reader.schema)
+                    return
+                except (OSError, pa.ArrowException) as exc:  # (DuckDB's, through Arrow)
+                    if "INTERRUPT" in str(exc):
+                        raise duckdb.InterruptException(str(exc)) from None
+                    raise duckdb.Error(str(exc)) from None
+                given = True
+                yield batch
+
+    @contextlib.contextmanager
+    def _running(self, text: str, timeout: float) -> Iterator[duckdb.DuckDBPyRelation | None]:
         check_read_only(text)
         with self._lock:
             timer = threading.Timer(timeout, self._interrupt)
             timer.start()
             try:  # (the copies of the store's tables count against the timeout too)
                 self._prepare(text)
-                relation = self.con.sql(text)
-                if relation is None:
-                    return pa.table({})
-                return (relation.limit(limit) if limit else relation).to_arrow_table()
+                yield self.con.sql(text)
             except duckdb.InterruptException:
                 if timer.finished.is_set():
                     raise QueryStopped(f"stopped after {timeout:g} s (the query timeout)"

@@ -60,14 +60,25 @@ def test_scan_then_query(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 def test_query_prints_every_row_a_batch_at_a_time(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Rows become Python objects a batch at a time (all at once, 2 M flows took 4.3 GB and
-    10 M more than the host had): as many batches as it takes, each row once, in order."""
-    import tui.cli
+    """Rows come from DuckDB and become Python objects a batch at a time (as Python objects
+    all at once, 2 M flows took 4.3 GB and 10 M more than the host had; as one Arrow table,
+    a result was whole in memory, outside DuckDB's limit): as many batches as it takes, each
+    row once, in order."""
+    import core.sandbox
 
     folder, records, _ = scan_files(tmp_path)
     state = tmp_path / "state"
     assert run_json(["scan", str(folder), "--state-dir", str(state), "--json"], capsys)[0] == 0
-    monkeypatch.setattr(tui.cli, "BATCH_ROWS", 7)
+    monkeypatch.setattr(core.sandbox, "BATCH_ROWS", 7)
+    handed: list[int] = []  # the rows of each batch DuckDB handed over
+    batches = core.sandbox.Sandbox.batches
+
+    def counted(self: Any, *args: Any) -> Any:
+        for batch in batches(self, *args):
+            handed.append(batch.num_rows)
+            yield batch
+
+    monkeypatch.setattr(core.sandbox.Sandbox, "batches", counted)
     sql = "SELECT srcaddr, dstport, bytes FROM flows ORDER BY start, srcaddr, dstport, bytes"
     expected = query(state, sql)
     assert len(expected) == records > 10 * 7  # (many batches)
@@ -78,6 +89,9 @@ def test_query_prints_every_row_a_batch_at_a_time(
     rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
     assert rows[0] == ["srcaddr", "dstport", "bytes"]  # (one header)
     assert [(a, int(p), int(b)) for a, p, b in rows[1:]] == expected
+    assert max(handed) == 7 and sum(handed) == 2 * records
+    assert main(["query", "--state-dir", str(state), f"{sql} LIMIT 0"]) == 0  # (no row)
+    assert capsys.readouterr().out == "srcaddr,dstport,bytes\n"
 
 
 def test_query_is_read_only_and_errors_are_one_line(

@@ -117,6 +117,12 @@ def test_a_query_past_its_timeout_is_stopped(
             with pytest.raises(QueryStopped):
                 sandbox.run(endless, timeout=0.2)
             assert sandbox.run("SELECT 42 AS n").to_pylist() == [{"n": 42}]  # usable after
+            read = 0  # stopped while its rows are handed over (`query` reads them so)
+            with pytest.raises(QueryStopped, match="the query timeout"):
+                for batch in sandbox.batches("SELECT range FROM range(1000000000000)", 0.3):
+                    read += batch.num_rows
+                    assert read < 10**10  # (not stopped: fail rather than run for hours)
+            assert read > 0
             for _ in range(2):  # (the second once found the first one's view in its way)
                 assert sandbox.run("SELECT count(*) AS n FROM flows").to_pylist() == [{"n": 50}]
         finally:

@@ -18,14 +18,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from core.alerts import BATCH_ROWS, alert_batches, alert_documents, recent_alerts
+from core.alerts import alert_batches, alert_documents, recent_alerts
 from core.config import (
     Config,
     ConfigError,
@@ -243,20 +243,27 @@ def cmd_query(args: argparse.Namespace) -> int:
         _yield_if_attached(store)
         sandbox = Sandbox(store)
         try:
-            table = sandbox.run(args.sql, timeout=args.timeout)
+            _print_rows(sandbox.batches(args.sql, args.timeout), args.format)
         except (ReadOnlyError, QueryStopped, duckdb.Error) as exc:
             raise UsageError(f"query failed: {str(exc).splitlines()[0]}") from None
         finally:
             sandbox.close()
-    columns = table.column_names
+    return EXIT_OK
+
+
+def _print_rows(batches: Iterator[pa.RecordBatch], fmt: str) -> None:
+    """A query's rows as CSV or JSON lines, a batch at a time (as Python objects too)."""
     writer = csv.writer(sys.stdout, lineterminator="\n")
-    if args.format == "csv":
-        writer.writerow(columns)
     shown = sys.stdout.isatty()  # to a person: log text must not drive the terminal
-    for batch in table.to_batches(BATCH_ROWS):  # (as Python objects, a batch at a time)
+    columns: list[str] | None = None
+    for batch in batches:
+        if columns is None:
+            columns = batch.schema.names
+            if fmt == "csv":
+                writer.writerow(columns)
         # (by column, not to_pylist: a self-join gives two columns of one name)
         rows = zip(*(c.to_pylist() for c in batch.columns), strict=True)
-        if args.format == "json":  # JSON escapes every control and non-ASCII character
+        if fmt == "json":  # JSON escapes every control and non-ASCII character
             for row in rows:  # (a write per line: see print_alerts)
                 sys.stdout.write(json.dumps(dict(zip(columns, row, strict=True)),
                                             default=json_value) + "\n")
@@ -265,7 +272,6 @@ def cmd_query(args: argparse.Namespace) -> int:
                              for row in rows)
         else:
             writer.writerows(rows)
-    return EXIT_OK
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
