@@ -6,12 +6,12 @@ credentials found in the file are never copied (not even as comments).
 
 from __future__ import annotations
 
-import json
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from core.config import BUCKET_TYPES, parse_day
+from core.names import parse_duration
 
 # Wazuh bucket option -> vpcwatch bucket key (same name unless listed).
 _RENAMED = {"service_endpoint": "endpoint_url"}
@@ -50,7 +50,7 @@ def import_wazuh(path: Path) -> str:
         for bucket in wodle.iter("bucket"):
             lines += _bucket(bucket)
         for service in wodle.iter("service"):
-            lines.append(f"# <service type={service.get('type')!r}> is not read by vpcwatch")
+            lines.append(f"# <service type={service.get('type')!a}> is not read by vpcwatch")
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -63,11 +63,7 @@ def _general(wodle: ET.Element) -> list[str]:
     lines = ["[general]"]
     interval = _child(wodle, "interval")
     if interval:
-        if interval.endswith("M"):  # Wazuh's months: vpcwatch counts in days
-            lines.append(f"interval = {json.dumps(str(int(interval[:-1]) * 30) + 'd')}"
-                         f"  # Wazuh: {interval}")
-        else:
-            lines.append(f"interval = {json.dumps(interval)}")
+        lines.append(_interval(interval))
     for option in ("run_on_start", "skip_on_error"):
         value = _child(wodle, option)
         if value in ("yes", "no"):
@@ -78,13 +74,29 @@ def _general(wodle: ET.Element) -> list[str]:
     return [*lines, ""]
 
 
+def _interval(interval: str) -> str:
+    months = re.fullmatch(r"(\d{1,4})M", interval)  # Wazuh's months: vpcwatch counts in days
+    if months:
+        return f"interval = {_toml(f'{int(months[1]) * 30}d')}  # Wazuh: {interval}"
+    try:
+        parse_duration(interval)
+    except ValueError:
+        return f"# interval {interval!a} is not a duration vpcwatch understands"
+    return f"interval = {_toml(interval)}"
+
+
 def _bucket(bucket: ET.Element) -> list[str]:
     kind = bucket.get("type", "")
     if kind not in BUCKET_TYPES:
-        return [f"# <bucket type={kind!r}> is not read by vpcwatch (only vpcflow, cloudtrail)", ""]
-    lines = ["[[bucket]]", f"type = {json.dumps(kind)}"]
+        return [f"# <bucket type={kind!a}> is not read by vpcwatch (only vpcflow, cloudtrail)", ""]
+    lines = ["[[bucket]]", f"type = {_toml(kind)}"]
+    given: set[str] = set()
     for option in bucket:
         tag, value = option.tag, (option.text or "").strip()
+        if tag in given:  # (a key twice is not TOML)
+            lines.append(f"# <{tag}> given again ({value!a}): the first one is kept")
+            continue
+        given.add(tag)
         lines += _bucket_option(tag, value, option)
     return [*lines, ""]
 
@@ -94,20 +106,29 @@ def _bucket_option(tag: str, value: str, option: ET.Element) -> list[str]:
         return [f"# <{tag}> not copied: credentials come only from the AWS credential chain "
                 "(use aws_profile or iam_role_arn)"]
     if tag in _STRINGS:
-        return [f"{_RENAMED.get(tag, tag)} = {json.dumps(value)}"]
+        return [f"{_RENAMED.get(tag, tag)} = {_toml(value)}"]
     if tag in _LISTS:
         items = [item.strip() for item in value.split(",") if item.strip()]
-        return [f"{tag} = {json.dumps(items)}"]
+        return [f"{tag} = [{', '.join(_toml(item) for item in items)}]"]
     if tag == "only_logs_after":
         try:
             return [f'only_logs_after = "{parse_day(value).isoformat()}"']
         except ValueError:
-            return [f"# only_logs_after {value!r} is not a date vpcwatch understands"]
+            return [f"# only_logs_after {value!a} is not a date vpcwatch understands"]
     if tag == "iam_role_duration":
-        return [f'iam_role_duration = "{value}s"' if value.isdigit() else f"# {tag} = {value!r}"]
+        seconds = re.fullmatch(r"[0-9]{1,9}", value)
+        return [f'iam_role_duration = "{value}s"' if seconds else f"# {tag} = {value!a}"]
     if tag == "discard_regex":
         field = option.get("field", "")
-        return [f"discard_field = {json.dumps(field)}", f"discard_regex = {json.dumps(value)}"]
+        return [f"discard_field = {_toml(field)}", f"discard_regex = {_toml(value)}"]
     if tag == "remove_from_bucket":
         return ["# remove_from_bucket: vpcwatch never deletes from your bucket"]
     return [f"# <{tag}> has no vpcwatch equivalent"]
+
+
+def _toml(text: str) -> str:
+    """A TOML basic string of ``text`` that is printable ASCII whatever ``text`` holds:
+    anything else escaped by its code point (JSON's escapes are not TOML's past U+FFFF)."""
+    out = [f"\\{c}" if c in '"\\' else c if " " <= c <= "~" else
+           f"\\u{ord(c):04X}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08X}" for c in text]
+    return f'"{"".join(out)}"'

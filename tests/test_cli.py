@@ -165,6 +165,26 @@ OSSEC = """<ossec_config>
 """
 
 
+def test_import_wazuh_prints_valid_toml_whatever_the_file_holds(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """(Found by an adversarial review: an emoji became JSON's surrogate pair, a tag given
+    twice a key given twice, neither TOML; a month interval that was not a number failed.)"""
+    ossec = tmp_path / "ossec.conf"
+    ossec.write_text('<ossec_config><wodle name="aws-s3"><interval>xM</interval>'
+                     '<bucket type="vpcflow"><name>logs</name><name>other</name>'
+                     '<aws_account_alias>prod \U0001F600 \u202e\t "q" \\</aws_account_alias>'
+                     '<iam_role_duration>\u0661\u0662</iam_role_duration>'
+                     "</bucket></wodle></ossec_config>", encoding="utf-8")
+    assert main(["import-wazuh", str(ossec)]) == 0
+    out = capsys.readouterr().out
+    assert out.isascii() and "\t" not in out  # (printed: nothing a terminal would act on)
+    document = tomllib.loads(out)
+    assert document["general"] == {} and "'xM' is not a duration" in out
+    assert document["bucket"] == [{"type": "vpcflow", "name": "logs",
+                                   "aws_account_alias": 'prod \U0001F600 \u202e\t "q" \\'}]
+    assert "<name> given again ('other')" in out
+
+
 def test_import_wazuh_prints_a_valid_equivalent_config(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
