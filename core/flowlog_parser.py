@@ -22,6 +22,7 @@ from core.decompress import CorruptObject
 from core.fields import (
     DEFAULT_FORMAT,
     INT32_FIELDS,
+    KNOWN_FIELDS,
     MAX_EPOCH_SECONDS,
     arrow_type,
     column_name,
@@ -146,6 +147,8 @@ def _header_fields(line: bytes) -> list[str] | None:
             raise CorruptObject(f"the header's field {word[:80]!r} {problem}")
     if len(set(words)) != len(words):
         raise CorruptObject("the header names a field twice")
+    if not set(words) & set(KNOWN_FIELDS):  # (text whose first words look like names)
+        raise CorruptObject("the first line names no flow-log field: not a flow-log header")
     return words
 
 

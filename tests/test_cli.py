@@ -231,6 +231,12 @@ def test_scan_exits_1_when_a_file_is_refused(
     assert code == 1
 
 
+def test_a_negative_alerts_limit_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:  # (DuckDB's "Binder Error" before)
+        main(["alerts", "--limit", "-1"])
+    assert exit_.value.code == 2 and "not a number of rows" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("timeout", ["inf", "nan", "1e10", "0"])
 def test_a_query_timeout_out_of_range_is_a_usage_error(
         timeout: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -132,7 +132,8 @@ def test_a_file_without_header_is_read_as_the_default_format() -> None:
     assert as_aws(parsed.table.to_pylist()) == reference_rows(obj.fields, obj.lines)
 
 
-@pytest.mark.parametrize("first_line", [b"<html>", b"version version", b"\xff\xfe"])
+@pytest.mark.parametrize("first_line", [b"<html>", b"version version", b"\xff\xfe",
+                                        b"this is not a flow log"])
 def test_a_first_line_that_is_not_a_header_is_a_corrupt_object(first_line: bytes) -> None:
     with pytest.raises(CorruptObject):
         parse_text(first_line + b"\n1 2 3\n")
@@ -256,7 +257,7 @@ def test_a_line_that_is_not_utf8_is_a_bad_line_with_its_reason() -> None:
     parsed = parse_text(b"version srcaddr\n2 1.2.3.4\n\x80\xff x\n2 5.6.7.8\n")
     assert parsed.table["srcaddr"].to_pylist() == ["1.2.3.4", "5.6.7.8"]
     assert (parsed.bad_lines, dict(parsed.bad_reasons)) == (1, {"not UTF-8 text": 1})
-    alone = parse_text(b"a\n\x80")
+    alone = parse_text(b"srcaddr\n\x80")
     assert (alone.table.num_rows, alone.bad_lines) == (0, 1)
 
 

@@ -62,6 +62,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    """A number of rows, 0 or more (argparse type)."""
+    if not text.isascii() or not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of rows (0 or more)")
+    return int(text)
+
+
 class UsageError(Exception):
     """Bad usage or configuration: exit 2."""
 
@@ -133,7 +140,7 @@ def _parser() -> argparse.ArgumentParser:
     alerts.add_argument("--since", default=None, help="only alerts seen within this long (1h, 2d)")
     alerts.add_argument("--min-level", type=int, default=0, choices=range(16), metavar="N",
                         help="only alerts of this level or above (0-15)")
-    alerts.add_argument("--limit", type=int, default=None, help="at most this many")
+    alerts.add_argument("--limit", type=_count, default=None, help="at most this many")
     alerts.add_argument("--json", action="store_true", help="one JSON object per line")
     alerts.set_defaults(run=cmd_alerts)
 
