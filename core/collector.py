@@ -43,6 +43,7 @@ from core.objects import ObjectResult, Status
 from core.reader import read_object
 from core.s3 import TRANSIENT_ERRORS, AccessDenied, Gone, S3Bucket, describe, open_bucket
 from core.store import Candidate, Store
+from core.store.isolation import commit_isolating
 from core.store.ledger import ListingMarks, Scope
 
 log = logging.getLogger(__name__)
@@ -287,7 +288,7 @@ class Collector:
                     future.cancel()
 
     async def _commit(self, batch: list[ObjectResult], summary: PollSummary) -> None:
-        stats = await self.db(self.store.commit, batch)
+        stats = await self.db(commit_isolating, self.store, batch)
         summary.add(batch, stats)
         log.info("committed %d objects, %d records, %d events",
                  len(batch), stats.records, stats.events)

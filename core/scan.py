@@ -13,6 +13,7 @@ from core.layouts import Kind, kind_of_path, name_context
 from core.objects import ObjectRef, ObjectResult, Status
 from core.reader import read_object
 from core.store import CommitStats, Store
+from core.store.isolation import commit_isolating
 
 log = logging.getLogger(__name__)
 LOCAL_BUCKET = "local"
@@ -77,7 +78,7 @@ def _read(ref: ObjectRef, max_size: int) -> ObjectResult:
 
 def _commit(store: Store, batch: list[ObjectResult], summary: PollSummary,
             on_commit: Callable[[CommitStats], None] | None) -> None:
-    stats = store.commit(batch)
+    stats = commit_isolating(store, batch)
     summary.add(batch, stats)
     if on_commit is not None:
         on_commit(stats)

@@ -15,6 +15,7 @@ from core.layouts import Kind
 from core.objects import ObjectRef, ObjectResult, Status
 from core.store import DATABASE_NAME, Store, StoreError, detections, ledger
 from core.store import segments as store_module
+from core.store.isolation import commit_isolating
 from core.store.segments import write_segment
 from tests import flowgen
 from tests.conftest import assert_summary_is_the_flows
@@ -243,8 +244,42 @@ def test_a_store_file_without_tables_is_a_clear_error_for_readers(tmp_path: Path
 
 def test_a_commit_with_two_results_for_one_object_is_refused(tmp_path: Path) -> None:
     store = Store(tmp_path)
-    with pytest.raises(ValueError, match="two results for s3://b/key-1"):
-        store.commit([result(1, 10), result(1, 10)])
+    for commit in (store.commit, lambda batch: commit_isolating(store, batch)):
+        with pytest.raises(ValueError, match="two results for s3://b/key-1"):
+            commit([result(1, 10), result(1, 10)])  # (never one at a time: twice the rows)
     assert count(store) == 0
     assert count(store, "SELECT count(*) FROM objects") == 0
+    store.close()
+
+
+def test_an_object_is_set_aside_only_when_its_rows_are_what_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(commit_isolating: the collector's and scan's commit.) Failures are stand-ins: rows
+    that fail are made by a commit that refuses key-2's rows, or every commit."""
+    store = Store(tmp_path)
+    real = store.commit
+
+    def refusing(batch: list[ObjectResult]) -> object:
+        if any(r.ref.key == "key-2" and r.rows for r in batch):
+            raise ValueError("rows the store cannot take")
+        return real(batch)
+
+    monkeypatch.setattr(store, "commit", refusing)
+    batch = [result(1, 10), result(2, 10), result(3, 10)]
+    stats = commit_isolating(store, batch)
+    assert stats.records == 20 and count(store) == 20
+    assert [(r.ref.key, r.status, r.rows) for r in batch] == [
+        ("key-1", Status.DONE, 10), ("key-2", Status.QUARANTINED, 0), ("key-3", Status.DONE, 10)]
+    assert store.con.execute("SELECT key, status, last_error FROM objects ORDER BY key"
+                         ).fetchall()[1] == ("key-2", "quarantined", "its rows could not be "
+                                             "stored: ValueError: rows the store cannot take")
+
+    def broken(batch: list[ObjectResult]) -> object:  # its ledger entry alone fails too
+        raise ValueError("the store is broken")
+
+    monkeypatch.setattr(store, "commit", broken)
+    batch = [result(4, 10)]
+    with pytest.raises(ValueError, match="the store is broken"):
+        commit_isolating(store, batch)
+    assert batch[0].status is Status.DONE  # (nothing set aside)
     store.close()

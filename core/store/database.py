@@ -50,6 +50,10 @@ class CommitStats:
     derived: pa.Table | None = None  # the parity alerts of the windows it touched
 
 
+class TwiceInOneCommit(ValueError):
+    """Two results for one object in one commit: a caller's mistake (its rows twice)."""
+
+
 class StoreError(Exception):
     """The store cannot be opened or used (locked by another program, corrupt, read-only)."""
 
@@ -154,14 +158,14 @@ class Store:
 
     def commit(self, results: Sequence[ObjectResult]) -> CommitStats:
         """Store the rows of every result, the alerts they raise and their ledger entries,
-        in one transaction. Two results for one object are refused (ValueError): they
+        in one transaction. Two results for one object are refused (TwiceInOneCommit): they
         would store its rows twice."""
         if not results:
             return CommitStats()
         keys = [(result.ref.bucket, result.ref.key) for result in results]
         if len(set(keys)) != len(keys):
             twice = sorted({key for key in keys if keys.count(key) > 1})
-            raise ValueError("one commit with two results for "
+            raise TwiceInOneCommit("one commit with two results for "
                              + ", ".join(f"s3://{b}/{k}" for b, k in twice))
         flows = _flow_batch(results)
         events = _event_batch(results)
