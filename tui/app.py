@@ -289,7 +289,8 @@ class VpcwatchApp(ChartKeys, ExplainKeys, FeedKeys, NewAlerts, ScopeKeys, Tools,
     # -- showing ------------------------------------------------------------------------
 
     def _show_status(self) -> None:
-        self.query_one(StatusBar).show(self.buckets, self.activity, self.zone, self.now())
+        with contextlib.suppress(NoMatches):  # (its timer's tick as the app closes)
+            self.query_one(StatusBar).show(self.buckets, self.activity, self.zone, self.now())
 
     def _show_feed_title(self) -> None:
         feed = self.query_one(AlertFeed)
