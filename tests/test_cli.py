@@ -16,7 +16,7 @@ import pytest
 
 from core.store.statedir import StateLock
 from tests import flowgen
-from tests.conftest import query, run_json
+from tests.conftest import query, run_json, write_config
 from tui.cli import main
 
 
@@ -267,6 +267,28 @@ def test_a_bug_reading_one_file_quarantines_it_and_the_scan_goes_on(
                               "--json"], capsys)
     assert summary["objects"]["quarantined"] == 1 and summary["objects"]["done"] == 2
     assert summary["records"] == 10 and code == 1
+
+
+def test_quarantined_objects_are_read_again_when_asked(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A quarantined object keeps its status while its ETag does (so a bad object is not
+    read at every poll); once its cause is mended, --retry-quarantined reads it again."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    big = flowgen.flow_object(flowgen.V2, 20_000, seed=3)  # (about 1.5 MB expanded)
+    (logs / "big.log.gz").write_bytes(big.gz())
+    bucket = [{"type": "vpcflow", "name": "unused"}]
+    small = write_config(tmp_path, bucket, max_object_size="1MiB")
+    scan = ["scan", str(logs), "--config", str(small), "--json"]
+    code, first = run_json(scan, capsys)
+    assert (code, first["objects"]["quarantined"], first["records"]) == (1, 1, 0)
+    write_config(tmp_path, bucket, max_object_size="16MiB")  # the cause mended
+    assert run_json(scan, capsys)[1]["objects"]["quarantined"] == 0  # (not read again)
+    assert main([*scan, "--retry-quarantined"]) == 0
+    out, err = capsys.readouterr()
+    again = json.loads(out.splitlines()[-1])
+    assert (again["objects"]["done"], again["records"]) == (1, big.records)
+    assert "1 quarantined objects will be read again" in err
 
 
 def test_a_reader_that_leaves_early_ends_the_output_quietly(tmp_path: Path) -> None:

@@ -116,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     collect.add_argument("--config", required=True, type=Path, help="the TOML configuration")
     collect.add_argument("--once", action="store_true", help="one full poll, then exit")
     collect.add_argument("--json", action="store_true", help="end with a JSON summary line")
+    _retry_option(collect)
     collect.set_defaults(run=cmd_collect)
 
     query = commands.add_parser("query", help="read-only SQL against the store")
@@ -132,6 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     _store_options(scan)
     scan.add_argument("--json", action="store_true", help="end with a JSON summary line")
+    _retry_option(scan)
     scan.set_defaults(run=cmd_scan)
 
     alerts = commands.add_parser("alerts", help="alerts, newest first (with the parity alerts "
@@ -208,19 +210,34 @@ def _state_dir(args: argparse.Namespace) -> Path:
 # -- commands -------------------------------------------------------------------------------
 
 
+def _retry_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--retry-quarantined", action="store_true",
+                        help="read the quarantined objects again (once their cause is mended: "
+                        "a setting, a newer vpcwatch)")
+
+
+def _retry(store: Store, asked: bool) -> None:
+    if asked:
+        print(f"vpcwatch: {store.retry_quarantined()} quarantined objects will be read again",
+              file=sys.stderr)
+
+
 def cmd_collect(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    return asyncio.run(_collect(config, once=args.once, as_json=args.json))
+    return asyncio.run(_collect(config, once=args.once, as_json=args.json,
+                                retry=args.retry_quarantined))
 
 
 async def _collect(config: Config, once: bool, as_json: bool,
-                   publish: Publish | None = None, parity_level: int | None = None) -> int:
+                   publish: Publish | None = None, parity_level: int | None = None,
+                   retry: bool = False) -> int:
     from core.collector import Collector
 
     engine = _engine(config)
     with open_store(config.general.state_dir, engine=engine) as store:
         store.parity_level = parity_level  # (None: no parity alerts per commit)
         warn_rule_errors(engine)
+        _retry(store, retry)
         collector = Collector(config, store, publish)
         try:
             if once:
@@ -293,6 +310,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     alerts: list[pa.Table | None] = []
     with open_store(_state_dir(args), engine=engine) as store:
         warn_rule_errors(engine)
+        _retry(store, args.retry_quarantined)
         summary = scan(list(args.paths), store, max_size,
                        lambda stats: alerts.append(stats.alerts))
     if args.json:

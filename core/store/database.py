@@ -154,6 +154,15 @@ class Store:
     def set_listing_marks(self, bucket_label: str, marks: ledger.ListingMarks) -> None:
         ledger.set_listing_marks(self.con, bucket_label, marks)
 
+    def retry_quarantined(self) -> int:
+        """Make every quarantined object pending (attempts from 0), to be read again: after
+        the cause was mended (a setting, a newer vpcwatch). Returns how many."""
+        with transaction(self.con):
+            count = ledger.retry_quarantined(self.con)
+        if count:
+            self._publish(lambda p: p.whole())
+        return count
+
     # -- committing -----------------------------------------------------------------------
 
     def commit(self, results: Sequence[ObjectResult]) -> CommitStats:
@@ -166,7 +175,7 @@ class Store:
         if len(set(keys)) != len(keys):
             twice = sorted({key for key in keys if keys.count(key) > 1})
             raise TwiceInOneCommit("one commit with two results for "
-                             + ", ".join(f"s3://{b}/{k}" for b, k in twice))
+                                   + ", ".join(f"s3://{b}/{k}" for b, k in twice))
         flows = _flow_batch(results)
         events = _event_batch(results)
         # Parquet encodes the segments on other cores while DuckDB runs the rules over the

@@ -131,6 +131,14 @@ class Scope:
     regions: tuple[str, ...] = ()  # () for every region
 
 
+def retry_quarantined(con: duckdb.DuckDBPyConnection) -> int:
+    """Quarantined objects become pending, their attempts counted from 0 (see
+    ``Store.retry_quarantined``)."""
+    rows = con.execute("UPDATE objects SET status = 'pending', attempts = 0, updated = "
+                       f"{NOW} WHERE status = 'quarantined'").fetchall()
+    return int(rows[0][0]) if rows else 0
+
+
 def unfinished_before(con: duckdb.DuckDBPyConnection, scope: Scope, day: date
                       ) -> list[Candidate]:
     """Pending or blocked objects of ``scope`` dated before ``day``: no listing will show
