@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -32,7 +31,11 @@ from core.fields import (
 )
 
 MAX_FIELDS = 128
-AHEAD = 86400  # seconds: a record's time may be this far after its reading (clocks differ)
+MAX_TIME = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second a date can show
+_COUNT = (0, 2**63 - 1)
+# The values a record's fields can take (store column names); a row outside them is a bad line
+_RANGES = {"srcport": (0, 65535), "dstport": (0, 65535), "protocol": (0, 255),
+           "packets": _COUNT, "bytes": _COUNT, "start": (0, MAX_TIME), "end": (0, MAX_TIME)}
 _INTEGER = r"^-?[0-9]{1,19}$"
 _BLOCK_SIZE = 8 << 20
 _NOT_SPACE = re.compile(rb"\S")
@@ -248,11 +251,10 @@ def _fits_int64(column: pa.ChunkedArray) -> pa.ChunkedArray:
 
 def _in_range(parsed: ParsedFlows) -> ParsedFlows:
     """Drop (and count) the rows with a value no flow record has: a negative count, a port
-    or protocol out of its range, a time before 1970 or more than AHEAD in the future (a
-    record from the year 33658 failed every display of its date, and one from next year
-    would keep its segment from retention until then)."""
+    or protocol out of its range, a time before 1970 or after the year 9999 (which no date
+    can show, and which would keep its segment from ever leaving by retention)."""
     table, keep = parsed.table, None
-    for name, (low, high, said) in _ranges().items():
+    for name, (low, high) in _RANGES.items():
         if name not in table.column_names:
             continue
         column = table[name]
@@ -263,21 +265,12 @@ def _in_range(parsed: ParsedFlows) -> ParsedFlows:
                           True)
         bad = ok if keep is None else pc.or_(pc.invert(keep), ok)
         newly = pc.sum(pc.invert(bad)).as_py() or 0
-        parsed.bad_reasons[f"{field_name(name)} is out of range ({low} to {said})"] += newly
+        parsed.bad_reasons[f"{field_name(name)} is out of range ({low} to {high})"] += newly
         parsed.bad_lines += newly
         keep = ok if keep is None else pc.and_(keep, ok)
     if keep is not None:
         parsed.table = table.filter(keep)
     return parsed
-
-
-def _ranges() -> dict[str, tuple[int, int, str]]:
-    """Per store column, the values a record's field can take, now: (lowest, highest, the
-    highest as a bad line's reason says it)."""
-    count, ahead = (0, 2**63 - 1, "2^63 - 1"), (0, int(time.time()) + AHEAD, "a day from now")
-    return {"srcport": (0, 65535, "65535"), "dstport": (0, 65535, "65535"),
-            "protocol": (0, 255, "255"), "packets": count, "bytes": count, "start": ahead,
-            "end": ahead}
 
 
 def _rename(table: pa.Table) -> pa.Table:
