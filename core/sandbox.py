@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import duckdb
 import pyarrow as pa
@@ -74,50 +75,45 @@ class Sandbox:
     def run(self, text: str, limit: int | None = None, timeout: float = TIMEOUT) -> pa.Table:
         """The query's rows (at most ``limit``); ReadOnlyError for anything but one query,
         QueryStopped past ``timeout`` seconds or when interrupted, duckdb.Error otherwise."""
-        with self._running(text, timeout) as relation:
+        with self._running(text, timeout) as (relation, budget):
             if relation is None:
                 return pa.table({})
-            return (relation.limit(limit) if limit else relation).to_arrow_table()
+            with budget:
+                return (relation.limit(limit) if limit else relation).to_arrow_table()
 
     def batches(self, text: str, timeout: float = TIMEOUT) -> Iterator[pa.RecordBatch]:
         """``run``'s rows, all of them, BATCH_ROWS at a time: a result is never whole in this
         process (DuckDB's memory limit does not cover what it hands over; a query of every
-        flow would take as much memory as the flows). The timeout covers the whole read."""
-        with self._running(text, timeout) as relation:
+        flow would take as much memory as the flows). The timeout counts DuckDB's time, not
+        the caller's between batches (a reader paging through `less`). Close the generator
+        when leaving early (``contextlib.closing``): until then the sandbox is busy."""
+        with self._running(text, timeout) as (relation, budget):
             if relation is None:
                 return
-            reader = relation.to_arrow_reader(BATCH_ROWS)
-            given = False
-            while True:
-                try:
-                    batch = reader.read_next_batch()
-                except StopIteration:
-                    if not given:  # (no row: its columns still)
-                        yield pa.RecordBatch.from_pylist([], schema=reader.schema)
-                    return
-                except (OSError, pa.ArrowException) as exc:  # (DuckDB's, through Arrow)
-                    if "INTERRUPT" in str(exc):
-                        raise duckdb.InterruptException(str(exc)) from None
-                    raise duckdb.Error(str(exc)) from None
-                given = True
-                yield batch
+            with budget:
+                reader = relation.to_arrow_reader(BATCH_ROWS)
+            try:
+                yield from _read(reader, budget)
+            finally:
+                reader.close()  # (before the query's view goes: DuckDB refuses it while open)
 
     @contextlib.contextmanager
-    def _running(self, text: str, timeout: float) -> Iterator[duckdb.DuckDBPyRelation | None]:
+    def _running(self, text: str, timeout: float
+                 ) -> Iterator[tuple[duckdb.DuckDBPyRelation | None, _Budget]]:
         check_read_only(text)
         with self._lock:
-            timer = threading.Timer(timeout, self._interrupt)
-            timer.start()
-            try:  # (the copies of the store's tables count against the timeout too)
-                self._prepare(text)
-                yield self.con.sql(text)
+            budget = _Budget(timeout, self._interrupt)
+            try:
+                with budget:  # (the copies of the store's tables count against it too)
+                    self._prepare(text)
+                    relation = self.con.sql(text)
+                yield relation, budget
             except duckdb.InterruptException:
-                if timer.finished.is_set():
+                if budget.spent:
                     raise QueryStopped(f"stopped after {timeout:g} s (the query timeout)"
                                        ) from None
                 raise QueryStopped("interrupted") from None
             finally:
-                timer.cancel()
                 self._release()
 
     @property
@@ -160,3 +156,47 @@ class Sandbox:
         for table in TABLES:
             self.con.unregister(table)
 
+
+class _Budget:
+    """A query's time: counted while DuckDB works (``with budget:``), the query interrupted
+    when it is spent."""
+
+    def __init__(self, seconds: float, interrupt: Callable[[], None]) -> None:
+        self.left, self.spent = seconds, False
+        self._interrupt = interrupt
+        self._timer: threading.Timer | None = None
+        self._began = 0.0
+
+    def __enter__(self) -> None:
+        self._began = time.monotonic()
+        self._timer = threading.Timer(max(self.left, 0.0), self._run_out)
+        self._timer.start()
+
+    def __exit__(self, *_: object) -> None:
+        assert self._timer is not None
+        self._timer.cancel()
+        self.left -= time.monotonic() - self._began
+
+    def _run_out(self) -> None:
+        self.spent = True
+        self._interrupt()
+
+
+def _read(reader: pa.RecordBatchReader, budget: _Budget) -> Iterator[pa.RecordBatch]:
+    """The reader's batches, each read within ``budget``; at least one (with no row, its
+    columns still)."""
+    given = False
+    while True:
+        try:
+            with budget:
+                batch = reader.read_next_batch()
+        except StopIteration:
+            if not given:
+                yield pa.RecordBatch.from_pylist([], schema=reader.schema)
+            return
+        except (OSError, pa.ArrowException) as exc:  # (DuckDB's errors, through Arrow)
+            if "INTERRUPT" in str(exc):
+                raise duckdb.InterruptException(str(exc)) from None
+            raise duckdb.Error(str(exc)) from None
+        given = True
+        yield batch

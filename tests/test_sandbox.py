@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from pathlib import Path
 
 import duckdb
@@ -125,6 +126,30 @@ def test_a_query_past_its_timeout_is_stopped(
             assert read > 0
             for _ in range(2):  # (the second once found the first one's view in its way)
                 assert sandbox.run("SELECT count(*) AS n FROM flows").to_pylist() == [{"n": 50}]
+        finally:
+            sandbox.close()
+
+
+def test_a_read_left_early_frees_the_sandbox_and_time_between_batches_is_not_counted(
+        state: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`query | less`: the reader's pauses between batches do not count against the
+    timeout (only DuckDB's work does); `query | head`: a read closed early leaves the
+    sandbox usable (before, closing it waited for ever on the unfinished read's lock)."""
+    import core.sandbox
+
+    monkeypatch.setattr(core.sandbox, "BATCH_ROWS", 7)
+    with open_store(state, read_only=True) as store:
+        sandbox = Sandbox(store)
+        try:
+            read = sandbox.batches("SELECT * FROM flows", timeout=1.0)
+            assert next(read).num_rows == 7
+            read.close()
+            assert not sandbox.busy
+            rows = 0
+            for batch in sandbox.batches("SELECT * FROM flows", timeout=1.0):
+                rows += batch.num_rows
+                threading.Event().wait(0.3)  # (a reader's pause: 2 s in all, past the timeout)
+            assert rows == 50
         finally:
             sandbox.close()
 

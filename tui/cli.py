@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import importlib.metadata
 import json
@@ -267,7 +268,8 @@ def cmd_query(args: argparse.Namespace) -> int:
         _yield_if_attached(store)
         sandbox = Sandbox(store)
         try:
-            _print_rows(sandbox.batches(args.sql, args.timeout), args.format)
+            with contextlib.closing(sandbox.batches(args.sql, args.timeout)) as batches:
+                _print_rows(batches, args.format)
         except (ReadOnlyError, QueryStopped, duckdb.Error) as exc:
             raise UsageError(f"query failed: {str(exc).splitlines()[0]}") from None
         finally:
