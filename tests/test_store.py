@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pytest
 
@@ -15,6 +16,7 @@ from core.layouts import Kind
 from core.objects import ObjectRef, ObjectResult, Status
 from core.store import DATABASE_NAME, Store, StoreError, detections, ledger
 from core.store import segments as store_module
+from core.store.database import AfterCommit
 from core.store.isolation import commit_isolating
 from core.store.segments import write_segment
 from tests import flowgen
@@ -260,19 +262,24 @@ def test_an_object_is_set_aside_only_when_its_rows_are_what_fails(
     real = store.commit
 
     def refusing(batch: list[ObjectResult]) -> object:
-        if any(r.ref.key == "key-2" and r.rows for r in batch):
+        if any(r.ref.key in ("key-2", "key-7") and r.rows for r in batch):
             raise ValueError("rows the store cannot take")
         return real(batch)
 
+    real([result(7, 10)])  # read before, then changed: its new rows are refused
+    changed = replace(result(7, 10), replaces=True)
     monkeypatch.setattr(store, "commit", refusing)
+    assert commit_isolating(store, [changed]).records == 0
+    assert changed.status is Status.QUARANTINED and count(store) == 0  # (its old rows went)
     batch = [result(1, 10), result(2, 10), result(3, 10)]
     stats = commit_isolating(store, batch)
     assert stats.records == 20 and count(store) == 20
     assert [(r.ref.key, r.status, r.rows) for r in batch] == [
         ("key-1", Status.DONE, 10), ("key-2", Status.QUARANTINED, 0), ("key-3", Status.DONE, 10)]
     assert store.con.execute("SELECT key, status, last_error FROM objects ORDER BY key"
-                         ).fetchall()[1] == ("key-2", "quarantined", "its rows could not be "
-                                             "stored: ValueError: rows the store cannot take")
+                             ).fetchall()[1] == ("key-2", "quarantined", "its rows could not "
+                                                 "be stored: ValueError: rows the store "
+                                                 "cannot take")
 
     def broken(batch: list[ObjectResult]) -> object:  # its ledger entry alone fails too
         raise ValueError("the store is broken")
@@ -282,4 +289,15 @@ def test_an_object_is_set_aside_only_when_its_rows_are_what_fails(
     with pytest.raises(ValueError, match="the store is broken"):
         commit_isolating(store, batch)
     assert batch[0].status is Status.DONE  # (nothing set aside)
+    monkeypatch.setattr(store, "commit", real)
+
+    def once(*_: object) -> None:  # a failure after the transaction committed (found by
+        monkeypatch.undo()  # review: the batch was committed again, one object at a time,
+        raise duckdb.InvalidInputException("a segment's footer")  # its rows twice)
+
+    monkeypatch.setattr(store, "_refresh_view", once)
+    with pytest.raises(AfterCommit, match="committed, then failed: a segment's footer"):
+        commit_isolating(store, [result(5, 10), result(6, 10)])
+    store._refresh_view()  # (what failed: the view over the segments, not the segments)
+    assert count(store) == 40  # (each row once)
     store.close()

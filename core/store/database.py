@@ -54,6 +54,11 @@ class TwiceInOneCommit(ValueError):
     """Two results for one object in one commit: a caller's mistake (its rows twice)."""
 
 
+class AfterCommit(RuntimeError):
+    """A commit's transaction was committed, and what follows it failed: its objects are
+    stored (never to be committed again)."""
+
+
 class StoreError(Exception):
     """The store cannot be opened or used (locked by another program, corrupt, read-only)."""
 
@@ -209,17 +214,20 @@ class Store:
             if self.engine is not None:
                 self.engine.discard(self.con)
             raise
-        if self.engine is not None:
-            self.engine.committed(self.con)
-        remove(self.segment_dir, replaced)
-        self._refresh_view()
-        self._publish(lambda p: p.commit(keys, changed) if additive else p.whole())
+        try:  # (committed: a failure from here on must not look like a commit that failed)
+            if self.engine is not None:
+                self.engine.committed(self.con)
+            remove(self.segment_dir, replaced)
+            self._refresh_view()
+            self._publish(lambda p: p.commit(keys, changed) if additive else p.whole())
+        except Exception as exc:
+            raise AfterCommit(f"committed, then failed: {exc}") from exc
         records = flows.num_rows if flows is not None else 0
         derived = None
         if flows is not None and self.parity_level is not None:
             try:  # (committed already: a failure here is reported, never raised)
                 derived = detections.parity_of(self.con, flows, self.parity_level)
-            except duckdb.Error as exc:
+            except Exception as exc:
                 rule_errors.append(f"parity alerts failed: {str(exc).splitlines()[0]}")
         return CommitStats(records, inserted, changed, rule_errors, derived)
 

@@ -22,13 +22,13 @@ import duckdb
 import pyarrow as pa
 
 from core.objects import ObjectResult, Status
-from core.store.database import CommitStats, Store, TwiceInOneCommit
+from core.store.database import AfterCommit, CommitStats, Store, TwiceInOneCommit
 
 log = logging.getLogger(__name__)
 
 # failures of the machine (or the caller), not of the rows: never a reason to set one aside
 _NOT_THE_ROWS = (OSError, MemoryError, duckdb.IOException, duckdb.OutOfMemoryException,
-                 duckdb.InterruptException, TwiceInOneCommit)
+                 duckdb.InterruptException, TwiceInOneCommit, AfterCommit)
 
 
 def commit_isolating(store: Store, results: Sequence[ObjectResult]) -> CommitStats:
@@ -55,7 +55,8 @@ def _commit_alone(store: Store, result: ObjectResult, failure: Exception) -> Com
         raise
     except Exception as exc:
         reason = f"its rows could not be stored: {_reason(exc)}"
-        aside = ObjectResult(result.ref, Status.QUARANTINED, result.attempts, reason)
+        aside = ObjectResult(result.ref, Status.QUARANTINED, result.attempts, reason,
+                             replaces=result.replaces)  # (a changed object's old rows go)
         try:
             stats = store.commit([aside])
         except _NOT_THE_ROWS:
