@@ -40,10 +40,10 @@ def alert_batches(store: Store, since: int | None = None, min_level: int = 0,
     directory when memory runs short, where sorting the union with the derivation ran out
     (a day of 10 M flows, 7 M alerts: out of memory at a 4 GB limit; so, within 1 GB). With
     a limit, the newest few are picked as the rows are derived, no table needed."""
-    stored, params, derived = _parts(store, since, min_level, True)
+    stored, params, derived = parts = _parts(store, since, min_level, True)
     try:
         if derived is None or limit is not None:
-            yield from _batches(alerts_relation(store, since, min_level, limit))
+            yield from _batches(_relation(store, parts, limit))
             return
         store.con.execute(f"CREATE OR REPLACE TEMP TABLE {_ALL} AS {stored} LIMIT 0", params)
         store.con.execute(f"INSERT INTO {_ALL} BY NAME {derived}")
@@ -83,7 +83,13 @@ def alerts_relation(store: Store, since: int | None = None, min_level: int = 0,
     """Alerts whose last record is at or after ``since`` (epoch seconds), newest first: the
     stored ones and, when ``min_level`` lets them in (and ``with_parity``), the parity alerts
     of those flows."""
-    sql, params, derived = _parts(store, since, min_level, with_parity)
+    return _relation(store, _parts(store, since, min_level, with_parity), limit)
+
+
+def _relation(store: Store, parts: tuple[str, list[Any], str | None], limit: int | None
+              ) -> duckdb.DuckDBPyRelation:
+    sql, params, derived = parts
+    params = list(params)
     if derived is not None:
         sql += f" UNION ALL BY NAME SELECT * FROM ({derived})"
     sql += _ORDER

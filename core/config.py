@@ -126,7 +126,10 @@ def parse_size(value: object) -> int:
     match = _SIZE.match(str(value))
     if not match or match[2].lower() not in _SIZE_UNITS:
         raise ValueError(value)
-    return int(float(match[1]) * _SIZE_UNITS[match[2].lower()])
+    try:
+        return int(float(match[1]) * _SIZE_UNITS[match[2].lower()])
+    except OverflowError:  # (hundreds of digits: an infinite float)
+        raise ValueError(value) from None
 
 
 def parse_day(value: object) -> date:

@@ -21,13 +21,16 @@ def parse_duration(value: object) -> float:
     infinity and anything over MAX_DURATION (100 years)."""
     if isinstance(value, bool):
         raise ValueError(value)
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value))
-        if not match:
-            raise ValueError(value)
-        seconds = float(match[1]) * _UNITS[match[2] or "s"]
+    try:
+        if isinstance(value, int | float):
+            seconds = float(value)
+        else:
+            match = _DURATION.match(str(value))
+            if not match:
+                raise ValueError(value)
+            seconds = float(match[1]) * _UNITS[match[2] or "s"]
+    except OverflowError:  # (an integer of hundreds of digits)
+        raise ValueError(value) from None
     if not 0 <= seconds <= MAX_DURATION:  # (NaN compares false)
         raise ValueError(value)
     return seconds

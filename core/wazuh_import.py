@@ -76,13 +76,13 @@ def _general(wodle: ET.Element) -> list[str]:
 
 def _interval(interval: str) -> str:
     months = re.fullmatch(r"(\d{1,4})M", interval)  # Wazuh's months: vpcwatch counts in days
-    if months:
-        return f"interval = {_toml(f'{int(months[1]) * 30}d')}  # Wazuh: {interval}"
+    value = f"{int(months[1]) * 30}d" if months else interval
     try:
-        parse_duration(interval)
-    except ValueError:
-        return f"# interval {interval!a} is not a duration vpcwatch understands"
-    return f"interval = {_toml(interval)}"
+        if parse_duration(value) < 1:
+            raise ValueError(value)
+    except ValueError:  # (what the configuration would refuse)
+        return f"# interval {interval!a} is not a duration vpcwatch takes (1s to 100 years)"
+    return f"interval = {_toml(value)}" + (f"  # Wazuh: {interval}" if months else "")
 
 
 def _bucket(bucket: ET.Element) -> list[str]:
@@ -94,7 +94,7 @@ def _bucket(bucket: ET.Element) -> list[str]:
     for option in bucket:
         tag, value = option.tag, (option.text or "").strip()
         if tag in given:  # (a key twice is not TOML)
-            lines.append(f"# <{tag}> given again ({value!a}): the first one is kept")
+            lines.append(f"# <{_ascii(tag)}> given again ({value!a}): the first one is kept")
             continue
         given.add(tag)
         lines += _bucket_option(tag, value, option)
@@ -123,7 +123,7 @@ def _bucket_option(tag: str, value: str, option: ET.Element) -> list[str]:
         return [f"discard_field = {_toml(field)}", f"discard_regex = {_toml(value)}"]
     if tag == "remove_from_bucket":
         return ["# remove_from_bucket: vpcwatch never deletes from your bucket"]
-    return [f"# <{tag}> has no vpcwatch equivalent"]
+    return [f"# <{_ascii(tag)}> has no vpcwatch equivalent"]
 
 
 def _toml(text: str) -> str:
@@ -132,3 +132,8 @@ def _toml(text: str) -> str:
     out = [f"\\{c}" if c in '"\\' else c if " " <= c <= "~" else
            f"\\u{ord(c):04X}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08X}" for c in text]
     return f'"{"".join(out)}"'
+
+
+def _ascii(name: str) -> str:
+    """An XML name as ASCII (a name may hold any letter): what a comment shows of it."""
+    return name.encode("ascii", "backslashreplace").decode("ascii")

@@ -171,7 +171,7 @@ def test_import_wazuh_prints_valid_toml_whatever_the_file_holds(
     twice a key given twice, neither TOML; a month interval that was not a number failed.)"""
     ossec = tmp_path / "ossec.conf"
     ossec.write_text('<ossec_config><wodle name="aws-s3"><interval>xM</interval>'
-                     '<bucket type="vpcflow"><name>logs</name><name>other</name>'
+                     '<bucket type="vpcflow"><name>logs</name><name>other</name><caf\u00e9/>'
                      '<aws_account_alias>prod \U0001F600 \u202e\t "q" \\</aws_account_alias>'
                      '<iam_role_duration>\u0661\u0662</iam_role_duration>'
                      "</bucket></wodle></ossec_config>", encoding="utf-8")
@@ -182,7 +182,13 @@ def test_import_wazuh_prints_valid_toml_whatever_the_file_holds(
     assert document["general"] == {} and "'xM' is not a duration" in out
     assert document["bucket"] == [{"type": "vpcflow", "name": "logs",
                                    "aws_account_alias": 'prod \U0001F600 \u202e\t "q" \\'}]
-    assert "<name> given again ('other')" in out
+    assert "<name> given again ('other')" in out and "<caf\\xe9> has no" in out
+    for interval, kept in (("0", None), ("9999M", None), ("2M", "60d")):  # (what config takes)
+        ossec.write_text(f'<ossec_config><wodle name="aws-s3"><interval>{interval}</interval>'
+                         '<bucket type="vpcflow"><name>logs</name></bucket></wodle>'
+                         "</ossec_config>")
+        assert main(["import-wazuh", str(ossec)]) == 0
+        assert tomllib.loads(capsys.readouterr().out)["general"].get("interval") == kept
 
 
 def test_import_wazuh_prints_a_valid_equivalent_config(

@@ -92,6 +92,8 @@ def test_buckets_that_are_not_tables_are_named_so(bucket: str) -> None:
         ("interval = nan", "general", "interval", "duration"),  # (it polled without pause)
         ("read_timeout = nan", "general", "read_timeout", "duration"),
         ("max_object_size = 0", "general", "max_object_size", "≥ 1MiB"),
+        (f"interval = {'9' * 400}", "general", "interval", "at most 100 years"),
+        (f'max_object_size = "{"9" * 400}GiB"', "general", "max_object_size", "size"),
     ],
 )
 def test_a_bad_value_names_file_key_and_what_is_allowed(
