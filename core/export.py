@@ -27,7 +27,7 @@ def export_rows(rows: Iterable[dict[str, Any]], directory: Path, stem: str, fmt:
     name = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     path = directory / f"{name}.{fmt}"
     n = 1
-    while path.exists():
+    while os.path.lexists(path):  # (a dangling link too: the file is created exclusively)
         n += 1
         path = directory / f"{name}-{n}.{fmt}"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
