@@ -151,7 +151,7 @@ def _document(row: dict[str, Any]) -> dict[str, Any]:
     out.setdefault("derived", False)  # (stored alerts as a commit reports them)
     for name in _TIMES:
         if out.get(name) is not None:
-            out[name] = datetime.fromtimestamp(out[name], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            out[name] = _iso(out[name])
     for name in ("created", "updated"):
         if isinstance(out.get(name), datetime):
             out[name] = out[name].strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -160,3 +160,12 @@ def _document(row: dict[str, Any]) -> dict[str, Any]:
     out["group"] = json.loads(out.pop("group_key") or "{}")
     out["details"] = json.loads(out.get("details") or "{}")
     return out
+
+
+def _iso(seconds: int) -> str:
+    """Epoch seconds in ISO 8601 UTC; a time no date can show (a store written before such
+    records were refused as bad lines) as its number, not a failure of the whole output."""
+    try:
+        return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (ValueError, OverflowError, OSError):
+        return str(seconds)

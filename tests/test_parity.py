@@ -188,3 +188,18 @@ def test_an_alerts_objects_are_its_first_and_last_as_json_text(tmp_path: Path) -
     one = [d["objects"] for d in documents if d["object_count"] == 1]
     assert both and all(objects == keys for objects in both)
     assert one and all(objects == [str(tmp_path / names[0])] for objects in one)
+
+
+def test_an_alert_time_no_date_can_show_is_printed_as_its_number() -> None:
+    """A store written before such records were bad lines may hold a record from the year
+    33658 and its alert: `vpcwatch alerts` printed nothing then ("year 33658 is out of
+    range"), for every alert of the store."""
+    import pyarrow as pa
+
+    far, now = 999_999_999_999, 1_764_000_000
+    rows = pa.table({"id": ["a"], "window_start": [now], "first_seen": [now],
+                     "last_seen": [far], "mitre": ["[]"], "objects": ["[]"],
+                     "group_key": ["{}"], "details": [None]})
+    [document] = alert_documents(rows)
+    assert (document["first_seen"], document["last_seen"]) == ("2025-11-24T16:00:00Z",
+                                                                 "999999999999")
