@@ -14,7 +14,7 @@ import pytest
 from core.flowlog_parser import parse_text
 from core.layouts import Kind
 from core.objects import ObjectRef, ObjectResult, Status
-from core.store import DATABASE_NAME, Store, StoreError, detections, ledger
+from core.store import DATABASE_NAME, Store, StoreError, detections, ledger, open_store
 from core.store import segments as store_module
 from core.store.database import AfterCommit
 from core.store.isolation import commit_isolating
@@ -301,3 +301,39 @@ def test_an_object_is_set_aside_only_when_its_rows_are_what_fails(
     store._refresh_view()  # (what failed: the view over the segments, not the segments)
     assert count(store) == 40  # (each row once)
     store.close()
+
+
+def test_a_writer_waits_for_readers_that_run_without_a_collector(tmp_path: Path) -> None:
+    """`vpcwatch alerts | less` started while no collector ran holds the store (DuckDB lets
+    no writer open its file meanwhile): a collector started then waits for it, saying so,
+    where it failed naming the last collector, long gone (a service restarted in a loop),
+    and `watch` attached to that collector's publication as if it still ran (found by a
+    review)."""
+    import logging
+
+    state = tmp_path / "state"
+    with open_store(state):  # (the lock file keeps this writer's name)
+        pass
+    waiting, opened = threading.Event(), threading.Event()
+
+    class Seen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "being read by vpcwatch commands" in record.getMessage():
+                waiting.set()
+
+    def write() -> None:
+        with open_store(state):
+            opened.set()
+
+    seen = Seen()
+    logging.getLogger("core.store.database").addHandler(seen)
+    try:
+        with open_store(state, read_only=True):
+            writer = threading.Thread(target=write)
+            writer.start()
+            assert waiting.wait(timeout=30)
+            assert not opened.is_set()
+        writer.join(timeout=30)
+        assert opened.is_set()
+    finally:
+        logging.getLogger("core.store.database").removeHandler(seen)

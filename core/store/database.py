@@ -34,11 +34,12 @@ from core.store import detections, ledger, publication, retention, schema, spill
 from core.store.ledger import Candidate
 from core.store.publication import Publisher
 from core.store.segments import NewSegment, Segments, remove, remove_unlisted, segment_dir
-from core.store.statedir import StateDirBusy, StateLock, make_private, prepare
+from core.store.statedir import StateDirBusy, StateDirRead, StateLock, make_private, prepare
 from core.store.transaction import transaction
 
 log = logging.getLogger(__name__)
 DATABASE_NAME = "vpcwatch.duckdb"
+READERS_WAIT = 0.5  # seconds between looks at a state directory that readers alone hold
 
 
 @dataclass
@@ -369,7 +370,7 @@ def open_store(state_dir: Path, read_only: bool = False, engine: RuleEngine | No
         prepare(state_dir)
     lock = StateLock(state_dir, exclusive=not read_only)
     try:
-        lock.acquire()
+        _acquire(lock)
     except StateDirBusy as busy:
         if not read_only or not publication.exists(state_dir):
             raise
@@ -385,6 +386,23 @@ def open_store(state_dir: Path, read_only: bool = False, engine: RuleEngine | No
     finally:
         store.close()
         lock.release()
+
+
+def _acquire(lock: StateLock) -> None:
+    """``lock``; a writer held back by readers alone (``alerts`` or ``query`` started while
+    no collector ran: DuckDB lets no writer open the file while they read it) waits for them
+    to finish, rather than failing (a service restarted in a loop) or taking the last
+    writer's publication for a live collector's."""
+    waiting = False
+    while True:
+        try:
+            lock.acquire()
+            return
+        except StateDirRead as readers:
+            if not waiting:
+                log.warning("%s; waiting for them to finish", readers)
+                waiting = True
+        time.sleep(READERS_WAIT)
 
 
 def _attached(state_dir: Path, engine: RuleEngine | None, owner: str) -> Store:

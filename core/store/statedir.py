@@ -20,6 +20,11 @@ class StateDirError(Exception):
     """The state directory is unsafe, unusable, or owned by another process."""
 
 
+class StateDirRead(StateDirError):
+    """Readers alone hold the state directory (``alerts`` or ``query`` started while no
+    collector ran, which read the store itself): a writer may wait for them."""
+
+
 class StateDirBusy(StateDirError):
     """Another process holds the state directory's lock; ``owner`` says which."""
 
@@ -99,8 +104,13 @@ class StateLock:
         try:
             fcntl.flock(fd, mode | fcntl.LOCK_NB)
         except BlockingIOError:
+            readers = self.exclusive and _only_read(self.path)
             owner = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "another process"
             os.close(fd)
+            if readers:  # (what the file says is the last writer's: it is gone)
+                raise StateDirRead(f"{self.path.parent}: the state directory is being read by "
+                                   "vpcwatch commands started while no collector ran (alerts, "
+                                   "query)") from None
             verb = "is in use by" if self.exclusive else "is being written by"
             raise StateDirBusy(
                 f"{self.path.parent}: the state directory {verb} {owner}; stop it or use "
@@ -129,6 +139,18 @@ class StateLock:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+def _only_read(path: Path) -> bool:
+    """Is the lock file ``path`` held by readers alone (a shared lock is granted)?"""
+    other = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    try:
+        fcntl.flock(other, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(other)  # (its lock goes with it)
+    return True
 
 
 def owner_text(pid: int, host: str, command: str) -> str:
