@@ -21,8 +21,8 @@ from core.layouts import Kind
 from core.objects import ObjectRef, ObjectResult, Status
 from core.rules import load_engine
 from core.store import Store, publication
-from core.store.database import _attached
 from core.store.ledger import ListingMarks
+from core.store.opening import _attached
 from tests import flowgen, scenarios
 
 TABLES = {"alerts": "id", "objects": "bucket, key", "cloudtrail": "event_id",

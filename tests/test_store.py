@@ -326,7 +326,7 @@ def test_a_writer_waits_for_readers_that_run_without_a_collector(tmp_path: Path)
             opened.set()
 
     seen = Seen()
-    logging.getLogger("core.store.database").addHandler(seen)
+    logging.getLogger("core.store.opening").addHandler(seen)
     try:
         with open_store(state, read_only=True):
             writer = threading.Thread(target=write)
@@ -336,4 +336,4 @@ def test_a_writer_waits_for_readers_that_run_without_a_collector(tmp_path: Path)
         writer.join(timeout=30)
         assert opened.is_set()
     finally:
-        logging.getLogger("core.store.database").removeHandler(seen)
+        logging.getLogger("core.store.opening").removeHandler(seen)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
@@ -34,12 +34,10 @@ from core.store import detections, ledger, publication, retention, schema, spill
 from core.store.ledger import Candidate
 from core.store.publication import Publisher
 from core.store.segments import NewSegment, Segments, remove, remove_unlisted, segment_dir
-from core.store.statedir import StateDirBusy, StateDirRead, StateLock, make_private, prepare
 from core.store.transaction import transaction
 
 log = logging.getLogger(__name__)
 DATABASE_NAME = "vpcwatch.duckdb"
-READERS_WAIT = 0.5  # seconds between looks at a state directory that readers alone hold
 
 
 @dataclass
@@ -354,70 +352,3 @@ def _with_origin(table: pa.Table, ref: ObjectRef) -> pa.Table:
     for name, value in (("bucket", ref.bucket), ("object_key", ref.key)):
         table = table.append_column(name, constant_column(table.num_rows, value))
     return table
-
-
-@contextlib.contextmanager
-def open_store(state_dir: Path, read_only: bool = False, engine: RuleEngine | None = None
-               ) -> Iterator[Store]:
-    """The store of ``state_dir``, with the directory's lock held while it is open; for
-    reading while a collector writes it, the state that collector last published (see
-    ``publication``; a publication left by another process is never taken)."""
-    if read_only:
-        if not (state_dir / DATABASE_NAME).exists():
-            raise StoreError(f"{state_dir}: no store yet; run vpcwatch collect or scan first")
-        make_private(state_dir)
-    else:
-        prepare(state_dir)
-    lock = StateLock(state_dir, exclusive=not read_only)
-    try:
-        _acquire(lock)
-    except StateDirBusy as busy:
-        if not read_only or not publication.exists(state_dir):
-            raise
-        store = _attached(state_dir, engine, busy.owner)
-    else:
-        try:
-            store = Store(state_dir, read_only=read_only, engine=engine)
-        except BaseException:
-            lock.release()
-            raise
-    try:
-        yield store
-    finally:
-        store.close()
-        lock.release()
-
-
-def _acquire(lock: StateLock) -> None:
-    """``lock``; a writer held back by readers alone (``alerts`` or ``query`` started while
-    no collector ran: DuckDB lets no writer open the file while they read it) waits for them
-    to finish, rather than failing (a service restarted in a loop) or taking the last
-    writer's publication for a live collector's."""
-    waiting = False
-    while True:
-        try:
-            lock.acquire()
-            return
-        except StateDirRead as readers:
-            if not waiting:
-                log.warning("%s; waiting for them to finish", readers)
-                waiting = True
-        time.sleep(READERS_WAIT)
-
-
-def _attached(state_dir: Path, engine: RuleEngine | None, owner: str) -> Store:
-    """The store as the collector ``owner`` last published it (read-only)."""
-    busy = f"{state_dir}: the state directory is being written by {owner}"
-    try:
-        manifest = publication.current(state_dir)
-        if not publication.published_by(manifest, owner):
-            raise StoreError(f"{busy}, which publishes nothing for readers; stop it or use "
-                             "another state_dir")
-        published = publication.load(state_dir, manifest)
-    except (OSError, ValueError, KeyError, duckdb.Error) as exc:
-        raise StoreError(f"{busy}, and its publication cannot be read: {exc}") from None
-    store = Store(state_dir, read_only=True, engine=engine, published=published)
-    store.attached_to, store.generation = owner, manifest.get("generation")
-    store.manifest = manifest
-    log.info("attached to %s (its last committed state)", owner)
-    return store
