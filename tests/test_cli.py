@@ -237,6 +237,17 @@ def test_scan_exits_1_when_a_file_is_refused(
     assert code == 1
 
 
+def test_the_apps_options_work_without_naming_tui(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`vpcwatch [tui] [--config FILE] [--no-mouse]` as the README says (argparse refused
+    them without `tui`)."""
+    missing = tmp_path / "none.toml"
+    for args in (["--config", str(missing)], ["--no-mouse", "--config", str(missing)],
+                 ["tui", "--config", str(missing)]):
+        assert main(args) == 2
+        assert f"no configuration at {missing}" in capsys.readouterr().err
+
+
 def test_a_negative_alerts_limit_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:  # (DuckDB's "Binder Error" before)
         main(["alerts", "--limit", "-1"])

@@ -122,3 +122,22 @@ def test_a_link_planted_in_the_state_directory_is_refused_and_nothing_written_th
     assert "a symbolic link in the state directory" in capsys.readouterr().err
     assert sorted(p.name for p in elsewhere.iterdir()) == ["victim.txt"]
     assert victim.read_text() == "keep"
+
+
+def test_what_vpcwatch_writes_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    """(Found by a review: with umask 022 the store and its segments were 0644, private
+    only through the state directory's mode, and not in a copy of it.)"""
+    import subprocess
+    import sys
+
+    logs = tmp_path / "a.log"
+    logs.write_bytes(flowgen.flow_object(flowgen.V2, 5).text())
+    state = tmp_path / "state"
+    vpcwatch = Path(sys.executable).with_name("vpcwatch")
+    subprocess.run([str(vpcwatch), "scan", str(logs), "--state-dir", str(state)], check=True,
+                   preexec_fn=lambda: os.umask(0o022))
+    made = [path for path in state.rglob("*") if path.is_file()]
+    assert {p.name for p in made} >= {"vpcwatch.duckdb", "vpcwatch.lock"}
+    assert any(p.suffix == ".parquet" for p in made)
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) & 0o077 for p in made} == {
+        p.name: 0 for p in made}

@@ -75,6 +75,16 @@ class UsageError(Exception):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # every file vpcwatch makes is its user's alone (the store, segments, logs), whatever the
+    # umask (022 made them readable by all, protected only by the state directory's mode)
+    umask = os.umask(0o077)
+    try:
+        return _main(argv)
+    finally:
+        os.umask(umask)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     log_to_stderr(args.verbose)
@@ -106,7 +116,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
     parser.add_argument("--version", action="version",
                         version=f"vpcwatch {importlib.metadata.version('vpcwatch')}")
-    parser.set_defaults(run=cmd_tui, config=None, no_mouse=False)
+    parser.set_defaults(run=cmd_tui)
+    _app_options(parser)  # (`vpcwatch --config FILE`: the app's options without `tui`)
     commands = parser.add_subparsers(title="commands (default: tui)", metavar="COMMAND")
 
     tui = commands.add_parser("tui", help="the terminal app (what plain `vpcwatch` runs)")
