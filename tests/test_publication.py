@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import logging
 import os
+import shutil
 import socket
 import stat
 from datetime import UTC, date, datetime
@@ -274,6 +275,10 @@ def test_a_failed_publication_fails_no_commit_and_the_next_one_is_whole(
     monkeypatch.setattr(store.publisher, "commit", real)
     store.commit([flows(1, lines[1::2])])
     same_as_store(store)  # (the one after the failure was whole: nothing missed)
+    shutil.rmtree(tmp_path / "published")  # (found by a review: publication never came back)
+    store.commit([flows(2, lines[:5])])  # fails, is logged: the next one is whole
+    store.commit([flows(3, lines[5:10])])
+    same_as_store(store)
     store.close()
 
 

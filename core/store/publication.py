@@ -62,8 +62,7 @@ class Publisher:
     def __init__(self, con: duckdb.DuckDBPyConnection, state_dir: Path):
         self.con = con
         self.directory = state_dir / DIRECTORY
-        self.directory.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(self.directory, 0o700)
+        self._make_directory()
         self.generation = _current_generation(self.directory)
         self.files: dict[str, list[str]] = {}
         self._small: dict[str, pa.Table] = {}  # the WHOLE tables as last published
@@ -72,7 +71,9 @@ class Publisher:
         self.whole()
 
     def whole(self) -> None:
-        """Every table whole: at start, after pruning, and when deltas pile up."""
+        """Every table whole: at start, after pruning, when deltas pile up, and after a
+        publication failed (into a directory made again, if it was deleted meanwhile)."""
+        self._make_directory()
         self.generation += 1
         tables = {table: self.con.sql(f"SELECT * FROM {table}").to_arrow_table()
                   for table in (*DELTAS, *WHOLE, SUMMARY)}
@@ -131,6 +132,10 @@ class Publisher:
                             params=[new]).to_arrow_table()
         self.files[SUMMARY].append(self._write(SUMMARY, rows))
         self._summarised.update(new)
+
+    def _make_directory(self) -> None:
+        self.directory.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(self.directory, 0o700)
 
     def _write(self, table: str, rows: pa.Table) -> str:
         name = f"{table}-{self.generation}.parquet"
