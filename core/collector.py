@@ -87,6 +87,7 @@ class Collector:
         """Poll every ``interval`` until ``stop`` is set. A failed poll is logged, not fatal.
         ``before_poll`` runs before each poll (the demo writes its next traffic there)."""
         general = self.config.general
+        await self.db(self.store.start_publishing)  # (viewers attach before the first poll)
         if not general.run_on_start:
             await _wait(stop, general.interval)
         while not stop.is_set():

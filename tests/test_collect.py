@@ -331,6 +331,37 @@ async def test_a_store_that_cannot_commit_ends_the_poll_with_its_error(
         store.close()
 
 
+async def test_viewers_can_attach_before_a_first_poll_that_waits_an_interval(
+    tmp_path: Path, bucket: Bucket
+) -> None:
+    """`run_on_start = false`: the collector publishes the store at once (before, nothing
+    until its first poll, an interval later: every viewer refused meanwhile; found by a
+    review)."""
+    import asyncio
+
+    from core.collector import Collector
+    from core.config import load_config
+    from core.store import Store, publication
+
+    config = load_config(write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
+                                                  "endpoint_url": bucket.url}],
+                                      run_on_start=False, interval="1h"))
+    (tmp_path / "state").mkdir()
+    store = Store(tmp_path / "state")
+    collector, stop = Collector(config, store), asyncio.Event()
+    running = asyncio.create_task(collector.run(stop))
+    try:
+        async with asyncio.timeout(30):  # (a condition waited on: the publication's file)
+            while not publication.exists(tmp_path / "state"):
+                await asyncio.sleep(0.05)
+        assert not running.done()  # (still waiting for its first poll)
+    finally:
+        stop.set()
+        await running
+        collector.close()
+        store.close()
+
+
 async def test_objects_are_read_while_a_commit_runs(
     tmp_path: Path, bucket: Bucket, monkeypatch: pytest.MonkeyPatch
 ) -> None:
