@@ -49,12 +49,12 @@ class Follower:
                    for table, names in files.items()}
             alerts = self._read_alerts(new.get("alerts", []))
             listed = self._read_segments(files.get("segments", []))
+            changed = self._unseen(alerts)  # (last: a file of another shape changes nothing)
         except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
             return None
         first = self.generation is None
         self.generation = generation
         self._files = {table: set(names) for table, names in files.items()}
-        changed = self._unseen(alerts)
         # (compaction and replacements rewrite segments: only a commit adds flows)
         added = ([name for name in listed if name not in self.segments]
                  if manifest.get("reason") == "commit" else [])
@@ -78,7 +78,7 @@ class Follower:
             return None
         keys = list(zip(rows["id"].to_pylist(), rows["revision"].to_pylist(), strict=True))
         fresh = [key not in self._seen for key in keys]
-        self._seen.update(keys)
+        self._seen.update(keys)  # (nothing above changed it: a KeyError leaves it as it was)
         changed = rows.filter(pa.array(fresh, pa.bool_()))
         return changed if changed.num_rows else None
 

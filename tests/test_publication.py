@@ -21,9 +21,10 @@ from core.flowlog_parser import parse_text
 from core.layouts import Kind
 from core.objects import ObjectRef, ObjectResult, Status
 from core.rules import load_engine
-from core.store import Store, publication
+from core.store import Store, StoreError, publication
 from core.store.ledger import ListingMarks
 from core.store.opening import _attached
+from core.store.statedir import StateLock
 from tests import flowgen, scenarios
 
 TABLES = {"alerts": "id", "objects": "bucket, key", "cloudtrail": "event_id",
@@ -312,6 +313,43 @@ def test_a_manifest_naming_other_files_is_refused(tmp_path: Path) -> None:
             publication.fill(duckdb.connect(), tmp_path, {"files": files})
 
 
+def test_a_publication_of_another_shape_is_refused_by_every_reader(tmp_path: Path) -> None:
+    """Valid JSON of the wrong shape, or an alerts file of another schema: viewers crashed
+    (`watch` with an internal error, the app with a traceback; found by a review). Now a
+    follower takes no such state, and a reader says in one line that it cannot read it."""
+    import json as json_module
+
+    from core.follow import Follower
+    from core.store.opening import open_store as opening
+
+    (tmp_path / "state").mkdir()
+    writing = StateLock(tmp_path / "state").acquire()  # (as the collector: readers attach)
+    store = Store(tmp_path / "state", engine=load_engine([]))
+    store.start_publishing()
+    lines = [line for s in scenarios.detections() for line in s.lines]
+    store.commit([flows(0, lines[:40])])
+    follower = Follower(tmp_path / "state")
+    assert follower.poll() is not None
+    directory = tmp_path / "state" / "published"
+    name = (directory / "CURRENT").read_text().strip()
+    good = json_module.loads((directory / name).read_text())
+    for shape in ([], "x", {**good, "files": []}, {**good, "files": None},
+                  {**good, "files": {"alerts": [1]}}, {**good, "generation": "7"}):
+        (directory / name).write_text(json_module.dumps(shape))
+        assert follower.poll() is None
+        with pytest.raises(StoreError, match="its publication cannot be read"), \
+                opening(tmp_path / "state", read_only=True):
+            pass
+    other = directory / "alerts-999.parquet"  # an alerts file without the alerts' columns
+    pq.write_table(pa.table({"x": [1]}), other)
+    files = {**good["files"], "alerts": [*good["files"]["alerts"], other.name]}
+    (directory / name).write_text(json_module.dumps({**good, "generation": 999,
+                                                     "files": files}))
+    assert follower.poll() is None and follower.generation == good["generation"]
+    store.close()
+    writing.release()
+
+
 def test_only_a_commit_adds_segments_for_a_follower(tmp_path: Path) -> None:
     """Compaction rewrites segments: `watch` must not print the parity alerts of windows
     that gained no flow."""
@@ -351,3 +389,24 @@ def test_a_late_object_is_one_the_ledger_did_not_know() -> None:
 
     found = [candidate(4, False), candidate(4, True), candidate(1, False)]
     assert plan.late(found) == [found[0]]  # (retried pending ones and the window's: not late)
+
+
+def test_a_status_of_another_shape_shows_nothing_it_cannot_read(tmp_path: Path) -> None:
+    """The app crashed on a status.json of `[]`, `{"errors": 5}` or `{"late": 1e999}`
+    (found by a review): what is not the collector's status is left out."""
+    from tui.attach import _show_activity
+    from tui.widgets.status import Activity
+
+    (tmp_path / "published").mkdir()
+    status = tmp_path / "published" / "status.json"
+    status.write_text("[]")
+    assert publication.read_status(tmp_path) is None
+    for text in ('{"errors": 5, "late": 1e999, "last_poll": 12}',
+                 '{"errors": ["a", 7], "late": ' + "9" * 400 + ', "polling": true}'):
+        status.write_text(text)
+        shown = publication.read_status(tmp_path)
+        assert shown is not None
+        activity = Activity()
+        _show_activity(activity, shown)
+        assert activity.late == 0 and activity.errors in ([], ["a", "7"])
+    assert activity.polling

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -105,9 +106,17 @@ def _show_activity(activity: Activity, status: dict[str, object]) -> None:
     activity.next_poll = _number(status.get("next_poll"))
     activity.records_per_second = _number(status.get("records_per_second")) or 0.0
     activity.late = int(_number(status.get("late")) or 0)
-    for error in status.get("errors") or []:  # type: ignore[attr-defined]
+    errors = status.get("errors")
+    for error in errors if isinstance(errors, list) else []:
         activity.add_error(str(error))
 
 
 def _number(value: object) -> float | None:
-    return float(value) if isinstance(value, int | float) else None
+    """A finite number from status.json (what the collector wrote), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # (an integer of hundreds of digits)
+        return None
+    return number if math.isfinite(number) else None

@@ -179,11 +179,17 @@ def exists(state_dir: Path) -> bool:
 
 
 def current(state_dir: Path) -> dict[str, object]:
-    """The newest manifest (OSError or ValueError when there is none readable)."""
+    """The newest manifest (OSError or ValueError when there is none readable, or it is
+    not shaped as this module writes them)."""
     directory = state_dir / DIRECTORY
     name = (directory / CURRENT).read_text().strip()
-    manifest: dict[str, object] = json.loads((directory / name).read_text())
-    return manifest
+    manifest = json.loads((directory / name).read_text())
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not (isinstance(files, dict) and type(manifest.get("generation")) is int
+            and all(isinstance(table, str) and isinstance(names, list)
+                    and all(isinstance(n, str) for n in names) for table, names in files.items())):
+        raise ValueError(f"{name}: not a manifest of this version's publication")
+    return manifest  # type: ignore[no-any-return]
 
 
 def published_by(manifest: dict[str, object], owner: str) -> bool:
@@ -304,11 +310,12 @@ def write_status(state_dir: Path, status: dict[str, object]) -> None:
 
 
 def read_status(state_dir: Path) -> dict[str, object] | None:
+    """The collector's status, or None when there is none readable (or it is no object)."""
     try:
-        status: dict[str, object] = json.loads((state_dir / DIRECTORY / STATUS).read_text())
+        status = json.loads((state_dir / DIRECTORY / STATUS).read_text())
     except (OSError, ValueError):
         return None
-    return status
+    return status if isinstance(status, dict) else None
 
 
 class StatusWatch:
