@@ -118,6 +118,10 @@ def test_a_second_writer_is_told_who_owns_the_state_dir(
         assert main(["scan", str(folder), "--state-dir", str(state)]) == 1
     err = capsys.readouterr().err
     assert "is in use by pid" in err
+    # the lock names the command, options left out (`vpcwatch -v collect`, the service's
+    # command line, was "(vpcwatch -v)")
+    assert main(["-v", "scan", str(folder), "--state-dir", str(state)]) == 0
+    assert (state / "vpcwatch.lock").read_text().endswith("(vpcwatch scan)")
 
 
 def test_query_while_a_collector_writes_names_the_collector(

@@ -42,7 +42,7 @@ from core.rules import BlocklistError, RuleEngine, load_engine, parity
 from core.safetext import visible
 from core.sandbox import TIMEOUT, QueryStopped, ReadOnlyError, Sandbox
 from core.store import Store, StoreError, open_store, publication
-from core.store.statedir import StateDirBusy, StateDirError
+from core.store.statedir import StateDirBusy, StateDirError, name_process
 from core.wazuh_import import WazuhImportError, import_wazuh
 from tui.logs import log_to_file, log_to_stderr
 from tui.output import json_value, print_alerts, report, warn_rule_errors
@@ -82,11 +82,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main(argv)
     finally:
         os.umask(umask)
+        name_process(None)
 
 
 def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    name_process(f"vpcwatch {args.command or 'tui'}")  # (who holds the state directory)
     log_to_stderr(args.verbose)
     try:
         return int(args.run(args))
@@ -118,7 +120,8 @@ def _parser() -> argparse.ArgumentParser:
                         version=f"vpcwatch {importlib.metadata.version('vpcwatch')}")
     parser.set_defaults(run=cmd_tui)
     _app_options(parser)  # (`vpcwatch --config FILE`: the app's options without `tui`)
-    commands = parser.add_subparsers(title="commands (default: tui)", metavar="COMMAND")
+    commands = parser.add_subparsers(title="commands (default: tui)", metavar="COMMAND",
+                                     dest="command")
 
     tui = commands.add_parser("tui", help="the terminal app (what plain `vpcwatch` runs)")
     _app_options(tui)

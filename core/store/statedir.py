@@ -118,8 +118,7 @@ class StateLock:
             ) from None
         if self.exclusive:
             os.ftruncate(fd, 0)
-            command = " ".join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv[:2]))
-            os.pwrite(fd, owner_text(os.getpid(), socket.gethostname(), command).encode(), 0)
+            os.pwrite(fd, owner_text(os.getpid(), socket.gethostname(), _command()).encode(), 0)
         self._fd = fd
         return self
 
@@ -151,6 +150,20 @@ def _only_read(path: Path) -> bool:
     finally:
         os.close(other)  # (its lock goes with it)
     return True
+
+
+_name: str | None = None  # (name_process)
+
+
+def name_process(name: str | None) -> None:
+    """What the lock file calls this process (its command line's program and command; the
+    default, the program and its first argument, was "vpcwatch -v" for the service)."""
+    global _name
+    _name = name
+
+
+def _command() -> str:
+    return _name or " ".join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv[:2]))
 
 
 def owner_text(pid: int, host: str, command: str) -> str:
