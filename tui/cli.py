@@ -9,24 +9,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import csv
 import importlib.metadata
-import json
 import logging
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from core.alerts import alert_batches, alert_documents, recent_alerts
+from core.alerts import alert_batches, alert_documents
 from core.config import (
     Config,
     ConfigError,
@@ -38,17 +35,23 @@ from core.decompress import CorruptObject
 from core.events import AlertsChanged, Publish
 from core.names import parse_duration
 from core.priority import yield_to_collector
-from core.rules import BlocklistError, RuleEngine, load_engine, parity
+from core.rules import BlocklistError, parity
 from core.safetext import visible
 from core.sandbox import TIMEOUT, QueryStopped, ReadOnlyError, Sandbox
 from core.store import Store, StoreError, open_store, publication
 from core.store.statedir import StateDirBusy, StateDirError, name_process
 from core.wazuh_import import WazuhImportError, import_wazuh
+from tui.cli_base import (
+    EXIT_BROKEN_PIPE,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    engine_of,
+)
 from tui.logs import log_to_file, log_to_stderr
-from tui.output import json_value, print_alerts, report, warn_rule_errors
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a tool SIGPIPE ended
+from tui.output import print_alerts, print_rows, report, warn_rule_errors
+from tui.rules_cli import cmd_rules_check, cmd_rules_list, cmd_rules_test
 
 
 def _seconds(text: str) -> float:
@@ -68,10 +71,6 @@ def _count(text: str) -> int:
     if not text.isascii() or not text.isdigit():
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of rows (0 or more)")
     return int(text)
-
-
-class UsageError(Exception):
-    """Bad usage or configuration: exit 2."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -248,7 +247,7 @@ async def _collect(config: Config, once: bool, as_json: bool,
                    retry: bool = False) -> int:
     from core.collector import Collector
 
-    engine = _engine(config)
+    engine = engine_of(config)
     with open_store(config.general.state_dir, engine=engine) as store:
         store.parity_level = parity_level  # (None: no parity alerts per commit)
         warn_rule_errors(engine)
@@ -269,49 +268,18 @@ async def _collect(config: Config, once: bool, as_json: bool,
             collector.close()
 
 
-def _engine(config: Config | None) -> RuleEngine:
-    """The configured rules, or the default ruleset without a configuration."""
-    if config is None:
-        return load_engine([])
-    general = config.general
-    return load_engine(list(general.rules), general.default_rules, list(general.blocklist))
-
-
 def cmd_query(args: argparse.Namespace) -> int:
     with open_store(_state_dir(args), read_only=True) as store:
         _yield_if_attached(store)
         sandbox = Sandbox(store)
         try:
             with contextlib.closing(sandbox.batches(args.sql, args.timeout)) as batches:
-                _print_rows(batches, args.format)
+                print_rows(batches, args.format)
         except (ReadOnlyError, QueryStopped, duckdb.Error) as exc:
             raise UsageError(f"query failed: {str(exc).splitlines()[0]}") from None
         finally:
             sandbox.close()
     return EXIT_OK
-
-
-def _print_rows(batches: Iterator[pa.RecordBatch], fmt: str) -> None:
-    """A query's rows as CSV or JSON lines, a batch at a time (as Python objects too)."""
-    writer = csv.writer(sys.stdout, lineterminator="\n")
-    shown = sys.stdout.isatty()  # to a person: log text must not drive the terminal
-    columns: list[str] | None = None
-    for batch in batches:
-        if columns is None:
-            columns = batch.schema.names
-            if fmt == "csv":
-                writer.writerow(columns)
-        # (by column, not to_pylist: a self-join gives two columns of one name)
-        rows = zip(*(c.to_pylist() for c in batch.columns), strict=True)
-        if fmt == "json":  # JSON escapes every control and non-ASCII character
-            for row in rows:  # (a write per line: see print_alerts)
-                sys.stdout.write(json.dumps(dict(zip(columns, row, strict=True)),
-                                            default=json_value) + "\n")
-        elif shown:
-            writer.writerows([visible(v) if isinstance(v, str) else v for v in row]
-                             for row in rows)
-        else:
-            writer.writerows(rows)
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
@@ -322,7 +290,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         raise UsageError(f"no such file or folder: {', '.join(missing)}")
     config = load_config(args.config) if args.config else None
     max_size = config.general.max_object_size if config else 2**30
-    engine = _engine(config)
+    engine = engine_of(config)
     alerts: list[pa.Table | None] = []
     with open_store(_state_dir(args), engine=engine) as store:
         warn_rule_errors(engine)
@@ -366,7 +334,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
         raise UsageError(f"no configuration at {path}: pass --config FILE (see "
                          "config.example.toml), or try `vpcwatch demo`")
     config = load_config(path)
-    engine = _engine(config)
+    engine = engine_of(config)
     state_dir = config.general.state_dir
     try:
         with open_store(state_dir, engine=engine) as store:
@@ -419,61 +387,6 @@ def _yield_if_attached(store: Store) -> None:
     """A viewer of a running collector's store never slows it (core/priority.py)."""
     if store.attached_to is not None:
         yield_to_collector()
-
-
-def _checked_engine(args: argparse.Namespace, files: list[Path] | None = None) -> RuleEngine:
-    """The config's rules (or just ``files``), compiled against an empty scratch store."""
-    config = load_config(args.config) if getattr(args, "config", None) else None
-    if files:
-        engine = load_engine(files, False, list(config.general.blocklist) if config else [])
-    else:
-        engine = _engine(config)
-    with tempfile.TemporaryDirectory(prefix="vpcwatch-rules-") as scratch:
-        Store(Path(scratch), engine=engine).close()
-    return engine
-
-
-def cmd_rules_check(args: argparse.Namespace) -> int:
-    engine = _checked_engine(args, list(args.files))
-    for error in engine.errors:
-        print(f"vpcwatch: {visible(error)}", file=sys.stderr)
-    print(f"{len(engine.rules)} rules valid, {len(engine.errors)} rejected")
-    return EXIT_FAILED if engine.errors else EXIT_OK
-
-
-def cmd_rules_list(args: argparse.Namespace) -> int:
-    engine = _checked_engine(args)
-    warn_rule_errors(engine)
-    for rule in sorted(engine.rules, key=lambda r: (r.source, -r.level, r.id)):
-        window = f"{rule.window}s" if rule.window else "record"
-        print(f"{rule.level:>2}  {rule.source:<10} {rule.id:<38} {window:>7}  {rule.title}")
-    for derived in parity.RULES:  # not rules: derived from the flows when read
-        print(f"{derived.level:>2}  {'vpcflow':<10} {derived.id:<38} {parity.WINDOW:>6}s  "
-              f"Wazuh {derived.wazuh_id}: [{derived.action}] per source, destination, service "
-              "port, protocol (derived from the flows when read)")
-    return EXIT_OK
-
-
-def cmd_rules_test(args: argparse.Namespace) -> int:
-    from core.scan import scan
-
-    engine = _checked_engine(args)
-    rule = next((r for r in engine.rules if r.id == args.rule), None)
-    if rule is None:
-        raise UsageError(f"no loaded rule {args.rule!r}; see vpcwatch rules list")
-    missing = [str(p) for p in args.paths if not p.exists()]
-    if missing:
-        raise UsageError(f"no such file or folder: {', '.join(missing)}")
-    with tempfile.TemporaryDirectory(prefix="vpcwatch-rule-test-") as scratch:
-        store = Store(Path(scratch), engine=RuleEngine([rule], engine.blocklist))
-        try:
-            scan(list(args.paths), store, 2**31)
-            table = recent_alerts(store, with_parity=False)
-        finally:
-            store.close()
-    print_alerts(table)
-    print(f"rule {rule.id}: {table.num_rows} alerts", file=sys.stderr)
-    return EXIT_OK
 
 
 def cmd_import_wazuh(args: argparse.Namespace) -> int:

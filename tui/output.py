@@ -3,9 +3,10 @@ comes from logs goes through ``visible`` (control and bidi characters made visib
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -56,3 +57,26 @@ def json_value(value: Any) -> Any:
     if isinstance(value, Decimal):
         return float(value)
     return str(value)
+
+
+def print_rows(batches: Iterator[pa.RecordBatch], fmt: str) -> None:
+    """A query's rows as CSV or JSON lines, a batch at a time (as Python objects too)."""
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    shown = sys.stdout.isatty()  # to a person: log text must not drive the terminal
+    columns: list[str] | None = None
+    for batch in batches:
+        if columns is None:
+            columns = batch.schema.names
+            if fmt == "csv":
+                writer.writerow(columns)
+        # (by column, not to_pylist: a self-join gives two columns of one name)
+        rows = zip(*(c.to_pylist() for c in batch.columns), strict=True)
+        if fmt == "json":  # JSON escapes every control and non-ASCII character
+            for row in rows:  # (a write per line: see print_alerts)
+                sys.stdout.write(json.dumps(dict(zip(columns, row, strict=True)),
+                                            default=json_value) + "\n")
+        elif shown:
+            writer.writerows([visible(v) if isinstance(v, str) else v for v in row]
+                             for row in rows)
+        else:
+            writer.writerows(rows)
