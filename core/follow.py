@@ -76,6 +76,9 @@ class Follower:
         """The alert rows whose (id, revision) no earlier update held."""
         if rows is None:
             return None
+        missing = {"id", "revision", "level"} - set(rows.column_names)  # (what readers use)
+        if missing:
+            raise KeyError(f"an alerts file without {sorted(missing)}")
         keys = list(zip(rows["id"].to_pylist(), rows["revision"].to_pylist(), strict=True))
         fresh = [key not in self._seen for key in keys]
         self._seen.update(keys)  # (nothing above changed it: a KeyError leaves it as it was)

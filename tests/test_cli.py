@@ -247,9 +247,12 @@ def test_the_apps_options_work_without_naming_tui(
     them without `tui`)."""
     missing = tmp_path / "none.toml"
     for args in (["--config", str(missing)], ["--no-mouse", "--config", str(missing)],
-                 ["tui", "--config", str(missing)]):
+                 ["tui", "--config", str(missing)], ["--config", str(missing), "tui"]):
         assert main(args) == 2
         assert f"no configuration at {missing}" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # (a command's own --config would replace it)
+        main(["--config", str(missing), "alerts"])
+    assert exit_.value.code == 2 and "put them after `alerts`" in capsys.readouterr().err
 
 
 def test_a_negative_alerts_limit_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -26,6 +26,8 @@ from core.store.ledger import ListingMarks
 from core.store.opening import _attached
 from core.store.statedir import StateLock
 from tests import flowgen, scenarios
+from tests.conftest import write_config
+from tui.cli import main
 
 TABLES = {"alerts": "id", "objects": "bucket, key", "cloudtrail": "event_id",
           "segments": "name", "prefixes": "bucket, prefix", "meta": "key",
@@ -313,7 +315,8 @@ def test_a_manifest_naming_other_files_is_refused(tmp_path: Path) -> None:
             publication.fill(duckdb.connect(), tmp_path, {"files": files})
 
 
-def test_a_publication_of_another_shape_is_refused_by_every_reader(tmp_path: Path) -> None:
+def test_a_publication_of_another_shape_is_refused_by_every_reader(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Valid JSON of the wrong shape, or an alerts file of another schema: viewers crashed
     (`watch` with an internal error, the app with a traceback; found by a review). Now a
     follower takes no such state, and a reader says in one line that it cannot read it."""
@@ -330,6 +333,8 @@ def test_a_publication_of_another_shape_is_refused_by_every_reader(tmp_path: Pat
     store.commit([flows(0, lines[:40])])
     follower = Follower(tmp_path / "state")
     assert follower.poll() is not None
+    config = write_config(tmp_path, [{"type": "vpcflow", "name": "flow-logs"}],
+                          state_dir=str(tmp_path / "state"))
     directory = tmp_path / "state" / "published"
     name = (directory / "CURRENT").read_text().strip()
     good = json_module.loads((directory / name).read_text())
@@ -340,8 +345,10 @@ def test_a_publication_of_another_shape_is_refused_by_every_reader(tmp_path: Pat
         with pytest.raises(StoreError, match="its publication cannot be read"), \
                 opening(tmp_path / "state", read_only=True):
             pass
+        assert main(["watch", "--headless", "--config", str(config)]) == 1  # (one line)
+        assert "its publication cannot be read" in capsys.readouterr().err
     other = directory / "alerts-999.parquet"  # an alerts file without the alerts' columns
-    pq.write_table(pa.table({"x": [1]}), other)
+    pq.write_table(pa.table({"id": ["a"], "revision": [1]}), other)  # (no level: watch failed)
     files = {**good["files"], "alerts": [*good["files"]["alerts"], other.name]}
     (directory / name).write_text(json_module.dumps({**good, "generation": 999,
                                                      "files": files}))

@@ -337,3 +337,26 @@ def test_a_writer_waits_for_readers_that_run_without_a_collector(tmp_path: Path)
         assert opened.is_set()
     finally:
         logging.getLogger("core.store.opening").removeHandler(seen)
+
+
+def test_a_collector_waiting_for_readers_stops_at_the_first_ctrl_c(tmp_path: Path) -> None:
+    """(Found by a review: it waited inside its event loop, whose first Ctrl-C only asks
+    the main task to stop, at its next await: the wait went on.)"""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import LineReader, write_config
+
+    state = tmp_path / "state"
+    with open_store(state):
+        pass
+    config = write_config(tmp_path, [{"type": "vpcflow", "name": "flow-logs",
+                                      "endpoint_url": "http://127.0.0.1:9"}])
+    with open_store(state, read_only=True):  # `alerts | less`, no collector running
+        process = subprocess.Popen([sys.executable, "-m", "tui.cli", "collect", "--config",
+                                    str(config)], stderr=subprocess.PIPE, text=True)
+        assert process.stderr is not None
+        LineReader(process.stderr).wait_for("waiting for them to finish", timeout=60)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 130

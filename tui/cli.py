@@ -87,6 +87,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.app_config or args.app_no_mouse:
+        if args.command not in (None, "tui"):
+            parser.error("--config and --no-mouse before a command are the app's: put them "
+                         f"after `{args.command}`")
+        args.config = args.config or args.app_config
+        args.no_mouse = args.no_mouse or args.app_no_mouse
     name_process(f"vpcwatch {args.command or 'tui'}")  # (who holds the state directory)
     log_to_stderr(args.verbose)
     try:
@@ -117,8 +123,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
     parser.add_argument("--version", action="version",
                         version=f"vpcwatch {importlib.metadata.version('vpcwatch')}")
-    parser.set_defaults(run=cmd_tui)
-    _app_options(parser)  # (`vpcwatch --config FILE`: the app's options without `tui`)
+    parser.set_defaults(run=cmd_tui, config=None, no_mouse=False)
+    # `vpcwatch --config FILE`: the app's options without `tui` (their own names: a command's
+    # defaults would overwrite them, and before any other command they are refused)
+    parser.add_argument("--config", dest="app_config", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--no-mouse", dest="app_no_mouse", action="store_true",
+                        help=argparse.SUPPRESS)
     commands = parser.add_subparsers(title="commands (default: tui)", metavar="COMMAND",
                                      dest="command")
 
@@ -238,34 +248,39 @@ def _retry(store: Store, asked: bool) -> None:
 
 def cmd_collect(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    return asyncio.run(_collect(config, once=args.once, as_json=args.json,
-                                retry=args.retry_quarantined))
+    return _collect(config, once=args.once, as_json=args.json, retry=args.retry_quarantined)
 
 
-async def _collect(config: Config, once: bool, as_json: bool,
-                   publish: Publish | None = None, parity_level: int | None = None,
-                   retry: bool = False) -> int:
-    from core.collector import Collector
-
+def _collect(config: Config, once: bool, as_json: bool, publish: Publish | None = None,
+             parity_level: int | None = None, retry: bool = False) -> int:
+    """Collect into the configured store. It is opened before the event loop runs: a wait
+    for readers that hold it (core/store/opening.py) stops on the first Ctrl-C."""
     engine = engine_of(config)
     with open_store(config.general.state_dir, engine=engine) as store:
         store.parity_level = parity_level  # (None: no parity alerts per commit)
         warn_rule_errors(engine)
         _retry(store, retry)
-        collector = Collector(config, store, publish)
-        try:
-            if once:
-                summary = await collector.poll()
-                report(summary, as_json)
-                return EXIT_FAILED if summary.incomplete else EXIT_OK
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                loop.add_signal_handler(sig, stop.set)
-            await collector.run(stop)
-            return EXIT_OK
-        finally:
-            collector.close()
+        return asyncio.run(_run_collector(config, store, once, as_json, publish))
+
+
+async def _run_collector(config: Config, store: Store, once: bool, as_json: bool,
+                         publish: Publish | None) -> int:
+    from core.collector import Collector
+
+    collector = Collector(config, store, publish)
+    try:
+        if once:
+            summary = await collector.poll()
+            report(summary, as_json)
+            return EXIT_FAILED if summary.incomplete else EXIT_OK
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(sig, stop.set)
+        await collector.run(stop)
+        return EXIT_OK
+    finally:
+        collector.close()
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -347,7 +362,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
         held = busy
     with open_store(state_dir, read_only=True, engine=engine) as store, \
             log_to_file(state_dir / "vpcwatch.log"):
-        if store.attached_to is None:  # a reader held it, or the collector just stopped:
+        if store.attached_to is None:  # the collector just stopped (its lock is free):
             raise held  # the app would collect into a store it cannot write
         yield_to_collector(spare=[threading.main_thread()])  # (the UI: see core/priority.py)
         return run_app(store, config, mouse=not args.no_mouse)
@@ -369,12 +384,17 @@ def cmd_watch(args: argparse.Namespace) -> int:
     wanted = args.min_level is not None and min_level <= parity.MAX_LEVEL
     parity_level = min_level if wanted else None
     try:
-        return asyncio.run(_collect(config, once=False, as_json=False, publish=publish,
-                                    parity_level=parity_level))
+        return _collect(config, once=False, as_json=False, publish=publish,
+                        parity_level=parity_level)
     except StateDirBusy as busy:  # a collector runs: follow it (docs/attach.md)
         state_dir = config.general.state_dir
-        if not (publication.exists(state_dir)
-                and publication.published_by(publication.current(state_dir), busy.owner)):
+        if not publication.exists(state_dir):
+            raise
+        try:
+            manifest = publication.current(state_dir)
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"{busy}; its publication cannot be read: {exc}") from None
+        if not publication.published_by(manifest, busy.owner):
             raise
         owner = busy.owner
     from tui.watch_attached import follow

@@ -23,7 +23,7 @@ from core.events import PollSummary
 from core.explorer import Explorer, Scope
 from core.rules import load_engine
 from core.safetext import visible
-from core.store import open_store
+from core.store import Store, open_store
 from core.timeline import Axis
 from tui.cells import human_bytes
 from tui.demo_traffic import DemoObject, cloudtrail_object, flow_objects, incident_lines
@@ -101,7 +101,9 @@ def run_demo(polls: int = 0, state_dir: Path | None = None, pause: float = POLL_
         config = demo_config(s3.url, state_dir or Path(scratch) / "state")
         try:
             if headless:
-                asyncio.run(_poll_loop(config, feeder, polls, pause))
+                # (the store opened before the loop: a wait for its readers stops on Ctrl-C)
+                with open_store(config.general.state_dir, engine=load_engine([])) as store:
+                    asyncio.run(_poll_loop(config, store, feeder, polls, pause))
                 return 0
             return _run_app(config, feeder, mouse)
         finally:
@@ -120,30 +122,30 @@ def _run_app(config: Config, feeder: Feeder, mouse: bool) -> int:
         return run_app(store, config, before_poll=before_poll, mouse=mouse)
 
 
-async def _poll_loop(config: Config, feeder: Feeder, polls: int, pause: float) -> None:
+async def _poll_loop(config: Config, store: Store, feeder: Feeder, polls: int, pause: float
+                     ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
-    with open_store(config.general.state_dir, engine=load_engine([])) as store:
-        collector = Collector(config, store)
-        explorer = await collector.db(Explorer, store)  # used on the store's thread only
-        try:
-            count = 0
-            while not stop.is_set() and (polls == 0 or count < polls):
-                await asyncio.to_thread(feeder.tick, time.time())
-                summary = await collector.poll()
-                report = await collector.db(_report, explorer, summary)
-                print(report, flush=True)
-                count += 1
-                if polls and count == polls:
-                    break
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(pause):
-                        await stop.wait()
-        finally:
-            await collector.db(explorer.close)
-            collector.close()
+    collector = Collector(config, store)
+    explorer = await collector.db(Explorer, store)  # used on the store's thread only
+    try:
+        count = 0
+        while not stop.is_set() and (polls == 0 or count < polls):
+            await asyncio.to_thread(feeder.tick, time.time())
+            summary = await collector.poll()
+            report = await collector.db(_report, explorer, summary)
+            print(report, flush=True)
+            count += 1
+            if polls and count == polls:
+                break
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await stop.wait()
+    finally:
+        await collector.db(explorer.close)
+        collector.close()
 
 
 def _report(explorer: Explorer, summary: PollSummary) -> str:

@@ -104,9 +104,12 @@ class StateLock:
         try:
             fcntl.flock(fd, mode | fcntl.LOCK_NB)
         except BlockingIOError:
-            readers = self.exclusive and _only_read(self.path)
-            owner = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "another process"
-            os.close(fd)
+            try:
+                readers = self.exclusive and _only_read(self.path)
+                owner = os.pread(fd, 512, 0).decode("utf-8", "replace").strip()
+            finally:
+                os.close(fd)
+            owner = owner or "another process"
             if readers:  # (what the file says is the last writer's: it is gone)
                 raise StateDirRead(f"{self.path.parent}: the state directory is being read by "
                                    "vpcwatch commands started while no collector ran (alerts, "
