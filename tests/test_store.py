@@ -19,6 +19,7 @@ from core.store import segments as store_module
 from core.store.database import AfterCommit
 from core.store.isolation import commit_isolating
 from core.store.segments import write_segment
+from core.store.statedir import StateLock
 from tests import flowgen
 from tests.conftest import assert_summary_is_the_flows
 
@@ -328,7 +329,7 @@ def test_a_writer_waits_for_readers_that_run_without_a_collector(tmp_path: Path)
     seen = Seen()
     logging.getLogger("core.store.opening").addHandler(seen)
     try:
-        with open_store(state, read_only=True):
+        with StateLock(state, exclusive=False):  # (a reader, while it copies the tables)
             writer = threading.Thread(target=write)
             writer.start()
             assert waiting.wait(timeout=30)
@@ -353,10 +354,34 @@ def test_a_collector_waiting_for_readers_stops_at_the_first_ctrl_c(tmp_path: Pat
         pass
     config = write_config(tmp_path, [{"type": "vpcflow", "name": "flow-logs",
                                       "endpoint_url": "http://127.0.0.1:9"}])
-    with open_store(state, read_only=True):  # `alerts | less`, no collector running
+    with StateLock(state, exclusive=False):  # a reader, no collector running
         process = subprocess.Popen([sys.executable, "-m", "tui.cli", "collect", "--config",
                                     str(config)], stderr=subprocess.PIPE, text=True)
         assert process.stderr is not None
         LineReader(process.stderr).wait_for("waiting for them to finish", timeout=60)
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 130
+
+
+def test_a_reader_without_a_collector_holds_nothing_while_it_prints(tmp_path: Path) -> None:
+    """`vpcwatch alerts | less` started while no collector ran: it reads a copy of the
+    store's tables, so a collector started meanwhile opens the store at once (it waited
+    until the reader's last line, DuckDB letting no writer open a file a reader has open;
+    found by a review), and the reader goes on printing what it had."""
+    state = tmp_path / "state"
+    with open_store(state) as store:
+        store.commit([result(1, 10)])
+    written = threading.Event()
+
+    def write() -> None:
+        with open_store(state) as writer:
+            writer.commit([result(2, 10)])
+        written.set()
+
+    with open_store(state, read_only=True) as reader:
+        threading.Thread(target=write, daemon=True).start()
+        assert written.wait(timeout=30)  # (the writer waited for ever were the file held)
+        assert count(reader) == 10  # (what it read when it started)
+        assert count(reader, "SELECT count(*) FROM objects") == 1
+    with open_store(state, read_only=True) as reader:
+        assert count(reader) == 20

@@ -12,12 +12,14 @@ from pathlib import Path
 import duckdb
 
 from core.rules import RuleEngine
-from core.store import publication
+from core.rules.sqlparts import literal
+from core.store import publication, spill
 from core.store.database import DATABASE_NAME, Store, StoreError
 from core.store.statedir import StateDirBusy, StateDirRead, StateLock, make_private, prepare
 
 log = logging.getLogger(__name__)
 READERS_WAIT = 0.5  # seconds between looks at a state directory that readers alone hold
+SNAPSHOT_TABLES = (*publication.DELTAS, *publication.WHOLE, publication.SUMMARY)
 
 
 @contextlib.contextmanager
@@ -41,15 +43,42 @@ def open_store(state_dir: Path, read_only: bool = False, engine: RuleEngine | No
         store = _attached(state_dir, engine, busy.owner)
     else:
         try:
-            store = Store(state_dir, read_only=read_only, engine=engine)
+            store = _snapshot(state_dir, engine) if read_only else Store(state_dir,
+                                                                         engine=engine)
         except BaseException:
             lock.release()
             raise
+        if read_only:  # (the file is closed: nothing held that a collector would wait for)
+            lock.release()
     try:
         yield store
     finally:
         store.close()
         lock.release()
+
+
+def _snapshot(state_dir: Path, engine: RuleEngine | None) -> Store:
+    """The store for a reader started while no collector runs: its tables copied into
+    memory, in one read of the file under the shared lock, and the file closed at once.
+    Reading it and printing from it then holds nothing: DuckDB lets no writer open the file
+    while a reader has it open, so a reader that printed from the file (`alerts | less`)
+    kept a collector started meanwhile waiting until its last line. The flows are read
+    from the segments the copy lists (a collector that started meanwhile may merge some
+    away after its first poll: a long read then ends with an I/O error)."""
+    path = state_dir / DATABASE_NAME
+    con = spill.connect(state_dir)
+    try:
+        con.execute(f"ATTACH {literal(str(path))} AS stored (READ_ONLY)")
+        tables = {row[0] for row in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = 'stored'").fetchall()}
+        for table in sorted(tables & set(SNAPSHOT_TABLES)):  # (an older store: what it has)
+            con.execute(f"CREATE TABLE {table} AS SELECT * FROM stored.{table}")
+        con.execute("DETACH stored")
+    except duckdb.Error as exc:
+        con.close()
+        raise StoreError(f"{path}: cannot open the store: {str(exc).splitlines()[0]}"
+                         ) from None
+    return Store(state_dir, read_only=True, engine=engine, published=con)
 
 
 def _acquire(lock: StateLock) -> None:
