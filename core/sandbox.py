@@ -55,6 +55,21 @@ def check_read_only(text: str) -> None:
                             f"SHOW, SUMMARIZE (this is {kind})")
 
 
+def tables_named(text: str) -> list[str] | None:
+    """The store's tables ``text`` names (of those a query may read), or None when that
+    cannot be told: DuckDB binds the query's functions to find them (the rules' functions
+    are there; others, then, are every table)."""
+    con = duckdb.connect()  # (in memory, holding nothing: only the parser's catalogue)
+    try:
+        RuleEngine([]).install(con)
+        names = {name.lower() for name in con.get_table_names(text)}
+    except duckdb.Error:
+        return None
+    finally:
+        con.close()
+    return [table for table in TABLES if table in names]
+
+
 class Sandbox:
     """A locked-down database for user SQL over ``store`` (see the module's docstring).
     ``run`` may be called from any thread, one query at a time."""

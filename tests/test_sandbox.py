@@ -160,3 +160,13 @@ def test_two_columns_of_one_name_both_come_out(
     capsys.readouterr()
     assert main(["query", "--state-dir", str(state), "SELECT 1 AS a, 2 AS a"]) == 0
     assert capsys.readouterr().out.splitlines() == ["a,a", "1,2"]
+
+
+def test_a_reader_copies_the_tables_its_query_names() -> None:
+    """`query` without a collector copies the tables its SQL names (with the small ones);
+    when DuckDB cannot tell which (a function it does not know), every table."""
+    from core.sandbox import tables_named
+
+    assert tables_named("SELECT count(*) FROM objects o JOIN (SELECT * FROM alerts) a "
+                        "ON is_private(o.key), flows") == ["alerts", "objects"]
+    assert tables_named("SELECT no_such_function(1) FROM cloudtrail") is None

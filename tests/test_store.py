@@ -385,3 +385,6 @@ def test_a_reader_without_a_collector_holds_nothing_while_it_prints(tmp_path: Pa
         assert count(reader, "SELECT count(*) FROM objects") == 1
     with open_store(state, read_only=True) as reader:
         assert count(reader) == 20
+    with open_store(state, read_only=True, tables=["alerts"]) as reader:  # (what it needs)
+        assert count(reader) == 20  # (the flows: the segments its copy lists)
+        assert count(reader, "SELECT count(*) FROM objects") == 0  # (not copied: empty)

@@ -37,7 +37,7 @@ from core.names import parse_duration
 from core.priority import yield_to_collector
 from core.rules import BlocklistError, parity
 from core.safetext import visible
-from core.sandbox import TIMEOUT, QueryStopped, ReadOnlyError, Sandbox
+from core.sandbox import TIMEOUT, QueryStopped, ReadOnlyError, Sandbox, tables_named
 from core.store import Store, StoreError, open_store, publication
 from core.store.statedir import StateDirBusy, StateDirError, name_process
 from core.wazuh_import import WazuhImportError, import_wazuh
@@ -284,7 +284,7 @@ async def _run_collector(config: Config, store: Store, once: bool, as_json: bool
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    with open_store(_state_dir(args), read_only=True) as store:
+    with open_store(_state_dir(args), read_only=True, tables=tables_named(args.sql)) as store:
         _yield_if_attached(store)
         sandbox = Sandbox(store)
         try:
@@ -327,7 +327,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         except ValueError:
             message = f"--since {args.since!r}: expected a duration such as 1h or 2d"
             raise UsageError(message) from None
-    with open_store(_state_dir(args), read_only=True) as store:
+    with open_store(_state_dir(args), read_only=True, tables=["alerts"]) as store:
         _yield_if_attached(store)
         batches = alert_batches(store, since, args.min_level, args.limit)
         if args.json:
@@ -360,7 +360,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
         if not publication.exists(state_dir):
             raise
         held = busy
-    with open_store(state_dir, read_only=True, engine=engine) as store, \
+    with open_store(state_dir, read_only=True, engine=engine, tables=()) as store, \
             log_to_file(state_dir / "vpcwatch.log"):
         if store.attached_to is None:  # the collector just stopped (its lock is free):
             raise held  # the app would collect into a store it cannot write

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import duckdb
@@ -19,15 +19,16 @@ from core.store.statedir import StateDirBusy, StateDirRead, StateLock, make_priv
 
 log = logging.getLogger(__name__)
 READERS_WAIT = 0.5  # seconds between looks at a state directory that readers alone hold
-SNAPSHOT_TABLES = (*publication.DELTAS, *publication.WHOLE, publication.SUMMARY)
+SMALL_TABLES = ("segments", "meta", "prefixes")  # what every reader's copy holds whole
 
 
 @contextlib.contextmanager
-def open_store(state_dir: Path, read_only: bool = False, engine: RuleEngine | None = None
-               ) -> Iterator[Store]:
+def open_store(state_dir: Path, read_only: bool = False, engine: RuleEngine | None = None,
+               tables: Collection[str] | None = None) -> Iterator[Store]:
     """The store of ``state_dir``, with the directory's lock held while it is open; for
     reading while a collector writes it, the state that collector last published (see
-    ``publication``; a publication left by another process is never taken)."""
+    ``publication``; a publication left by another process is never taken); for reading
+    while none does, a copy (``_snapshot``: of ``tables`` and the small ones, when given)."""
     if read_only:
         if not (state_dir / DATABASE_NAME).exists():
             raise StoreError(f"{state_dir}: no store yet; run vpcwatch collect or scan first")
@@ -43,8 +44,8 @@ def open_store(state_dir: Path, read_only: bool = False, engine: RuleEngine | No
         store = _attached(state_dir, engine, busy.owner)
     else:
         try:
-            store = _snapshot(state_dir, engine) if read_only else Store(state_dir,
-                                                                         engine=engine)
+            store = (_snapshot(state_dir, engine, tables) if read_only
+                     else Store(state_dir, engine=engine))
         except BaseException:
             lock.release()
             raise
@@ -57,7 +58,8 @@ def open_store(state_dir: Path, read_only: bool = False, engine: RuleEngine | No
         lock.release()
 
 
-def _snapshot(state_dir: Path, engine: RuleEngine | None) -> Store:
+def _snapshot(state_dir: Path, engine: RuleEngine | None,
+              tables: Collection[str] | None = None) -> Store:
     """The store for a reader started while no collector runs: its tables copied into
     memory, in one read of the file under the shared lock, and the file closed at once.
     Reading it and printing from it then holds nothing: DuckDB lets no writer open the file
@@ -66,19 +68,24 @@ def _snapshot(state_dir: Path, engine: RuleEngine | None) -> Store:
     from the segments the copy lists (a collector that started meanwhile may merge some
     away after its first poll: a long read then ends with an I/O error)."""
     path = state_dir / DATABASE_NAME
+    wanted = set(tables) | set(SMALL_TABLES) if tables is not None else None
     con = spill.connect(state_dir)
     try:
         con.execute(f"ATTACH {literal(str(path))} AS stored (READ_ONLY)")
-        tables = {row[0] for row in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = 'stored'").fetchall()}
-        for table in sorted(tables & set(SNAPSHOT_TABLES)):  # (an older store: what it has)
-            con.execute(f"CREATE TABLE {table} AS SELECT * FROM stored.{table}")
+        for (table,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE "
+                                    "database_name = 'stored' ORDER BY 1").fetchall():
+            # (a table not wanted is there, empty: queries of it still bind)
+            rows = "" if wanted is None or table in wanted else " LIMIT 0"
+            con.execute(f"CREATE TABLE {table} AS SELECT * FROM stored.{table}{rows}")
         con.execute("DETACH stored")
+        return Store(state_dir, read_only=True, engine=engine, published=con)
     except duckdb.Error as exc:
         con.close()
         raise StoreError(f"{path}: cannot open the store: {str(exc).splitlines()[0]}"
                          ) from None
-    return Store(state_dir, read_only=True, engine=engine, published=con)
+    except BaseException:  # (an interrupt while copying, or the store refused)
+        con.close()
+        raise
 
 
 def _acquire(lock: StateLock) -> None:
