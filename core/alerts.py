@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from core.rules import parity
 from core.store import Store, StoreError
-from core.store.segments import Segments
+from core.store.segments import Segments, read_failure
 
 _TIMES = ("window_start", "first_seen", "last_seen")
 
@@ -74,7 +74,7 @@ def _batches(relation: duckdb.DuckDBPyRelation) -> Iterator[pa.RecordBatch]:
 
 
 def _failed(exc: Exception) -> StoreError:
-    return StoreError(f"reading the alerts failed: {str(exc).splitlines()[0]}")
+    return StoreError(f"reading the alerts failed: {read_failure(str(exc))}")
 
 
 def alerts_relation(store: Store, since: int | None = None, min_level: int = 0,

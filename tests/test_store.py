@@ -18,7 +18,7 @@ from core.store import DATABASE_NAME, Store, StoreError, detections, ledger, ope
 from core.store import segments as store_module
 from core.store.database import AfterCommit
 from core.store.isolation import commit_isolating
-from core.store.segments import write_segment
+from core.store.segments import read_failure, write_segment
 from core.store.statedir import StateLock
 from tests import flowgen
 from tests.conftest import assert_summary_is_the_flows
@@ -388,3 +388,28 @@ def test_a_reader_without_a_collector_holds_nothing_while_it_prints(tmp_path: Pa
     with open_store(state, read_only=True, tables=["alerts"]) as reader:  # (what it needs)
         assert count(reader) == 20  # (the flows: the segments its copy lists)
         assert count(reader, "SELECT count(*) FROM objects") == 0  # (not copied: empty)
+
+
+def test_a_segment_gone_under_a_reader_is_said_so(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A collector started while a reader without one reads its copy may merge or prune
+    the segments the copy lists (after its first poll): the read ends with one line that
+    says why, not DuckDB's bare "No files found"."""
+    from core.alerts import alert_batches
+    from core.sandbox import Sandbox
+
+    state = tmp_path / "state"
+    with open_store(state) as store:
+        store.commit([result(1, 10)])
+    with open_store(state, read_only=True) as reader:
+        for segment in (state / "flows").glob("*.parquet"):
+            segment.unlink()  # (what that collector's compaction does)
+        with pytest.raises(StoreError, match="merged or pruned the segment since this read"):
+            list(alert_batches(reader, None, 3))
+        sandbox = Sandbox(reader)
+        try:
+            with pytest.raises(duckdb.Error) as caught:
+                list(sandbox.batches("SELECT * FROM flows"))
+        finally:
+            sandbox.close()
+    assert "merged or pruned" in read_failure(str(caught.value))

@@ -39,6 +39,7 @@ from core.rules import BlocklistError, parity
 from core.safetext import visible
 from core.sandbox import TIMEOUT, QueryStopped, ReadOnlyError, Sandbox, tables_named
 from core.store import Store, StoreError, open_store, publication
+from core.store.segments import read_failure
 from core.store.statedir import StateDirBusy, StateDirError, name_process
 from core.wazuh_import import WazuhImportError, import_wazuh
 from tui.cli_base import (
@@ -291,7 +292,7 @@ def cmd_query(args: argparse.Namespace) -> int:
             with contextlib.closing(sandbox.batches(args.sql, args.timeout)) as batches:
                 print_rows(batches, args.format)
         except (ReadOnlyError, QueryStopped, duckdb.Error) as exc:
-            raise UsageError(f"query failed: {str(exc).splitlines()[0]}") from None
+            raise UsageError(f"query failed: {read_failure(str(exc))}") from None
         finally:
             sandbox.close()
     return EXIT_OK

@@ -99,6 +99,17 @@ def read_segment(directory: Path, name: str) -> pa.Table:
     return pq.read_table(directory / name)
 
 
+def read_failure(message: str) -> str:
+    """DuckDB's first line of ``message``, saying why when a segment a read used is gone: a
+    collector merged or pruned it after the read started (without one running when it
+    did, the reader reads a copy of the store, and the segments that copy lists)."""
+    first = message.splitlines()[0] if message else message
+    if "No files found that match the pattern" in first and f"/{_PREFIX}" in first:
+        return (f"{first} (a collector merged or pruned the segment since this read "
+                "started: run it again)")
+    return first
+
+
 def remove_unlisted(directory: Path, listed: set[str]) -> list[str]:
     """Delete segment files the store does not list (and leftover temporary files)."""
     if not directory.is_dir():
