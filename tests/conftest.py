@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import sys
 import threading
 import time
 import unicodedata
@@ -21,6 +22,8 @@ from textual.content import Content
 from core.store import Store
 from tests.flowgen import BASE_TIME
 from tui.embedded_s3 import EmbeddedS3, start_s3, use_emulator_credentials
+
+VPCWATCH = Path(sys.executable).with_name("vpcwatch")  # the installed command
 
 use_emulator_credentials()
 os.environ.pop("AWS_PROFILE", None)

@@ -9,13 +9,13 @@ import re
 import select
 import signal
 import struct
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-VPCWATCH = Path(sys.executable).with_name("vpcwatch")
+from tests.conftest import VPCWATCH
+
 ANSI = re.compile(rb"\x1b\[[0-9;?<>=]*[A-Za-z]")
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from core.permissions import shared_write_problem, write_private
 from tests import flowgen
+from tests.conftest import VPCWATCH
 from tui.cli import main
 
 RULE = """[[rule]]
@@ -128,13 +129,11 @@ def test_what_vpcwatch_writes_is_private_whatever_the_umask(tmp_path: Path) -> N
     """(Found by a review: with umask 022 the store and its segments were 0644, private
     only through the state directory's mode, and not in a copy of it.)"""
     import subprocess
-    import sys
 
     logs = tmp_path / "a.log"
     logs.write_bytes(flowgen.flow_object(flowgen.V2, 5).text())
     state = tmp_path / "state"
-    vpcwatch = Path(sys.executable).with_name("vpcwatch")
-    subprocess.run([str(vpcwatch), "scan", str(logs), "--state-dir", str(state)], check=True,
+    subprocess.run([str(VPCWATCH), "scan", str(logs), "--state-dir", str(state)], check=True,
                    preexec_fn=lambda: os.umask(0o022))
     made = [path for path in state.rglob("*") if path.is_file()]
     assert {p.name for p in made} >= {"vpcwatch.duckdb", "vpcwatch.lock"}
