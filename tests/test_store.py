@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
@@ -112,11 +113,12 @@ def test_prune_drops_old_segments_and_forgets_old_finished_objects(tmp_path: Pat
                           now=flowgen.BASE_TIME + 3600)
     assert dropped == 30
     assert count(store) == 20
-    assert len(list((tmp_path / "flows").iterdir())) == 1
+    assert len(store.segment_names()) == 1
     # the old done object is forgotten; the pending one is kept to be retried
     assert store.con.execute("SELECT key FROM objects ORDER BY key").fetchall() == [
         ("key-2",), ("pending-one",)]
     store.close()
+    assert len(list((tmp_path / "flows").iterdir())) == 1  # (the retired file: at close)
 
 
 def test_compaction_merges_small_segments_and_keeps_every_row(
@@ -130,12 +132,42 @@ def test_compaction_merges_small_segments_and_keeps_every_row(
                                "GROUP BY 1 ORDER BY 1").fetchall()
     assert store.compact() == 6
     assert len(store.segment_names()) == 1
-    assert len(list((tmp_path / "flows").iterdir())) == 1
     after = store.con.execute("SELECT object_key, count(*), sum(bytes) FROM flows "
                               "GROUP BY 1 ORDER BY 1").fetchall()
     assert after == before and sum(row[1] for row in after) == sum(100 + n for n in range(6))
     assert store.compact() == 0
     store.close()
+    assert len(list((tmp_path / "flows").iterdir())) == 1  # (the merged ones: at close)
+
+
+def test_a_retired_segment_outlives_its_listing_for_readers_that_listed_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compaction unlists segments in its commit; a reader that took the list before (an
+    attached query, a reader's copy of the store) still reads them whole for
+    RETIRE_SECONDS; then, or when the writer closes, their files go."""
+    monkeypatch.setattr(store_module, "COMPACT_AT", 2)
+    store = Store(tmp_path)
+    for n in range(2):
+        store.commit([result(n, 10)])
+    old = store.segment_names()
+    listed_before = f"SELECT count(*) FROM ({store.segments_sql(old)})"
+    assert store.compact() == 2
+    assert not set(old) & set(store.segment_names())
+    assert count(store, listed_before) == 20  # (read after the merge, from the old list)
+    store.segments.remove_retired(now=time.monotonic() + store_module.RETIRE_SECONDS - 5)
+    assert all((tmp_path / "flows" / name).exists() for name in old)
+    store.segments.remove_retired(now=time.monotonic() + store_module.RETIRE_SECONDS + 1)
+    assert not any((tmp_path / "flows" / name).exists() for name in old)
+    assert count(store) == 20
+    for n in range(2, 4):
+        store.commit([result(n, 10)])
+    again = [name for name in store.segment_names() if name not in old]
+    assert store.compact() == 3
+    assert all((tmp_path / "flows" / name).exists() for name in again)
+    listed = store.segment_names()
+    store.close()
+    assert sorted(p.name for p in (tmp_path / "flows").iterdir()) == sorted(listed)
 
 
 def test_a_large_batch_is_written_as_several_segments_at_once(

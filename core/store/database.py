@@ -138,6 +138,7 @@ class Store:
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)
+        self.segments.remove_retired(everything=True)  # (a writer's: a reader retires none)
         self.con.close()
 
     # -- the ledger -----------------------------------------------------------------------
@@ -216,7 +217,7 @@ class Store:
         try:  # (committed: a failure from here on must not look like a commit that failed)
             if self.engine is not None:
                 self.engine.committed(self.con)
-            remove(self.segment_dir, replaced)
+            self.segments.retire(replaced)
             self._refresh_view()
             self._publish(lambda p: p.commit(keys, changed) if additive else p.whole())
         except Exception as exc:
@@ -267,7 +268,7 @@ class Store:
         if self.engine is not None and old:
             self.engine.forget_before(self.con, cutoff)
         killpoints.reached("pruning")
-        remove(self.segment_dir, [name for name, _ in old])
+        self.segments.retire([name for name, _ in old])
         self._refresh_view()
         # rows gone: viewers need the tables whole; else only the listing marks may have
         # changed since the last commit (saved after it), and the small tables carry them
@@ -312,8 +313,10 @@ class Store:
             log.exception("publishing the store for viewers failed")
 
     def compact(self) -> int:
-        """Merge small segments into one (queries open every file). Returns files merged."""
+        """Merge small segments into one (queries open every file), and remove the files of
+        segments retired long enough ago. Returns files merged."""
         merged = self.segments.compact()
+        self.segments.remove_retired()
         if merged:
             self._refresh_view()
             self._publish(lambda p: p.commit([], None))  # (the new segment list)

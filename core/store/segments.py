@@ -10,12 +10,18 @@ the ``segments`` table in the DuckDB file lists it, in the same transaction as t
 entries of the objects it holds. A file the table does not list (a crash between the rename
 and the commit, or after a rewrite's commit but before the old files were removed) is
 deleted when the store is next opened for writing.
+
+A segment that compaction, retention or a replaced object unlists is *retired*: its file
+stays ``RETIRE_SECONDS`` longer, so a reader that took the list before (an attached
+``query`` over a month of flows, a reader's copy of the store) still finds every file it
+was told of; the writer removes it after that, or when it closes.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +48,7 @@ COMPACT_BELOW = 262_144  # segments smaller than this are merged…
 COMPACT_AT = 8  # …once there are this many of them
 COMPACT_MAX_ROWS = 4_000_000  # rows merged at once (bounds the memory compaction takes)
 MAX_PARTS = 4  # a large table is written as up to this many segments at once…
+RETIRE_SECONDS = 600.0  # how long an unlisted segment's file outlives its listing
 PART_ROWS = 500_000  # …none smaller than this: a default commit's size (commit_records),
 # so that splitting never leaves more, smaller segments than the collector writes anyway
 # (each segment costs the app's index and range reads a few queries of its own)
@@ -101,8 +108,9 @@ def read_segment(directory: Path, name: str) -> pa.Table:
 
 def read_failure(message: str) -> str:
     """DuckDB's first line of ``message``, saying why when a segment a read used is gone: a
-    collector merged or pruned it after the read started (without one running when it
-    did, the reader reads a copy of the store, and the segments that copy lists)."""
+    collector merged or pruned it more than ``RETIRE_SECONDS`` after the read started, or
+    restarted meanwhile (without one running when it did, the reader reads a copy of the
+    store, and the segments that copy lists)."""
     first = message.splitlines()[0] if message else message
     if "No files found that match the pattern" in first and f"/{_PREFIX}" in first:
         return (f"{first} (a collector merged or pruned the segment since this read "
@@ -148,6 +156,24 @@ class Segments:
     def __init__(self, con: duckdb.DuckDBPyConnection, directory: Path):
         self.con = con
         self.directory = directory
+        self._retired: dict[str, float] = {}  # file name -> when it was unlisted (monotonic)
+
+    def retire(self, names: Sequence[str]) -> None:
+        """Segments unlisted by a committed transaction: their files go ``RETIRE_SECONDS``
+        from now (``remove_retired``), not at once, for readers that listed them before."""
+        now = time.monotonic()
+        self._retired.update((name, now) for name in names)
+        self.remove_retired()
+
+    def remove_retired(self, now: float | None = None, everything: bool = False) -> None:
+        """Remove the files retired ``RETIRE_SECONDS`` before ``now`` (``everything``: all
+        of them, as the writer closes)."""
+        now = time.monotonic() if now is None else now
+        due = [name for name, since in self._retired.items()
+               if everything or now - since >= RETIRE_SECONDS]
+        remove(self.directory, due)
+        for name in due:
+            del self._retired[name]
 
     def names(self, con: duckdb.DuckDBPyConnection | None = None) -> list[str]:
         """The committed segments, oldest first (read through ``con`` from another thread)."""
@@ -288,7 +314,7 @@ class Segments:
         except BaseException:
             remove(self.directory, [segment.name for segment in new])
             raise
-        remove(self.directory, names)
+        self.retire(names)
         return len(names)
 
 
