@@ -16,7 +16,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core.store import publication
-from core.store.statedir import StateDirBusy, StateLock
 
 
 @dataclass
@@ -84,16 +83,6 @@ class Follower:
         self._seen.update(keys)  # (nothing above changed it: a KeyError leaves it as it was)
         changed = rows.filter(pa.array(fresh, pa.bool_()))
         return changed if changed.num_rows else None
-
-
-def collector_owner(state_dir: Path) -> str | None:
-    """Who holds the state directory for writing (pid, host, command), or None: the
-    collector stopped (or was killed: the kernel dropped its lock)."""
-    try:
-        StateLock(state_dir, exclusive=False).acquire().release()
-    except StateDirBusy as busy:
-        return busy.owner
-    return None
 
 
 def at_least(table: pa.Table | None, level: int) -> pa.Table | None:

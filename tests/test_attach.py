@@ -10,6 +10,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -136,6 +137,76 @@ def test_without_a_publication_a_locked_store_still_names_its_owner(
     with StateLock(state, exclusive=True):  # a writer that publishes nothing (scan)
         assert main(["query", "--state-dir", str(state), "SELECT 1"]) == 1
     assert f"pid {os.getpid()}" in capsys.readouterr().err
+
+
+def scanned_state(tmp_path: Path, capsys: pytest.CaptureFixture[str], records: int) -> Path:
+    state = tmp_path / "state"
+    log = tmp_path / "a.log"
+    log.write_bytes(flowgen.flow_object(flowgen.V2, records).text())
+    assert main(["scan", str(log), "--state-dir", str(state)]) == 0
+    capsys.readouterr()
+    return state
+
+
+def test_a_reader_started_as_a_collector_starts_waits_for_its_first_publication(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], yielded: list[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A collector holds the lock some time before it publishes (it opens the store and
+    checks its rules first): a reader started meanwhile waits for that publication and
+    attaches, instead of being told the collector "publishes nothing for readers"."""
+    from core.store import open_store, opening
+    from core.store.statedir import name_process
+
+    state = scanned_state(tmp_path, capsys, 7)
+    waiting, pause = threading.Event(), opening._pause
+    monkeypatch.setattr(opening, "_pause", lambda seconds: (waiting.set(), pause(seconds)))
+    name_process("vpcwatch collect")  # (what the lock file will say of this process)
+    try:
+        collector = open_store(state)
+        store = collector.__enter__()
+    finally:
+        name_process(None)
+
+    def publish_once_a_reader_waits() -> None:
+        assert waiting.wait(timeout=30)
+        store.start_publishing()
+
+    publisher = threading.Thread(target=publish_once_a_reader_waits)
+    publisher.start()
+    try:
+        count = run_json_lines(["query", "--state-dir", str(state), "--format", "json",
+                                "SELECT count(*) AS n FROM flows"], capsys)
+    finally:
+        waiting.set()
+        publisher.join()
+        collector.__exit__(None, None, None)
+    assert count == [{"n": 7}] and yielded == ["yielded"]  # (attached: it yields)
+
+
+@pytest.mark.parametrize(("command", "waits"), [("vpcwatch collect", True),
+                                                ("vpcwatch scan", False)])
+def test_a_writer_that_never_publishes_is_named_after_the_wait_if_any(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        command: str, waits: bool) -> None:
+    from core.store import opening
+    from core.store.statedir import StateLock, name_process
+
+    state = scanned_state(tmp_path, capsys, 3)
+    pauses: list[float] = []
+    monkeypatch.setattr(opening, "_pause", pauses.append)
+    monkeypatch.setattr(opening, "FIRST_PUBLICATION_WAIT", 0.05)
+    name_process(command)
+    try:
+        lock = StateLock(state, exclusive=True).acquire()
+    finally:
+        name_process(None)
+    try:
+        assert main(["query", "--state-dir", str(state), "SELECT 1"]) == 1
+    finally:
+        lock.release()
+    err = capsys.readouterr().err
+    assert f"pid {os.getpid()}" in err and f"({command}), which publishes nothing" in err
+    assert bool(pauses) == waits
 
 
 async def test_an_app_attached_to_a_running_collector_follows_its_commits(

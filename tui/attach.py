@@ -18,8 +18,9 @@ import duckdb
 import pyarrow as pa
 
 from core.events import AlertsChanged, BatchCommitted
-from core.follow import Follower, collector_owner
+from core.follow import Follower
 from core.priority import local_pid
+from core.store.statedir import collector_owner
 from tui.widgets.status import Activity
 
 log = logging.getLogger(__name__)

@@ -38,7 +38,8 @@ from core.priority import yield_to_collector
 from core.rules import BlocklistError, parity
 from core.safetext import visible
 from core.sandbox import TIMEOUT, QueryStopped, ReadOnlyError, Sandbox, tables_named
-from core.store import Store, StoreError, open_store, publication
+from core.store import Store, StoreError, open_store
+from core.store.opening import published_state
 from core.store.segments import read_failure
 from core.store.statedir import StateDirBusy, StateDirError, name_process
 from core.wazuh_import import WazuhImportError, import_wazuh
@@ -358,8 +359,6 @@ def cmd_tui(args: argparse.Namespace) -> int:
             with log_to_file(state_dir / "vpcwatch.log"):
                 return run_app(store, config, mouse=not args.no_mouse)
     except StateDirBusy as busy:  # a collector runs: attach to it (docs/attach.md)
-        if not publication.exists(state_dir):
-            raise
         held = busy
     with open_store(state_dir, read_only=True, engine=engine, tables=()) as store, \
             log_to_file(state_dir / "vpcwatch.log"):
@@ -388,16 +387,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
         return _collect(config, once=False, as_json=False, publish=publish,
                         parity_level=parity_level)
     except StateDirBusy as busy:  # a collector runs: follow it (docs/attach.md)
-        state_dir = config.general.state_dir
-        if not publication.exists(state_dir):
-            raise
-        try:
-            manifest = publication.current(state_dir)
-        except (OSError, ValueError) as exc:
-            raise StoreError(f"{busy}; its publication cannot be read: {exc}") from None
-        if not publication.published_by(manifest, busy.owner):
-            raise
-        owner = busy.owner
+        state_dir, owner = config.general.state_dir, busy.owner
+        published_state(state_dir, owner)  # (a collector starting: its first publication)
     from tui.watch_attached import follow
 
     yield_to_collector()

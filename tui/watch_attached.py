@@ -15,11 +15,12 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.follow import Follower, at_least, collector_owner
+from core.follow import Follower, at_least
 from core.rules import RuleEngine
 from core.store import spill
 from core.store.detections import parity_of
 from core.store.segments import Segments, segment_dir
+from core.store.statedir import collector_owner
 from tui.output import print_alerts
 
 log = logging.getLogger(__name__)

@@ -15,11 +15,24 @@ from core.rules import RuleEngine
 from core.rules.sqlparts import literal
 from core.store import publication, spill
 from core.store.database import DATABASE_NAME, Store, StoreError
-from core.store.statedir import StateDirBusy, StateDirRead, StateLock, make_private, prepare
+from core.store.statedir import (
+    StateDirBusy,
+    StateDirRead,
+    StateLock,
+    collector_owner,
+    make_private,
+    owner_command,
+    prepare,
+)
 
 log = logging.getLogger(__name__)
 READERS_WAIT = 0.5  # seconds between looks at a state directory that readers alone hold
 SMALL_TABLES = ("segments", "meta", "prefixes")  # what every reader's copy holds whole
+# The commands whose process publishes its state for viewers (core/collector.py): a viewer
+# started as one starts waits this long for its first publication, looking every so often
+PUBLISHING_COMMANDS = ("collect", "watch", "tui", "demo")
+FIRST_PUBLICATION_WAIT = 30.0
+PUBLICATION_POLL = 0.2
 
 
 @contextlib.contextmanager
@@ -39,9 +52,9 @@ def open_store(state_dir: Path, read_only: bool = False, engine: RuleEngine | No
     try:
         _acquire(lock)
     except StateDirBusy as busy:
-        if not read_only or not publication.exists(state_dir):
+        if not read_only:
             raise
-        store = _attached(state_dir, engine, busy.owner)
+        store = _attached(state_dir, engine, busy.owner, published_state(state_dir, busy.owner))
     else:
         try:
             store = (_snapshot(state_dir, engine, tables) if read_only
@@ -105,14 +118,51 @@ def _acquire(lock: StateLock) -> None:
         time.sleep(READERS_WAIT)
 
 
-def _attached(state_dir: Path, engine: RuleEngine | None, owner: str) -> Store:
-    """The store as the collector ``owner`` last published it (read-only)."""
-    busy = f"{state_dir}: the state directory is being written by {owner}"
+def published_state(state_dir: Path, owner: str) -> dict[str, object]:
+    """The manifest of the state that the writer holding the lock (``owner``) last
+    published. A collector that has just started has not published yet: its first
+    publication is waited for, ``FIRST_PUBLICATION_WAIT`` at most, while it holds the lock
+    (before, a viewer started then was told it "publishes nothing for readers"). A writer
+    that publishes nothing (``scan``) is named at once."""
+    waits = owner_command(owner).split(" ")[-1] in PUBLISHING_COMMANDS
+    deadline = time.monotonic() + (FIRST_PUBLICATION_WAIT if waits else 0.0)
+    told = False
+    while True:
+        manifest = _manifest_of(state_dir, owner)
+        if manifest is not None:
+            return manifest
+        if time.monotonic() >= deadline or collector_owner(state_dir) != owner:
+            raise StoreError(f"{state_dir}: the state directory is being written by {owner}, "
+                             "which publishes nothing for readers; stop it or use another "
+                             "state_dir")
+        if not told:
+            log.warning("%s: waiting for %s to publish its state", state_dir, owner)
+            told = True
+        _pause(PUBLICATION_POLL)
+
+
+def _manifest_of(state_dir: Path, owner: str) -> dict[str, object] | None:
+    """The newest manifest if ``owner`` wrote it; None while there is none, or one of
+    another process (a collector gone)."""
+    if not publication.exists(state_dir):
+        return None
     try:
         manifest = publication.current(state_dir)
-        if not publication.published_by(manifest, owner):
-            raise StoreError(f"{busy}, which publishes nothing for readers; stop it or use "
-                             "another state_dir")
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{state_dir}: the state directory is being written by {owner}, "
+                         f"and its publication cannot be read: {exc}") from None
+    return manifest if publication.published_by(manifest, owner) else None
+
+
+def _pause(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def _attached(state_dir: Path, engine: RuleEngine | None, owner: str,
+              manifest: dict[str, object]) -> Store:
+    """The store as the collector ``owner`` last published it (``manifest``; read-only)."""
+    busy = f"{state_dir}: the state directory is being written by {owner}"
+    try:
         published = publication.load(state_dir, manifest)
     except (OSError, ValueError, KeyError, duckdb.Error) as exc:
         raise StoreError(f"{busy}, and its publication cannot be read: {exc}") from None

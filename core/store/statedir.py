@@ -143,6 +143,22 @@ class StateLock:
         self.release()
 
 
+def collector_owner(state_dir: Path) -> str | None:
+    """Who holds the state directory for writing (pid, host, command), or None: the
+    collector stopped (or was killed: the kernel dropped its lock)."""
+    try:
+        StateLock(state_dir, exclusive=False).acquire().release()
+    except StateDirBusy as busy:
+        return busy.owner
+    return None
+
+
+def owner_command(owner: str) -> str:
+    """The command ``owner_text`` wrote ("vpcwatch collect"), or '' for anything else."""
+    head, _, command = owner.partition(" (")
+    return command[:-1] if owner_pid(head) and command.endswith(")") else ""
+
+
 def _only_read(path: Path) -> bool:
     """Is the lock file ``path`` held by readers alone (a shared lock is granted)?"""
     other = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
