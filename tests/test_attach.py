@@ -209,6 +209,23 @@ def test_a_writer_that_never_publishes_is_named_after_the_wait_if_any(
     assert bool(pauses) == waits
 
 
+def test_a_collector_that_stops_before_it_publishes_is_said_to_have_stopped(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.store import opening
+    from core.store.statedir import StateLock, name_process
+
+    state = scanned_state(tmp_path, capsys, 3)
+    name_process("vpcwatch collect")
+    try:
+        lock = StateLock(state, exclusive=True).acquire()
+    finally:
+        name_process(None)
+    monkeypatch.setattr(opening, "_pause", lambda _: lock.release())  # (it stops meanwhile)
+    assert main(["query", "--state-dir", str(state), "SELECT 1"]) == 1
+    assert "(vpcwatch collect) stopped before it published" in capsys.readouterr().err
+
+
 async def test_an_app_attached_to_a_running_collector_follows_its_commits(
         tmp_path: Path, bucket: Bucket) -> None:
     """The app opened while `collect` runs: it says so, and new alerts reach its feed after

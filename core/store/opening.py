@@ -131,7 +131,10 @@ def published_state(state_dir: Path, owner: str) -> dict[str, object]:
         manifest = _manifest_of(state_dir, owner)
         if manifest is not None:
             return manifest
-        if time.monotonic() >= deadline or collector_owner(state_dir) != owner:
+        if collector_owner(state_dir) != owner:
+            raise StoreError(f"{state_dir}: {owner} stopped before it published its state; "
+                             "run this again")
+        if time.monotonic() >= deadline:
             raise StoreError(f"{state_dir}: the state directory is being written by {owner}, "
                              "which publishes nothing for readers; stop it or use another "
                              "state_dir")
