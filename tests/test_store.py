@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
@@ -12,6 +14,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
+import tui.cli
 from core.flowlog_parser import parse_text
 from core.layouts import Kind
 from core.objects import ObjectRef, ObjectResult, Status
@@ -23,6 +26,7 @@ from core.store.segments import read_failure, write_segment
 from core.store.statedir import StateLock
 from tests import flowgen
 from tests.conftest import assert_summary_is_the_flows
+from tui.cli import main
 
 
 def result(n: int, records: int, start: int = flowgen.BASE_TIME) -> ObjectResult:
@@ -423,7 +427,8 @@ def test_a_reader_without_a_collector_holds_nothing_while_it_prints(tmp_path: Pa
 
 
 def test_a_segment_gone_under_a_reader_is_said_so(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """A collector started while a reader without one reads its copy may merge or prune
     the segments the copy lists (after its first poll): the read ends with one line that
     says why, not DuckDB's bare "No files found"."""
@@ -445,3 +450,21 @@ def test_a_segment_gone_under_a_reader_is_said_so(
         finally:
             sandbox.close()
     assert "merged or pruned" in read_failure(str(caught.value))
+
+    # `query` exits 1 for it, as for any failure that is not the query's (2: the query's)
+    state = tmp_path / "another"
+    with open_store(state) as store:
+        store.commit([result(2, 10)])
+    opened = tui.cli.open_store
+
+    @contextlib.contextmanager
+    def opened_then_merged(*args: object, **kwargs: object) -> Iterator[object]:
+        with opened(*args, **kwargs) as reader:  # type: ignore[arg-type]
+            for segment in (state / "flows").glob("*.parquet"):
+                segment.unlink()  # (a collector's compaction, once the reader has its list)
+            yield reader
+
+    monkeypatch.setattr(tui.cli, "open_store", opened_then_merged)
+    capsys.readouterr()
+    assert main(["query", "--state-dir", str(state), "SELECT count(*) FROM flows"]) == 1
+    assert "merged or pruned the segment" in capsys.readouterr().err

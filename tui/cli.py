@@ -292,6 +292,8 @@ def cmd_query(args: argparse.Namespace) -> int:
         try:
             with contextlib.closing(sandbox.batches(args.sql, args.timeout)) as batches:
                 print_rows(batches, args.format)
+        except duckdb.IOException as exc:  # (not the query's fault: a file, the disk)
+            raise StoreError(f"query failed: {read_failure(str(exc))}") from None
         except (ReadOnlyError, QueryStopped, duckdb.Error) as exc:
             raise UsageError(f"query failed: {read_failure(str(exc))}") from None
         finally:
