@@ -54,7 +54,7 @@ def open_store(state_dir: Path, read_only: bool = False, engine: RuleEngine | No
     except StateDirBusy as busy:
         if not read_only:
             raise
-        store = _attached(state_dir, engine, busy.owner, published_state(state_dir, busy.owner))
+        store = _attached(state_dir, engine, busy.owner)
     else:
         try:
             store = (_snapshot(state_dir, engine, tables) if read_only
@@ -161,9 +161,9 @@ def _pause(seconds: float) -> None:
     time.sleep(seconds)
 
 
-def _attached(state_dir: Path, engine: RuleEngine | None, owner: str,
-              manifest: dict[str, object]) -> Store:
-    """The store as the collector ``owner`` last published it (``manifest``; read-only)."""
+def _attached(state_dir: Path, engine: RuleEngine | None, owner: str) -> Store:
+    """The store as the collector ``owner`` last published it (read-only)."""
+    manifest = published_state(state_dir, owner)
     busy = f"{state_dir}: the state directory is being written by {owner}"
     try:
         published = publication.load(state_dir, manifest)
