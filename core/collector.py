@@ -188,7 +188,18 @@ class Collector:
                 group.create_task(worker())
 
     async def _read_one(self, s3: S3Bucket, bucket: BucketConfig, cand: Candidate) -> ObjectResult:
-        """Download and parse one object, retrying what may pass; never raises for S3 errors."""
+        """Download and parse one object, retrying what may pass; never raises for S3 errors.
+        An object that changed since it was read loses its old rows whatever becomes of its
+        new content (stored, quarantined, pending, blocked): the ledger then holds the new
+        ETag, and nothing would tell later that rows of the old one are stored. (Skipped: a
+        file that is no log, or deleted before it was read, keeps what it had.)"""
+        result = await self._read_attempts(s3, bucket, cand)
+        if result.status is not Status.SKIPPED:
+            result.replaces = cand.replaces
+        return result
+
+    async def _read_attempts(self, s3: S3Bucket, bucket: BucketConfig, cand: Candidate
+                             ) -> ObjectResult:
         general = self.config.general
         ref = cand.ref
         if ref.kind is Kind.OTHER:
@@ -222,7 +233,6 @@ class Collector:
                                     f"internal error: {describe(exc)}")
             else:
                 result.attempts = cand.attempts + attempt
-                result.replaces = cand.replaces
                 return result
             await asyncio.sleep(_backoff(attempt))
 
