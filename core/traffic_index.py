@@ -40,6 +40,7 @@ from core.address_pairs import PAIR_COST, AddressPairs
 from core.filters import IndexTest
 from core.growing_columns import Columns, GrowingColumns
 from core.store import Store
+from core.store.segments import FILE_COLUMN
 from core.store.summaries import MINUTE  # (a hot window starts on the summary's unit)
 from core.timeline import Axis, TimeRange
 from core.traffic_kernels import Rows
@@ -220,7 +221,7 @@ class TrafficIndex:
                      AS action, {texts}
             FROM {rows} n
             JOIN (SELECT unnest($names) AS name, unnest($codes) AS code) k
-              ON k.name = parse_filename(n.filename)
+              ON k.name = parse_filename(n.{FILE_COLUMN})
             LEFT JOIN ix_addr s ON s.address = n.srcaddr
             LEFT JOIN ix_addr d ON d.address = n.dstaddr {joins}""",
             params={"names": list(names), "codes": codes})

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -468,3 +470,46 @@ def test_a_segment_gone_under_a_reader_is_said_so(
     capsys.readouterr()
     assert main(["query", "--state-dir", str(state), "SELECT count(*) FROM flows"]) == 1
     assert "merged or pruned the segment" in capsys.readouterr().err
+
+
+def test_a_field_named_filename_is_a_column_like_any_other(tmp_path: Path) -> None:
+    """Found by an adversarial test: a custom format's field ``filename`` was stored, and then
+    every read of segments that asks for each row's file (an object changed since it was
+    read, the app's index) failed on DuckDB's own ``filename`` column: collection stopped."""
+    from core.scan import scan
+
+    log = tmp_path / "custom.log"
+    log.write_text("version srcaddr dstaddr filename\n2 10.0.0.1 10.0.0.2 a\n"
+                   "2 10.0.0.3 10.0.0.4 b\n")
+    with open_store(tmp_path / "state") as store:
+        assert scan([log], store, 2**20).records == 2
+        log.write_text("version srcaddr dstaddr filename\n2 10.0.0.5 10.0.0.6 c\n")
+        os.utime(log, (1, 1))  # (changed: read again, its old rows dropped)
+        assert scan([log], store, 2**20).records == 1
+        rows = store.con.execute(
+            f"SELECT filename, _file FROM ({store.segments_sql(store.segment_names(), True)})"
+        ).fetchall()
+    assert [(name, Path(file).parent.name) for name, file in rows] == [("c", "flows")]
+
+
+def test_a_state_dir_under_a_folder_named_like_a_partition_keeps_every_column(
+        tmp_path: Path) -> None:
+    """Found by an adversarial test: DuckDB took ``bucket=prod`` in the segments' path for a
+    Hive partition, and every record's bucket read "prod"; the publication's files, read
+    the same way, too."""
+    from core.store.opening import _attached
+
+    state = tmp_path / "bucket=prod" / "object_key=k" / "state"
+    with open_store(state) as store:
+        store.commit([result(1, 10)])
+        store.start_publishing()
+        assert store.con.execute("SELECT DISTINCT bucket, object_key FROM flows"
+                                 ).fetchall() == [("b", "key-1")]
+        owner = f"pid {os.getpid()} on {socket.gethostname()} (vpcwatch collect)"
+        viewer = _attached(state, None, owner)
+        try:
+            assert viewer.con.execute("SELECT bucket, key FROM objects").fetchall() == [
+                ("b", "key-1")]
+            assert count(viewer, "SELECT count(*) FROM flows WHERE bucket = 'b'") == 10
+        finally:
+            viewer.close()

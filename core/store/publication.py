@@ -270,7 +270,8 @@ _GENERATION = r"regexp_extract(filename, '-(\d+)\.parquet$', 1)::BIGINT"
 
 def _read(paths: list[Path], filename: bool = False) -> str:
     names = ", ".join(literal(str(path)) for path in paths)
-    options = "union_by_name=true, filename=true" if filename else "union_by_name=true"
+    options = "union_by_name=true, hive_partitioning=false" + (", filename=true" if filename
+                                                                else "")
     return f"read_parquet([{names}], {options})"
 
 

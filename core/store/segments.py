@@ -40,6 +40,13 @@ from core.store.schema import EMPTY_FLOWS, NOW
 from core.store.transaction import transaction
 
 SEGMENT_DIR = "flows"
+# How segments are read: columns by name (formats differ), and never a column made of a
+# folder of the path (DuckDB takes ``x=y`` in a path for a Hive partition: a state_dir under
+# ``…/bucket=prod/`` replaced every record's bucket)
+READ_OPTIONS = "union_by_name=true, hive_partitioning=false"
+# the column naming the file a row was read from: no field of a log can be named so (field
+# names start with a letter); ``filename``, DuckDB's default, can (it stopped collection)
+FILE_COLUMN = "_file"
 _PREFIX = "seg-"
 _TMP_PREFIX = ".tmp-"
 _ADDRESSES = {"srcaddr", "dstaddr", "pkt_srcaddr", "pkt_dstaddr"}
@@ -183,13 +190,13 @@ class Segments:
 
     def sql(self, names: Sequence[str], filename: bool = False) -> str:
         """SQL for the rows of these segments, with every known column (``filename``: and
-        the file each row is in)."""
+        the file each row is in, as ``FILE_COLUMN``)."""
         files = self.files_literal(names)
         if not files:
             return EMPTY_FLOWS
-        option = ", filename=true" if filename else ""
+        option = f", filename='{FILE_COLUMN}'" if filename else ""
         return (f"{EMPTY_FLOWS} UNION ALL BY NAME "
-                f"SELECT * FROM read_parquet({files}, union_by_name=true{option})")
+                f"SELECT * FROM read_parquet({files}, {READ_OPTIONS}{option})")
 
     def listed(self, con: duckdb.DuckDBPyConnection | None = None
                ) -> list[tuple[str, int | None, int | None, int | None]]:
@@ -287,8 +294,8 @@ class Segments:
         if not files:
             return []
         rows = self.con.execute(
-            f"SELECT DISTINCT filename FROM read_parquet({files}, filename=true, "
-            "union_by_name=true) WHERE bucket = ? AND object_key = ?",
+            f"SELECT DISTINCT {FILE_COLUMN} FROM read_parquet({files}, {READ_OPTIONS}, "
+            f"filename='{FILE_COLUMN}') WHERE bucket = ? AND object_key = ?",
             [ref.bucket, ref.key],
         ).fetchall()
         return [Path(row[0]).name for row in rows]
