@@ -44,6 +44,10 @@ class QueryStopped(RuntimeError):
 
 def check_read_only(text: str) -> None:
     try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # (a command line's bytes that are not UTF-8)
+        raise ReadOnlyError("the SQL is not UTF-8 text") from None
+    try:
         statements = duckdb.extract_statements(text)
     except duckdb.Error as exc:
         raise ReadOnlyError(str(exc).splitlines()[0]) from None
@@ -57,9 +61,17 @@ def check_read_only(text: str) -> None:
 
 def tables_named(text: str) -> list[str] | None:
     """The store's tables ``text`` names (of those a query may read), or None when that
-    cannot be told: DuckDB binds the query's functions to find them (the rules' functions
-    are there; others, then, are every table)."""
-    con = duckdb.connect()  # (in memory, holding nothing: only the parser's catalogue)
+    cannot be told (the sandbox then refuses it, or it reads every table). DuckDB binds the
+    query's functions to find them, and binding reads: a ``read_csv`` opens its file,
+    ``EXPORT`` makes its directory. So only a query is bound, on a database as locked as
+    the sandbox's that may read no file at all (found by an adversarial test: this ran
+    before the sandbox's checks, on a DuckDB that could read any file and install
+    extensions)."""
+    try:
+        check_read_only(text)
+    except ReadOnlyError:
+        return None
+    con = duckdb.connect(config=_LOCKED)  # (in memory, holding nothing: the catalogue)
     try:
         RuleEngine([]).install(con)
         names = {name.lower() for name in con.get_table_names(text)}
@@ -68,6 +80,12 @@ def tables_named(text: str) -> list[str] | None:
     finally:
         con.close()
     return [table for table in TABLES if table in names]
+
+
+# what no connection running user SQL may do: read or write files (but those allowed by
+# name), install or load extensions, change its settings
+_LOCKED = {"enable_external_access": False, "autoinstall_known_extensions": False,
+           "autoload_known_extensions": False, "lock_configuration": True}
 
 
 class Sandbox:

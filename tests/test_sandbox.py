@@ -51,6 +51,7 @@ REFUSED_STATEMENTS = [
     "COPY (SELECT 1) TO '{root}/written.csv'", "INSTALL httpfs", "LOAD httpfs",
     "ATTACH '{root}/other.db'", "SET enable_external_access = true", "CHECKPOINT",
     "DELETE FROM alerts", "SELECT 1; SELECT 2", "EXPLAIN ANALYZE DELETE FROM alerts",
+    "EXPORT DATABASE '{root}/exported'",  # (its directory was made while finding its tables)
 ]
 
 
@@ -68,6 +69,7 @@ def test_query_refuses_files_network_extensions_and_writes(
     assert captured.err.startswith("vpcwatch: query failed: ")
     assert SECRET_LINE not in captured.out + captured.err
     assert not (state.parent / "written.csv").exists()
+    assert not (state.parent / "exported").exists()
     assert not (state.parent / "other.db").exists()
     assert digest(state / DATABASE_NAME) == before
 
@@ -170,3 +172,33 @@ def test_a_reader_copies_the_tables_its_query_names() -> None:
     assert tables_named("SELECT count(*) FROM objects o JOIN (SELECT * FROM alerts) a "
                         "ON is_private(o.key), flows") == ["alerts", "objects"]
     assert tables_named("SELECT no_such_function(1) FROM cloudtrail") is None
+
+
+def test_finding_a_querys_tables_opens_no_file(tmp_path: Path) -> None:
+    """Found by an adversarial test: `query` bound the SQL on an unlocked DuckDB to find the
+    tables to copy, before the sandbox's checks: a read_csv opened its file (/etc/shadow
+    was opened, a FIFO hung the command past its timeout). A FIFO no one writes blocks
+    whoever opens it (DuckDB holding the GIL: in a process of its own, to fail, not hang)."""
+    import os
+    import subprocess
+    import sys
+
+    from core.sandbox import tables_named
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    lookup = ("from core.sandbox import tables_named; "
+              f"print(tables_named(\"SELECT * FROM read_csv('{fifo}') JOIN alerts ON true\"))")
+    try:
+        done = subprocess.run([sys.executable, "-c", lookup], capture_output=True, text=True,
+                              timeout=60, cwd=Path(__file__).parents[1])
+    except subprocess.TimeoutExpired:
+        pytest.fail("finding the tables opened the FIFO")
+    assert done.stdout.strip() == "None"  # (not told: the sandbox then refuses it)
+    assert tables_named("SELECT * FROM alerts JOIN flows ON true") == ["alerts"]
+
+
+def test_sql_that_is_not_utf8_is_refused(state: Path, capsys: pytest.CaptureFixture[str]
+                                         ) -> None:
+    assert main(["query", "--state-dir", str(state), "SELECT '\udcff'"]) == 2
+    assert "the SQL is not UTF-8 text" in capsys.readouterr().err
