@@ -45,17 +45,33 @@ def _private_group(gid: int, uid: int) -> bool:
 
 
 def open_private(path: Path) -> BinaryIO:
-    """``path`` opened for writing, mode 0600, refusing to follow a symlink there: a link
-    planted in a shared directory would otherwise have its target overwritten."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    """``path`` opened for writing, mode 0600, emptied, refusing to write through what was
+    planted there: a symbolic link or a hard link (in a shared directory, its target would
+    be overwritten), a FIFO (its reader would get the text; without one, the open would
+    block), a device, another user's file. Opened without emptying and without waiting,
+    then checked, then emptied: the file checked is the file written."""
+    flags = (os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+             | getattr(os, "O_CLOEXEC", 0))
     try:
         fd = os.open(path, flags, 0o600)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise OSError(errno.ELOOP, "is a symbolic link; not written through it",
                           str(path)) from None
+        if exc.errno == errno.ENXIO:  # (a FIFO no one reads)
+            raise OSError(errno.ENXIO, "is a FIFO; not written", str(path)) from None
         raise
-    os.fchmod(fd, 0o600)  # (an existing file keeps its mode otherwise)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_uid != os.getuid():
+            raise OSError(errno.EPERM, "is not a file of the user's own with one name (a hard "
+                          "link, a FIFO, a device, another user's file); not written", str(path))
+        os.set_blocking(fd, True)
+        os.ftruncate(fd, 0)
+        os.fchmod(fd, 0o600)  # (an existing file keeps its mode otherwise)
+    except BaseException:
+        os.close(fd)
+        raise
     return os.fdopen(fd, "wb")
 
 

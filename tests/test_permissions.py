@@ -6,6 +6,7 @@ from __future__ import annotations
 import grp
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,36 @@ def test_write_private_refuses_a_link_and_writes_0600(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o600
 
 
+@pytest.mark.parametrize("planted", ["hard link", "FIFO"])
+def test_write_private_refuses_a_hard_link_or_a_fifo(tmp_path: Path, planted: str) -> None:
+    """Found by an adversarial test: the app's `c` wrote the copied row through a hard link
+    planted where it goes (its target overwritten, made 0600), and froze on a FIFO there
+    until something read it."""
+    victim, path = tmp_path / "victim", tmp_path / "vpcwatch-copied.txt"
+    victim.write_text("keep")
+    mode = victim.stat().st_mode
+    if planted == "hard link":
+        os.link(victim, path)
+    else:
+        os.mkfifo(path)
+    failed: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            write_private(path, "log text")
+        except OSError as exc:
+            failed.append(exc)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    writer.join(timeout=30)
+    if writer.is_alive():  # (blocked on the FIFO: let it go, then fail)
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+        pytest.fail("blocked on a FIFO")
+    assert failed and "not written" in str(failed[0])
+    assert (victim.read_text(), victim.stat().st_mode) == ("keep", mode)
+
+
 def test_a_state_directory_others_can_read_is_made_private(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     state = tmp_path / "state"
@@ -122,6 +153,22 @@ def test_a_link_planted_in_the_state_directory_is_refused_and_nothing_written_th
     assert main(["scan", str(logs), "--state-dir", str(state)]) == 1
     assert "a symbolic link in the state directory" in capsys.readouterr().err
     assert sorted(p.name for p in elsewhere.iterdir()) == ["victim.txt"]
+    assert victim.read_text() == "keep"
+
+
+def test_a_hard_link_at_the_state_directorys_top_is_refused_and_nothing_written_through_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """(Found by an adversarial test: the lock's owner was written into the file a hard
+    link named vpcwatch.lock shared its content with.)"""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    os.link(victim, state / "vpcwatch.lock")
+    logs = tmp_path / "a.log"
+    logs.write_bytes(flowgen.flow_object(flowgen.V2, 5).text())
+    assert main(["scan", str(logs), "--state-dir", str(state)]) == 1
+    assert "another name elsewhere (a hard link" in capsys.readouterr().err
     assert victim.read_text() == "keep"
 
 

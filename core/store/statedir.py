@@ -70,16 +70,30 @@ def make_private(path: Path) -> Path:
 
 def _refuse_links(path: Path) -> None:
     """vpcwatch never makes a symbolic link in the state directory: one there was planted,
-    to have the lock, the store, segments or spill files written where it points."""
+    to have the lock, the store, segments or spill files written where it points. Nor a
+    hard link: the files at its top (the lock, the store, its log) are written in place,
+    and another name of one is another file written (found by an adversarial test: the
+    lock's owner was written into a file linked there)."""
     try:
         with os.scandir(path) as entries:
-            links = sorted(entry.name for entry in entries if entry.is_symlink())
+            links = sorted((entry.name, entry.is_symlink()) for entry in entries
+                           if entry.is_symlink() or _hard_linked(entry))
     except OSError as exc:
         raise StateDirError(f"{path}: cannot use the state directory: {exc.strerror}") from None
-    if links:
-        raise StateDirError(f"{path / links[0]}: a symbolic link in the state directory "
+    if links and links[0][1]:
+        raise StateDirError(f"{path / links[0][0]}: a symbolic link in the state directory "
                             "(vpcwatch never makes one, and writes nothing through one); "
                             "remove it")
+    if links:
+        raise StateDirError(f"{path / links[0][0]}: a file of the state directory with another "
+                            "name elsewhere (a hard link: vpcwatch writes it in place, and "
+                            "would write that other file too; a backup made with cp -al?); "
+                            "copy it instead, or remove it")
+
+
+def _hard_linked(entry: os.DirEntry[str]) -> bool:
+    return entry.is_file(follow_symlinks=False) and entry.stat(
+        follow_symlinks=False).st_nlink > 1
 
 
 class StateLock:
