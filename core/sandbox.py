@@ -30,6 +30,9 @@ from core.store import Store, spill
 TABLES = ("alerts", "cloudtrail", "objects", "prefixes")  # besides flows
 TIMEOUT = 60.0  # seconds
 MEMORY_LIMIT = "1GB"
+# what a process running user SQL alone (`query`) may grow by while it runs: DuckDB's limit,
+# and room for what it hands over and the interpreter (core/process_limits.py)
+SANDBOX_GROWTH = 3 * 2**30
 BATCH_ROWS = 10_000  # rows handed over at a time (``batches``)
 SPILL_LIMIT = "4GB"  # what a query may spill into the state directory (the store's disk)
 

@@ -202,3 +202,17 @@ def test_sql_that_is_not_utf8_is_refused(state: Path, capsys: pytest.CaptureFixt
                                          ) -> None:
     assert main(["query", "--state-dir", str(state), "SELECT '\udcff'"]) == 2
     assert "the SQL is not UTF-8 text" in capsys.readouterr().err
+
+
+def test_a_value_larger_than_the_bound_ends_the_query_not_the_host(
+        state: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by an adversarial test: one value a function builds is outside DuckDB's memory
+    limit (a list of 200 M numbers grew `query` to 14 GB); `query` bounds its own growth, so
+    DuckDB's allocation of a list of 10^9 numbers (8 GB) fails, and says so, at once. The
+    bound is put back after (this process goes on)."""
+    import resource
+
+    before = resource.getrlimit(resource.RLIMIT_DATA)
+    assert main(["query", "--state-dir", str(state), "SELECT len(range(1000000000))"]) == 2
+    assert "Out of Memory" in capsys.readouterr().err
+    assert resource.getrlimit(resource.RLIMIT_DATA) == before

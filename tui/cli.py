@@ -35,9 +35,17 @@ from core.decompress import CorruptObject
 from core.events import AlertsChanged, Publish
 from core.names import parse_duration
 from core.priority import yield_to_collector
+from core.process_limits import data_growth_bounded
 from core.rules import BlocklistError, parity
 from core.safetext import visible
-from core.sandbox import TIMEOUT, QueryStopped, ReadOnlyError, Sandbox, tables_named
+from core.sandbox import (
+    SANDBOX_GROWTH,
+    TIMEOUT,
+    QueryStopped,
+    ReadOnlyError,
+    Sandbox,
+    tables_named,
+)
 from core.store import Store, StoreError, open_store
 from core.store.opening import published_state
 from core.store.segments import read_failure
@@ -290,7 +298,8 @@ def cmd_query(args: argparse.Namespace) -> int:
         _yield_if_attached(store)
         sandbox = Sandbox(store)
         try:
-            with contextlib.closing(sandbox.batches(args.sql, args.timeout)) as batches:
+            with data_growth_bounded(SANDBOX_GROWTH), \
+                    contextlib.closing(sandbox.batches(args.sql, args.timeout)) as batches:
                 print_rows(batches, args.format)
         except duckdb.IOException as exc:  # (not the query's fault: a file, the disk)
             raise StoreError(f"query failed: {read_failure(str(exc))}") from None
