@@ -14,12 +14,16 @@ import unicodedata
 # the byte-order mark, tag characters: what makes a look-alike ARN or address), line and
 # paragraph separators, surrogates (undecodable bytes) and unassigned code points.
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Cn"})
+# Letters and symbols that show as nothing (the Hangul fillers, the blank braille pattern):
+# of an ordinary category, but as invisible as a zero-width space (found by an adversarial
+# test: U+3164 passed through)
+_BLANK = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 _NOT_PRINTABLE_ASCII = re.compile("[^\x20-\x7e]")  # the candidates: checked one by one
 
 
 def _escape(match: re.Match[str]) -> str:
     char = match.group()
-    if unicodedata.category(char) not in _UNSAFE_CATEGORIES:
+    if unicodedata.category(char) not in _UNSAFE_CATEGORIES and char not in _BLANK:
         return char
     code = ord(char)
     if code < 0x100:
@@ -28,7 +32,7 @@ def _escape(match: re.Match[str]) -> str:
 
 
 def visible(text: str) -> str:
-    """``text`` with every control, format (bidi, zero-width) and separator character
+    """``text`` with every control, format (bidi, zero-width), separator and blank character
     replaced by a visible escape."""
     return _NOT_PRINTABLE_ASCII.sub(_escape, text)
 

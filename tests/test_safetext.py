@@ -26,6 +26,8 @@ from tui.cli import main
         ("admin\U000e0041", "admin\\U000e0041"),
         ("line\u2028sep \x85nel", "line\\u2028sep \\x85nel"),
         ("bad \udcff byte", "bad \\udcff byte"),  # an undecodable byte (surrogateescape)
+        # letters that show as nothing (Hangul fillers), and the blank braille pattern
+        ("ad\u3164min \u115f\u1160\uffa0\u2800", "ad\\u3164min \\u115f\\u1160\\uffa0\\u2800"),
     ],
 )
 def test_visible(raw: str, shown: str) -> None:
@@ -51,6 +53,10 @@ def test_query_output_on_a_terminal_shows_escapes_literally(
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\u202e" not in out
     assert "evil\\x1b]52;c;Y2xpcA==\\x07\\u202e" in out
+    # a column's name is the query's text: shown the same way (it was written raw)
+    assert main(["query", "--state-dir", str(state), 'SELECT 1 AS "a\x1b]0;T\x07"']) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "a\\x1b]0;T\\x07" in out
     # piped JSON keeps the exact value, escaped the JSON way
     monkeypatch.setattr("sys.stdout.isatty", lambda: False)
     sql = "SELECT user_agent FROM cloudtrail"

@@ -67,8 +67,8 @@ def print_rows(batches: Iterator[pa.RecordBatch], fmt: str) -> None:
     for batch in batches:
         if columns is None:
             columns = batch.schema.names
-            if fmt == "csv":
-                writer.writerow(columns)
+            if fmt == "csv":  # (a column's name is the query's text, of anyone's making)
+                writer.writerow([visible(c) for c in columns] if shown else columns)
         # (by column, not to_pylist: a self-join gives two columns of one name)
         rows = zip(*(c.to_pylist() for c in batch.columns), strict=True)
         if fmt == "json":  # JSON escapes every control and non-ASCII character
