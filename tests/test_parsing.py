@@ -273,3 +273,14 @@ def test_arrow_buffers_come_from_jemalloc_unless_the_environment_chooses() -> No
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              check=True, cwd=Path(__file__).parent.parent, env=env | chosen)
         assert out.stdout.strip() == expected
+
+
+def test_a_line_of_megabytes_is_a_bad_line_and_the_rest_is_read() -> None:
+    """Found by an adversarial test: a line spanning more than two of the CSV reader's
+    blocks (20 MiB) failed the whole read, and the object was quarantined as an internal
+    error with its good records. (9 MiB was already a bad line: a count of fields.)"""
+    long = b"2 " + b"x" * (20 << 20)
+    parsed = parse_text(b"version srcaddr\n2 1.2.3.4\n" + long + b"\n\x80\n2 5.6.7.8\n")
+    assert parsed.table["srcaddr"].to_pylist() == ["1.2.3.4", "5.6.7.8"]
+    assert (parsed.bad_lines, dict(parsed.bad_reasons)) == (
+        2, {"a line longer than 1 MiB": 1, "not UTF-8 text": 1})
