@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 
+from core.names import REGION_CODE
+
 HIVE_ACCOUNT = re.compile(r"^aws-account-id=(\d{12})$")
 # AWS's object names start with the account and region: 123456789012_vpcflowlogs_us-east-1_
-NAME_CONTEXT = re.compile(r"^(\d{12})_(?:vpcflowlogs|CloudTrail)_([a-z]{2}(?:-[a-z]+)+-\d+)_")
+NAME_CONTEXT = re.compile(rf"^(\d{{12}})_(?:vpcflowlogs|CloudTrail)_({REGION_CODE})_")
 # AWS's object names end with the 5-minute window they were delivered for: _20261129T0135Z_
 DELIVERY = re.compile(r"_(\d{8}T\d{4})Z_[^/]*$")
-HIVE_REGION = re.compile(r"^aws-region=([a-z]{2}(?:-[a-z]+)+-\d+)$")
+HIVE_REGION = re.compile(rf"^aws-region=({REGION_CODE})$")
 
 SERVICE_FOLDER = {"vpcflow": "vpcflowlogs", "cloudtrail": "CloudTrail"}
 

@@ -7,7 +7,10 @@ import re
 
 ACCOUNT = re.compile(r"^\d{12}$")
 ORG = re.compile(r"^o-[a-z0-9]{10,32}$")
-REGION = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d+$")
+# a region code: us-east-1, us-gov-west-1, us-isob-east-1, and the European Sovereign
+# Cloud's eusc-de-east-1 (its objects were never read: found by an adversarial test)
+REGION_CODE = r"[a-z]{2,4}(?:-[a-z]+)+-\d+"
+REGION = re.compile(f"^{REGION_CODE}$")
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")

@@ -65,7 +65,8 @@ def fill_central_bucket(bucket: Bucket) -> Truth:
     ms = flowgen.flow_object(flowgen.V2, 300, seed=2, account=A, ms=True)
     truth.add_flows(bucket, key("vpc", A, "us-east-1", NOW, 2), ms, A)
     custom = flowgen.flow_object(flowgen.CUSTOM, 200, seed=3, account=A)
-    truth.add_flows(bucket, key("vpc", A, "eu-west-1", NOW, 3), custom, A)
+    # (the European Sovereign Cloud's region code: four letters first, once never listed)
+    truth.add_flows(bucket, key("vpc", A, "eusc-de-east-1", NOW, 3), custom, A)
     v8 = flowgen.flow_object(flowgen.ALL_V8, 150, seed=4, account=A)
     truth.add_flows(bucket, key("vpc", A, "eu-west-1", NOW, 4), v8, A)
     # account B, hourly partitions: v5, NAT, and a concatenated object with junk lines
@@ -81,7 +82,7 @@ def fill_central_bucket(bucket: Bucket) -> Truth:
     truth.add_flows(bucket, key("vpc", B, "us-east-1", NOW, 7, hourly=True), messy, B)
     # account C, Hive-compatible layout: Parquet and Transit Gateway text
     tgw = flowgen.flow_object(flowgen.TGW, 80, seed=8, account=C)
-    truth.add_flows(bucket, key("vpc", C, "us-west-2", NOW, 8, hive=True), tgw, C)
+    truth.add_flows(bucket, key("vpc", C, "eusc-de-east-1", NOW, 8, hive=True), tgw, C)
     parquet = flowgen.flow_object(flowgen.V2, 90, seed=9, account=C)
     truth.add_flows(bucket, key("vpc", C, "us-west-2", NOW, 9, hive=True, hourly=True,
                                 ext="log.parquet"), parquet, C, body=flowgen.parquet_bytes(parquet))
