@@ -158,6 +158,30 @@ def test_a_late_object_updates_the_windowed_alert(tmp_path: Path) -> None:
     assert (updated["count"], updated["revision"], updated["object_count"]) == (40, 2, 3)
 
 
+def test_a_changed_object_counts_once_in_the_alerts(tmp_path: Path) -> None:
+    """Found by an adversarial test: the rules of the commit that replaced a changed
+    object's rows read its old rows beside the new ones (a port scan of 20 ports counted
+    40; a near miss of 600 MB sent once, its object rewritten, raised an exfiltration
+    alert of 1.2 GB)."""
+    def probe(ports: range) -> bytes:
+        return scenarios.text([scenarios.line("eni-1", "203.0.113.66", "10.0.1.10", 40000 + p,
+                                              p, 6, 1, 44, WINDOW_START + 30, "REJECT")
+                               for p in ports])
+
+    [first] = keyed(scan_alerts(tmp_path / "scan", {"a.log": probe(range(1, 21))})).values()
+    assert first["count"] == 20
+    [changed] = keyed(scan_alerts(tmp_path / "scan", {"a.log": probe(range(1, 23))})).values()
+    assert (changed["id"], changed["count"], changed["object_count"]) == (first["id"], 22, 1)
+
+    def sent(extra: int) -> bytes:  # (a private host to the internet: exfiltration's shape)
+        return scenarios.text([scenarios.line("eni-1", "10.0.1.10", "8.8.8.8", 40000, 443, 6,
+                                              1, 600_000_000 + extra, WINDOW_START + 30)])
+
+    assert keyed(scan_alerts(tmp_path / "exfil", {"b.log": sent(0)})) == {}
+    assert "vpc.exfiltration" not in {rule for rule, _ in keyed(
+        scan_alerts(tmp_path / "exfil", {"b.log": sent(1)}))}
+
+
 SG_RULE_V4 = {"GroupId": "sg-2", "SecurityGroupRule": [{"SecurityGroupRuleId": "sgr-1",
               "SecurityGroupRule": {"IpProtocol": "tcp", "FromPort": 3389, "ToPort": 3389,
                                     "CidrIpv4": "208.236.235.254/0"}}]}

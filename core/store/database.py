@@ -187,11 +187,12 @@ class Store:
         # same Arrow table: neither needs the other (the rules read committed segments only)
         writing = self._writer.submit(self.segments.add, flows) if flows is not None else None
         written: list[NewSegment] = []
-        additive = not any(result.replaces for result in results)
+        changed_objects = [(r.ref.bucket, r.ref.key) for r in results if r.replaces]
+        additive = not changed_objects
         replaced: list[str] = []
         try:
             fresh, rule_errors = detections.evaluate(self.con, self.engine, flows, events,
-                                                     additive, self._committed)
+                                                     self._committed, changed_objects)
             written = writing.result() if writing is not None else []
             killpoints.reached("segment-written")
             batch = {segment.name for segment in written}

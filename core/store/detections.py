@@ -8,7 +8,7 @@ are new or whose figures changed (``revision`` counts the changes).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -24,15 +24,24 @@ _ALERT_CHANGES = ("count", "bytes", "packets", "first_seen", "last_seen", "objec
 
 
 def evaluate(con: duckdb.DuckDBPyConnection, engine: RuleEngine | None,
-             flows: pa.Table | None, events: pa.Table | None, additive: bool,
-             committed: Callable[[str, int, int | None], str | None]
-             ) -> tuple[pa.Table | None, list[str]]:
+             flows: pa.Table | None, events: pa.Table | None,
+             committed: Callable[[str, int, int | None], str | None],
+             replaced: Sequence[tuple[str, str]] = ()) -> tuple[pa.Table | None, list[str]]:
     """Run the rules over the stored records plus the new ones (not yet committed).
     ``committed(source, first, last)`` is SQL for the committed records of ``source`` that
-    may fall in [first, last) (``last`` None: no end), or None when none may. The caller
-    tells ``engine`` whether the records were committed (``committed``/``discard``)."""
+    may fall in [first, last) (``last`` None: no end), or None when none may. ``replaced``:
+    the (bucket, key) of objects whose stored records the commit replaces: the rules read
+    the stored records without theirs (they counted twice, old and new: found by an
+    adversarial test), and every rule recomputes (adding to stored alerts would count the
+    old ones). The caller tells ``engine`` whether the records were committed
+    (``committed``/``discard``)."""
     if engine is None or not engine.rules or (flows is None and events is None):
         return None, []
+    if replaced:
+        con.register("replaced_objects", pa.table({
+            "bucket": [bucket for bucket, _ in replaced],
+            "object_key": [key for _, key in replaced]}))
+    kept = _without_replaced if replaced else (lambda stored: stored)
     new: dict[str, str] = {}
     if flows is not None:
         con.register("new_flows", with_every_column(flows, engine.flow_words))
@@ -50,20 +59,26 @@ def evaluate(con: duckdb.DuckDBPyConnection, engine: RuleEngine | None,
             views[stored] = f"rule_records_{len(views)}"
             added = ("SELECT * FROM new_flows" if source == "vpcflow" else
                      # CloudTrail delivers some events twice: count the stored one only
-                     "SELECT * FROM new_events "
-                     "WHERE event_id NOT IN (SELECT event_id FROM cloudtrail)")
+                     "SELECT * FROM new_events WHERE event_id NOT IN "
+                     f"(SELECT event_id FROM {kept('SELECT * FROM cloudtrail')})")
             con.execute(f"CREATE OR REPLACE TEMP VIEW {views[stored]} AS "
-                        f"{stored} UNION ALL BY NAME {added}")
+                        f"{kept(stored)} UNION ALL BY NAME {added}")
         return views[stored]
 
     try:
-        return engine.evaluate(con, new, with_stored, additive, committed)
+        return engine.evaluate(con, new, with_stored, not replaced, committed)
     finally:
-        for name in ("new_flows", "new_events"):
+        for name in ("new_flows", "new_events", "replaced_objects"):
             with contextlib.suppress(duckdb.Error):
                 con.unregister(name)
         for view in views.values():
             con.execute(f"DROP VIEW IF EXISTS {view}")
+
+
+def _without_replaced(stored: str) -> str:
+    """``stored`` (records with their object's bucket and key) less the replaced objects'."""
+    return (f"SELECT s.* FROM ({stored}) AS s ANTI JOIN replaced_objects AS r "
+            "ON s.bucket = r.bucket AND s.object_key = r.object_key")
 
 
 def upsert(con: duckdb.DuckDBPyConnection, fresh: pa.Table | None) -> pa.Table | None:
