@@ -182,6 +182,38 @@ def test_a_changed_object_counts_once_in_the_alerts(tmp_path: Path) -> None:
         scan_alerts(tmp_path / "exfil", {"b.log": sent(1)}))}
 
 
+def test_a_spikes_history_read_after_it_still_raises_it(tmp_path: Path) -> None:
+    """Found by an adversarial test: records late for the history of a baseline rule were
+    compared in their own windows only, and the later windows they are the baseline of were
+    never looked at again: the hour of history read after its spike raised nothing."""
+    [spike] = [s for s in scenarios.detections() if s.name == "traffic spike"]
+    quiet, burst = spike.lines[:60], spike.lines[60:]
+    [expected] = spike.expected
+    alerts = keyed(scan_alerts(tmp_path, {"burst.log": scenarios.text(burst),
+                                          "history.log": scenarios.text(quiet)}))
+    found = alerts[(expected.rule, group_json(expected.group))]
+    assert (found["count"], found["bytes"]) == (expected.count, expected.bytes)
+
+
+def test_an_alert_is_never_withdrawn(tmp_path: Path) -> None:
+    """A decision (docs/rules.md): a sweep fired (10 of its 20 flows rejected); one more
+    accepted flow in its window makes it stop firing, all at once; but the alert stays, with
+    the figures of the commit at which it fired."""
+    def sweep(hosts: range, action: str) -> list[str]:
+        return [scenarios.line("eni-1", "192.0.2.50", f"10.0.3.{h}", 40000 + h, 445, 6, 1, 44,
+                               WINDOW_START + 30, action) for h in hosts]
+
+    fired = sweep(range(1, 11), "REJECT") + sweep(range(11, 21), "ACCEPT")
+    [alert] = [a for a in scan_alerts(tmp_path / "a", {"a.log": scenarios.text(fired)})
+               if a["rule_id"] == "vpc.sweep"]
+    later = scan_alerts(tmp_path / "a", {"b.log": scenarios.text(sweep(range(21, 22), "ACCEPT"))})
+    assert [(a["id"], a["count"], a["revision"]) for a in later if a["rule_id"] == "vpc.sweep"
+            ] == [(alert["id"], 20, 1)]
+    at_once = scan_alerts(tmp_path / "b", {"ab.log": scenarios.text(
+        fired + sweep(range(21, 22), "ACCEPT"))})
+    assert [a for a in at_once if a["rule_id"] == "vpc.sweep"] == []
+
+
 SG_RULE_V4 = {"GroupId": "sg-2", "SecurityGroupRule": [{"SecurityGroupRuleId": "sgr-1",
               "SecurityGroupRule": {"IpProtocol": "tcp", "FromPort": 3389, "ToPort": 3389,
                                     "CidrIpv4": "208.236.235.254/0"}}]}

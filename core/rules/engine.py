@@ -250,11 +250,13 @@ def _screen(con: duckdb.DuckDBPyConnection, shape: SourceShape, rules: list[Wind
 
 
 def _span(sql: WindowedRule, low: int, high: int) -> tuple[int, int, int]:
-    """(begin, first, end): the buckets of records with times in [low, high] are [first,
-    end); their windows read records from ``begin`` (earlier for a baseline)."""
+    """(begin, first, end): the buckets records with times in [low, high] touch are [first,
+    end); their windows read records from ``begin``. For a baseline, both reach a baseline
+    further: a window's baseline is the windows before it, so the records are part of the
+    baselines of the windows after theirs."""
     b = sql.rule.bucket
-    first, end = low // b * b, high // b * b + b
     back = sql.rule.baseline_windows * (sql.rule.window or 0) if sql.rule.baseline else 0
+    first, end = low // b * b, (high + back) // b * b + b
     return first - back, first, end
 
 

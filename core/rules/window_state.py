@@ -67,6 +67,7 @@ class _Held:
     partials: Partials
     window: int
     keep: int  # seconds behind the newest window that are kept
+    ahead: int = 0  # how far a check reaches past its records (a baseline's later windows)
     lo: int | None = None
     hi: int = NO_END
     newest: int = 0
@@ -103,7 +104,7 @@ class WindowState:
                 continue
             span = rule.baseline_windows * (rule.window or 0) if rule.baseline else 0
             self.held[rule.id] = _Held(f"rule_state_{n}", partials, rule.window or 1,
-                                       span + rule.bucket + SLACK)
+                                       span + rule.bucket + SLACK, ahead=span)
 
     def stage(self, con: duckdb.DuckDBPyConnection, sql: WindowedRule, new: str
               ) -> bool | None:
@@ -139,7 +140,7 @@ class WindowState:
         except duckdb.Error as exc:
             self._failed(con, held, exc)
             return None
-        held.newest = max(held.newest, end)
+        held.newest = max(held.newest, end - held.ahead)
         rows = f"SELECT * FROM {held.staged}"
         rows = f"({rows} UNION ALL BY NAME {in_range})" if in_range else f"({rows})"
         return sql.check_parts(rows, held.staged, held.partials, aggregate_first=large,

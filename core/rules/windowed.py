@@ -113,8 +113,24 @@ class WindowedRule:
     def _touched(self, new: str) -> str:
         rule, b = self.rule, self.rule.bucket
         groups = "".join(f"{g}, " for g in self.g)
+        if rule.baseline:
+            w = rule.window or 1
+            return self._with_later(f"SELECT DISTINCT {groups}_t // {w} * {w} AS _w FROM "
+                                    f"{self._keyed(new)} WHERE ({rule.where}) AND _t IS NOT "
+                                    f"NULL{self._keys_present}")
         return (f"SELECT DISTINCT {groups}_t // {b} * {b} AS _b FROM {self._keyed(new)} "
                 f"WHERE ({rule.where}) AND _t IS NOT NULL{self._keys_present}")
+
+    def _with_later(self, windows: str) -> str:
+        """The buckets of a baseline rule that records in ``windows`` (keys, ``_w``) touch:
+        their own, and those of the ``baseline_windows`` windows after them, whose baseline
+        they are part of (a record late for the history changes whether a later window
+        fires: found by an adversarial test, a spike read before its history raised
+        nothing)."""
+        rule, b, w = self.rule, self.rule.bucket, self.rule.window or 1
+        groups = "".join(f"{g}, " for g in self.g)
+        return (f"SELECT DISTINCT {groups}(_w + _k * {w}) // {b} * {b} AS _b FROM ({windows}) "
+                f"AS t, range(0, {rule.baseline_windows + 1}) AS r(_k)")
 
     def _source(self, stored: str, first: int, last: int) -> str:
         time = self.shape.time
@@ -216,6 +232,8 @@ class WindowedRule:
         rule, groups, b = self.rule, "".join(f"{g}, " for g in self.g), self.rule.bucket
         touched = f"touched AS (SELECT DISTINCT {groups}_w // {b} * {b} AS _b FROM {new_parts})"
         if rule.baseline:
+            later = self._with_later(f"SELECT DISTINCT {groups}_w FROM {new_parts}")
+            touched = f"touched AS ({later})"
             per_window = (f"SELECT {groups}_w, {partials.merged} AS value FROM {parts} AS src "
                           f"{self._touched_keys()} GROUP BY ALL")
             return f"WITH {touched}, {self._compare(per_window)} SELECT 1 FROM windows LIMIT 1"
