@@ -38,9 +38,10 @@ _RANGES = {"srcport": (0, 65535), "dstport": (0, 65535), "protocol": (0, 255),
            "packets": _COUNT, "bytes": _COUNT, "start": (0, MAX_TIME), "end": (0, MAX_TIME)}
 _INTEGER = r"^-?[0-9]{1,19}$"
 _BLOCK_SIZE = 8 << 20
-# A line longer than this is no record (all of AWS's fields take under 2 KiB), and one much
-# longer than the CSV reader's block fails the whole read: such lines are bad lines
+# A line longer than this is no record (all of AWS's fields take under 2 KiB): a bad line (one
+# much longer than the CSV reader's block fails the whole read; for Parquet, a value that long)
 MAX_LINE = 1 << 20
+_TOO_LONG = f"a line longer than {MAX_LINE >> 20} MiB"
 _NOT_SPACE = re.compile(rb"\S")
 
 
@@ -109,7 +110,7 @@ def _record_lines(body: bytes) -> tuple[bytes, Counter[str]]:
     kept, dropped = [], Counter[str]()
     for line in body.split(b"\n"):
         if len(line) > MAX_LINE:
-            dropped[f"a line longer than {MAX_LINE >> 20} MiB"] += 1
+            dropped[_TOO_LONG] += 1
             continue
         try:
             line.decode("utf-8")
@@ -261,7 +262,8 @@ def _fits_int64(column: pa.ChunkedArray) -> pa.ChunkedArray:
 def _in_range(parsed: ParsedFlows) -> ParsedFlows:
     """Drop (and count) the rows with a value no flow record has: a negative count, a port
     or protocol out of its range, a time before 1970 or after the year 9999 (which no date
-    can show, and which would keep its segment from ever leaving by retention)."""
+    can show, and which would keep its segment from ever leaving by retention), a text
+    longer than ``MAX_LINE``."""
     table, keep = parsed.table, None
     for name, (low, high) in _RANGES.items():
         if name not in table.column_names:
@@ -272,14 +274,26 @@ def _in_range(parsed: ParsedFlows) -> ParsedFlows:
             continue  # (every row: one pass over the column, no filter)
         ok = pc.fill_null(pc.and_(pc.greater_equal(column, low), pc.less_equal(column, high)),
                           True)
-        bad = ok if keep is None else pc.or_(pc.invert(keep), ok)
-        newly = pc.sum(pc.invert(bad)).as_py() or 0
-        parsed.bad_reasons[f"{field_name(name)} is out of range ({low} to {high})"] += newly
-        parsed.bad_lines += newly
-        keep = ok if keep is None else pc.and_(keep, ok)
+        keep = _drop(parsed, keep, ok, f"{field_name(name)} is out of range ({low} to {high})")
+    for name in table.column_names:  # (a value's length is read from its offsets: ~2 ms)
+        lengths = pc.binary_length(table[name]) if pa.types.is_string(table[name].type) else None
+        if lengths is not None and (pc.max(lengths).as_py() or 0) > MAX_LINE:
+            keep = _drop(parsed, keep, pc.fill_null(pc.less_equal(lengths, MAX_LINE), True),
+                         _TOO_LONG)
     if keep is not None:
         parsed.table = table.filter(keep)
     return parsed
+
+
+def _drop(parsed: ParsedFlows, keep: pa.ChunkedArray | None, ok: pa.ChunkedArray,
+          reason: str) -> pa.ChunkedArray:
+    """Count the rows that ``ok`` refuses and ``keep`` kept, as bad lines for ``reason``;
+    the rows kept after it."""
+    bad = ok if keep is None else pc.or_(pc.invert(keep), ok)
+    newly = pc.sum(pc.invert(bad)).as_py() or 0
+    parsed.bad_reasons[reason] += newly
+    parsed.bad_lines += newly
+    return ok if keep is None else pc.and_(keep, ok)
 
 
 def _rename(table: pa.Table) -> pa.Table:

@@ -14,16 +14,18 @@ import unicodedata
 # the byte-order mark, tag characters: what makes a look-alike ARN or address), line and
 # paragraph separators, surrogates (undecodable bytes) and unassigned code points.
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Cn"})
-# Letters and symbols that show as nothing (the Hangul fillers, the blank braille pattern):
-# of an ordinary category, but as invisible as a zero-width space (found by an adversarial
-# test: U+3164 passed through)
-_BLANK = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+# Characters that show as nothing though their category is an ordinary one: the default-
+# ignorable letters and marks (Hangul fillers, the combining grapheme joiner, Khmer's
+# inherent vowels, Mongolian and other variation selectors) and the blank braille pattern
+# (found by an adversarial test and a review: U+3164 and the variation selectors passed)
+_BLANK = re.compile("[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180d\u180f\u2800\u3164"
+                    "\ufe00-\ufe0f\uffa0\U000e0100-\U000e01ef]")
 _NOT_PRINTABLE_ASCII = re.compile("[^\x20-\x7e]")  # the candidates: checked one by one
 
 
 def _escape(match: re.Match[str]) -> str:
     char = match.group()
-    if unicodedata.category(char) not in _UNSAFE_CATEGORIES and char not in _BLANK:
+    if unicodedata.category(char) not in _UNSAFE_CATEGORIES and not _BLANK.match(char):
         return char
     code = ord(char)
     if code < 0x100:

@@ -284,3 +284,7 @@ def test_a_line_of_megabytes_is_a_bad_line_and_the_rest_is_read() -> None:
     assert parsed.table["srcaddr"].to_pylist() == ["1.2.3.4", "5.6.7.8"]
     assert (parsed.bad_lines, dict(parsed.bad_reasons)) == (
         2, {"a line longer than 1 MiB": 1, "not UTF-8 text": 1})
+    # one the reader takes whole (2 MiB) is no record either (a review: it was stored)
+    parsed = parse_text(b"version srcaddr\n2 1.2.3.4\n2 " + b"x" * (2 << 20) + b"\n")
+    assert parsed.table["srcaddr"].to_pylist() == ["1.2.3.4"]
+    assert dict(parsed.bad_reasons) == {"a line longer than 1 MiB": 1}

@@ -28,6 +28,7 @@ from tui.cli import main
         ("bad \udcff byte", "bad \\udcff byte"),  # an undecodable byte (surrogateescape)
         # letters that show as nothing (Hangul fillers), and the blank braille pattern
         ("ad\u3164min \u115f\u1160\uffa0\u2800", "ad\\u3164min \\u115f\\u1160\\uffa0\\u2800"),
+        ("a\u034fb\u17b4\ufe0f\U000e0100", "a\\u034fb\\u17b4\\ufe0f\\U000e0100"),
     ],
 )
 def test_visible(raw: str, shown: str) -> None:

@@ -44,6 +44,7 @@ from core.sandbox import (
     QueryStopped,
     ReadOnlyError,
     Sandbox,
+    check_read_only,
     tables_named,
 )
 from core.store import Store, StoreError, open_store
@@ -294,6 +295,10 @@ async def _run_collector(config: Config, store: Store, once: bool, as_json: bool
 
 
 def cmd_query(args: argparse.Namespace) -> int:
+    try:  # (before the store's tables are copied for it)
+        check_read_only(args.sql)
+    except ReadOnlyError as exc:
+        raise UsageError(f"query failed: {exc}") from None
     with open_store(_state_dir(args), read_only=True, tables=tables_named(args.sql)) as store:
         _yield_if_attached(store)
         sandbox = Sandbox(store)

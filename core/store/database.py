@@ -138,8 +138,10 @@ class Store:
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)
-        self.segments.remove_retired(everything=True)  # (a writer's: a reader retires none)
-        self.con.close()
+        try:
+            self.segments.remove_retired(everything=True)  # (a writer's: a reader retires none)
+        finally:
+            self.con.close()
 
     # -- the ledger -----------------------------------------------------------------------
 

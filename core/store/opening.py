@@ -78,8 +78,8 @@ def _snapshot(state_dir: Path, engine: RuleEngine | None,
     Reading it and printing from it then holds nothing: DuckDB lets no writer open the file
     while a reader has it open, so a reader that printed from the file (`alerts | less`)
     kept a collector started meanwhile waiting until its last line. The flows are read
-    from the segments the copy lists (a collector that started meanwhile may merge some
-    away after its first poll: a long read then ends with an I/O error)."""
+    from the segments the copy lists (a collector that started meanwhile keeps the files of
+    those it merges or prunes ten minutes: a longer read may end with an I/O error)."""
     path = state_dir / DATABASE_NAME
     wanted = set(tables) | set(SMALL_TABLES) if tables is not None else None
     con = spill.connect(state_dir)
@@ -135,6 +135,9 @@ def published_state(state_dir: Path, owner: str) -> dict[str, object]:
             raise StoreError(f"{state_dir}: {owner} stopped before it published its state; "
                              "run this again")
         if time.monotonic() >= deadline:
+            if waits:  # (a collector still starting: upgrading a store, say)
+                raise StoreError(f"{state_dir}: {owner} has not published its state after "
+                                 f"{FIRST_PUBLICATION_WAIT:.0f} s (still starting?); try again")
             raise StoreError(f"{state_dir}: the state directory is being written by {owner}, "
                              "which publishes nothing for readers; stop it or use another "
                              "state_dir")

@@ -92,8 +92,11 @@ def _refuse_links(path: Path) -> None:
 
 
 def _hard_linked(entry: os.DirEntry[str]) -> bool:
-    return entry.is_file(follow_symlinks=False) and entry.stat(
-        follow_symlinks=False).st_nlink > 1
+    try:
+        return entry.is_file(follow_symlinks=False) and entry.stat(
+            follow_symlinks=False).st_nlink > 1
+    except FileNotFoundError:  # (gone since it was listed: a WAL a checkpoint removed)
+        return False
 
 
 class StateLock:
