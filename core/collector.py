@@ -139,7 +139,7 @@ class Collector:
         try:
             async with open_bucket(bucket, self.config.general) as s3:
                 now = datetime.now(UTC)
-                marks = await self.db(self.store.listing_marks, bucket.label)
+                marks = await self.db(self.store.listing_marks, bucket.marks_key)
                 days = plan(bucket, self.config.general, marks, now)
                 listing = await list_bucket(s3, bucket, days_between(days.first, now.date()))
                 for prefix, error in listing.blocked.items():
@@ -161,9 +161,9 @@ class Collector:
                 candidates += await self.db(self.store.unfinished_before, _scope(bucket),
                                             days.first)
                 await self._read_all(s3, bucket, candidates, queue)
-                if not listing.failed and not listing.blocked:
+                if not listing.failed:  # (a prefix denied for good would stop them for good)
                     # saved once this poll's commits are done (see poll())
-                    self._listed.append((bucket.label, days.marks_after(marks, now)))
+                    self._listed.append((bucket.marks_key, days.marks_after(marks, now)))
         except Exception as exc:  # one bucket's failure (bad credentials...) spares the others
             message = f"{bucket.label}: {describe(exc)}"
             log.error("%s", message, exc_info=not isinstance(exc, TRANSIENT_ERRORS))

@@ -2,8 +2,10 @@
 
 Every poll lists the lookback window (``lookback``, 48 hours by default). Two things reach
 further back:
-- a backfill: the days from ``only_logs_after`` to the window, listed until one poll has
-  listed them all (as Wazuh does on its first run);
+- a backfill: the days from ``only_logs_after`` (or the start of the retention window, if
+  later: older rows would be dropped at the poll's end) to the window, listed until one poll
+  has listed them all (as Wazuh does on its first run), and again from the new date when
+  ``only_logs_after`` moves before the first day listed;
 - a relist: every ``relist_interval`` (a day by default), the days between the start of
   the retention window (or the first day this entry ever listed, if later) and the
   lookback window are listed again. An object found there was delivered after its day had
@@ -11,8 +13,10 @@ further back:
   key read, never sees such an object). Days older than retention are never relisted: their
   ledger entries are forgotten, and reading them again would store their rows twice.
 The store keeps, per entry, how far the backfill got, the first day listed and when the
-last relist finished (``core.store.ledger.ListingMarks``); they move only after a poll whose
-listing of that entry had no failure.
+last relist finished (``core.store.ledger.ListingMarks``, under ``BucketConfig.marks_key``);
+they move only after a poll whose listing of that entry had no failure (a prefix denied, as
+an account's folder can be for good, is no failure: its days are relisted once it can be
+read, and its objects found then are counted late).
 """
 
 from __future__ import annotations
@@ -54,19 +58,23 @@ class ListingPlan:
 def plan(bucket: BucketConfig, general: GeneralConfig, marks: ListingMarks,
          now: datetime) -> ListingPlan:
     window = (now - timedelta(seconds=general.lookback)).date()
-    start = bucket.only_logs_after
+    oldest_kept = (now - timedelta(seconds=general.retention)).date()
+    # (older days: retention would drop their rows at the poll's end, and forget their
+    # ledger entries, so that a backfill not finished would read them again, twice)
+    start = max(bucket.only_logs_after, oldest_kept) if bucket.only_logs_after else None
     first, backfill_from = window, None
     if start is not None and start >= window:
         first = start
     elif start is not None:
         done = marks.backfilled_through
+        if done is not None and marks.listed_from is not None and start < marks.listed_from:
+            done = None  # (only_logs_after moved earlier: days never listed)
         first = min(start if done is None else max(start, done + timedelta(days=1)), window)
         backfill_from = first if first < window else None
     relist_from = None
     due = (marks.relisted_at is not None
            and now.timestamp() - marks.relisted_at >= general.relist_interval)
     if due and marks.listed_from is not None:
-        oldest_kept = (now - timedelta(seconds=general.retention)).date()
         relist_from = min(max(oldest_kept, marks.listed_from, start or oldest_kept), window)
         first = min(first, relist_from)
     return ListingPlan(first, window, relist_from, backfill_from)

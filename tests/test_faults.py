@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -326,3 +327,38 @@ def test_each_poll_s_session_shares_the_process_s_loader_of_botocore_models(
     assert first.get_component("data_loader") is second.get_component("data_loader")
     monkeypatch.setenv("AWS_DATA_PATH", "/nonexistent/models")
     assert _session(None).get_component("data_loader") is not first.get_component("data_loader")
+
+
+def test_a_folder_denied_for_good_does_not_stop_the_relist_of_the_others(
+    tmp_path: Path, bucket: Bucket, s3_server: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by an adversarial test: an account's folder denied from the first poll kept the
+    entry's listing marks from ever being saved, so no relist ever ran, and an object of a
+    readable account delivered after its day left the lookback was never read."""
+    from core.store import open_store
+
+    faults = Faults(denied_prefixes=(DENIED,))
+    proxy = FaultProxy(s3_server.url, faults).start()  # type: ignore[attr-defined]
+    try:
+        bucket.put(flowgen.flow_key("", A, "us-east-1", NOW, 1), flowgen.flow_object(
+            flowgen.V2, 10).gz())
+        bucket.put(flowgen.flow_key("", B, "eu-west-1", NOW, 2), flowgen.flow_object(
+            flowgen.V2, 11).gz())
+        config = write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
+                                          "endpoint_url": proxy.url}],
+                              lookback="48h", relist_interval="1h")
+        _, first = collect_once(config, capsys)
+        assert first["records"] == 10 and first["blocked_prefixes"]
+        label = f"vpcflow:{bucket.name}"
+        with open_store(tmp_path / "state") as store:  # (a week later: a relist is due)
+            marks = store.listing_marks(label)
+            assert marks.listed_from is not None and marks.relisted_at is not None
+            store.set_listing_marks(label, replace(
+                marks, listed_from=marks.listed_from - timedelta(days=5),
+                relisted_at=marks.relisted_at - 7200))
+        late = flowgen.flow_key("", A, "us-east-1", NOW - timedelta(days=4), 3)
+        bucket.put(late, flowgen.flow_object(flowgen.V2, 12).gz())
+        _, second = collect_once(config, capsys)
+        assert (second["records"], second["late"]) == (12, 1)
+    finally:
+        proxy.stop()

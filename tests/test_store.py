@@ -513,3 +513,21 @@ def test_a_state_dir_under_a_folder_named_like_a_partition_keeps_every_column(
             assert count(viewer, "SELECT count(*) FROM flows WHERE bucket = 'b'") == 10
         finally:
             viewer.close()
+
+
+def test_a_segment_of_a_future_flow_is_not_merged_with_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by an adversarial test: merged, a segment holding a flow dated in 2037 kept
+    every other poll's flows from retention until then."""
+    monkeypatch.setattr(store_module, "COMPACT_AT", 2)
+    store = Store(tmp_path)
+    future = result(9, 1, start=2_145_000_000)  # (2037)
+    store.commit([future])
+    for n in range(3):
+        store.commit([result(n, 10)])
+    assert store.compact() == 3
+    assert sorted(records for _, _, _, records in store.segments.listed()) == [1, 30]
+    store.prune(86400, date.today(), now=2_000_000_000)  # (2033: the others' day is long past)
+    assert count(store) == 1
+    store.close()

@@ -52,6 +52,18 @@ class BucketConfig:
         return f"{self.type}:{self.name}/{self.path}".rstrip("/")
 
     @property
+    def marks_key(self) -> str:
+        """What names this entry's listing marks in the store: its label, and what else
+        decides what it lists (two entries of one bucket and path, for two accounts, shared
+        one backfill, and the one added later never read its older days: found by an
+        adversarial test). An entry without such settings keeps its label (and its marks)."""
+        chosen = [f"{name}={value}" for name, value in (
+            ("suffix", self.path_suffix), ("org", self.aws_organization_id or ""),
+            ("accounts", ",".join(sorted(self.aws_account_id))),
+            ("regions", ",".join(sorted(self.regions)))) if value]
+        return self.label + (f" [{' '.join(chosen)}]" if chosen else "")
+
+    @property
     def logs_prefix(self) -> str:
         """The prefix under which accounts (or organizations) are listed, ending in '/'."""
         parts = [self.path, "AWSLogs", self.path_suffix, self.aws_organization_id or ""]
