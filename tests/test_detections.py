@@ -182,6 +182,23 @@ def test_a_changed_object_counts_once_in_the_alerts(tmp_path: Path) -> None:
         scan_alerts(tmp_path / "exfil", {"b.log": sent(1)}))}
 
 
+def test_a_windowed_cloudtrail_rule_counts_a_changed_object_once(tmp_path: Path) -> None:
+    """(A review: the fix for changed objects wrote SQL that does not parse for a windowed
+    rule of CloudTrail, and every CloudTrail object was then quarantined.)"""
+    rule = tmp_path / "burst.toml"
+    rule.write_text('[[rule]]\nid = "ct.burst"\nlevel = 8\ntitle = "API burst"\n'
+                    'source = "cloudtrail"\nwhere = "true"\ngroup_by = ["event_name AS who"]\n'
+                    'window = "5m"\nhaving = "count(*) >= 2"\n')
+
+    def calls(ids: list[str]) -> bytes:
+        return flowgen.trail_object([flowgen.trail_event("CreateVpc", event_id=i) for i in ids])
+
+    alerts = scan_alerts(tmp_path, {"t.json.gz": calls(["e1", "e2"])}, rules=[rule])
+    assert [a["count"] for a in alerts if a["rule_id"] == "ct.burst"] == [2]
+    alerts = scan_alerts(tmp_path, {"t.json.gz": calls(["e1", "e2", "e3"])}, rules=[rule])
+    assert [a["count"] for a in alerts if a["rule_id"] == "ct.burst"] == [3]
+
+
 def test_a_spikes_history_read_after_it_still_raises_it(tmp_path: Path) -> None:
     """Found by an adversarial test: records late for the history of a baseline rule were
     compared in their own windows only, and the later windows they are the baseline of were

@@ -127,10 +127,11 @@ class WindowedRule:
         they are part of (a record late for the history changes whether a later window
         fires: found by an adversarial test, a spike read before its history raised
         nothing)."""
-        rule, b, w = self.rule, self.rule.bucket, self.rule.window or 1
+        rule, b = self.rule, self.rule.bucket
+        span = rule.baseline_windows * (rule.window or 1)
         groups = "".join(f"{g}, " for g in self.g)
-        return (f"SELECT DISTINCT {groups}(_w + _k * {w}) // {b} * {b} AS _b FROM ({windows}) "
-                f"AS t, range(0, {rule.baseline_windows + 1}) AS r(_k)")
+        return (f"SELECT DISTINCT {groups}unnest(range(_w // {b} * {b}, (_w + {span}) // {b} "
+                f"* {b} + {b}, {b})) AS _b FROM ({windows}) AS t")
 
     def _source(self, stored: str, first: int, last: int) -> str:
         time = self.shape.time

@@ -60,7 +60,7 @@ def evaluate(con: duckdb.DuckDBPyConnection, engine: RuleEngine | None,
             added = ("SELECT * FROM new_flows" if source == "vpcflow" else
                      # CloudTrail delivers some events twice: count the stored one only
                      "SELECT * FROM new_events WHERE event_id NOT IN "
-                     f"(SELECT event_id FROM {kept('SELECT * FROM cloudtrail')})")
+                     f"(SELECT event_id FROM ({kept('SELECT * FROM cloudtrail')}))")
             con.execute(f"CREATE OR REPLACE TEMP VIEW {views[stored]} AS "
                         f"{kept(stored)} UNION ALL BY NAME {added}")
         return views[stored]
