@@ -139,7 +139,8 @@ class Collector:
         try:
             async with open_bucket(bucket, self.config.general) as s3:
                 now = datetime.now(UTC)
-                marks = await self.db(self.store.listing_marks, bucket.marks_key)
+                marks = await self.db(self.store.listing_marks, bucket.marks_key,
+                                      bucket.label)  # (the marks' key before 2026-12-06)
                 days = plan(bucket, self.config.general, marks, now)
                 listing = await list_bucket(s3, bucket, days_between(days.first, now.date()))
                 for prefix, error in listing.blocked.items():

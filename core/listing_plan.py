@@ -59,6 +59,8 @@ def plan(bucket: BucketConfig, general: GeneralConfig, marks: ListingMarks,
          now: datetime) -> ListingPlan:
     window = (now - timedelta(seconds=general.lookback)).date()
     oldest_kept = (now - timedelta(seconds=general.retention)).date()
+    if marks.kept_from is not None:  # (a retention raised: its days' ledger is forgotten)
+        oldest_kept = max(oldest_kept, marks.kept_from)
     # (older days: retention would drop their rows at the poll's end, and forget their
     # ledger entries, so that a backfill not finished would read them again, twice)
     start = max(bucket.only_logs_after, oldest_kept) if bucket.only_logs_after else None

@@ -155,8 +155,8 @@ class Store:
     def unfinished_before(self, scope: ledger.Scope, day: date) -> list[Candidate]:
         return ledger.unfinished_before(self.con, scope, day)
 
-    def listing_marks(self, bucket_label: str) -> ledger.ListingMarks:
-        return ledger.listing_marks(self.con, bucket_label)
+    def listing_marks(self, *labels: str) -> ledger.ListingMarks:
+        return ledger.listing_marks(self.con, *labels)
 
     def set_listing_marks(self, bucket_label: str, marks: ledger.ListingMarks) -> None:
         ledger.set_listing_marks(self.con, bucket_label, marks)

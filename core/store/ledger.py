@@ -162,30 +162,41 @@ def unfinished_before(con: duckdb.DuckDBPyConnection, scope: Scope, day: date
 
 @dataclass(frozen=True)
 class ListingMarks:
-    """How far one bucket entry's listing got (see ``core.listing_plan``)."""
+    """How far one bucket entry's listing got (see ``core.listing_plan``), and, for every
+    entry, the first day whose ledger entries retention has kept."""
 
     backfilled_through: date | None = None  # the last day of a finished backfill
     listed_from: date | None = None  # the first day any poll listed
     relisted_at: float | None = None  # when the last relist finished (epoch seconds)
+    # Days before this one have had their finished entries forgotten (``retention``):
+    # listing them again would read those objects twice
+    kept_from: date | None = None
 
 
 _MARKS = {"backfilled_through": "backfilled", "listed_from": "listed_from",
           "relisted_at": "relisted"}
+KEPT_FROM = "ledger_kept_from"  # (one for the store: written by retention)
 
 
-def listing_marks(con: duckdb.DuckDBPyConnection, label: str) -> ListingMarks:
-    values = dict(con.execute(
-        "SELECT key, value FROM meta WHERE list_contains(?, key)",
-        [[f"{name}:{label}" for name in _MARKS.values()]]).fetchall())
+def listing_marks(con: duckdb.DuckDBPyConnection, *labels: str) -> ListingMarks:
+    """The marks of the first of ``labels`` that has any (an entry's marks key, then what
+    an older version called it)."""
+    names = [f"{name}:{label}" for label in labels for name in _MARKS.values()]
+    values = dict(con.execute("SELECT key, value FROM meta WHERE list_contains(?, key)",
+                              [[*names, KEPT_FROM]]).fetchall())
+    label = next((label for label in labels
+                  if any(f"{name}:{label}" in values for name in _MARKS.values())), labels[0])
 
     def get(field: str) -> str | None:
         return values.get(f"{_MARKS[field]}:{label}")
 
     backfilled, listed, relisted = (get(f) for f in _MARKS)
+    kept = values.get(KEPT_FROM)
     return ListingMarks(
         date.fromisoformat(backfilled) if backfilled else None,
         date.fromisoformat(listed) if listed else None,
-        float(relisted) if relisted else None)
+        float(relisted) if relisted else None,
+        date.fromisoformat(kept) if kept else None)
 
 
 def set_listing_marks(con: duckdb.DuckDBPyConnection, label: str, marks: ListingMarks) -> None:

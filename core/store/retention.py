@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 import duckdb
 
 from core.store import summaries
+from core.store.ledger import KEPT_FROM
 from core.store.transaction import transaction
 
 
@@ -29,4 +30,9 @@ def prune(con: duckdb.DuckDBPyConnection, cutoff: int, listed_from: date
             ("DELETE FROM objects WHERE key_day < ? AND status IN ('done', 'skipped', "
              "'quarantined')", [forget_before]),
         )]
+        # no listing goes before it again (a retention raised later would have the days
+        # forgotten relisted, and their objects read twice: found by a review)
+        con.execute("INSERT OR REPLACE INTO meta SELECT ?, greatest(?::DATE, coalesce(("
+                    "SELECT value::DATE FROM meta WHERE key = ?), ?::DATE))::VARCHAR",
+                    [KEPT_FROM, forget_before, KEPT_FROM, forget_before])
     return [(name, int(records)) for name, records in old], sum(deleted)
