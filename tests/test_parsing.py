@@ -288,3 +288,7 @@ def test_a_line_of_megabytes_is_a_bad_line_and_the_rest_is_read() -> None:
     parsed = parse_text(b"version srcaddr\n2 1.2.3.4\n2 " + b"x" * (2 << 20) + b"\n")
     assert parsed.table["srcaddr"].to_pylist() == ["1.2.3.4"]
     assert dict(parsed.bad_reasons) == {"a line longer than 1 MiB": 1}
+    # nor one of two values of 700 KiB (a second review: it was checked value by value)
+    half = b"y" * (700 << 10)
+    parsed = parse_text(b"version srcaddr dstaddr\n2 a b\n2 " + half + b" " + half + b"\n")
+    assert (parsed.table.num_rows, dict(parsed.bad_reasons)) == (1, {"a line longer than 1 MiB": 1})

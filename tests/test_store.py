@@ -519,15 +519,17 @@ def test_a_segment_of_a_future_flow_is_not_merged_with_the_others(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Found by an adversarial test: merged, a segment holding a flow dated in 2037 kept
-    every other poll's flows from retention until then."""
+    every other poll's flows from retention until then; and by a review: the flows
+    committed beside it too, and never merging such segments let them pile up."""
     monkeypatch.setattr(store_module, "COMPACT_AT", 2)
     store = Store(tmp_path)
-    future = result(9, 1, start=2_145_000_000)  # (2037)
-    store.commit([future])
+    future = result(9, 2, start=2_145_000_000)  # (2037)
+    store.commit([replace(future, flows=pa.concat_tables([future.flows, result(8, 5).flows]))])
     for n in range(3):
-        store.commit([result(n, 10)])
-    assert store.compact() == 3
-    assert sorted(records for _, _, _, records in store.segments.listed()) == [1, 30]
+        store.commit([result(n, 10), replace(future, ref=replace(future.ref, key=f"f{n}"))])
+    # written apart from the others' in its commit; merged with its own kind only
+    assert store.compact() == 4 + 4
+    assert sorted(records for _, _, _, records in store.segments.listed()) == [8, 35]
     store.prune(86400, date.today(), now=2_000_000_000)  # (2033: the others' day is long past)
-    assert count(store) == 1
+    assert count(store) == 8
     store.close()
