@@ -31,8 +31,10 @@ def prune(con: duckdb.DuckDBPyConnection, cutoff: int, listed_from: date
              "'quarantined')", [forget_before]),
         )]
         # no listing goes before it again (a retention raised later would have the days
-        # forgotten relisted, and their objects read twice: found by a review)
-        con.execute("INSERT OR REPLACE INTO meta SELECT ?, greatest(?::DATE, coalesce(("
-                    "SELECT value::DATE FROM meta WHERE key = ?), ?::DATE))::VARCHAR",
-                    [KEPT_FROM, forget_before, KEPT_FROM, forget_before])
+        # forgotten relisted, and their objects read twice: found by a review); written
+        # when it moves (a day at most: a changed table is a new state for viewers)
+        kept = con.execute("SELECT value FROM meta WHERE key = ?", [KEPT_FROM]).fetchall()
+        if not kept or date.fromisoformat(kept[0][0]) < forget_before:
+            con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                        [KEPT_FROM, forget_before.isoformat()])
     return [(name, int(records)) for name, records in old], sum(deleted)
