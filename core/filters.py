@@ -93,7 +93,8 @@ class Filter:
         """The address when the filter is exactly one plain IP (the conversations' focus)."""
         if len(self.terms) == 1 and not self.terms[0].negated:
             text = self.terms[0].text
-            return text if _is_address(text) else None
+            # (in the form the logs write it: 2001:DB8::1 is 2001:db8::1 there)
+            return str(ipaddress.ip_address(text)) if _is_address(text) else None
         return None
 
 
@@ -174,6 +175,8 @@ def _ipv4_network(network: ipaddress.IPv4Network) -> Sql:
     length cuts through."""
     if network.prefixlen == 0:  # every IPv4 address, no IPv6 one
         return "NOT contains({address}, ':')", []
+    if network.prefixlen == 32:  # one address (its whole octets, with a dot, matched none)
+        return "{address} = ?", [str(network.network_address)]
     octets = network.prefixlen // 8
     prefix = "".join(f"{part}." for part in str(network.network_address).split(".")[:octets])
     tests, params = [], []
@@ -199,6 +202,12 @@ def _looks_like_ipv6(text: str) -> bool:
     return bool(re.fullmatch(r"[0-9A-Fa-f:.]+(/\d{1,3})?", text)) and text.count(":") >= 2
 
 
+def _decimal(value: str) -> bool:
+    """ASCII digits only (``str.isdigit`` takes '²', which ``int`` refuses: typing
+    ``port:²`` ended the app)."""
+    return value.isascii() and value.isdigit()
+
+
 def _is_address(value: str) -> bool:
     try:
         ipaddress.ip_address(value)
@@ -211,7 +220,7 @@ Keyed = tuple[Sql | None, Sql | None, IndexTest | None]  # flows, alerts, index
 
 
 def _port(word: str, value: str) -> Keyed:
-    if not value.isdigit() or int(value) > 65535:
+    if not _decimal(value) or int(value) > 65535:
         raise FilterError(f"'{word}': a port is a number from 0 to 65535")
     port = int(value)
     return (("(srcport = ? OR dstport = ?)", [port, port]), ("dstport = ?", [port]),
@@ -221,7 +230,7 @@ def _port(word: str, value: str) -> Keyed:
 def _proto(word: str, value: str) -> Keyed:
     number = PROTOCOLS.get(value.lower())
     if number is None:
-        if not value.isdigit() or int(value) > 255:
+        if not _decimal(value) or int(value) > 255:
             raise FilterError(f"'{word}': a protocol is {', '.join(PROTOCOLS)} or 0-255")
         number = int(value)
     return ("protocol = ?", [number]), ("protocol = ?", [number]), IndexTest(("protocol",), number)

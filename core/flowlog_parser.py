@@ -149,7 +149,7 @@ def _header_fields(line: bytes) -> list[str] | None:
         raise CorruptObject("the first line is not a flow-log header (not ASCII)") from None
     if not words:
         raise CorruptObject("the first line is empty: no flow-log header")
-    if words[0].isdigit() and len(words) == len(DEFAULT_FORMAT):
+    if words[0].isascii() and words[0].isdigit() and len(words) == len(DEFAULT_FORMAT):
         return None
     if len(words) > MAX_FIELDS:
         raise CorruptObject(f"the header has {len(words)} fields (at most {MAX_FIELDS})")

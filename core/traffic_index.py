@@ -298,13 +298,15 @@ class TrafficIndex:
     def _segment_blocks(self) -> list[tuple[int, int, str]]:
         """(first row, end row, segment) of each segment's rows, for this version."""
         if self._blocks[0] != self.version:
-            segment = self.columns["segment"]
-            edges = (np.flatnonzero(segment[1:] != segment[:-1]) + 1).tolist()
-            starts, ends = [0, *edges], [*edges, self.rows]
-            names = {code: name for name, code in self.indexed.items()}
-            codes = segment[starts].tolist() if self.rows else []
-            self._blocks = (self.version, [(first, last, names[code]) for first, last, code
-                                           in zip(starts, ends, codes, strict=True)])
+            blocks: list[tuple[int, int, str]] = []
+            if self.rows:  # (none: no block, not one of no row: a range then failed)
+                segment = self.columns["segment"]
+                edges = (np.flatnonzero(segment[1:] != segment[:-1]) + 1).tolist()
+                starts, ends = [0, *edges], [*edges, self.rows]
+                names = {code: name for name, code in self.indexed.items()}
+                blocks = [(first, last, names[code]) for first, last, code
+                          in zip(starts, ends, segment[starts].tolist(), strict=True)]
+            self._blocks = (self.version, blocks)
         return self._blocks[1]
 
     def select(self, tests: Sequence[tuple[IndexTest, bool]], within: Rows | None = None

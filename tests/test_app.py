@@ -289,6 +289,10 @@ async def test_sql_prompt_runs_queries_and_refuses_writes(frozen_state: Path,
         await until(lambda: "1 rows" in str(screen.query_one("#sql-status").render()))
         result = screen.query_one("#sql-result")
         assert result.get_row_at(0)[0].plain == str(total)
+        # more rows than the prompt shows: it says so (it said "1000 rows")
+        screen.run("SELECT * FROM range(5000)")
+        await until(lambda: "the first 1000 rows" in str(screen.query_one("#sql-status").render()))
+        assert result.row_count == 1000
 
 
 async def test_sql_prompt_reads_no_file_and_a_slow_query_leaves_the_app_working(
@@ -307,8 +311,19 @@ async def test_sql_prompt_reads_no_file_and_a_slow_query_leaves_the_app_working(
         app.request_view()
         await app.wait_settled()  # the views were read and shown meanwhile
         assert app.sandbox.busy
+        notes: list[str] = []
+        notify = app.notify
+
+        def noting(message: str, *args: object, **kwargs: object) -> None:
+            notes.append(str(message))
+            notify(message, *args, **kwargs)  # type: ignore[arg-type]
+
+        app.notify = noting  # type: ignore[method-assign]
         await pilot.press("escape")  # type: ignore[attr-defined]  # closes: interrupts it
         await until(lambda: not app.sandbox.busy)
+        await app.workers.wait_for_complete()
+        # (the stopped query's answer went to the closed screen: "sql failed: No nodes…")
+        assert [note for note in notes if "failed" in note] == []
 
 
 async def test_enter_on_a_conversation_shows_its_flows(frozen_state: Path,

@@ -83,6 +83,8 @@ def selected(con: duckdb.DuckDBPyConnection, text: str) -> set[str]:
     ("8.0.0.0/7", {"a", "b"}),  # 8.0.0.0-9.255.255.255: no whole octet
     ("20.0.0.0/8", set()),  # "20." is not a prefix of 203.0.113.9
     ("203.0.113.0/24", {"c"}),
+    ("10.0.1.5/32", {"a", "b"}),  # (one address: it matched nothing)
+    ("src:10.0.1.5/32", {"a"}),
     ("port:53", {"a", "b"}),
     ("port:22 action:reject", {"c"}),
     ("proto:tcp", {"c", "d", "f", "g"}),
@@ -123,6 +125,8 @@ def test_values_are_parameters_not_sql(con: duckdb.DuckDBPyConnection,
     ("port:", "needs a value"),
     ("!", "must be followed"),
     ("2001:db8::/129", "not an IP address or CIDR"),
+    ("port:²", "0 to 65535"),  # (a digit to str.isdigit, not to int(): it ended the app)
+    ("proto:²", "0-255"),
 ])
 def test_bad_terms_say_why(text: str, reason: str) -> None:
     with pytest.raises(FilterError, match=reason):
@@ -138,6 +142,8 @@ def test_alert_terms_and_notes() -> None:
                            "action:reject: flows only"]
     assert parse_filter("10.0.1.5").single_address() == "10.0.1.5"
     assert parse_filter("!10.0.1.5").single_address() is None
+    # the conversations' focus in the form the logs write it (the pane was empty)
+    assert parse_filter("2001:DB8:0::1").single_address() == "2001:db8::1"
 
 
 def test_ipv6_addresses_are_addresses() -> None:

@@ -283,3 +283,16 @@ def test_late_data_for_the_hours_held_keeps_the_budget(tmp_path: Path) -> None:
             assert index.trimmed and held <= (memory - memory // 4) * 1.25
         finally:
             explorer.close()
+
+
+def test_a_range_over_an_index_without_rows_is_no_error(tmp_path: Path) -> None:
+    """(Found by an adversarial test of the app: a range in a gap before the hot window
+    failed the whole view, "zip() argument 3 is shorter", and the chart stayed as it was.)"""
+    with open_store(tmp_path / "state") as store:
+        explorer = Explorer(store, hot_seconds=None)
+        try:
+            explorer.build()
+            assert explorer.index.rows == 0
+            assert explorer.index.rows_in(TimeRange(FIRST, FIRST + DAY)) is None
+        finally:
+            explorer.close()

@@ -91,11 +91,17 @@ class SqlScreen(Closable):
         self.query_one("#sql-status", Static).update(Text("running…"))
         self.run(event.value)
 
-    def show(self, result: pa.Table | None, error: str | None) -> None:
+    def show(self, result: pa.Table | None, error: str | None, more: bool = False) -> None:
+        """A query's rows (``more``: it had more than these), or why it failed. Nothing once
+        the screen is closed (Esc stops the query and closes it: the stopped query's answer
+        then found no status line, and showed an internal error)."""
+        if not self.is_attached:
+            return
         status = self.query_one("#sql-status", Static)
         if error is not None:
             status.update(plain(error, None, style="red"))
             return
         assert result is not None
-        status.update(Text(f"{result.num_rows} rows"))
+        status.update(Text(f"the first {result.num_rows} rows (`vpcwatch query` prints all)"
+                           if more else f"{result.num_rows} rows"))
         fill_table(self.query_one("#sql-result", DataTable), result)

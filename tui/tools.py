@@ -75,11 +75,12 @@ class Tools:
             self.sandbox = await self._read(Sandbox, self.store)
         self._stop_sql()
         try:
-            result = await asyncio.to_thread(self.sandbox.run, text, SQL_ROW_LIMIT)
+            result = await asyncio.to_thread(self.sandbox.run, text, SQL_ROW_LIMIT + 1)
         except (ReadOnlyError, QueryStopped, duckdb.Error) as exc:
             screen.show(None, str(exc).splitlines()[0] if str(exc) else repr(exc))
             return
-        screen.show(result, None)
+        more = result.num_rows > SQL_ROW_LIMIT  # (one row past the limit tells)
+        screen.show(result.slice(0, SQL_ROW_LIMIT), None, more)
 
     def _stop_sql(self) -> None:
         if self.sandbox is not None:
