@@ -40,6 +40,12 @@ BAD = {
     "unknown key": ('colour = "red"', "unknown key 'colour'"),
     "bad title field": ('title = "{nothing}"', "title field {nothing}"),
     "bad title format": ('title = "{bytes:wide}"', "the only format is :size"),
+    # found by an adversarial test: each loaded, or ran, or was ignored, before
+    "a second statement": ("where = \"true); COPY (SELECT 1) TO 'x.csv'; SELECT (true\"",
+                           "must be one SQL expression"),
+    "a wazuh id past 32 bits": ("wazuh_id = 99999999999999", "from 0 to 2147483647"),
+    "enabled as text": ('enabled = "false"', "enabled must be true or false"),
+    "compare without baseline": ('compare = "value > 1"', "compare needs a baseline"),
 }
 
 
@@ -64,6 +70,20 @@ def test_a_bad_rule_is_named_with_its_file_and_reason_and_the_others_load(tmp_pa
     for n, (label, (_, reason)) in enumerate(BAD.items()):
         [message] = [e for e in errors if f"bad{n}.toml" in e]
         assert f"custom.bad{n}" in message and reason in message, label
+
+
+def test_a_rule_checked_runs_nothing_and_a_misnamed_table_is_named(tmp_path: Path) -> None:
+    """(An adversarial test: a ';' in a rule ran a COPY when the rule was checked, though it
+    was then reported as not loaded; [[rules]] loaded no rule and said nothing.)"""
+    written = tmp_path / "pwned.csv"
+    rules = rule_file(tmp_path, "r.toml", (  # (its `where` closes the rule's first query)
+        '[[rule]]\nid = "t.inject"\nlevel = 5\ntitle = "x"\nsource = "vpcflow"\n'
+        'where = "true)) FROM (SELECT start AS _t FROM flows); COPY (SELECT 42 AS pwned) TO '
+        f"'{written}'; SELECT ((true\"\nwindow = \"5m\"\n"))
+    assert main(["rules", "check", str(rules)]) == 1
+    assert not written.exists()
+    plural = rule_file(tmp_path, "p.toml", GOOD.replace("[[rule]]", "[[rules]]"))
+    assert "unknown table 'rules'" in "\n".join(load_engine([plural], default_rules=False).errors)
 
 
 def test_a_rule_file_that_is_not_rules_is_named_and_the_others_load(tmp_path: Path) -> None:

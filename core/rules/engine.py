@@ -77,6 +77,8 @@ class RuleEngine:
         def compiles(rule: Rule, *queries: str) -> bool:
             try:
                 for query in queries:
+                    if len(duckdb.extract_statements(query)) != 1:  # (nothing runs: parsed)
+                        raise duckdb.ParserException("a rule's SQL ends its statement")
                     con.execute("EXPLAIN " + query).fetchall()
             except duckdb.Error as exc:
                 message = str(exc).splitlines()[0]

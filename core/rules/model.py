@@ -15,6 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from core.names import parse_duration
 from core.permissions import shared_write_problem
 from core.rules.parity import IDS as PARITY_IDS
@@ -105,6 +107,9 @@ def read_rule_files(paths: list[Path]) -> RuleSet:
         if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
             result.errors.append(f"{path}: rules are [[rule]] tables")
             continue
+        other = sorted(set(document) - {"rule"})
+        if other:  # ([[rules]] read as no rule at all, silently)
+            result.errors.append(f"{path}: unknown table {other[0]!r}; rules are [[rule]] tables")
         for index, table in enumerate(tables):
             try:
                 rule = parse_rule(table, str(path), index)
@@ -129,7 +134,10 @@ def parse_rule(table: dict[str, Any], file: str, index: int) -> Rule | None:
     unknown = sorted(set(table) - set(ALLOWED_KEYS))
     if unknown:
         raise fail(f"unknown key {unknown[0]!r}; allowed: {', '.join(ALLOWED_KEYS)}")
-    if table.get("enabled", True) is False:
+    enabled = table.get("enabled", True)
+    if not isinstance(enabled, bool):  # ("false" or 0 left the rule on)
+        raise fail("enabled must be true or false")
+    if not enabled:
         return None
     rule_id = table.get("id")
     if not isinstance(rule_id, str) or not _ID.match(rule_id):
@@ -173,13 +181,22 @@ def parse_rule(table: dict[str, Any], file: str, index: int) -> Rule | None:
         raise fail("baseline_windows must be an integer from 1 to 1440")
     if text["baseline"] and not window:
         raise fail("baseline needs a window")
+    for key in ("compare", "baseline_windows"):  # (ignored: the rule fired on every window)
+        if key in table and not text["baseline"]:
+            raise fail(f"{key} needs a baseline")
+    for key in ("where", "having", "baseline", "compare"):
+        _one_expression(text[key], key, fail)
     mitre = table.get("mitre", [])
     if not isinstance(mitre, list) or not all(isinstance(m, str) for m in mitre):
         raise fail("mitre must be a list of technique ids")
     fields = _fields(table.get("fields", {}), window, fail)
+    for key in group_by:
+        match = _KEY_EXPRESSION.match(key)
+        _one_expression(match["expr"] if match else key, "group_by", fail)
     wazuh_id = table.get("wazuh_id", 0)
-    if isinstance(wazuh_id, bool) or not isinstance(wazuh_id, int):
-        raise fail("wazuh_id must be an integer")
+    if isinstance(wazuh_id, bool) or not isinstance(wazuh_id, int) or not (
+            0 <= wazuh_id <= 2**31 - 1):  # (the alerts' column: past it, every commit failed)
+        raise fail("wazuh_id must be an integer from 0 to 2147483647")
     try:
         rule = Rule(
             id=rule_id, level=level, title=text["title"] or "", source=source,
@@ -206,7 +223,25 @@ def _fields(value: Any, window: int | None, fail: Callable[[str], RuleError]
         raise fail("fields must be a table of name = \"SQL expression\"")
     if value and window is not None:
         raise fail("fields need a per-event rule (no window)")
+    for sql in value.values():
+        _one_expression(sql, "fields", fail)
     return tuple(value.items())
+
+
+def _one_expression(sql: str | None, key: str, fail: Callable[[str], RuleError]) -> None:
+    """A rule's SQL is pasted into the queries that run it: it must be one expression, not
+    one that ends its statement and starts another (found by an adversarial test: a ';' in
+    a rule ran a COPY on the store's connection when the rule was checked, and a rule
+    reported as not loaded had already deleted alerts). DuckDB's parser splits the text:
+    nothing runs."""
+    if sql is None:
+        return
+    try:
+        statements = duckdb.extract_statements(f"SELECT ({sql})")
+    except duckdb.Error as exc:
+        raise fail(f"{key} is not SQL: {str(exc).splitlines()[0]}") from None
+    if len(statements) != 1:
+        raise fail(f"{key} must be one SQL expression (it ends a statement with ';')")
 
 
 def _seconds(table: dict[str, Any], key: str, fail: Any) -> int | None:
