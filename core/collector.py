@@ -95,17 +95,30 @@ class Collector:
             try:
                 if before_poll is not None:
                     await before_poll()
-                summary = await self.poll(next_in=general.interval)
+                summary = await self.poll(next_in=general.interval, stop=stop)
                 log.info("poll finished: %s", json.dumps(summary.as_json()))
             except Exception as exc:
                 log.error("poll failed: %s", describe(exc))
                 self.publish(PollFailed(describe(exc), time.time()))
             await _wait(stop, max(0.0, general.interval - (time.monotonic() - started)))
 
-    async def poll(self, next_in: float | None = None) -> PollSummary:
+    async def poll(self, next_in: float | None = None,
+                   stop: asyncio.Event | None = None) -> PollSummary:
+        """One poll of every bucket. ``stop`` set meanwhile (SIGTERM) ends it at its next
+        commit: no object is read after it, what was read is committed (it went on to the
+        poll's end, which a long backfill takes many minutes to reach: found by an
+        adversarial test; systemd's stop timeout then killed it)."""
         await self.db(self.store.start_publishing)  # viewers may attach (docs/attach.md)
         summary = PollSummary()
         self._halt = asyncio.Event()
+        stopping = asyncio.create_task(_halt_when(stop, self._halt)) if stop else None
+        try:
+            return await self._poll(summary, next_in)
+        finally:
+            if stopping is not None:
+                stopping.cancel()
+
+    async def _poll(self, summary: PollSummary, next_in: float | None) -> PollSummary:
         self._errors = summary.errors
         self._listed = []
         started = time.monotonic()
@@ -162,7 +175,9 @@ class Collector:
                 candidates += await self.db(self.store.unfinished_before, _scope(bucket),
                                             days.first)
                 await self._read_all(s3, bucket, candidates, queue)
-                if not listing.failed:  # (a prefix denied for good would stop them for good)
+                # (a prefix denied for good is no failure: it would stop them for good; a
+                # halted poll read not everything listed: its days must be listed again)
+                if not listing.failed and not self._halt.is_set():
                     # saved once this poll's commits are done (see poll())
                     self._listed.append((bucket.marks_key, days.marks_after(marks, now)))
         except Exception as exc:  # one bucket's failure (bad credentials...) spares the others
@@ -311,6 +326,12 @@ class Collector:
         self.publish(BatchCommitted(outcomes, stats.records, stats.events, time.time()))
         if stats.alerts is not None or stats.derived is not None:
             self.publish(AlertsChanged(stats.alerts, time.time(), stats.derived))
+
+
+async def _halt_when(stop: asyncio.Event, halt: asyncio.Event) -> None:
+    await stop.wait()
+    log.info("stopping: the poll ends at its next commit")
+    halt.set()
 
 
 def _first(group: BaseExceptionGroup[Any]) -> BaseException:

@@ -378,9 +378,12 @@ def test_a_writer_waits_for_readers_that_run_without_a_collector(tmp_path: Path)
         logging.getLogger("core.store.opening").removeHandler(seen)
 
 
-def test_a_collector_waiting_for_readers_stops_at_the_first_ctrl_c(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("stop", "code"), [("SIGINT", 130), ("SIGTERM", 0), ("SIGHUP", 0)])
+def test_a_collector_waiting_for_readers_stops_at_the_first_signal(
+        tmp_path: Path, stop: str, code: int) -> None:
     """(Found by a review: it waited inside its event loop, whose first Ctrl-C only asks
-    the main task to stop, at its next await: the wait went on.)"""
+    the main task to stop, at its next await: the wait went on. And by an adversarial test:
+    SIGTERM before the event loop ran ended it with -15, a service that failed.)"""
     import signal
     import subprocess
     import sys
@@ -397,8 +400,8 @@ def test_a_collector_waiting_for_readers_stops_at_the_first_ctrl_c(tmp_path: Pat
                                     str(config)], stderr=subprocess.PIPE, text=True)
         assert process.stderr is not None
         LineReader(process.stderr).wait_for("waiting for them to finish", timeout=60)
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=30) == 130
+        process.send_signal(getattr(signal, stop))
+        assert process.wait(timeout=30) == code
 
 
 def test_a_reader_without_a_collector_holds_nothing_while_it_prints(tmp_path: Path) -> None:

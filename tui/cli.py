@@ -7,12 +7,10 @@ one readable line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import importlib.metadata
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -25,14 +23,13 @@ import pyarrow.compute as pc
 
 from core.alerts import alert_batches, alert_documents
 from core.config import (
-    Config,
     ConfigError,
     default_config_path,
     default_state_dir,
     load_config,
 )
 from core.decompress import CorruptObject
-from core.events import AlertsChanged, Publish
+from core.events import AlertsChanged
 from core.names import parse_duration
 from core.priority import yield_to_collector
 from core.process_limits import data_growth_bounded
@@ -60,6 +57,7 @@ from tui.cli_base import (
     UsageError,
     engine_of,
 )
+from tui.collect_cli import collect, retry_quarantined
 from tui.logs import log_to_file, log_to_stderr
 from tui.output import print_alerts, print_rows, report, warn_rule_errors
 from tui.rules_cli import cmd_rules_check, cmd_rules_list, cmd_rules_test
@@ -251,47 +249,9 @@ def _retry_option(parser: argparse.ArgumentParser) -> None:
                         "a setting, a newer vpcwatch)")
 
 
-def _retry(store: Store, asked: bool) -> None:
-    if asked:
-        print(f"vpcwatch: {store.retry_quarantined()} quarantined objects will be read again",
-              file=sys.stderr)
-
-
 def cmd_collect(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    return _collect(config, once=args.once, as_json=args.json, retry=args.retry_quarantined)
-
-
-def _collect(config: Config, once: bool, as_json: bool, publish: Publish | None = None,
-             parity_level: int | None = None, retry: bool = False) -> int:
-    """Collect into the configured store. It is opened before the event loop runs: a wait
-    for readers that hold it (core/store/opening.py) stops on the first Ctrl-C."""
-    engine = engine_of(config)
-    with open_store(config.general.state_dir, engine=engine) as store:
-        store.parity_level = parity_level  # (None: no parity alerts per commit)
-        warn_rule_errors(engine)
-        _retry(store, retry)
-        return asyncio.run(_run_collector(config, store, once, as_json, publish))
-
-
-async def _run_collector(config: Config, store: Store, once: bool, as_json: bool,
-                         publish: Publish | None) -> int:
-    from core.collector import Collector
-
-    collector = Collector(config, store, publish)
-    try:
-        if once:
-            summary = await collector.poll()
-            report(summary, as_json)
-            return EXIT_FAILED if summary.incomplete else EXIT_OK
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            loop.add_signal_handler(sig, stop.set)
-        await collector.run(stop)
-        return EXIT_OK
-    finally:
-        collector.close()
+    return collect(config, once=args.once, as_json=args.json, retry=args.retry_quarantined)
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -327,7 +287,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     alerts: list[pa.Table | None] = []
     with open_store(_state_dir(args), engine=engine) as store:
         warn_rule_errors(engine)
-        _retry(store, args.retry_quarantined)
+        retry_quarantined(store, args.retry_quarantined)
         summary = scan(list(args.paths), store, max_size,
                        lambda stats: alerts.append(stats.alerts))
     if args.json:
@@ -400,7 +360,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     wanted = args.min_level is not None and min_level <= parity.MAX_LEVEL
     parity_level = min_level if wanted else None
     try:
-        return _collect(config, once=False, as_json=False, publish=publish,
+        return collect(config, once=False, as_json=False, publish=publish,
                         parity_level=parity_level)
     except StateDirBusy as busy:  # a collector runs: follow it (docs/attach.md)
         state_dir, owner = config.general.state_dir, busy.owner
