@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 from core.permissions import replace_private
 from core.rules.sqlparts import literal
 from core.store import spill
+from core.store.segments import READ_OPTIONS
 from core.store.statedir import owner_pid
 from core.store.transaction import transaction
 
@@ -270,8 +271,7 @@ _GENERATION = r"regexp_extract(filename, '-(\d+)\.parquet$', 1)::BIGINT"
 
 def _read(paths: list[Path], filename: bool = False) -> str:
     names = ", ".join(literal(str(path)) for path in paths)
-    options = "union_by_name=true, hive_partitioning=false" + (", filename=true" if filename
-                                                                else "")
+    options = READ_OPTIONS + (", filename=true" if filename else "")
     return f"read_parquet([{names}], {options})"
 
 
