@@ -1,4 +1,5 @@
-"""Helpers for the app's tests: a store with frozen demo traffic, and waiting on the app."""
+"""Helpers for the app's tests: a store with frozen demo traffic, the app on it, and waiting
+on the app."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import gzip
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from core.rules import load_engine
 from core.scan import scan
 from core.store import open_store
+from tui.app import VpcwatchApp
 from tui.demo_traffic import DemoObject, cloudtrail_object, flow_objects, incident_lines
 
 FROZEN_NOW = 1_795_910_400  # 2026-11-29 20:00 UTC: the frozen store's "now"
@@ -70,3 +73,20 @@ async def until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def frozen_app(state: Path, export_dir: Path, size: tuple[int, int] = (160, 48)
+                     ) -> AsyncIterator[tuple[VpcwatchApp, object]]:
+    """The app on the frozen store ``state`` (collecting nothing, its clock at FROZEN_NOW),
+    once its first view is shown: (app, pilot)."""
+    with open_store(state, engine=load_engine([])) as store:
+        app = VpcwatchApp(store, None, collect=False, now=lambda: FROZEN_NOW,
+                          export_dir=export_dir)
+        try:
+            async with app.run_test(size=size) as pilot:
+                await until(lambda: app.explorer is not None)
+                await app.wait_settled()
+                yield app, pilot
+        finally:
+            app.close_background()

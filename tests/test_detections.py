@@ -4,65 +4,24 @@ expected key and figures, and stays silent on a benign baseline of 100,000 flows
 from __future__ import annotations
 
 import json
-import math
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from core.alerts import recent_alerts
-from core.rules import load_engine, window_state
-from core.rules.windowed import WindowedRule
-from core.scan import scan
-from core.store import Store
 from tests import flowgen, scenarios
 from tests.conftest import Bucket, collect_once, fixture_days, query, write_config
+from tests.ruletools import (
+    FIXTURES,
+    PARITY,
+    derived,
+    group_json,
+    keyed,
+    scan_alerts,
+    trail_records,
+)
 from tests.scenarios import ACCOUNT, BLOCKLIST, WINDOW_START, Scenario
 from tui.cli import main
-
-PARITY = ("vpc.flow.accept", "vpc.flow.reject")
-FIXTURES = Path(__file__).parent / "fixtures" / "public"
-
-
-def scan_alerts(tmp_path: Path, files: dict[str, bytes], blocklist: str | None = None,
-                rules: list[Path] | None = None) -> list[dict[str, Any]]:
-    """Scan ``files`` (in order, one commit each) with the default rules (and ``rules``);
-    all stored alerts."""
-    block = []
-    if blocklist is not None:
-        (tmp_path / "blocklist.txt").write_text(blocklist)
-        block = [tmp_path / "blocklist.txt"]
-    engine = load_engine(rules or [], True, block)
-    assert engine.errors == []
-    (tmp_path / "state").mkdir(parents=True, exist_ok=True)
-    store = Store(tmp_path / "state", engine=engine)
-    try:
-        for name, body in files.items():
-            path = tmp_path / name
-            path.write_bytes(body)
-            scan([path], store, 2**30)
-        return [dict(zip([d[0] for d in store.con.description or []], row, strict=True))
-                for row in store.con.execute("SELECT * FROM alerts").fetchall()]
-    finally:
-        store.close()
-
-
-def derived(state: Path, min_level: int = 3) -> list[dict[str, Any]]:
-    """The parity alerts derived from the flows of the store in ``state``."""
-    store = Store(state, read_only=True)
-    try:
-        return [a for a in recent_alerts(store, None, min_level).to_pylist() if a["derived"]]
-    finally:
-        store.close()
-
-
-def keyed(alerts: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(a["rule_id"], a["group_key"]): a for a in alerts}
-
-
-def group_json(group: dict[str, object]) -> str:
-    return json.dumps(group, separators=(",", ":"))
 
 
 def test_the_benign_baseline_stores_no_alert_and_derives_the_parity_alerts(tmp_path: Path
@@ -231,136 +190,6 @@ def test_an_alert_is_never_withdrawn(tmp_path: Path) -> None:
     assert [a for a in at_once if a["rule_id"] == "vpc.sweep"] == []
 
 
-SG_RULE_V4 = {"GroupId": "sg-2", "SecurityGroupRule": [{"SecurityGroupRuleId": "sgr-1",
-              "SecurityGroupRule": {"IpProtocol": "tcp", "FromPort": 3389, "ToPort": 3389,
-                                    "CidrIpv4": "208.236.235.254/0"}}]}
-ROUTE_V6 = {"routeTableId": "rtb-1", "destinationIpv6CidrBlock": "::/0", "gatewayId": "igw-1"}
-TRAIL = [
-    ("CreateVpc", None, {"cidrBlock": "10.9.0.0/16"}, ["cloudtrail.create_vpc"]),
-    ("CreateVpc", "Client.UnauthorizedOperation", {"cidrBlock": "10.9.0.0/16"},
-     ["cloudtrail.create_vpc_denied"]),
-    ("DeleteFlowLogs", None, {}, ["cloudtrail.delete_flow_logs"]),
-    ("DeleteVpc", None, {}, ["cloudtrail.delete_vpc"]),
-    ("ModifyVpcAttribute", None, {}, ["cloudtrail.modify_vpc_attribute"]),
-    ("AttachInternetGateway", None, {}, ["cloudtrail.internet_gateway_attached"]),
-    ("CreateRoute", None, {"destinationCidrBlock": "0.0.0.0/0"},
-     ["cloudtrail.vpc_api_call", "cloudtrail.route_to_internet"]),
-    ("CreateRoute", None, {"destinationCidrBlock": "10.1.0.0/16"}, ["cloudtrail.vpc_api_call"]),
-    ("AuthorizeSecurityGroupIngress", None,
-     {"groupId": "sg-1", "ipPermissions": {"items": [{"ipProtocol": "tcp", "fromPort": 22,
-      "toPort": 22, "ipRanges": {"items": [{"cidrIp": "0.0.0.0/0"}]}}]}},
-     ["cloudtrail.vpc_api_call", "cloudtrail.security_group_open_to_world"]),
-    ("AuthorizeSecurityGroupIngress", None,
-     {"groupId": "sg-1", "ipPermissions": {"items": [{"ipProtocol": "tcp", "fromPort": 22,
-      "toPort": 22, "ipv6Ranges": {"items": [{"cidrIpv6": "::/0"}]}}]}},
-     ["cloudtrail.vpc_api_call", "cloudtrail.security_group_open_to_world"]),
-    ("AuthorizeSecurityGroupIngress", None, {"groupId": "sg-1", "cidrIp": "10.0.0.0/8"},
-     ["cloudtrail.vpc_api_call"]),
-    ("CreateNetworkAclEntry", None, {}, ["cloudtrail.network_acl_change"]),
-    ("CreateSubnet", None, {}, ["cloudtrail.vpc_api_call"]),
-    ("CreateSubnet", "AccessDenied", {}, ["cloudtrail.vpc_api_denied"]),
-    ("RunInstances", None, {}, []),
-    # any /0 is the whole internet, in every shape and letter case the APIs write
-    ("ModifySecurityGroupRules", None, SG_RULE_V4,
-     ["cloudtrail.vpc_api_call", "cloudtrail.security_group_open_to_world"]),
-    ("ModifySecurityGroupRules", None, {"groupid": "sg-3", "securitygrouprule": [
-        {"securitygrouprule": {"ipprotocol": "-1", "cidripv6": "::/0"}}]},
-     ["cloudtrail.vpc_api_call", "cloudtrail.security_group_open_to_world"]),
-    ("AuthorizeSecurityGroupEgress", None, {"groupId": "sg-4", "ipPermissions": {"items": [
-        {"ipProtocol": "udp", "fromPort": 53, "toPort": 53,
-         "ipRanges": {"items": [{"cidrIp": "0.0.0.0/0"}]}}]}},
-     ["cloudtrail.vpc_api_call", "cloudtrail.security_group_open_to_world"]),
-    ("ReplaceRoute", None, ROUTE_V6, ["cloudtrail.vpc_api_call", "cloudtrail.route_to_internet"]),
-    # near misses: a narrower range, a refused call
-    ("ModifySecurityGroupRules", None, {"GroupId": "sg-2", "SecurityGroupRule": [
-        {"SecurityGroupRule": {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
-                               "CidrIpv4": "10.0.0.0/8"}}]}, ["cloudtrail.vpc_api_call"]),
-    ("ReplaceRoute", None, {"routeTableId": "rtb-1", "destinationCidrBlock": "10.2.0.0/16",
-                            "natGatewayId": "nat-1"}, ["cloudtrail.vpc_api_call"]),
-    ("ReplaceRoute", "Client.UnauthorizedOperation", ROUTE_V6, ["cloudtrail.vpc_api_denied"]),
-    ("DeleteFlowLogs", "Client.UnauthorizedOperation",
-     {"DeleteFlowLogsRequest": {"FlowLogId": {"content": "fl-0123abcd"}}},
-     ["cloudtrail.vpc_api_denied"]),
-    ("AuthorizeSecurityGroupIngress", "Client.UnauthorizedOperation",
-     {"groupId": "sg-1", "cidrIp": "0.0.0.0/0"}, ["cloudtrail.vpc_api_denied"]),
-    # refused changes are refusals, not changes; reading is not a change
-    ("DeleteVpc", "Client.UnauthorizedOperation", {}, ["cloudtrail.vpc_api_denied"]),
-    ("ModifyVpcAttribute", "Client.UnauthorizedOperation", {}, ["cloudtrail.vpc_api_denied"]),
-    ("AttachInternetGateway", "Client.UnauthorizedOperation", {}, ["cloudtrail.vpc_api_denied"]),
-    ("DeleteNetworkAclEntry", "Client.UnauthorizedOperation", {}, ["cloudtrail.vpc_api_denied"]),
-    ("DescribeVpcs", None, {}, []),
-]
-# What the alerts say: the resource and the change (event index: rule, title)
-TITLES = {
-    0: ("cloudtrail.create_vpc", "VPC vpc-0abc (10.9.0.0/16) created by {user}"),
-    1: ("cloudtrail.create_vpc_denied", "Unauthorized CreateVpc attempt by {user} "
-                                        "(Client.UnauthorizedOperation): 10.9.0.0/16"),
-    6: ("cloudtrail.route_to_internet", "Route to the whole internet (0.0.0.0/0 via -) in - by "
-                                        "{user} (CreateRoute)"),
-    8: ("cloudtrail.security_group_open_to_world", "Security group sg-1 opened to the whole "
-        "internet: tcp ports 22-22 from 0.0.0.0/0 by {user} (AuthorizeSecurityGroupIngress)"),
-    15: ("cloudtrail.security_group_open_to_world", "Security group sg-2 opened to the whole "
-         "internet: tcp ports 3389-3389 from 208.236.235.254/0 by {user} "
-         "(ModifySecurityGroupRules)"),
-    16: ("cloudtrail.security_group_open_to_world", "Security group sg-3 opened to the whole "
-         "internet: -1 ports - from ::/0 by {user} (ModifySecurityGroupRules)"),
-    18: ("cloudtrail.route_to_internet", "Route to the whole internet (::/0 via igw-1) in rtb-1 "
-                                         "by {user} (ReplaceRoute)"),
-}
-
-
-def trail_records() -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
-    records, expected = [], {}
-    for n, (name, error, params, rules) in enumerate(TRAIL):
-        record = flowgen.trail_event(name, event_id=f"ev-{n:02d}", error=error)
-        record["requestParameters"] = params
-        records.append(record)
-        expected[f"ev-{n:02d}"] = sorted(rules)
-    return records, expected
-
-
-def test_cloudtrail_rules(tmp_path: Path) -> None:
-    records, expected = trail_records()
-    alerts = scan_alerts(tmp_path, {"t.json.gz": flowgen.trail_object(records)})
-    raised: dict[str, list[str]] = {event: [] for event in expected}
-    for alert in alerts:
-        raised[json.loads(alert["group_key"])["event_id"]].append(alert["rule_id"])
-    assert {event: sorted(rules) for event, rules in raised.items()} == expected
-    denied = next(a for a in alerts if a["rule_id"] == "cloudtrail.create_vpc_denied")
-    assert denied["level"] == 8 and denied["wazuh_id"] == 80203
-    assert denied["srcaddr"] == "198.51.100.7"
-    by_key = {(json.loads(a["group_key"])["event_id"], a["rule_id"]): a for a in alerts}
-    user = "arn:aws:iam::123456789012:user/alice"
-    for n, (rule, title) in TITLES.items():
-        assert by_key[(f"ev-{n:02d}", rule)]["title"] == title.format(user=user)
-    for (event, _), alert in by_key.items():  # every CloudTrail alert says where and what
-        assert (alert["account_id"], alert["region"]) == ("123456789012", "us-east-1")
-        assert alert["event_name"] == TRAIL[int(event[3:])][0]
-    opened = json.loads(by_key[("ev-15", "cloudtrail.security_group_open_to_world")]["details"])
-    assert opened == {"group": "sg-2", "protocol": "tcp", "ports": "3389-3389",
-                      "cidr": "208.236.235.254/0"}
-
-
-def test_cloudtrail_records_without_an_event_id_are_kept_once(tmp_path: Path) -> None:
-    """AWS's own examples are eventVersion 1.0, without ``eventID``: each is stored, under a
-    hash of the record, and a second delivery of it is recognised."""
-    source = FIXTURES / "aws-docs-cloudtrail-ec2-eventversion-1.0.json"
-    records = json.loads(source.read_text())["Records"]
-    (tmp_path / "state").mkdir()
-    store = Store(tmp_path / "state", engine=load_engine([]))
-    try:
-        for name in ("first.json", "again.json"):
-            (tmp_path / name).write_bytes(source.read_bytes())
-            summary = scan([tmp_path / name], store, 2**30)
-            assert summary.bad_lines == 0
-        rows = store.con.execute("SELECT event_name, event_id FROM cloudtrail ORDER BY 1"
-                                 ).fetchall()
-    finally:
-        store.close()
-    assert [name for name, _ in rows] == sorted(r["eventName"] for r in records)
-    assert len({event_id for _, event_id in rows}) == len(records) == 3
-
-
 def test_skipdata_without_an_interface_is_keyed_by_the_attachment(tmp_path: Path) -> None:
     """Transit Gateway flow logs have no interface id. AWS publishes no such record; this one
     is written from the version-6 field table in AWS's Transit Gateway guide."""
@@ -463,122 +292,3 @@ def test_detections_through_the_embedded_s3(
     assert all(a["level"] >= 10 for a in shown)
     times = [a["last_seen"] for a in shown]
     assert times == sorted(times, reverse=True)
-
-
-def test_a_flood_of_a_million_accepted_flows_gives_a_bounded_number_of_alert_rows(
-    tmp_path: Path,
-) -> None:
-    clients = [f"10.1.0.{n}" for n in range(1, 21)]
-    servers = ["10.2.0.1", "10.2.0.2", "10.2.0.3"]
-    lines = [scenarios.line("eni-flood", clients[i % 20], servers[i % 3], 40000 + i % 20000,
-                            443, 6, 3, 900, WINDOW_START + i % 1200)
-             for i in range(1_000_000)]
-    alerts = scan_alerts(tmp_path, {"flood.log": scenarios.text(lines)})
-    assert alerts == []  # no scan, no spike, no egress; parity alerts are not stored
-    groups = scenarios.parity_groups(lines, "ACCEPT")
-    assert len(groups) == 20 * 3 * 2  # every client-server pair, in two 10-minute windows
-    parity = derived(tmp_path / "state")
-    assert len(parity) == len(groups)
-    assert sum(a["count"] for a in parity) == 1_000_000
-
-
-def test_a_spoofed_scan_from_a_million_sources_leaves_a_bounded_number_of_alert_rows(
-    tmp_path: Path,
-) -> None:
-    """Keys an attacker chooses must not choose the size of the alerts table: 1,000,000
-    REJECT flows, each from its own (spoofed) source, to the ports of a few hosts."""
-    hosts = ["10.2.0.1", "10.2.0.2", "10.2.0.3", "10.2.0.4"]
-    lines = [scenarios.line("eni-edge", f"{(i >> 16) + 11}.{(i >> 8) & 255}.{i & 255}.7",
-                            hosts[i % 4], 1024 + i % 60000, i % 1024, 6, 1, 40,
-                            WINDOW_START + i % 3600, action="REJECT")
-             for i in range(1_000_000)]
-    assert len({line.split()[3] for line in lines}) == 1_000_000
-    alerts = scan_alerts(tmp_path, {"spoofed.log": scenarios.text(lines)})
-    assert len(alerts) <= 1_000
-
-
-def test_alerts_added_commit_by_commit_equal_alerts_computed_at_once(tmp_path: Path) -> None:
-    """Alerts updated commit by commit (windows that span commits; an additive rule adds
-    each commit's records to the stored alert instead of rereading the window) must be what
-    one computation over everything gives."""
-    lines = scenarios.benign(6_000) + [
-        line for scenario in scenarios.detections() for line in scenario.lines]
-    lines.sort(key=lambda text: int(text.split()[10]))
-    parts = {f"part{n:02d}.log": scenarios.text(lines[n::12]) for n in range(12)}
-    fields = ("id", "rule_id", "title", "count", "bytes", "packets", "first_seen", "last_seen",
-              "srcaddr", "dstaddr", "dstport", "protocol", "objects", "object_count")
-
-    def rows(alerts: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-        def value(alert: dict[str, Any], name: str) -> Any:  # files differ by folder only
-            if name == "objects":
-                return [Path(key).name for key in json.loads(alert[name])]
-            return alert[name]
-
-        return sorted((tuple(value(a, f) for f in fields) for a in alerts), key=str)
-
-    additive = tmp_path / "additive.toml"
-    additive.write_text('[[rule]]\nid = "custom.rejects"\nlevel = 5\ntitle = "{srcaddr} {count}"'
-                        '\nsource = "vpcflow"\nwhere = "action = \'REJECT\'"\n'
-                        'group_by = ["srcaddr"]\nwindow = "10m"\n')
-    stepwise = scan_alerts(tmp_path / "steps", parts, rules=[additive])  # a commit per part
-    (tmp_path / "once").mkdir()
-    engine = load_engine([additive])
-    store = Store(tmp_path / "once", engine=engine)
-    try:
-        paths = []
-        for name, body in parts.items():
-            (tmp_path / "once" / name).write_bytes(body)
-            paths.append(tmp_path / "once" / name)
-        scan(paths, store, 2**30)  # every part in one commit
-        columns = [d[0] for d in store.con.execute("SELECT * FROM alerts LIMIT 0").description]
-        at_once = [dict(zip(columns, row, strict=True))
-                   for row in store.con.execute("SELECT * FROM alerts").fetchall()]
-    finally:
-        store.close()
-    assert any(a["revision"] > 1 for a in stepwise if a["rule_id"] == "custom.rejects")
-    assert any(a["revision"] > 1 for a in stepwise if a["rule_id"] == "vpc.portscan")
-    assert rows(stepwise) == rows(at_once)
-
-
-@pytest.mark.parametrize("share", [window_state.AGGREGATE_FIRST_SHARE, 0.0, math.inf],
-                         ids=["as chosen", "aggregating first", "joining first"])
-def test_the_threshold_check_skips_only_windows_that_raise_nothing(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, share: float) -> None:
-    """A threshold or baseline rule first checks whether a touched window fires and
-    describes it only then (docs/rules.md). Commit by commit over every scenario, the
-    alerts must be those of the same rules describing every touched window, whichever way
-    the check over held windows is written (``share``: 0 always aggregates first, infinity
-    always joins first)."""
-    lines = scenarios.benign(6_000) + [
-        line for scenario in scenarios.detections() for line in scenario.lines]
-    lines.sort(key=lambda text: int(text.split()[10]))
-    parts = {f"part{n:02d}.log": scenarios.text(lines[n::12]) for n in range(12)}
-    monkeypatch.setattr(window_state, "AGGREGATE_FIRST_SHARE", share)
-    checked = scan_alerts(tmp_path / "checked", parts)
-    monkeypatch.setattr(WindowedRule, "needs_check", property(lambda self: False))
-    described = scan_alerts(tmp_path / "described", parts)
-
-    def rows(alerts: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-        return sorted((a["id"], a["title"], a["count"], a["bytes"], a["revision"])
-                      for a in alerts)
-
-    assert {a["rule_id"] for a in checked} >= {"vpc.portscan", "vpc.sweep", "vpc.exfiltration",
-                                               "vpc.traffic_spike.interface"}
-    assert rows(checked) == rows(described)
-
-
-def test_an_event_delivered_twice_in_one_batch_raises_one_alert(tmp_path: Path) -> None:
-    event = flowgen.trail_event("DeleteFlowLogs", event_id="twice")
-    (tmp_path / "state").mkdir()
-    store = Store(tmp_path / "state", engine=load_engine([]))
-    try:
-        paths = []
-        for name in ("a.json.gz", "b.json.gz"):
-            (tmp_path / name).write_bytes(flowgen.trail_object([event]))
-            paths.append(tmp_path / name)
-        summary = scan(paths, store, 2**30)  # both files in one commit
-        rows = store.con.execute("SELECT rule_id, count FROM alerts").fetchall()
-    finally:
-        store.close()
-    assert (summary.events, summary.alerts) == (1, 1)
-    assert rows == [("cloudtrail.delete_flow_logs", 1)]

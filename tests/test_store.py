@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
@@ -16,31 +14,15 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-import tui.cli
-from core.flowlog_parser import parse_text
-from core.layouts import Kind
-from core.objects import ObjectRef, ObjectResult, Status
+from core.objects import ObjectResult, Status
 from core.store import DATABASE_NAME, Store, StoreError, detections, ledger, open_store
 from core.store import segments as store_module
 from core.store.database import AfterCommit
 from core.store.isolation import commit_isolating
-from core.store.segments import read_failure, write_segment
-from core.store.statedir import StateLock
+from core.store.segments import write_segment
 from tests import flowgen
 from tests.conftest import assert_summary_is_the_flows
-from tui.cli import main
-
-
-def result(n: int, records: int, start: int = flowgen.BASE_TIME) -> ObjectResult:
-    """A parsed object of ``records`` rows (the parser is tested elsewhere; here it only
-    builds input for the store)."""
-    table = parse_text(flowgen.flow_object(flowgen.V2, records, seed=n, start=start).text())
-    return ObjectResult(ObjectRef("b", f"key-{n}", "etag", 1, Kind.TEXT), Status.DONE,
-                        flows=table.table)
-
-
-def count(store: Store, sql: str = "SELECT count(*) FROM flows") -> int:
-    return store.con.execute(sql).fetchone()[0]
+from tests.storetools import count, result
 
 
 def test_a_segment_no_commit_lists_is_removed_at_open(tmp_path: Path) -> None:
@@ -340,139 +322,6 @@ def test_an_object_is_set_aside_only_when_its_rows_are_what_fails(
     store._refresh_view()  # (what failed: the view over the segments, not the segments)
     assert count(store) == 40  # (each row once)
     store.close()
-
-
-def test_a_writer_waits_for_readers_that_run_without_a_collector(tmp_path: Path) -> None:
-    """`vpcwatch alerts | less` started while no collector ran holds the store (DuckDB lets
-    no writer open its file meanwhile): a collector started then waits for it, saying so,
-    where it failed naming the last collector, long gone (a service restarted in a loop),
-    and `watch` attached to that collector's publication as if it still ran (found by a
-    review)."""
-    import logging
-
-    state = tmp_path / "state"
-    with open_store(state):  # (the lock file keeps this writer's name)
-        pass
-    waiting, opened = threading.Event(), threading.Event()
-
-    class Seen(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if "being read by vpcwatch commands" in record.getMessage():
-                waiting.set()
-
-    def write() -> None:
-        with open_store(state):
-            opened.set()
-
-    seen = Seen()
-    logging.getLogger("core.store.opening").addHandler(seen)
-    try:
-        with StateLock(state, exclusive=False):  # (a reader, while it copies the tables)
-            writer = threading.Thread(target=write)
-            writer.start()
-            assert waiting.wait(timeout=30)
-            assert not opened.is_set()
-        writer.join(timeout=30)
-        assert opened.is_set()
-    finally:
-        logging.getLogger("core.store.opening").removeHandler(seen)
-
-
-@pytest.mark.parametrize(("stop", "code"), [("SIGINT", 130), ("SIGTERM", 0), ("SIGHUP", 0)])
-def test_a_collector_waiting_for_readers_stops_at_the_first_signal(
-        tmp_path: Path, stop: str, code: int) -> None:
-    """(Found by a review: it waited inside its event loop, whose first Ctrl-C only asks
-    the main task to stop, at its next await: the wait went on. And by an adversarial test:
-    SIGTERM before the event loop ran ended it with -15, a service that failed.)"""
-    import signal
-    import subprocess
-    import sys
-
-    from tests.conftest import LineReader, write_config
-
-    state = tmp_path / "state"
-    with open_store(state):
-        pass
-    config = write_config(tmp_path, [{"type": "vpcflow", "name": "flow-logs",
-                                      "endpoint_url": "http://127.0.0.1:9"}])
-    with StateLock(state, exclusive=False):  # a reader, no collector running
-        process = subprocess.Popen([sys.executable, "-m", "tui.cli", "collect", "--config",
-                                    str(config)], stderr=subprocess.PIPE, text=True)
-        assert process.stderr is not None
-        LineReader(process.stderr).wait_for("waiting for them to finish", timeout=60)
-        process.send_signal(getattr(signal, stop))
-        assert process.wait(timeout=30) == code
-
-
-def test_a_reader_without_a_collector_holds_nothing_while_it_prints(tmp_path: Path) -> None:
-    """`vpcwatch alerts | less` started while no collector ran: it reads a copy of the
-    store's tables, so a collector started meanwhile opens the store at once (it waited
-    until the reader's last line, DuckDB letting no writer open a file a reader has open;
-    found by a review), and the reader goes on printing what it had."""
-    state = tmp_path / "state"
-    with open_store(state) as store:
-        store.commit([result(1, 10)])
-    written = threading.Event()
-
-    def write() -> None:
-        with open_store(state) as writer:
-            writer.commit([result(2, 10)])
-        written.set()
-
-    with open_store(state, read_only=True) as reader:
-        threading.Thread(target=write, daemon=True).start()
-        assert written.wait(timeout=30)  # (the writer waited for ever were the file held)
-        assert count(reader) == 10  # (what it read when it started)
-        assert count(reader, "SELECT count(*) FROM objects") == 1
-    with open_store(state, read_only=True) as reader:
-        assert count(reader) == 20
-    with open_store(state, read_only=True, tables=["alerts"]) as reader:  # (what it needs)
-        assert count(reader) == 20  # (the flows: the segments its copy lists)
-        assert count(reader, "SELECT count(*) FROM objects") == 0  # (not copied: empty)
-
-
-def test_a_segment_gone_under_a_reader_is_said_so(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """A collector started while a reader without one reads its copy may merge or prune
-    the segments the copy lists (after its first poll): the read ends with one line that
-    says why, not DuckDB's bare "No files found"."""
-    from core.alerts import alert_batches
-    from core.sandbox import Sandbox
-
-    state = tmp_path / "state"
-    with open_store(state) as store:
-        store.commit([result(1, 10)])
-    with open_store(state, read_only=True) as reader:
-        for segment in (state / "flows").glob("*.parquet"):
-            segment.unlink()  # (what that collector's compaction does)
-        with pytest.raises(StoreError, match="merged or pruned the segment since this read"):
-            list(alert_batches(reader, None, 3))
-        sandbox = Sandbox(reader)
-        try:
-            with pytest.raises(duckdb.Error) as caught:
-                list(sandbox.batches("SELECT * FROM flows"))
-        finally:
-            sandbox.close()
-    assert "merged or pruned" in read_failure(str(caught.value))
-
-    # `query` exits 1 for it, as for any failure that is not the query's (2: the query's)
-    state = tmp_path / "another"
-    with open_store(state) as store:
-        store.commit([result(2, 10)])
-    opened = tui.cli.open_store
-
-    @contextlib.contextmanager
-    def opened_then_merged(*args: object, **kwargs: object) -> Iterator[object]:
-        with opened(*args, **kwargs) as reader:  # type: ignore[arg-type]
-            for segment in (state / "flows").glob("*.parquet"):
-                segment.unlink()  # (a collector's compaction, once the reader has its list)
-            yield reader
-
-    monkeypatch.setattr(tui.cli, "open_store", opened_then_merged)
-    capsys.readouterr()
-    assert main(["query", "--state-dir", str(state), "SELECT count(*) FROM flows"]) == 1
-    assert "merged or pruned the segment" in capsys.readouterr().err
 
 
 def test_a_field_named_filename_is_a_column_like_any_other(tmp_path: Path) -> None:
