@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from core.events import PollSummary
 from core.layouts import Kind, kind_of_path, name_context
 from core.objects import ObjectRef, ObjectResult, Status
 from core.reader import read_object
+from core.safetext import visible
 from core.store import CommitStats, Store
 from core.store.isolation import commit_isolating
 
@@ -21,12 +23,36 @@ COMMIT_RECORDS = 500_000
 
 
 def local_files(paths: list[Path]) -> Iterator[Path]:
-    """The readable log files among ``paths`` and, recursively, inside the folders among them."""
+    """The readable log files among ``paths`` and, recursively, inside the folders among them
+    (each once, however often it is named or linked; a link to a folder is not followed, and
+    said so; a file named here whose name is none of a log's is said so too)."""
+    seen: set[Path] = set()
+    named = {path.resolve() for path in paths}
     for path in paths:
-        if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.is_file() and _wanted(p))
-        else:
-            yield path
+        found = _in_folder(path, named) if path.is_dir() else _named(path)
+        for file in found:
+            if (real := file.resolve()) not in seen:
+                seen.add(real)
+                yield file
+
+
+def _in_folder(folder: Path, named: set[Path]) -> list[Path]:
+    found = []
+    for root, folders, files in os.walk(folder):
+        for name in folders:
+            link = Path(root) / name
+            if link.is_symlink() and link.resolve() not in named:
+                log.warning("%s: a link to a folder, not followed (name the folder to scan "
+                            "it)", visible(str(link)))
+        found += [p for name in files if (p := Path(root) / name).is_file() and _wanted(p)]
+    return sorted(found)
+
+
+def _named(path: Path) -> list[Path]:
+    if not _wanted(path):
+        log.warning("%s: skipped: a log's name ends in .log, .log.gz, .parquet, .json or "
+                    ".json.gz", visible(str(path)))
+    return [path]
 
 
 def _wanted(path: Path) -> bool:

@@ -55,6 +55,7 @@ from tui.cli_base import (
     EXIT_OK,
     EXIT_USAGE,
     UsageError,
+    check_scan_paths,
     engine_of,
 )
 from tui.collect_cli import collect, retry_quarantined
@@ -278,9 +279,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 def cmd_scan(args: argparse.Namespace) -> int:
     from core.scan import scan
 
-    missing = [str(p) for p in args.paths if not p.exists()]
-    if missing:
-        raise UsageError(f"no such file or folder: {', '.join(missing)}")
+    check_scan_paths(args.paths)
     config = load_config(args.config) if args.config else None
     max_size = config.general.max_object_size if config else 2**30
     engine = engine_of(config)

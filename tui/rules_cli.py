@@ -13,7 +13,7 @@ from core.config import load_config
 from core.rules import RuleEngine, load_engine, parity
 from core.safetext import visible
 from core.store import Store
-from tui.cli_base import EXIT_FAILED, EXIT_OK, UsageError, engine_of
+from tui.cli_base import EXIT_FAILED, EXIT_OK, UsageError, check_scan_paths, engine_of
 from tui.output import print_alerts, warn_rule_errors
 
 
@@ -57,9 +57,7 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
     rule = next((r for r in engine.rules if r.id == args.rule), None)
     if rule is None:
         raise UsageError(f"no loaded rule {args.rule!r}; see vpcwatch rules list")
-    missing = [str(p) for p in args.paths if not p.exists()]
-    if missing:
-        raise UsageError(f"no such file or folder: {', '.join(missing)}")
+    check_scan_paths(args.paths)
     with tempfile.TemporaryDirectory(prefix="vpcwatch-rule-test-") as scratch:
         store = Store(Path(scratch), engine=RuleEngine([rule], engine.blocklist))
         try:
