@@ -192,6 +192,30 @@ def test_watch_headless_prints_each_alert_as_it_commits(tmp_path: Path, bucket: 
     assert alert["group"] == {"event_id": "v1"} and alert["level"] == 8
 
 
+def test_watch_headless_ends_when_the_reader_of_its_output_left(
+        tmp_path: Path, bucket: Bucket) -> None:
+    """`watch --headless | head -1`: a write to a pipe nobody reads ended the poll as failed,
+    and the service went on polling for ever (found by an adversarial test). It ends as Unix
+    tools do, with 141. (The pipe's reading end is closed before the first alert is written,
+    so the first write fails, as after `head` left.)"""
+    key = flowgen.trail_key("", "111111111111", "us-east-1", NOW, 1)
+    bucket.put(key, flowgen.trail_object([flowgen.trail_event("CreateVpc", event_id="v1",
+                                                               error="AccessDenied")]))
+    config = write_config(tmp_path, [{"type": "cloudtrail", "name": bucket.name,
+                                      "endpoint_url": bucket.url}],
+                          default_rules=True, interval="1h")
+    reading, writing = os.pipe()
+    os.close(reading)
+    try:
+        process = subprocess.run([sys.executable, "-m", "tui.cli", "watch", "--config",
+                                  str(config), "--headless"], stdout=writing,
+                                 stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(writing)
+    assert process.returncode == 141
+    assert "poll failed" not in process.stderr and "Broken pipe" not in process.stderr
+
+
 def test_watch_headless_at_level_3_prints_the_parity_alerts_each_commit_touched(
     tmp_path: Path, bucket: Bucket
 ) -> None:

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator
 
 from core.config import Config
-from core.events import Publish
+from core.events import CoreEvent, Publish
 from core.store import Store, open_store
 from tui.cli_base import EXIT_FAILED, EXIT_OK, engine_of
 from tui.output import report, warn_rule_errors
@@ -63,17 +63,33 @@ async def _run_collector(config: Config, store: Store, once: bool, as_json: bool
                          publish: Publish | None) -> int:
     from core.collector import Collector
 
-    collector = Collector(config, store, publish)
+    stop = asyncio.Event()
+    reader_left: list[BrokenPipeError] = []
+
+    def publishing(event: CoreEvent) -> None:
+        """``publish``, but a reader of the output that left (``watch --headless | head
+        -1``) ends the service, as it ends other Unix tools (the collector took it for a
+        failed poll and went on polling for ever; found by an adversarial test)."""
+        if publish is None or reader_left:
+            return
+        try:
+            publish(event)
+        except BrokenPipeError as exc:
+            reader_left.append(exc)
+            stop.set()
+
+    collector = Collector(config, store, publishing)
     try:
         if once:
             summary = await collector.poll()
             report(summary, as_json)
             return EXIT_FAILED if summary.incomplete else EXIT_OK
-        stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, stop.set)
         await collector.run(stop)
+        if reader_left:
+            raise reader_left[0]  # (main: exit 141, quietly)
         return EXIT_OK
     finally:
         collector.close()
