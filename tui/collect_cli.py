@@ -38,8 +38,11 @@ def collect(config: Config, once: bool, as_json: bool, publish: Publish | None =
         return EXIT_OK
 
 
-class _Stopped(Exception):
-    """SIGTERM or SIGHUP before the collector's event loop runs."""
+class _Stopped(BaseException):
+    """SIGTERM or SIGHUP before the collector's event loop runs. (A BaseException, as
+    KeyboardInterrupt is: the handler raises it wherever the main thread is, and an
+    ``except Exception`` there, such as logging's around the line that says the collector
+    waits for readers, took it for that code's own failure and the wait went on.)"""
 
 
 @contextlib.contextmanager
