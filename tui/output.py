@@ -7,9 +7,6 @@ import csv
 import json
 import sys
 from collections.abc import Iterable, Iterator
-from datetime import date, datetime
-from decimal import Decimal
-from typing import Any
 
 import pyarrow as pa
 
@@ -17,6 +14,8 @@ from core.alerts import BATCH_ROWS, alert_documents
 from core.events import PollSummary
 from core.rules import RuleEngine
 from core.safetext import visible
+from tui.cli_base import UsageError
+from tui.json_lines import json_object, json_text
 
 
 def warn_rule_errors(engine: RuleEngine) -> None:
@@ -33,7 +32,7 @@ def print_alerts(alerts: pa.Table | Iterable[pa.RecordBatch] | None) -> None:
         return
     for batch in alerts.to_batches(BATCH_ROWS) if isinstance(alerts, pa.Table) else alerts:
         for document in alert_documents(batch):
-            sys.stdout.write(json.dumps(document, default=json_value) + "\n")
+            sys.stdout.write(json_text(document) + "\n")
         sys.stdout.flush()
 
 
@@ -51,14 +50,6 @@ def report(summary: PollSummary, as_json: bool) -> None:
           f"{summary.seconds:.1f} s")
 
 
-def json_value(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return float(value)
-    return str(value)
-
-
 def print_rows(batches: Iterator[pa.RecordBatch], fmt: str) -> None:
     """A query's rows as CSV or JSON lines, a batch at a time (as Python objects too)."""
     writer = csv.writer(sys.stdout, lineterminator="\n")
@@ -67,16 +58,27 @@ def print_rows(batches: Iterator[pa.RecordBatch], fmt: str) -> None:
     for batch in batches:
         if columns is None:
             columns = batch.schema.names
+            if fmt == "json":
+                _one_name_each(columns)
             if fmt == "csv":  # (a column's name is the query's text, of anyone's making)
                 writer.writerow([visible(c) for c in columns] if shown else columns)
         # (by column, not to_pylist: a self-join gives two columns of one name)
         rows = zip(*(c.to_pylist() for c in batch.columns), strict=True)
         if fmt == "json":  # JSON escapes every control and non-ASCII character
             for row in rows:  # (a write per line: see print_alerts)
-                sys.stdout.write(json.dumps(dict(zip(columns, row, strict=True)),
-                                            default=json_value) + "\n")
+                sys.stdout.write(json_object(zip(columns, row, strict=True)) + "\n")
         elif shown:
             writer.writerows([visible(v) if isinstance(v, str) else v for v in row]
                              for row in rows)
         else:
             writer.writerows(rows)
+
+
+def _one_name_each(columns: list[str]) -> None:
+    """A JSON object holds one value per name: a query naming a column twice (a self-join's
+    ``srcaddr``, say) printed only the last one's values."""
+    twice = sorted({name for name in columns if columns.count(name) > 1})
+    if twice:
+        names = ", ".join(visible(name) for name in twice)
+        raise UsageError(f"--format json: the query names {names} more than once; give each "
+                         "column its own name (AS ...), or use --format csv")
