@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core.store import publication
+from core.store.segments import is_segment_name
 
 
 @dataclass
@@ -52,15 +53,43 @@ class Follower:
         except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
             return None
         first = self.generation is None
+        added = [] if first else self._added(generation, manifest, listed)
         self.generation = generation
         self._files = {table: set(names) for table, names in files.items()}
-        # (compaction and replacements rewrite segments: only a commit adds flows)
-        added = ([name for name in listed if name not in self.segments]
-                 if manifest.get("reason") == "commit" else [])
         self.segments = set(listed)
         if first:  # what was there before this follower started is not news
             return Update(generation, None)
         return Update(generation, changed, added)
+
+    def _added(self, generation: int, newest: dict[str, object], listed: list[str]
+               ) -> list[str]:
+        """The segments the commits since the last poll added. Compaction rewrites segments
+        without adding flows, so each state in between is looked at, not only the newest
+        (found by an adversarial test: a commit followed by the poll's compaction before
+        the next look, or published whole, was never reported, and ``watch --headless``
+        left out its parity alerts). A state removed meanwhile (a follower stopped for
+        minutes) counts as a commit: its flows may be reported twice, never lost."""
+        known, added, gap = set(self.segments), set(), False
+        for step in range(self.generation + 1, generation):  # type: ignore[operator]
+            try:
+                manifest = publication.manifest_of(self.state_dir, step)
+                names = self._read_segments(manifest["files"].get("segments", []))  # type: ignore[attr-defined]
+            except (OSError, ValueError, KeyError, TypeError, AttributeError,
+                    pa.ArrowException):
+                gap = True  # (its commits are counted against the newest state)
+                continue
+            added |= self._new(manifest, names, known)
+            known = set(names)
+        added |= set(listed) - known if gap else self._new(newest, listed, known)
+        # (one merged since is still there to read: retired segments stay for a while)
+        return sorted(added)
+
+    @staticmethod
+    def _new(manifest: dict[str, object], names: list[str], known: set[str]) -> set[str]:
+        """Segments in ``names`` not ``known`` before, when ``manifest``'s state may have
+        added flows (a commit, or a whole rewrite: one after 50 deltas, or after a failed
+        publication, holds a commit's)."""
+        return set() if manifest.get("reason") == "upkeep" else set(names) - known
 
     def _read_alerts(self, names: list[str]) -> pa.Table | None:
         tables = [pq.read_table(self.directory / name) for name in names]
@@ -69,7 +98,10 @@ class Follower:
     def _read_segments(self, names: list[str]) -> list[str]:
         if not names:
             return sorted(self.segments)
-        return pq.read_table(self.directory / names[-1], columns=["name"])["name"].to_pylist()
+        listed = pq.read_table(self.directory / names[-1], columns=["name"])["name"].to_pylist()
+        if not all(isinstance(name, str) and is_segment_name(name) for name in listed):
+            raise ValueError("a segments file naming something else than segments")
+        return listed
 
     def _unseen(self, rows: pa.Table | None) -> pa.Table | None:
         """The alert rows whose (id, revision) no earlier update held."""

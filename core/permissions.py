@@ -88,3 +88,33 @@ def replace_private(path: Path, write: Callable[[BinaryIO], object]) -> None:
     with open_private(temporary) as out:
         write(out)
     os.replace(temporary, path)
+
+
+def read_small(path: Path, limit: int) -> bytes:
+    """The bytes of ``path``, a regular file of at most ``limit`` bytes, read without
+    following a link and without waiting (OSError otherwise: a FIFO planted there would
+    be waited on for ever, ``/dev/zero`` read without end)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+            raise OSError(errno.EINVAL, f"is not a regular file of at most {limit} bytes",
+                          str(path))
+        with os.fdopen(os.dup(fd), "rb") as file:
+            data = file.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:  # (it grew meanwhile)
+        raise OSError(errno.EFBIG, f"holds more than {limit} bytes", str(path))
+    return data
+
+
+def own_directory(path: Path) -> os.stat_result:
+    """``path``'s status when it is a directory of this user's, not a link to one (OSError
+    otherwise: what is written into it, or removed from it, would be so where a link
+    planted there points)."""
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise OSError(errno.EPERM, "is not a directory of the user's own (a link to one?); "
+                      "vpcwatch writes nothing through it: remove it", str(path))
+    return info

@@ -6,7 +6,7 @@ from core.flowlog_parser import parse_text
 from core.layouts import Kind
 from core.objects import ObjectRef, ObjectResult, Status
 from core.store import Store
-from tests import flowgen
+from tests import flowgen, scenarios
 
 
 def result(n: int, records: int, start: int = flowgen.BASE_TIME) -> ObjectResult:
@@ -19,3 +19,10 @@ def result(n: int, records: int, start: int = flowgen.BASE_TIME) -> ObjectResult
 
 def count(store: Store, sql: str = "SELECT count(*) FROM flows") -> int:
     return store.con.execute(sql).fetchone()[0]
+
+
+def flows(n: int, lines: list[str]) -> ObjectResult:
+    """Object ``flows-n`` holding the flow-log ``lines`` (no header: the default format)."""
+    table = parse_text(scenarios.text(lines)).table
+    return ObjectResult(ObjectRef("b", f"flows-{n}", "etag", 1, Kind.TEXT), Status.DONE,
+                        flows=table)

@@ -220,3 +220,16 @@ async def test_views_wait_for_a_busy_collector_for_a_while_only(
         await app.wait_settled()  # (the collector never rests here)
         assert 0 < feed.total < before
         assert "views wait" not in str(status.render())
+
+
+def test_a_collector_status_with_times_no_calendar_holds_is_shown_as_unknown() -> None:
+    """Found by an adversarial test: a status.json whose last poll was 1e12 (the year 33658)
+    raised from the status bar's timer, and the attached app ended."""
+    from datetime import UTC
+
+    from tui.widgets.status import Activity, status_text
+
+    activity = Activity()
+    activity.last_poll, activity.next_poll = 1e12, -1e20
+    text = status_text([], activity, UTC, time.time()).plain
+    assert "last ? next ?" in text

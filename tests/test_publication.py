@@ -17,7 +17,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from core.flowlog_parser import parse_text
 from core.layouts import Kind
 from core.objects import ObjectRef, ObjectResult, Status
 from core.rules import load_engine
@@ -27,17 +26,12 @@ from core.store.opening import _attached
 from core.store.statedir import StateLock
 from tests import flowgen, scenarios
 from tests.conftest import write_config
+from tests.storetools import flows
 from tui.cli import main
 
 TABLES = {"alerts": "id", "objects": "bucket, key", "cloudtrail": "event_id",
           "segments": "name", "prefixes": "bucket, prefix", "meta": "key",
           "traffic_minutes": "ALL"}
-
-
-def flows(n: int, lines: list[str]) -> ObjectResult:
-    table = parse_text(scenarios.text(lines)).table
-    return ObjectResult(ObjectRef("b", f"flows-{n}", "etag", 1, Kind.TEXT), Status.DONE,
-                        flows=table)
 
 
 def events(n: int, key: str | None = None) -> ObjectResult:

@@ -61,19 +61,27 @@ def protocol_name(number: int | None) -> str:
 
 
 def clock(epoch: int | float | None, zone: tzinfo, seconds: bool = True) -> str:
-    if epoch is None:
-        return ""
-    return datetime.fromtimestamp(epoch, zone).strftime("%H:%M:%S" if seconds else "%H:%M")
+    return _formatted(epoch, zone, "%H:%M:%S" if seconds else "%H:%M")
 
 
 def day_clock(epoch: int | float | None, zone: tzinfo) -> str:
-    if epoch is None:
-        return ""
-    return datetime.fromtimestamp(epoch, zone).strftime("%m-%d %H:%M:%S")
+    return _formatted(epoch, zone, "%m-%d %H:%M:%S")
 
 
 def day_minute(epoch: int | float, zone: tzinfo) -> str:
-    return datetime.fromtimestamp(epoch, zone).strftime("%m-%d %H:%M")
+    return _formatted(epoch, zone, "%m-%d %H:%M")
+
+
+def _formatted(epoch: int | float | None, zone: tzinfo, form: str) -> str:
+    """``epoch`` as ``form`` says, '' for None, '?' for a time no calendar holds (found by
+    an adversarial test: a status.json saying its last poll was in the year 33658 ended
+    the attached app)."""
+    if epoch is None:
+        return ""
+    try:
+        return datetime.fromtimestamp(epoch, zone).strftime(form)
+    except (ValueError, OverflowError, OSError):
+        return "?"
 
 
 def zone_name(zone: tzinfo) -> str:

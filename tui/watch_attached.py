@@ -66,7 +66,7 @@ def _parity(state_dir: Path, follower: Follower, added: list[str], level: int
         committed = pa.concat_tables([pq.read_table(directory / name) for name in added],
                                      promote_options="permissive")
         return parity_of(con, committed, level)
-    except (OSError, duckdb.Error) as exc:  # (a segment compacted away meanwhile)
+    except (OSError, ValueError, duckdb.Error) as exc:  # (a segment gone meanwhile)
         log.warning("parity alerts of the last commit skipped: %s", exc)
         return None
     finally:

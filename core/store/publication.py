@@ -34,7 +34,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.permissions import replace_private
+from core.permissions import own_directory, read_small, replace_private
 from core.rules.sqlparts import literal
 from core.store import spill
 from core.store.segments import READ_OPTIONS
@@ -48,6 +48,9 @@ CURRENT = "CURRENT"
 STATUS = "status.json"
 MAX_DELTAS = 50
 GRACE_SECONDS = 120.0
+MAX_MANIFEST = 16 << 20  # bytes: a manifest (or status.json) larger was not written here
+# the names of the files this module writes (and so the only ones it removes)
+_OURS = re.compile(r"[a-z_]+-\d+\.parquet|manifest-\d+\.json|\..+\.tmp")
 # tables published as deltas: the key a newer row replaces an older one by, and which wins
 # among the rows of one file (among files, the latest file's: a later commit wrote it)
 DELTAS = {"alerts": ("id", "revision DESC, updated DESC"),
@@ -136,14 +139,27 @@ class Publisher:
 
     def _make_directory(self) -> None:
         self.directory.mkdir(mode=0o700, exist_ok=True)
+        info = own_directory(self.directory)  # (not a link planted there)
         os.chmod(self.directory, 0o700)
+        self._identity = (info.st_dev, info.st_ino)
+
+    def _check_directory(self) -> None:
+        """Before each write or removal: the directory is still the one made (found by an
+        adversarial test: ``published`` replaced by a link while the collector ran had the
+        publication written where it pointed, and every other file there removed two
+        minutes later)."""
+        info = own_directory(self.directory)
+        if (info.st_dev, info.st_ino) != self._identity:
+            raise OSError(f"{self.directory}: replaced while vpcwatch wrote it")
 
     def _write(self, table: str, rows: pa.Table) -> str:
+        self._check_directory()
         name = f"{table}-{self.generation}.parquet"
         replace_private(self.directory / name, lambda out: pq.write_table(rows, out))
         return name
 
     def _publish(self, reason: str) -> None:
+        self._check_directory()
         manifest = self._manifest()
         text = json.dumps({"generation": self.generation, "pid": os.getpid(),
                            "written": time.time(), "reason": reason, "files": self.files})
@@ -161,9 +177,10 @@ class Publisher:
     def _remove_unnamed(self, named: set[str]) -> None:
         """Files no manifest names any more, once GRACE_SECONDS after they stopped being
         named (a viewer may still be reading the manifest that named them)."""
+        self._check_directory()
         now = time.time()
         for path in self.directory.iterdir():
-            if path.name in named:
+            if path.name in named or not _OURS.fullmatch(path.name):
                 self._retired.pop(path.name, None)
                 continue
             if now - self._retired.setdefault(path.name, now) < GRACE_SECONDS:
@@ -181,16 +198,36 @@ def exists(state_dir: Path) -> bool:
 
 def current(state_dir: Path) -> dict[str, object]:
     """The newest manifest (OSError or ValueError when there is none readable, or it is
-    not shaped as this module writes them)."""
+    not shaped as this module writes them: a name ``CURRENT`` holds that is not a
+    manifest's, a FIFO or a device in their place, JSON nested past Python's recursion)."""
     directory = state_dir / DIRECTORY
-    name = (directory / CURRENT).read_text().strip()
-    manifest = json.loads((directory / name).read_text())
+    name = read_small(directory / CURRENT, 256).decode("utf-8", "replace").strip()
+    if not re.fullmatch(r"manifest-\d+\.json", name):
+        raise ValueError(f"{directory / CURRENT}: names no manifest")
+    return _manifest(directory, name)
+
+
+def manifest_of(state_dir: Path, generation: int) -> dict[str, object]:
+    """The manifest of state ``generation`` (OSError once it is removed: GRACE_SECONDS
+    after a newer one was published)."""
+    return _manifest(state_dir / DIRECTORY, f"manifest-{generation}.json")
+
+
+def _manifest(directory: Path, name: str) -> dict[str, object]:
+    manifest = _json(read_small(directory / name, MAX_MANIFEST))
     files = manifest.get("files") if isinstance(manifest, dict) else None
     if not (isinstance(files, dict) and type(manifest.get("generation")) is int
             and all(isinstance(table, str) and isinstance(names, list)
                     and all(isinstance(n, str) for n in names) for table, names in files.items())):
         raise ValueError(f"{name}: not a manifest of this version's publication")
     return manifest  # type: ignore[no-any-return]
+
+
+def _json(data: bytes) -> object:
+    try:
+        return json.loads(data)
+    except RecursionError:  # (a RecursionError is no ValueError)
+        raise ValueError("JSON nested too deep") from None
 
 
 def published_by(manifest: dict[str, object], owner: str) -> bool:
@@ -307,13 +344,14 @@ def _current_generation(directory: Path) -> int:
 def write_status(state_dir: Path, status: dict[str, object]) -> None:
     """The collector's activity, for attached apps' status bars (renamed into place)."""
     text = json.dumps(status, default=str).encode()
+    own_directory(state_dir / DIRECTORY)  # (not written through a link planted there)
     replace_private(state_dir / DIRECTORY / STATUS, lambda out: out.write(text))
 
 
 def read_status(state_dir: Path) -> dict[str, object] | None:
     """The collector's status, or None when there is none readable (or it is no object)."""
     try:
-        status = json.loads((state_dir / DIRECTORY / STATUS).read_text())
+        status = _json(read_small(state_dir / DIRECTORY / STATUS, MAX_MANIFEST))
     except (OSError, ValueError):
         return None
     return status if isinstance(status, dict) else None

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -49,6 +50,7 @@ READ_OPTIONS = "union_by_name=true, hive_partitioning=false"
 FILE_COLUMN = "_file"
 _PREFIX = "seg-"
 _TMP_PREFIX = ".tmp-"
+_SEGMENT_NAME = re.compile(rf"{_PREFIX}[0-9a-f]+\.parquet")
 _ADDRESSES = {"srcaddr", "dstaddr", "pkt_srcaddr", "pkt_dstaddr"}
 ROW_GROUP_ROWS = 131_072
 COMPACT_BELOW = 262_144  # segments smaller than this are merged…
@@ -68,6 +70,12 @@ class NewSegment:
 
     name: str
     table: pa.Table
+
+
+def is_segment_name(name: str) -> bool:
+    """Is ``name`` one a segment file is given (no path: a publication's list of segments is
+    joined to the segments' folder)?"""
+    return _SEGMENT_NAME.fullmatch(name) is not None
 
 
 def segment_dir(state_dir: Path) -> Path:
@@ -220,6 +228,9 @@ class Segments:
         """A SQL list literal of segment paths ('' when there are none)."""
         if not names:
             return ""
+        for name in names:  # (names a publication lists are read from files: checked)
+            if not is_segment_name(name):
+                raise ValueError(f"{name!r}: not the name of a segment")
         quoted = (str(self.directory / n).replace("'", "''") for n in names)
         return "[" + ", ".join(f"'{path}'" for path in quoted) + "]"
 
