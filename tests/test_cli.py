@@ -355,3 +355,12 @@ def test_version_and_journald_priorities(tmp_path: Path) -> None:
         lines = err.read_text().splitlines()
         warning = next(line for line in lines if "quarantined" in line)
         assert warning.startswith("<4>vpcwatch: WARNING: " if journal else "vpcwatch: WARNING: ")
+
+
+def test_rules_without_an_action_is_a_usage_error(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by an adversarial test: `vpcwatch rules` started the app, which collected."""
+    with pytest.raises(SystemExit) as ended:
+        main(["rules"])
+    assert ended.value.code == 2
+    assert "ACTION" in capsys.readouterr().err

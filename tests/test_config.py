@@ -91,7 +91,9 @@ def test_buckets_that_are_not_tables_are_named_so(bucket: str) -> None:
         ('lookback = "999999d"', "general", "lookback", "at most 100 years"),
         ("interval = nan", "general", "interval", "duration"),  # (it polled without pause)
         ("read_timeout = nan", "general", "read_timeout", "duration"),
-        ("max_object_size = 0", "general", "max_object_size", "≥ 1MiB"),
+        ("max_object_size = 0", "general", "max_object_size", "1MiB to 1TiB"),
+        # (found by an adversarial test: loaded, then every .gz object quarantined)
+        ("max_object_size = 9223372036854775807", "general", "max_object_size", "1TiB"),
         (f"interval = {'9' * 400}", "general", "interval", "at most 100 years"),
         (f'max_object_size = "{"9" * 400}GiB"', "general", "max_object_size", "size"),
     ],
@@ -142,15 +144,20 @@ def test_xdg_state_home_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.general.state_dir == Path("/xdg/state/vpcwatch")
 
 
+@pytest.mark.parametrize(("content", "said"), [
+    (b"10.0.0.0/33\n", "block.txt:1: '10.0.0.0/33' is not an IP address or CIDR"),
+    # (found by an adversarial test: an internal error)
+    (b"10.0.0.1\n\xff\xfe\n", "block.txt: the blocklist is not UTF-8 text (byte 10)"),
+])
 def test_a_bad_blocklist_exits_2_before_the_state_dir_exists(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, said: str
 ) -> None:
-    (tmp_path / "block.txt").write_text("10.0.0.0/33\n")
+    (tmp_path / "block.txt").write_bytes(content)
     config = tmp_path / "c.toml"
     config.write_text(f'[general]\nstate_dir = "{tmp_path / "state"}"\n'
                       'blocklist = ["block.txt"]\n[[bucket]]\ntype = "vpcflow"\nname = "b-1"\n')
     assert main(["collect", "--config", str(config), "--once"]) == 2
-    assert "block.txt:1: '10.0.0.0/33' is not an IP address or CIDR" in capsys.readouterr().err
+    assert said in capsys.readouterr().err
     assert not (tmp_path / "state").exists()
 
 

@@ -192,7 +192,8 @@ def _parser() -> argparse.ArgumentParser:
     watch.set_defaults(run=cmd_watch)
 
     rules = commands.add_parser("rules", help="check, list or try detection rules")
-    rule_commands = rules.add_subparsers(title="rules commands", metavar="ACTION")
+    rule_commands = rules.add_subparsers(title="rules commands", metavar="ACTION",
+                                         required=True)  # (without: the app started)
     check = rule_commands.add_parser("check", help="validate rule files (default: the config's)")
     check.add_argument("files", nargs="*", type=Path, metavar="FILE")
     check.add_argument("--config", type=Path, help="check the rules this configuration loads")

@@ -101,8 +101,8 @@ def _general(source: str, table: dict[str, Any], base: Path) -> GeneralConfig:
         concurrency=r.get("concurrency", 8, bounded_int(1, 64), "an integer from 1 to 64"),
         max_attempts=r.get("max_attempts", 3, bounded_int(1, 20), "an integer from 1 to 20"),
         max_object_size=r.get("max_object_size", defaults.max_object_size,
-                              at_least(parse_size, 2**20), "a size such as 512MiB or 2GiB "
-                              "(≥ 1MiB)"),
+                              at_least(parse_size, 2**20, 2**40), "a size such as 512MiB or "
+                              "2GiB (1MiB to 1TiB)"),
         connect_timeout=r.get("connect_timeout", 10.0, min_duration(0.1), duration),
         read_timeout=r.get("read_timeout", 60.0, min_duration(0.1), duration),
         commit_records=r.get("commit_records", 500_000, bounded_int(1, 10_000_000),

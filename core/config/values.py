@@ -123,11 +123,12 @@ def paths(base: Path) -> Callable[[object], tuple[Path, ...]]:
     return convert
 
 
-def at_least(parse: Callable[[object], float], minimum: float) -> Callable[[object], Any]:
-    """``parse``, refusing values below ``minimum``."""
+def at_least(parse: Callable[[object], float], minimum: float,
+             maximum: float = float("inf")) -> Callable[[object], Any]:
+    """``parse``, refusing values below ``minimum`` (or above ``maximum``)."""
     def convert(value: object) -> float:
         parsed = parse(value)
-        if parsed < minimum:
+        if not minimum <= parsed <= maximum:
             raise ValueError(value)
         return parsed
 

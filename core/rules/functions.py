@@ -192,6 +192,9 @@ def read_blocklist(paths: list[Path]) -> Blocklist:
             lines = path.read_text(encoding="utf-8").splitlines()
         except OSError as exc:
             raise BlocklistError(f"{path}: cannot read the blocklist: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise BlocklistError(f"{path}: the blocklist is not UTF-8 text (byte "
+                                 f"{exc.start + 1})") from None
         for number, line in enumerate(lines, 1):
             text = line.split("#", 1)[0].strip()
             if not text:
