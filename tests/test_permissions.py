@@ -66,6 +66,29 @@ def test_a_file_writable_by_a_shared_group_is_refused(tmp_path: Path) -> None:
     assert shared_write_problem(path) == f"writable by its group; run: chmod g-w {path}"
 
 
+@pytest.mark.parametrize(("make", "said"), [
+    (lambda path: (path.write_text(RULE), os.chmod(path, 0o666)),
+     "mine.toml: refused, writable by every user"),
+    (lambda path: None, "mine.toml: cannot read: No such file or directory"),
+    (lambda path: path.write_text("[[rule]\n"), "mine.toml: not valid TOML"),
+])
+@pytest.mark.parametrize("command", [["collect", "--once"], ["scan", "{tmp}"]])
+def test_a_configured_rule_file_that_cannot_be_used_stops_vpcwatch(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], make: object, said: str,
+        command: list[str]) -> None:
+    """Found by an adversarial test: such a file was said not loaded, and vpcwatch ran
+    without it: a service silently without the user's overrides (a threshold tightened,
+    a default rule switched off), where the README says it stops."""
+    make(tmp_path / "mine.toml")  # type: ignore[operator]
+    config = tmp_path / "c.toml"
+    config.write_text(f'[general]\nstate_dir = "{tmp_path / "state"}"\n'
+                      'rules = ["mine.toml"]\n[[bucket]]\ntype = "vpcflow"\nname = "b-1"\n')
+    assert main([*(word.format(tmp=tmp_path) for word in command), "--config",
+                 str(config)]) == 2
+    assert said in capsys.readouterr().err
+    assert not (tmp_path / "state").exists()
+
+
 def test_a_blocklist_others_can_write_is_refused(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "block.txt").write_text("203.0.113.9\n")

@@ -86,6 +86,16 @@ def test_a_rule_checked_runs_nothing_and_a_misnamed_table_is_named(tmp_path: Pat
     assert "unknown table 'rules'" in "\n".join(load_engine([plural], default_rules=False).errors)
 
 
+def test_a_rule_defined_twice_in_one_file_is_said(tmp_path: Path) -> None:
+    """Across files a later definition replaces an earlier one (an override); twice in one
+    file is a slip, and was silent (found by an adversarial test)."""
+    path = rule_file(tmp_path, "twice.toml", GOOD + GOOD.replace("level = 6", "level = 9"))
+    engine = load_engine([path], default_rules=False)
+    assert [(rule.id, rule.level) for rule in engine.rules] == [("custom.many_rejects", 9)]
+    assert engine.errors == [f"{path}: rule 'custom.many_rejects' is defined more than once "
+                             "in this file; the last definition is used"]
+
+
 def test_a_rule_file_that_is_not_rules_is_named_and_the_others_load(tmp_path: Path) -> None:
     """(Found by an adversarial review: each of these crashed every command that loads the
     configuration.)"""

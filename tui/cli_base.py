@@ -19,11 +19,16 @@ class UsageError(Exception):
 
 
 def engine_of(config: Config | None) -> RuleEngine:
-    """The configured rules, or the default ruleset without a configuration."""
+    """The configured rules, or the default ruleset without a configuration; a rule file
+    the configuration names that cannot be used at all (refused, unreadable, not TOML)
+    stops vpcwatch, as a bad blocklist does (one bad rule in a file is said, and skipped)."""
     if config is None:
         return load_engine([])
     general = config.general
-    return load_engine(list(general.rules), general.default_rules, list(general.blocklist))
+    engine = load_engine(list(general.rules), general.default_rules, list(general.blocklist))
+    if engine.unusable:  # (a rule file's overrides silently not applied otherwise)
+        raise UsageError("; ".join(visible(problem) for problem in engine.unusable))
+    return engine
 
 
 def check_scan_paths(paths: list[Path]) -> None:

@@ -24,4 +24,5 @@ def load_engine(files: list[Path], default_rules: bool = True,
     ruleset = read_rule_files(paths)
     engine = RuleEngine(ruleset.rules, blocklist)
     engine.errors[:0] = ruleset.errors
+    engine.unusable = ruleset.unusable
     return engine

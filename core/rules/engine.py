@@ -48,6 +48,7 @@ class RuleEngine:
         self.sql: list[WindowedRule] = []  # windowed rules
         self.per_event: list[Rule] = []
         self.errors: list[str] = []
+        self.unusable: list[str] = []  # (rule files not usable at all: read_rule_files)
         self.state = WindowState([])  # (set by ``check``: only rules that compile hold state)
         # the words of the flow rules' queries (set by ``check``; None: not known, or a rule
         # may name columns without their names: see ``_may_name_columns_unnamed``)

@@ -80,6 +80,9 @@ class Rule:
 class RuleSet:
     rules: list[Rule] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # (of those errors, the files that could not be used at all: refused, unreadable, not
+    # TOML, no [[rule]] tables; a configuration naming one is refused)
+    unusable: list[str] = field(default_factory=list)
 
 
 def default_rules_path() -> Path:
@@ -91,25 +94,20 @@ def read_rule_files(paths: list[Path]) -> RuleSet:
     result = RuleSet()
     by_id: dict[str, Rule] = {}
     for path in paths:
-        try:
-            problem = shared_write_problem(path)
-            if problem:  # a rule is SQL vpcwatch runs: another user must not write it
-                result.errors.append(f"{path}: refused, {problem}")
-                continue
-            document = tomllib.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            result.errors.append(f"{path}: cannot read: {exc.strerror}")
-            continue
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            result.errors.append(f"{path}: not valid TOML: {exc}")
+        document = _rule_document(path, result)
+        if document is None:
             continue
         tables = document.get("rule", [])
         if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
-            result.errors.append(f"{path}: rules are [[rule]] tables")
+            result.unusable.append(f"{path}: rules are [[rule]] tables")
             continue
         other = sorted(set(document) - {"rule"})
         if other:  # ([[rules]] read as no rule at all, silently)
             result.errors.append(f"{path}: unknown table {other[0]!r}; rules are [[rule]] tables")
+        ids = [str(table.get("id")) for table in tables]
+        for twice in sorted({i for i in ids if ids.count(i) > 1}):
+            result.errors.append(f"{path}: rule {twice!r} is defined more than once in this "
+                                 "file; the last definition is used")
         for index, table in enumerate(tables):
             try:
                 rule = parse_rule(table, str(path), index)
@@ -121,7 +119,23 @@ def read_rule_files(paths: list[Path]) -> RuleSet:
             else:
                 by_id.pop(str(table.get("id")), None)  # enabled = false switches a rule off
     result.rules = list(by_id.values())
+    result.errors[:0] = result.unusable
     return result
+
+
+def _rule_document(path: Path, result: RuleSet) -> dict[str, object] | None:
+    """The TOML of rule file ``path``, or None with the reason in ``result.unusable``."""
+    try:
+        problem = shared_write_problem(path)
+        if problem:  # a rule is SQL vpcwatch runs: another user must not write it
+            result.unusable.append(f"{path}: refused, {problem}")
+            return None
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        result.unusable.append(f"{path}: cannot read: {exc.strerror}")
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        result.unusable.append(f"{path}: not valid TOML: {exc}")
+    return None
 
 
 def parse_rule(table: dict[str, Any], file: str, index: int) -> Rule | None:
