@@ -102,6 +102,16 @@ def _event_row(record: object) -> tuple[dict[str, Any], str | None]:
     }, None
 
 
+# the CloudTrail field each column holds (Wazuh's ``discard_regex field=`` names these)
+COLUMN_OF_FIELD = {
+    "eventID": "event_id", "eventTime": "event_time", "eventSource": "event_source",
+    "eventName": "event_name", "awsRegion": "aws_region", "sourceIPAddress": "source_ip",
+    "userAgent": "user_agent", "userIdentity.arn": "user_arn", "userIdentity.type": "user_type",
+    "recipientAccountId": "account_id", "errorCode": "error_code",
+    "errorMessage": "error_message",
+}
+
+
 def record_hash(record: dict[str, Any]) -> str:
     """The id of a record without ``eventID`` (format 1.0, as in AWS's own examples): a hash
     of its canonical JSON, so a second delivery of it is recognised as the same event."""

@@ -84,6 +84,10 @@ def test_buckets_that_are_not_tables_are_named_so(bucket: str) -> None:
         ('path = "AWSLogs"', "bucket", "path", "not AWSLogs"),
         ('only_logs_after = "yesterday"', "bucket", "only_logs_after", "2026-01-01"),
         ('discard_regex = "(?<=x)y"', "bucket", "discard_regex", "RE2"),
+        # (found by an adversarial test: a name no column has filtered nothing, silently)
+        ('discard_field = "eventName"\ndiscard_regex = "x"', "bucket", "discard_field",
+         "a flow-log field such as srcaddr"),
+        ('discard_field = ""\ndiscard_regex = "x"', "bucket", "discard_field", "log-status"),
         ('secret_key = "abc"', "bucket", "secret_key", "credential chain"),
         # (found by an adversarial review: each was accepted, then failed every poll)
         ("lookback = inf", "general", "lookback", "at most 100 years"),
@@ -116,6 +120,35 @@ def test_a_bad_value_names_file_key_and_what_is_allowed(
     assert (f"general.{key}" if section == "general" else f"bucket[0].{key}") in message
     assert allowed in message
     assert "abc" not in message  # a secret is never echoed
+
+
+@pytest.mark.parametrize(("btype", "field", "column"), [
+    ("cloudtrail", "eventName", "event_name"), ("cloudtrail", "event_name", "event_name"),
+    ("cloudtrail", "userIdentity.arn", "user_arn"), ("vpcflow", "log-status", "log_status"),
+    ("vpcflow", "srcaddr", "srcaddr")])
+def test_discard_field_takes_wazuhs_names_and_the_columns(btype: str, field: str,
+                                                          column: str) -> None:
+    text = (f'[[bucket]]\ntype = "{btype}"\nname = "my-logs"\ndiscard_field = "{field}"\n'
+            'discard_regex = "^CreateVpc$"\n')
+    assert parse_config(text, "conf.toml").buckets[0].discard_field == column
+
+
+def test_a_cloudtrail_discard_by_wazuhs_field_name_drops_the_events() -> None:
+    """``<discard_regex field="eventName">`` as import-wazuh writes it."""
+    from core.layouts import Kind
+    from core.objects import ObjectRef
+    from core.reader import read_object
+    from tests import flowgen
+
+    text = ('[[bucket]]\ntype = "cloudtrail"\nname = "my-logs"\ndiscard_field = "eventName"\n'
+            'discard_regex = "^CreateVpc$"\n')
+    bucket = parse_config(text, "conf.toml").buckets[0]
+    body = flowgen.trail_object([flowgen.trail_event(name, event_id=f"e{n}")
+                                 for n, name in enumerate(["CreateVpc", "DeleteVpc"])])
+    result = read_object(ObjectRef("b", "t.json.gz", "e", len(body), Kind.CLOUDTRAIL), body,
+                         2**30, bucket.discard_field, bucket.discard_regex)
+    assert result.events is not None and result.events["event_name"].to_pylist() == ["DeleteVpc"]
+    assert result.discarded == 1
 
 
 def test_cli_exits_2_on_a_bad_config_and_touches_nothing(

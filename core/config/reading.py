@@ -26,6 +26,8 @@ from core.config.values import (
     at_least,
     boolean,
     bounded_int,
+    discard_column,
+    discard_fields,
     matching,
     min_duration,
     one_of,
@@ -123,7 +125,7 @@ def _bucket(source: str, table: dict[str, Any], where: str) -> BucketConfig:
     btype = r.get("type", None, one_of(BUCKET_TYPES), " or ".join(BUCKET_TYPES))
     name = r.get("name", None, matching(re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")),
                  "an S3 bucket name (3-63 characters: a-z, 0-9, '.', '-')")
-    discard_field = r.get("discard_field", None, string, "a field name")
+    discard_field = r.get("discard_field", None, discard_column(btype), discard_fields(btype))
     discard_regex = r.get("discard_regex", None, regex, "a regular expression (RE2 syntax)")
     if (discard_field is None) != (discard_regex is None):
         raise r.error("discard_regex", "discard_field and discard_regex go together")

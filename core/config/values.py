@@ -13,6 +13,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.cloudtrail_parser import COLUMN_OF_FIELD
+from core.fields import KNOWN_FIELDS, column_name
 from core.names import parse_duration
 
 _SIZE_UNITS = {"": 1, "b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "kb": 10**3,
@@ -165,3 +167,28 @@ def one_of(choices: tuple[str, ...]) -> Callable[[object], str]:
         return str(value)
 
     return convert
+
+
+def discard_column(bucket_type: str) -> Callable[[object], str]:
+    """A ``discard_field`` as the column it names: for flow logs an AWS field name (or its
+    column, ``log_status``), for CloudTrail a column or the CloudTrail field it holds (as
+    Wazuh names it: ``eventName``). Another name filtered nothing, silently."""
+    if bucket_type == "cloudtrail":
+        columns = {**{c: c for c in COLUMN_OF_FIELD.values()}, **COLUMN_OF_FIELD}
+    else:
+        columns = {name: column_name(name) for name in KNOWN_FIELDS}
+        columns |= {column: column for column in columns.values()}
+
+    def convert(value: object) -> str:
+        if not isinstance(value, str) or value not in columns:
+            raise ValueError(value)
+        return columns[value]
+
+    return convert
+
+
+def discard_fields(bucket_type: str) -> str:
+    """The names ``discard_column`` takes, for its error message."""
+    if bucket_type == "cloudtrail":
+        return "a CloudTrail field: " + ", ".join(COLUMN_OF_FIELD)
+    return "a flow-log field such as srcaddr, dstport, action, log-status (AWS's names)"
