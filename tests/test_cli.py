@@ -364,3 +364,18 @@ def test_rules_without_an_action_is_a_usage_error(tmp_path: Path,
         main(["rules"])
     assert ended.value.code == 2
     assert "ACTION" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["alerts"], ["alerts", "--json"], ["query", "SELECT 1"]])
+def test_a_closed_standard_output_is_an_error(tmp_path: Path, command: list[str]) -> None:
+    """`vpcwatch alerts >&-` printed nothing and exited 0 (Python has no sys.stdout then, and
+    print() writes nothing); `--json` and `query` failed as internal errors. Found by an
+    adversarial test."""
+    (tmp_path / "a.log").write_bytes(flowgen.flow_object(flowgen.V2, 5, seed=1).text())
+    assert main(["scan", str(tmp_path / "a.log"), "--state-dir", str(tmp_path / "s")]) == 0
+    words = " ".join(f"'{word}'" for word in [str(VPCWATCH), *command, "--state-dir",
+                                               str(tmp_path / "s")])
+    ran = subprocess.run(["sh", "-c", f"exec {words} >&-"], capture_output=True, text=True,
+                         timeout=120)
+    assert ran.returncode == 1
+    assert ran.stderr == "vpcwatch: standard output is closed: nothing could be printed\n"

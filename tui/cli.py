@@ -105,6 +105,11 @@ def _main(argv: Sequence[str] | None) -> int:
         args.no_mouse = args.no_mouse or args.app_no_mouse
     name_process(f"vpcwatch {args.command or 'tui'}")  # (who holds the state directory)
     log_to_stderr(args.verbose)
+    if sys.stdout is None and not (args.command == "collect" and not args.once):
+        # (Python leaves no sys.stdout when the shell closed it, `>&-`, and print() then
+        # writes nothing: `alerts` printed nothing and exited 0; found by an adversarial test)
+        print("vpcwatch: standard output is closed: nothing could be printed", file=sys.stderr)
+        return EXIT_FAILED
     try:
         return int(args.run(args))
     except (UsageError, ConfigError, WazuhImportError, BlocklistError) as exc:
