@@ -218,3 +218,17 @@ def test_two_entries_that_would_list_the_same_objects_are_refused(
         parse_config(text, "conf.toml")
     assert str(caught.value).startswith(
         "conf.toml: bucket[1]: lists the same objects as bucket[0]")
+
+
+def test_a_configuration_saved_with_a_byte_order_mark_reads(tmp_path: Path) -> None:
+    """(Editors on Windows write one; it was 'not valid TOML ... line 1, column 1'.)"""
+    path = tmp_path / "c.toml"
+    path.write_bytes(b'\xef\xbb\xbf[[bucket]]\ntype = "vpcflow"\nname = "my-logs"\n')
+    assert load_config(path).buckets[0].name == "my-logs"
+
+
+def test_a_fifo_as_the_configuration_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """Found by an adversarial test: it was read, and so waited on, for ever."""
+    os.mkfifo(tmp_path / "c.toml")
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_config(tmp_path / "c.toml")

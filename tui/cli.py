@@ -171,7 +171,8 @@ def _parser() -> argparse.ArgumentParser:
     scan = commands.add_parser("scan", help="read local log files and folders into the store")
     scan.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     _store_options(scan)
-    scan.add_argument("--json", action="store_true", help="end with a JSON summary line")
+    scan.add_argument("--json", action="store_true",
+                      help="print the alerts raised, then a JSON summary line")
     _retry_option(scan)
     scan.set_defaults(run=cmd_scan)
 
