@@ -47,6 +47,10 @@ def import_wazuh(path: Path) -> str:
             lines.append(f"# --- from aws-s3 block {number} ---")
         if _child(wodle, "disabled") == "yes":
             lines.append("# this block was disabled in Wazuh (<disabled>yes</disabled>)")
+        interval = _child(wodle, "interval")
+        if number > 1 and interval and interval != _child(wodles[0], "interval"):
+            lines.append(f"# this block's <interval> {interval!a} is not used: vpcwatch polls "
+                         "every bucket at [general]'s interval (the first block's)")
         for bucket in wodle.iter("bucket"):
             lines += _bucket(bucket)
         for service in wodle.iter("service"):

@@ -194,6 +194,20 @@ def test_import_wazuh_prints_valid_toml_whatever_the_file_holds(
         assert tomllib.loads(capsys.readouterr().out)["general"].get("interval") == kept
 
 
+def test_import_wazuh_says_which_interval_it_uses_of_several_blocks(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """(Found by an adversarial test: a second block's interval was dropped silently.)"""
+    ossec = tmp_path / "ossec.conf"
+    ossec.write_text("<ossec_config>" + "".join(
+        f'<wodle name="aws-s3"><interval>{every}</interval><bucket type="vpcflow">'
+        f"<name>logs-{n}</name></bucket></wodle>" for n, every in enumerate(["10m", "1h"]))
+        + "</ossec_config>")
+    assert main(["import-wazuh", str(ossec)]) == 0
+    out = capsys.readouterr().out
+    assert tomllib.loads(out)["general"]["interval"] == "10m"
+    assert "this block's <interval> '1h' is not used" in out
+
+
 def test_import_wazuh_prints_a_valid_equivalent_config(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
