@@ -182,13 +182,18 @@ def test_scan_json_prints_the_alerts_before_the_summary(
     assert lines[-1]["alerts"] == 1 and lines[-1]["events"] == 1
 
 
-def test_watch_headless_prints_each_alert_as_it_commits(tmp_path: Path, bucket: Bucket) -> None:
+def denied_create_vpc(tmp_path: Path, bucket: Bucket) -> Path:
+    """A CloudTrail object of one refused CreateVpc in ``bucket``; a config reading it."""
     key = flowgen.trail_key("", "111111111111", "us-east-1", NOW, 1)
     bucket.put(key, flowgen.trail_object([flowgen.trail_event("CreateVpc", event_id="v1",
                                                                error="AccessDenied")]))
-    config = write_config(tmp_path, [{"type": "cloudtrail", "name": bucket.name,
-                                      "endpoint_url": bucket.url}],
-                          default_rules=True, interval="1h")
+    return write_config(tmp_path, [{"type": "cloudtrail", "name": bucket.name,
+                                    "endpoint_url": bucket.url}],
+                        default_rules=True, interval="1h")
+
+
+def test_watch_headless_prints_each_alert_as_it_commits(tmp_path: Path, bucket: Bucket) -> None:
+    config = denied_create_vpc(tmp_path, bucket)
     process = subprocess.Popen([sys.executable, "-m", "tui.cli", "watch", "--config",
                                 str(config), "--headless"], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env=os.environ.copy())
@@ -208,12 +213,7 @@ def test_watch_headless_ends_when_the_reader_of_its_output_left(
     and the service went on polling for ever (found by an adversarial test). It ends as Unix
     tools do, with 141. (The pipe's reading end is closed before the first alert is written,
     so the first write fails, as after `head` left.)"""
-    key = flowgen.trail_key("", "111111111111", "us-east-1", NOW, 1)
-    bucket.put(key, flowgen.trail_object([flowgen.trail_event("CreateVpc", event_id="v1",
-                                                               error="AccessDenied")]))
-    config = write_config(tmp_path, [{"type": "cloudtrail", "name": bucket.name,
-                                      "endpoint_url": bucket.url}],
-                          default_rules=True, interval="1h")
+    config = denied_create_vpc(tmp_path, bucket)
     reading, writing = os.pipe()
     os.close(reading)
     try:
