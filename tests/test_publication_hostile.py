@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 from pathlib import Path
 
@@ -16,7 +17,8 @@ import pytest
 
 from core.follow import Follower
 from core.rules import load_engine
-from core.store import Store, publication
+from core.store import Store, StoreError, publication
+from core.store.opening import _attached
 from tests import scenarios
 from tests.storetools import flows
 
@@ -122,12 +124,10 @@ def test_a_segment_name_leading_outside_is_refused(store: Store) -> None:
                                     pa.array(names)), directory / segments_file)
     follower = Follower(store.state_dir)
     assert follower.poll() is None
-    con = publication.load(store.state_dir, manifest)
-    try:  # (an attached store's view over its segments: refused as it is opened)
-        with pytest.raises(ValueError, match="not the name of a segment"):
-            Store(store.state_dir, read_only=True, published=con)
-    finally:
-        con.close()
+    owner = f"pid {os.getpid()} on {socket.gethostname()} (vpcwatch collect)"
+    with pytest.raises(StoreError, match=r"its publication cannot be read: .*not the name of a "
+                       r"segment"):  # (an attached store, as alerts and query open it)
+        _attached(store.state_dir, None, owner)
 
 
 def test_every_commit_is_reported_when_its_state_was_published_whole(store: Store) -> None:
@@ -164,3 +164,37 @@ def test_the_status_file_still_reads(store: Store) -> None:
     assert publication.read_status(store.state_dir) == {"polling": True, "late": 2}
     assert json.loads((store.state_dir / publication.DIRECTORY / publication.STATUS)
                       .read_text())["late"] == 2
+
+
+def test_upkeep_published_whole_reports_no_flows(store: Store) -> None:
+    """A compaction whose publication is the whole one that follows a failed publication
+    (found by a review): its merged segment was reported as new flows, and ``watch``
+    printed the parity alerts of their windows again."""
+    follower = Follower(store.state_dir)
+    follower.poll()
+    for n in range(8):
+        store.commit([flows(n, LINES[n::8][:5])])
+        follower.poll()
+    store._publication_failed = True  # (the poll's last publication failed: a full disk)
+    assert store.compact() > 0
+    assert publication.current(store.state_dir)["reason"] == "whole"
+    update = follower.poll()
+    assert update is not None and update.segments == []
+    store._publication_failed = True  # …and a commit published whole is one
+    store.commit([flows(9, LINES[9::8][:5])])
+    update = follower.poll()
+    assert update is not None and len(update.segments) == 1
+
+
+def test_a_planted_generation_far_ahead_is_no_endless_walk(store: Store) -> None:
+    directory = store.state_dir / publication.DIRECTORY
+    follower = Follower(store.state_dir)
+    follower.poll()
+    manifest = publication.current(store.state_dir)
+    manifest["generation"] = int(manifest["generation"]) + 10**12  # type: ignore[call-overload]
+    (directory / "manifest-999.json").write_text(json.dumps(manifest))
+    (directory / publication.CURRENT).write_text("manifest-999.json")
+    polled = threading.Thread(target=follower.poll, daemon=True)
+    polled.start()
+    polled.join(timeout=30)
+    assert not polled.is_alive()

@@ -222,7 +222,8 @@ class Store:
                 self.engine.committed(self.con)
             self.segments.retire(replaced)
             self._refresh_view()
-            self._publish(lambda p: p.commit(keys, changed) if additive else p.whole())
+            self._publish(lambda p: p.commit(keys, changed) if additive
+                          else p.whole(adds_flows=True), adds_flows=True)
         except Exception as exc:
             raise AfterCommit(f"committed, then failed: {exc}") from exc
         records = flows.num_rows if flows is not None else 0
@@ -300,14 +301,15 @@ class Store:
         self._refresh_view()
         return True
 
-    def _publish(self, action: Callable[[Publisher], None]) -> None:
+    def _publish(self, action: Callable[[Publisher], None], adds_flows: bool = False) -> None:
         """A failure here never fails the commit (it is done): it is logged, and the next
-        publication is a whole one, so viewers miss nothing for good."""
+        publication is a whole one, so viewers miss nothing for good (``adds_flows``: it
+        stands for a commit's, as ``action`` does)."""
         if self.publisher is None:
             return
         try:
             if self._publication_failed:
-                self.publisher.whole()
+                self.publisher.whole(adds_flows)
             else:
                 action(self.publisher)
             self._publication_failed = False

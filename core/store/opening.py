@@ -172,7 +172,11 @@ def _attached(state_dir: Path, engine: RuleEngine | None, owner: str) -> Store:
         published = publication.load(state_dir, manifest)
     except (OSError, ValueError, KeyError, duckdb.Error) as exc:
         raise StoreError(f"{busy}, and its publication cannot be read: {exc}") from None
-    store = Store(state_dir, read_only=True, engine=engine, published=published)
+    try:  # (its view over the segments it lists: a name that is none is refused)
+        store = Store(state_dir, read_only=True, engine=engine, published=published)
+    except (ValueError, duckdb.Error) as exc:
+        published.close()
+        raise StoreError(f"{busy}, and its publication cannot be read: {exc}") from None
     store.attached_to, store.generation = owner, manifest.get("generation")
     store.manifest = manifest
     log.info("attached to %s (its last committed state)", owner)

@@ -16,8 +16,9 @@ own and never touch the collector's file, its lock or its threads.
   events, for attached apps' status bars.
 Files no manifest names are removed GRACE_SECONDS after they stopped being named: a viewer
 still reading an older state has that long (after that it gets an I/O error and loads the
-current one). Each manifest says why it was written (``reason``: a commit, upkeep such as
-compaction, or a whole rewrite): only a commit adds flows.
+current one). Each manifest says why it was written (``reason``: a commit, whether its
+tables were written as deltas or whole; upkeep such as compaction; or a whole rewrite at
+start, after pruning or a retry): only a commit adds flows.
 """
 
 from __future__ import annotations
@@ -74,9 +75,11 @@ class Publisher:
         self._summarised: set[str] = set()  # segments whose summary rows are published
         self.whole()
 
-    def whole(self) -> None:
+    def whole(self, adds_flows: bool = False) -> None:
         """Every table whole: at start, after pruning, when deltas pile up, and after a
-        publication failed (into a directory made again, if it was deleted meanwhile)."""
+        publication failed (into a directory made again, if it was deleted meanwhile).
+        ``adds_flows``: it stands for a commit's publication (its reason is then "commit":
+        followers report the segments it lists newly)."""
         self._make_directory()
         self.generation += 1
         tables = {table: self.con.sql(f"SELECT * FROM {table}").to_arrow_table()
@@ -85,7 +88,7 @@ class Publisher:
         self._small = {table: tables[table] for table in WHOLE}
         self._summarised = {row[0] for row in self.con.execute("SELECT name FROM segments")
                             .fetchall()}
-        self._publish("whole")
+        self._publish("commit" if adds_flows else "whole")
 
     def commit(self, keys: Sequence[tuple[str, str]], alerts: pa.Table | None) -> None:
         """What one commit changed: the ledger entries and events of the objects ``keys``
@@ -95,7 +98,7 @@ class Publisher:
         would otherwise make every viewer load one, and recompute its views, at each
         poll)."""
         if any(len(files) > MAX_DELTAS for files in self.files.values()):
-            self.whole()
+            self.whole(adds_flows=bool(keys))
             return
         small = {table: self.con.sql(f"SELECT * FROM {table}").to_arrow_table()
                  for table in WHOLE}
@@ -211,6 +214,16 @@ def manifest_of(state_dir: Path, generation: int) -> dict[str, object]:
     """The manifest of state ``generation`` (OSError once it is removed: GRACE_SECONDS
     after a newer one was published)."""
     return _manifest(state_dir / DIRECTORY, f"manifest-{generation}.json")
+
+
+def generations_between(state_dir: Path, after: int, before: int) -> list[int]:
+    """The generations of the manifests there, strictly between ``after`` and ``before``."""
+    try:
+        names = os.listdir(state_dir / DIRECTORY)
+    except OSError:
+        return []
+    found = (re.fullmatch(r"manifest-(\d+)\.json", name) for name in names)
+    return sorted(g for match in found if match and after < (g := int(match[1])) < before)
 
 
 def _manifest(directory: Path, name: str) -> dict[str, object]:
