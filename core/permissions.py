@@ -90,11 +90,13 @@ def replace_private(path: Path, write: Callable[[BinaryIO], object]) -> None:
     os.replace(temporary, path)
 
 
-def read_small(path: Path, limit: int) -> bytes:
+def read_small(path: Path, limit: int, follow_links: bool = False) -> bytes:
     """The bytes of ``path``, a regular file of at most ``limit`` bytes, read without
-    following a link and without waiting (OSError otherwise: a FIFO planted there would
+    waiting and, unless ``follow_links`` (a file the user names: a configuration mounted
+    by Kubernetes is a link), without following a link (OSError otherwise: a FIFO would
     be waited on for ever, ``/dev/zero`` read without end)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags if follow_links else flags | os.O_NOFOLLOW)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
@@ -118,3 +120,13 @@ def own_directory(path: Path) -> os.stat_result:
         raise OSError(errno.EPERM, "is not a directory of the user's own (a link to one?); "
                       "vpcwatch writes nothing through it: remove it", str(path))
     return info
+
+
+MAX_TEXT_FILE = 64 << 20  # bytes: a configuration, rule file or blocklist larger is refused
+
+
+def read_text_file(path: Path, limit: int = MAX_TEXT_FILE) -> str:
+    """A text file the user names (a configuration, a rule file, a blocklist): UTF-8, a
+    byte order mark before it allowed (editors on Windows write one), read as
+    ``read_small`` reads it, links followed (OSError, UnicodeDecodeError)."""
+    return read_small(path, limit, follow_links=True).decode("utf-8").removeprefix("\ufeff")

@@ -227,8 +227,46 @@ def test_a_configuration_saved_with_a_byte_order_mark_reads(tmp_path: Path) -> N
     assert load_config(path).buckets[0].name == "my-logs"
 
 
-def test_a_fifo_as_the_configuration_is_refused_not_waited_on(tmp_path: Path) -> None:
-    """Found by an adversarial test: it was read, and so waited on, for ever."""
-    os.mkfifo(tmp_path / "c.toml")
-    with pytest.raises(ConfigError, match="not a regular file"):
-        load_config(tmp_path / "c.toml")
+def test_a_configuration_through_a_link_reads(tmp_path: Path) -> None:
+    """(Kubernetes mounts a ConfigMap's files as links; so do stow and home-manager.)"""
+    (tmp_path / "real.toml").write_text('[[bucket]]\ntype = "vpcflow"\nname = "my-logs"\n')
+    (tmp_path / "c.toml").symlink_to("real.toml")
+    assert load_config(tmp_path / "c.toml").buckets[0].name == "my-logs"
+
+
+@pytest.mark.parametrize("key", ["", "rules", "blocklist"])
+def test_a_fifo_named_as_a_file_to_read_is_refused_not_waited_on(tmp_path: Path,
+                                                                 key: str) -> None:
+    """Found by an adversarial test: a FIFO given as the configuration, a rule file or a
+    blocklist was read, and so waited on, for ever."""
+    import threading
+
+    from core.rules import BlocklistError
+
+    os.mkfifo(tmp_path / "pipe")
+    config = tmp_path / "pipe"
+    if key:
+        config = tmp_path / "c.toml"
+        config.write_text(f'[general]\n{key} = ["pipe"]\n[[bucket]]\ntype = "vpcflow"\n'
+                          'name = "my-logs"\n')
+    outcome: list[str] = []
+
+    def load() -> None:
+        try:
+            main(["rules", "list", "--config", str(config)])
+        except (ConfigError, BlocklistError) as exc:
+            outcome.append(str(exc))
+        outcome.append("returned")
+
+    loading = threading.Thread(target=load, daemon=True)
+    loading.start()
+    loading.join(timeout=60)
+    assert outcome[-1:] == ["returned"]
+
+
+def test_a_rule_file_saved_with_a_byte_order_mark_reads(tmp_path: Path) -> None:
+    from core.rules import load_engine
+
+    (tmp_path / "mine.toml").write_bytes(
+        b'\xef\xbb\xbf[[rule]]\nid = "x.disabled"\nenabled = false\n')
+    assert load_engine([tmp_path / "mine.toml"]).errors == []

@@ -42,7 +42,7 @@ from core.config.values import (
     url,
 )
 from core.names import ACCOUNT, ORG, REGION
-from core.permissions import read_small, shared_write_problem
+from core.permissions import read_text_file, shared_write_problem
 
 
 class _Reader:
@@ -198,13 +198,10 @@ def _refuse_overlaps(source: str, buckets: tuple[BucketConfig, ...]) -> None:
                     "them different path, aws_account_id or regions")
 
 
-MAX_CONFIG = 1 << 20  # bytes
-
-
 def load_config(path: str | os.PathLike[str]) -> Config:
     file = Path(path)
     try:  # (a regular file: a FIFO given as the configuration was waited on for ever)
-        text = read_small(file, MAX_CONFIG).decode("utf-8").removeprefix("\ufeff")  # (a BOM)
+        text = read_text_file(file)
         problem = shared_write_problem(file)
     except OSError as exc:
         raise ConfigError(f"{file}: cannot read: {exc.strerror}") from None

@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from core.permissions import shared_write_problem
+from core.permissions import read_text_file, shared_write_problem
 
 # 10/8, 192.168/16, 127/8, 169.254/16, 172.16/12, 100.64/10
 _PRIVATE_V4 = (r"^(10\.|192\.168\.|127\.|169\.254\.|172\.(1[6-9]|2[0-9]|3[01])\."
@@ -189,7 +189,7 @@ def read_blocklist(paths: list[Path]) -> Blocklist:
             problem = shared_write_problem(path)
             if problem:
                 raise BlocklistError(f"{path}: refused, {problem}")
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = read_text_file(path).splitlines()
         except OSError as exc:
             raise BlocklistError(f"{path}: cannot read the blocklist: {exc.strerror}") from None
         except UnicodeDecodeError as exc:

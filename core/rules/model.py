@@ -18,7 +18,7 @@ from typing import Any
 import duckdb
 
 from core.names import parse_duration
-from core.permissions import shared_write_problem
+from core.permissions import read_text_file, shared_write_problem
 from core.rules.parity import IDS as PARITY_IDS
 
 SOURCES = ("vpcflow", "cloudtrail")
@@ -130,7 +130,7 @@ def _rule_document(path: Path, result: RuleSet) -> dict[str, object] | None:
         if problem:  # a rule is SQL vpcwatch runs: another user must not write it
             result.unusable.append(f"{path}: refused, {problem}")
             return None
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(read_text_file(path))
     except OSError as exc:
         result.unusable.append(f"{path}: cannot read: {exc.strerror}")
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
