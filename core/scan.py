@@ -26,22 +26,27 @@ def local_files(paths: list[Path]) -> Iterator[Path]:
     """The readable log files among ``paths`` and, recursively, inside the folders among them
     (each once, however often it is named or linked; a link to a folder is not followed, and
     said so; a file named here whose name is none of a log's is said so too)."""
-    seen: set[Path] = set()
-    named = {path.resolve() for path in paths}
+    seen: set[tuple[int, int]] = set()  # (device, inode: a hard link is the same file too)
+    named = [path.resolve() for path in paths if path.is_dir()]
     for path in paths:
         found = _in_folder(path, named) if path.is_dir() else _named(path)
         for file in found:
-            if (real := file.resolve()) not in seen:
-                seen.add(real)
+            if (same := _identity(file)) not in seen:
+                seen.add(same)
                 yield file
 
 
-def _in_folder(folder: Path, named: set[Path]) -> list[Path]:
+def _identity(path: Path) -> tuple[int, int]:
+    info = path.stat()
+    return info.st_dev, info.st_ino
+
+
+def _in_folder(folder: Path, named: list[Path]) -> list[Path]:
     found = []
     for root, folders, files in os.walk(folder):
         for name in folders:
             link = Path(root) / name
-            if link.is_symlink() and link.resolve() not in named:
+            if link.is_symlink() and not any(link.resolve().is_relative_to(n) for n in named):
                 log.warning("%s: a link to a folder, not followed (name the folder to scan "
                             "it)", visible(str(link)))
         found += [p for name in files if (p := Path(root) / name).is_file() and _wanted(p)]
@@ -89,6 +94,8 @@ def _ref(path: Path) -> ObjectRef:
 
 
 def _read(ref: ObjectRef, max_size: int) -> ObjectResult:
+    if ref.kind is Kind.OTHER:  # (a file named to scan that is no log: not read at all)
+        return ObjectResult(ref, Status.SKIPPED, error="not a flow-log or CloudTrail file")
     try:
         data = Path(ref.key).read_bytes()
         return read_object(ref, data, max_size)

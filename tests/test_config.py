@@ -270,3 +270,10 @@ def test_a_rule_file_saved_with_a_byte_order_mark_reads(tmp_path: Path) -> None:
     (tmp_path / "mine.toml").write_bytes(
         b'\xef\xbb\xbf[[rule]]\nid = "x.disabled"\nenabled = false\n')
     assert load_engine([tmp_path / "mine.toml"]).errors == []
+
+
+def test_max_object_size_takes_its_largest_value_as_written() -> None:
+    """(The message said "1MiB to 1TiB", and "1TiB" was refused: no such unit; a review.)"""
+    config = parse_config('[general]\nmax_object_size = "1TiB"\n[[bucket]]\ntype = "vpcflow"\n'
+                          'name = "my-logs"\n', "conf.toml")
+    assert config.general.max_object_size == 2**40

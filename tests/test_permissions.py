@@ -87,6 +87,9 @@ def test_a_configured_rule_file_that_cannot_be_used_stops_vpcwatch(
                  str(config)]) == 2
     assert said in capsys.readouterr().err
     assert not (tmp_path / "state").exists()
+    # `rules check` lists it among the rules rejected, as it lists a bad rule (a review)
+    assert main(["rules", "check", "--config", str(config)]) == 1
+    assert said in capsys.readouterr().err
 
 
 def test_a_blocklist_others_can_write_is_refused(

@@ -94,6 +94,9 @@ def test_a_rule_defined_twice_in_one_file_is_said(tmp_path: Path) -> None:
     assert [(rule.id, rule.level) for rule in engine.rules] == [("custom.many_rejects", 9)]
     assert engine.errors == [f"{path}: rule 'custom.many_rejects' is defined more than once "
                              "in this file; the last definition is used"]
+    nameless = rule_file(tmp_path, "nameless.toml", "[[rule]]\nlevel = 3\n[[rule]]\nlevel = 4\n")
+    assert not any("more than once" in error
+                   for error in load_engine([nameless], default_rules=False).errors)
 
 
 def test_a_rule_file_that_is_not_rules_is_named_and_the_others_load(tmp_path: Path) -> None:

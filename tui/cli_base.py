@@ -18,15 +18,16 @@ class UsageError(Exception):
     """Bad usage or configuration: exit 2."""
 
 
-def engine_of(config: Config | None) -> RuleEngine:
+def engine_of(config: Config | None, strict: bool = True) -> RuleEngine:
     """The configured rules, or the default ruleset without a configuration; a rule file
     the configuration names that cannot be used at all (refused, unreadable, not TOML)
-    stops vpcwatch, as a bad blocklist does (one bad rule in a file is said, and skipped)."""
+    stops vpcwatch, as a bad blocklist does (one bad rule in a file is said, and skipped);
+    not ``strict``: it is among ``engine.errors`` (``rules check`` lists them)."""
     if config is None:
         return load_engine([])
     general = config.general
     engine = load_engine(list(general.rules), general.default_rules, list(general.blocklist))
-    if engine.unusable:  # (a rule file's overrides silently not applied otherwise)
+    if strict and engine.unusable:  # (a rule file's overrides silently not applied otherwise)
         raise UsageError("; ".join(visible(problem) for problem in engine.unusable))
     return engine
 

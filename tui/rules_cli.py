@@ -17,20 +17,22 @@ from tui.cli_base import EXIT_FAILED, EXIT_OK, UsageError, check_scan_paths, eng
 from tui.output import print_alerts, warn_rule_errors
 
 
-def _checked_engine(args: argparse.Namespace, files: list[Path] | None = None) -> RuleEngine:
-    """The config's rules (or just ``files``), compiled against an empty scratch store."""
+def _checked_engine(args: argparse.Namespace, files: list[Path] | None = None,
+                    strict: bool = True) -> RuleEngine:
+    """The config's rules (or just ``files``), compiled against an empty scratch store
+    (``strict``: as ``engine_of``)."""
     config = load_config(args.config) if getattr(args, "config", None) else None
     if files:
         engine = load_engine(files, False, list(config.general.blocklist) if config else [])
     else:
-        engine = engine_of(config)
+        engine = engine_of(config, strict)
     with tempfile.TemporaryDirectory(prefix="vpcwatch-rules-") as scratch:
         Store(Path(scratch), engine=engine).close()
     return engine
 
 
 def cmd_rules_check(args: argparse.Namespace) -> int:
-    engine = _checked_engine(args, list(args.files))
+    engine = _checked_engine(args, list(args.files), strict=False)  # (it lists them all)
     for error in engine.errors:
         print(f"vpcwatch: {visible(error)}", file=sys.stderr)
     print(f"{len(engine.rules)} rules valid, {len(engine.errors)} rejected")

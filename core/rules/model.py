@@ -104,7 +104,7 @@ def read_rule_files(paths: list[Path]) -> RuleSet:
         other = sorted(set(document) - {"rule"})
         if other:  # ([[rules]] read as no rule at all, silently)
             result.errors.append(f"{path}: unknown table {other[0]!r}; rules are [[rule]] tables")
-        ids = [str(table.get("id")) for table in tables]
+        ids = [table["id"] for table in tables if isinstance(table.get("id"), str)]
         for twice in sorted({i for i in ids if ids.count(i) > 1}):
             result.errors.append(f"{path}: rule {twice!r} is defined more than once in this "
                                  "file; the last definition is used")
