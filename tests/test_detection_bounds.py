@@ -123,3 +123,40 @@ def test_the_threshold_check_skips_only_windows_that_raise_nothing(
     assert {a["rule_id"] for a in checked} >= {"vpc.portscan", "vpc.sweep", "vpc.exfiltration",
                                                "vpc.traffic_spike.interface"}
     assert rows(checked) == rows(described)
+
+
+def test_counts_that_add_up_past_64_bits_are_stored_and_summed_at_the_largest(
+        tmp_path: Path) -> None:
+    """Found by an adversarial test: two records of 2^62 bytes (valid counts) in one minute
+    and interface made the summary's sum overflow its BIGINT: the object was quarantined
+    with all its records; across objects, the compaction that merged them failed every poll
+    after. Sums are now held at 2^63-1."""
+    from core.rules.sqlparts import BIGINT_MAX
+    from core.store import Store
+    from core.store.segments import COMPACT_AT
+
+    big = 2**62
+    header = ("version account-id interface-id srcaddr dstaddr srcport dstport protocol "
+              "packets bytes start end action log-status")
+    line = ("2 123456789012 eni-1 10.0.0.{n} 10.0.0.200 1 2 6 1 {bytes} 1765000000 "
+            "1765000030 ACCEPT OK")
+    files = {f"o{n}.log": f"{header}\n{line.format(n=n, bytes=big)}\n".encode()
+             for n in range(COMPACT_AT)}  # (as many segments as a compaction merges)
+    files["two.log"] = (f"{header}\n{line.format(n=10, bytes=big)}\n"
+                        f"{line.format(n=11, bytes=big)}\n").encode()
+    scan_alerts(tmp_path, files)
+    state = tmp_path / "state"
+    store = Store(state)
+    try:
+        assert store.con.execute("SELECT status, count(*), sum(records) FROM objects "
+                                 "GROUP BY ALL").fetchall() == [("done", COMPACT_AT + 1,
+                                                                 COMPACT_AT + 2)]
+        assert store.compact() > 0  # (the merge summarises all the records at once)
+        assert store.con.execute("SELECT sum(bytes) FROM traffic_minutes").fetchall() == [
+            (BIGINT_MAX,)]
+        assert store.con.execute("SELECT count(*), sum(bytes) FROM flows").fetchall() == [
+            (COMPACT_AT + 2, (COMPACT_AT + 2) * big)]
+    finally:
+        store.close()
+    parity = [a for a in derived(state) if a["rule_id"] == "vpc.flow.accept"]
+    assert len(parity) == COMPACT_AT + 2 and {a["bytes"] for a in parity} == {big}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.rules.sqlparts import single
+from core.rules.sqlparts import as_bigint, single
 
 WINDOW = 600  # seconds: the alerts' window
 
@@ -117,7 +117,8 @@ def select(flows: str, min_level: int = 0, touched: str | None = None,
     SELECT md5(concat_ws('|', {key_parts})) AS id, {_case("id")} AS rule_id,
            {_case("level")}::INTEGER AS level, {title} AS title, 'vpcflow' AS source,
            _b AS window_start, _first AS first_seen, _last AS last_seen, _n AS count,
-           _sb::BIGINT AS bytes, _sp::BIGINT AS packets, {group_json}::VARCHAR AS group_key,
+           {as_bigint("_sb")} AS bytes, {as_bigint("_sp")} AS packets,
+           {group_json}::VARCHAR AS group_key,
            _src AS srcaddr, _dst AS dstaddr, _port::INTEGER AS dstport,
            _g3::INTEGER AS protocol, '[]' AS mitre, {_case("wazuh_id")}::INTEGER AS wazuh_id,
            {_OBJECTS} AS objects, _object_count AS object_count,

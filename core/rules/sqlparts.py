@@ -24,6 +24,15 @@ ALERT_FIELDS = ("id", "rule_id", "level", "title", "source", "window_start", "fi
 # Fields an alert takes from its records when they all agree (NULL when they differ).
 CONTEXT = ("account_id", "region", "event_name", "vpc_id", "interface_id")
 MAX_OBJECTS = 20  # object keys kept on an alert (object_count has them all)
+BIGINT_MAX = 2**63 - 1
+
+
+def as_bigint(total: str) -> str:
+    """A sum (of bytes, of packets) as a BIGINT, held at BIGINT_MAX: DuckDB adds BIGINTs as
+    HUGEINTs, and casting a sum past it failed the commit, every commit after it, and the
+    compaction that merged its segments (found by an adversarial test: two records of 2^62
+    bytes, valid counts, in one window)."""
+    return f"least({total}, {BIGINT_MAX})::BIGINT"
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import string
 
 from core.rules.model import Rule
-from core.rules.sqlparts import literal, quote
+from core.rules.sqlparts import as_bigint, literal, quote
 
 # Names a title template may use, besides the rule's group_by columns.
 TITLE_FIELDS = {"srcaddr": "_src", "dstaddr": "_dst", "dstport": "_port", "protocol": "_proto",
@@ -34,6 +34,6 @@ def title_sql(rule: Rule, field_prefix: str = "_f_") -> str:
         if column is None:
             raise ValueError(f"title field {{{name}}} is not a group_by column or one of "
                              f"{', '.join(sorted(TITLE_FIELDS))}")
-        shown = f"format_bytes({column}::BIGINT)" if spec == "size" else f"{column}::VARCHAR"
+        shown = f"format_bytes({as_bigint(column)})" if spec == "size" else f"{column}::VARCHAR"
         parts.append(f"coalesce({shown}, '-')")
     return " || ".join(parts) or "''"

@@ -14,7 +14,15 @@ import json
 
 from core.rules.model import Rule
 from core.rules.partials import Partials
-from core.rules.sqlparts import CONTEXT, MAX_OBJECTS, SHAPES, derived, literal, single
+from core.rules.sqlparts import (
+    CONTEXT,
+    MAX_OBJECTS,
+    SHAPES,
+    as_bigint,
+    derived,
+    literal,
+    single,
+)
 from core.rules.titles import title_sql
 
 # Passed as the stored relation: add the new records to the stored alerts (additive rules).
@@ -325,7 +333,8 @@ class WindowedRule:
         SELECT md5(_key) AS id, {literal(rule.id)} AS rule_id, {rule.level} AS level,
                {self.title} AS title, {literal(rule.source)} AS source,
                _b AS window_start, _first AS first_seen, _last AS last_seen, _n::BIGINT AS count,
-               _sb::BIGINT AS bytes, _sp::BIGINT AS packets, _group::VARCHAR AS group_key,
+               {as_bigint("_sb")} AS bytes, {as_bigint("_sp")} AS packets,
+               _group::VARCHAR AS group_key,
                _src AS srcaddr, _dst AS dstaddr, _port::INTEGER AS dstport,
                _proto::INTEGER AS protocol, {literal(json.dumps(list(rule.mitre)))} AS mitre,
                {rule.wazuh_id} AS wazuh_id, to_json(_objects[1:{MAX_OBJECTS}])::VARCHAR AS objects,

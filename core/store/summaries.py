@@ -13,12 +13,13 @@ flows (docs/app.md gives the figures).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import duckdb
 import pyarrow as pa
 
-from core.rules.sqlparts import literal
+from core.rules.sqlparts import as_bigint, literal
 
 TABLE = "traffic_minutes"  # (created with the other tables: core.store.schema)
 DIMENSIONS = ("account_id", "vpc_id", "interface_id", "action")
@@ -30,8 +31,8 @@ def summary_sql(segment: str, relation: str) -> str:
     dims = ", ".join(f"{d}::VARCHAR AS {d}" for d in DIMENSIONS)
     return (f"SELECT {literal(segment)} AS segment, "
             f"start // {MINUTE} * {MINUTE} AS minute, {dims}, "
-            "count(*) AS flows, coalesce(sum(packets), 0)::BIGINT AS packets, "
-            f"coalesce(sum(bytes), 0)::BIGINT AS bytes FROM {relation} GROUP BY ALL")
+            f"count(*) AS flows, {as_bigint('coalesce(sum(packets), 0)')} AS packets, "
+            f"{as_bigint('coalesce(sum(bytes), 0)')} AS bytes FROM {relation} GROUP BY ALL")
 
 
 def flows_per_minute(con: duckdb.DuckDBPyConnection, since: int) -> list[tuple[int, int]]:
@@ -57,8 +58,9 @@ def write(con: duckdb.DuckDBPyConnection, segment: str, flows: pa.Table) -> None
         for name, kind in needed.items()}))
     try:
         con.execute(f"INSERT INTO {TABLE} BY NAME {summary_sql(segment, 'summarised_flows')}")
-    finally:
-        con.unregister("summarised_flows")
+    finally:  # (after a failed statement the transaction is aborted, and this fails too:
+        with contextlib.suppress(duckdb.Error):  # the statement's error is the one to see)
+            con.unregister("summarised_flows")
 
 
 def forget(con: duckdb.DuckDBPyConnection, segments: Sequence[str]) -> None:
