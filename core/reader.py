@@ -26,7 +26,7 @@ def read_object(
     if ref.kind is Kind.PARQUET:
         if len(data) > max_size:
             raise CorruptObject(f"larger than {max_size} bytes (max_object_size): not read")
-        parsed = parse_parquet(data)
+        parsed = parse_parquet(data, max_size)
         result = ObjectResult(ref, Status.DONE, flows=parsed.table)
     elif ref.kind is Kind.TEXT:
         parsed = parse_text(maybe_gunzip(data, ref.key, max_size))

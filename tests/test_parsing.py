@@ -292,3 +292,18 @@ def test_a_line_of_megabytes_is_a_bad_line_and_the_rest_is_read() -> None:
     half = b"y" * (700 << 10)
     parsed = parse_text(b"version srcaddr dstaddr\n2 a b\n2 " + half + b" " + half + b"\n")
     assert (parsed.table.num_rows, dict(parsed.bad_reasons)) == (1, {"a line longer than 1 MiB": 1})
+
+
+def test_a_parquet_object_is_held_to_max_object_size_as_it_expands() -> None:
+    """Found by an adversarial test: Parquet was held to max_object_size by its compressed
+    size only, and an 87 KB file of repeated values expanded to 1.35 GB."""
+    rows = 500_000
+    table = pa.table({"version": pa.array([2] * rows, pa.int32()),
+                      "vpc-id": pa.array(["vpc-" + "0" * 100] * rows)})
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    data = buffer.getvalue()
+    assert len(data) < 2**20 < rows * 100  # (small, expanding past the cap below)
+    with pytest.raises(CorruptObject, match="expands past 1048576 bytes"):
+        parse_parquet(data, 2**20)
+    assert parse_parquet(data, 2**30).table.num_rows == rows  # (within a larger cap: read)
