@@ -246,6 +246,24 @@ def test_gzip_failures_are_corrupt_objects() -> None:
     assert gunzip(good + good, 1 << 20) == b"version\n" * 2000  # two gzip members
 
 
+def test_gunzip_reads_many_small_members_padding_and_a_limit_across_them() -> None:
+    """Each member after the first is given a window of the input (copying all the rest
+    after each of 160,000 small members took 32 s; now 0.6 s, measured once)."""
+    lines = [f"line {n}\n".encode() for n in range(5_000)]
+    members = [gzip.compress(line, mtime=0) for line in lines]
+    data = b"".join(member + b"\x00" * (n % 3) for n, member in enumerate(members))
+    expected = b"".join(lines)
+    assert gunzip(data, len(expected)) == expected
+    with pytest.raises(CorruptObject, match="expands past"):
+        gunzip(data, len(expected) - 1)
+    big = gzip.compress(b"x" * 300_000, mtime=0)  # (a later member larger than its window)
+    assert gunzip(members[0] + big + members[1], 1 << 20) == lines[0] + b"x" * 300_000 + lines[1]
+    with pytest.raises(CorruptObject, match="truncated"):
+        gunzip(data + big[:-20], 1 << 22)
+    with pytest.raises(CorruptObject, match="trailing garbage"):
+        gunzip(data + b"junk", 1 << 22)
+
+
 def test_gunzip_limit_is_exact() -> None:
     data = b"x" * 1000
     assert gunzip(gzip.compress(data), 1000) == data
