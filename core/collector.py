@@ -220,6 +220,11 @@ class Collector:
         ref = cand.ref
         if ref.kind is Kind.OTHER:
             return ObjectResult(ref, Status.SKIPPED, attempts=0, error="not a log file")
+        if ref.size > general.max_object_size:  # (as listed: larger expanded, gzip or not)
+            # (found by an adversarial test: each was downloaded whole, max_attempts times,
+            # before the size was looked at: memory of concurrency times the object's size)
+            return self._bad_object(cand, 1, f"its listed size, {ref.size} bytes, is larger "
+                                    f"than {general.max_object_size} (max_object_size): not read")
         corrupt = transient = 0
         while True:
             attempt = corrupt + transient + 1

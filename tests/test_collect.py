@@ -321,6 +321,27 @@ def test_a_missing_bucket_is_an_error_not_a_blocked_prefix(
     assert len(summary["errors"]) == 1 and "NoSuchBucket" in summary["errors"][0]
 
 
+def test_an_object_listed_larger_than_max_object_size_is_not_downloaded(
+    tmp_path: Path, bucket: Bucket, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by an adversarial test: such an object was downloaded whole, max_attempts
+    times, before its size was looked at (four of 250 MiB took 2 GB of memory)."""
+    small = flowgen.flow_object(flowgen.V2, 10, seed=1)
+    large = flowgen.flow_object(flowgen.V2, 30_000, seed=2).text()  # (plain text: > 2 MiB)
+    assert len(large) > 2**21
+    bucket.put(flowgen.flow_key("", A, "us-east-1", NOW, 1), small.gz())
+    bucket.put(flowgen.flow_key("", A, "us-east-1", NOW, 2).removesuffix(".gz"), large)
+    config = write_config(tmp_path, [{"type": "vpcflow", "name": bucket.name,
+                                      "endpoint_url": bucket.url}],
+                          max_object_size="2MiB", max_attempts=3)
+    code, summary = run_collect(config, capsys)
+    assert (code, summary["objects"]["done"], summary["objects"]["quarantined"]) == (1, 1, 1)
+    [(attempts, error)] = store_rows(config, "SELECT attempts, last_error FROM objects "
+                                             "WHERE status = 'quarantined'")
+    assert attempts == 1  # (not downloaded, so not downloaded again)
+    assert f"its listed size, {len(large)} bytes, is larger than 2097152" in error
+
+
 def test_a_relist_finds_objects_delivered_after_their_day_left_the_lookback(
     tmp_path: Path, bucket: Bucket, capsys: pytest.CaptureFixture[str]
 ) -> None:
