@@ -160,3 +160,15 @@ def test_counts_that_add_up_past_64_bits_are_stored_and_summed_at_the_largest(
         store.close()
     parity = [a for a in derived(state) if a["rule_id"] == "vpc.flow.accept"]
     assert len(parity) == COMPACT_AT + 2 and {a["bytes"] for a in parity} == {big}
+
+
+def test_a_sum_held_at_the_largest_bigint_stays_null_when_null() -> None:
+    """(A first version used DuckDB's least, which skips NULL: a SKIPDATA alert, which has
+    no bytes, showed 8 EiB; the app's snapshot test caught it.)"""
+    import duckdb
+
+    from core.rules.sqlparts import BIGINT_MAX, as_bigint
+
+    row = duckdb.sql(f"SELECT {as_bigint('NULL::HUGEINT')}, {as_bigint('(1::HUGEINT << 70)')}, "
+                     f"{as_bigint('5::HUGEINT')}").fetchall()
+    assert row == [(None, BIGINT_MAX, 5)]

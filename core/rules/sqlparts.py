@@ -31,8 +31,8 @@ def as_bigint(total: str) -> str:
     """A sum (of bytes, of packets) as a BIGINT, held at BIGINT_MAX: DuckDB adds BIGINTs as
     HUGEINTs, and casting a sum past it failed the commit, every commit after it, and the
     compaction that merged its segments (found by an adversarial test: two records of 2^62
-    bytes, valid counts, in one window)."""
-    return f"least({total}, {BIGINT_MAX})::BIGINT"
+    bytes, valid counts, in one window). NULL stays NULL (DuckDB's ``least`` skips it)."""
+    return f"(CASE WHEN {total} > {BIGINT_MAX} THEN {BIGINT_MAX} ELSE {total} END)::BIGINT"
 
 
 @dataclass(frozen=True)
