@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 
+MAX_TEXT_FILE = 64 << 20  # bytes: a configuration, rule file or blocklist larger is refused
+
+
 def shared_write_problem(path: Path) -> str | None:
     """Why ``path`` may be changed by another user (with the command that fixes it), or None:
     it must be the user's own (or root's).
@@ -120,9 +123,6 @@ def own_directory(path: Path) -> os.stat_result:
         raise OSError(errno.EPERM, "is not a directory of the user's own (a link to one?); "
                       "vpcwatch writes nothing through it: remove it", str(path))
     return info
-
-
-MAX_TEXT_FILE = 64 << 20  # bytes: a configuration, rule file or blocklist larger is refused
 
 
 def read_text_file(path: Path, limit: int = MAX_TEXT_FILE) -> str:
