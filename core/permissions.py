@@ -17,7 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-
 MAX_TEXT_FILE = 64 << 20  # bytes: a configuration, rule file or blocklist larger is refused
 
 
