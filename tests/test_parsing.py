@@ -325,3 +325,17 @@ def test_a_parquet_object_is_held_to_max_object_size_as_it_expands() -> None:
     with pytest.raises(CorruptObject, match="expands past 1048576 bytes"):
         parse_parquet(data, 2**20)
     assert parse_parquet(data, 2**30).table.num_rows == rows  # (within a larger cap: read)
+
+
+def test_an_object_of_too_many_lines_of_the_wrong_field_count_is_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by an adversarial test: each such line costs a call into Python (about 14 µs:
+    3,000,000 took 40 s), so a gzip of a billion within max_object_size held a parser for
+    hours. Past MAX_BAD_ROWS the object is refused (quarantined, with the reason)."""
+    import core.flowlog_parser as parser
+
+    monkeypatch.setattr(parser, "MAX_BAD_ROWS", 1_000)
+    good = flowgen.flow_object(flowgen.V2, 50, seed=1).text()
+    assert parse_text(good + b"1 2\n" * 1_000).bad_lines == 1_000  # (up to it: counted)
+    with pytest.raises(CorruptObject, match="more than 1000 lines of another number"):
+        parse_text(good + b"1 2\n" * 1_001)
