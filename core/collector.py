@@ -40,7 +40,7 @@ from core.events import (
 from core.layouts import Kind, days_between, kinds_of
 from core.listing_plan import plan
 from core.objects import ObjectResult, Status
-from core.reader import read_object
+from core.reader import not_a_log, read_object
 from core.s3 import TRANSIENT_ERRORS, AccessDenied, Gone, S3Bucket, describe, open_bucket
 from core.store import Candidate, Store
 from core.store.isolation import commit_isolating
@@ -219,7 +219,7 @@ class Collector:
         general = self.config.general
         ref = cand.ref
         if ref.kind is Kind.OTHER:
-            return ObjectResult(ref, Status.SKIPPED, attempts=0, error="not a log file")
+            return not_a_log(ref)
         if ref.size > general.max_object_size:  # (as listed: larger expanded, gzip or not)
             # (found by an adversarial test: each was downloaded whole, max_attempts times,
             # before the size was looked at: memory of concurrency times the object's size)

@@ -200,8 +200,8 @@ MAX_BAD_ROWS = 1_000_000  # lines of the wrong field count in one object, then i
 
 class _BadRows:
     """Counts the lines whose field count does not match the header (pyarrow calls it, once
-    a line: about 14 µs each). Past MAX_BAD_ROWS the read stops, and ``read_csv`` says so
-    (``too_many``): a gzip of a billion such lines within max_object_size would otherwise
+    a line: about 14 µs each). Past MAX_BAD_ROWS the read stops, and ``read_csv`` raises
+    CorruptObject: a gzip of a billion such lines within max_object_size would otherwise
     hold a parser for hours (found by an adversarial test: 3,000,000 took 40 s)."""
 
     def __init__(self) -> None:

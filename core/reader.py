@@ -14,6 +14,13 @@ from core.flowlog_parser import parse_parquet, parse_text
 from core.layouts import Kind, delivery_time
 from core.objects import ObjectRef, ObjectResult, Status
 
+NOT_A_LOG = "not a flow-log or CloudTrail file"
+
+
+def not_a_log(ref: ObjectRef) -> ObjectResult:
+    """The result for an object whose name is none of a log's: skipped, never read."""
+    return ObjectResult(ref, Status.SKIPPED, attempts=0, error=NOT_A_LOG)
+
 
 def read_object(
     ref: ObjectRef,
@@ -37,7 +44,7 @@ def read_object(
         result = ObjectResult(ref, Status.DONE, events=events.table,
                               bad_lines=events.bad_lines, bad_reasons=events.bad_reasons)
     else:
-        return ObjectResult(ref, Status.SKIPPED, error="not a flow-log or CloudTrail file")
+        return not_a_log(ref)
     if result.flows is not None:
         result.flows = _with_key_context(result.flows, ref)
     if discard_field and discard_regex:

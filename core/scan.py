@@ -12,7 +12,7 @@ from core.decompress import CorruptObject
 from core.events import PollSummary
 from core.layouts import Kind, kind_of_path, name_context
 from core.objects import ObjectRef, ObjectResult, Status
-from core.reader import read_object
+from core.reader import not_a_log, read_object
 from core.safetext import visible
 from core.store import CommitStats, Store
 from core.store.isolation import commit_isolating
@@ -95,7 +95,7 @@ def _ref(path: Path) -> ObjectRef:
 
 def _read(ref: ObjectRef, max_size: int) -> ObjectResult:
     if ref.kind is Kind.OTHER:  # (a file named to scan that is no log: not read at all)
-        return ObjectResult(ref, Status.SKIPPED, error="not a flow-log or CloudTrail file")
+        return not_a_log(ref)
     try:
         data = Path(ref.key).read_bytes()
         return read_object(ref, data, max_size)

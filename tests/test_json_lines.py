@@ -67,3 +67,21 @@ def test_a_column_named_twice_is_a_usage_error(state: Path,
     assert out == "" and "names srcaddr more than once" in err
     assert main(["query", "--state-dir", str(state), "--format", "csv", sql]) == 0
     assert capsys.readouterr().out.splitlines()[0] == "srcaddr,srcaddr"
+
+
+def test_both_writers_write_the_same_line() -> None:
+    """A line goes through json.dumps (in C) unless it holds a DECIMAL or a float that is
+    not finite; then through the exact writer: the two must agree on everything else."""
+    import datetime as dt
+    import uuid
+    from collections import namedtuple
+
+    from tui.json_lines import json_line, json_object
+
+    interval = namedtuple("MonthDayNano", "months days nanoseconds")
+    document = {"n": 3, "big": 2**70, "t": True, "none": None, "f": 1.25, "text": "é\x1b\u202e",
+                "when": dt.datetime(2026, 12, 6, 11, 0, tzinfo=dt.UTC), "day": dt.date(2026, 1, 2),
+                "at": dt.time(1, 2, 3), "id": uuid.UUID(int=1), "blob": b"\x01",
+                "list": [1, "a", [2.5]], "map": {"k": [None]}, "every": interval(0, 1, 2)}
+    assert json_line(document) == json_object(document.items())
+    assert json.loads(json_line(document))["every"] == [0, 1, 2]

@@ -15,7 +15,7 @@ from core.events import PollSummary
 from core.rules import RuleEngine
 from core.safetext import visible
 from tui.cli_base import UsageError
-from tui.json_lines import json_object, json_text
+from tui.json_lines import json_line
 
 
 def warn_rule_errors(engine: RuleEngine) -> None:
@@ -32,7 +32,7 @@ def print_alerts(alerts: pa.Table | Iterable[pa.RecordBatch] | None) -> None:
         return
     for batch in alerts.to_batches(BATCH_ROWS) if isinstance(alerts, pa.Table) else alerts:
         for document in alert_documents(batch):
-            sys.stdout.write(json_text(document) + "\n")
+            sys.stdout.write(json_line(document) + "\n")
         sys.stdout.flush()
 
 
@@ -66,7 +66,7 @@ def print_rows(batches: Iterator[pa.RecordBatch], fmt: str) -> None:
         rows = zip(*(c.to_pylist() for c in batch.columns), strict=True)
         if fmt == "json":  # JSON escapes every control and non-ASCII character
             for row in rows:  # (a write per line: see print_alerts)
-                sys.stdout.write(json_object(zip(columns, row, strict=True)) + "\n")
+                sys.stdout.write(json_line(dict(zip(columns, row, strict=True))) + "\n")
         elif shown:
             writer.writerows([visible(v) if isinstance(v, str) else v for v in row]
                              for row in rows)

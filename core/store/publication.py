@@ -51,7 +51,8 @@ MAX_DELTAS = 50
 GRACE_SECONDS = 120.0
 MAX_MANIFEST = 16 << 20  # bytes: a manifest (or status.json) larger was not written here
 # the names of the files this module writes (and so the only ones it removes)
-_OURS = re.compile(r"[a-z_]+-\d+\.parquet|manifest-\d+\.json|\..+\.tmp")
+_MANIFEST = re.compile(r"manifest-(\d+)\.json")
+_OURS = re.compile(rf"[a-z_]+-\d+\.parquet|{_MANIFEST.pattern}|\..+\.tmp")
 # tables published as deltas: the key a newer row replaces an older one by, and which wins
 # among the rows of one file (among files, the latest file's: a later commit wrote it)
 DELTAS = {"alerts": ("id", "revision DESC, updated DESC"),
@@ -205,7 +206,7 @@ def current(state_dir: Path) -> dict[str, object]:
     manifest's, a FIFO or a device in their place, JSON nested past Python's recursion)."""
     directory = state_dir / DIRECTORY
     name = read_small(directory / CURRENT, 256).decode("utf-8", "replace").strip()
-    if not re.fullmatch(r"manifest-\d+\.json", name):
+    if not _MANIFEST.fullmatch(name):
         raise ValueError(f"{directory / CURRENT}: names no manifest")
     return _manifest(directory, name)
 
@@ -222,7 +223,7 @@ def generations_between(state_dir: Path, after: int, before: int) -> list[int]:
         names = os.listdir(state_dir / DIRECTORY)
     except OSError:
         return []
-    found = (re.fullmatch(r"manifest-(\d+)\.json", name) for name in names)
+    found = (_MANIFEST.fullmatch(name) for name in names)
     return sorted(g for match in found if match and after < (g := int(match[1])) < before)
 
 
